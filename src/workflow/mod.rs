@@ -1,0 +1,1 @@
+//! Workflows: API and UI formats, conversion, validation and parameters.
