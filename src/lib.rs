@@ -1,6 +1,20 @@
 //! Director Link core: a native link from Blender to local AI servers (ComfyUI first).
 //!
 //! The core is plain Rust (`cargo test` needs no Python); the pyo3 binding lives in `py/` behind the
-//! `python` feature.
+//! `python` feature. Start with [`hub::Hub`].
+pub mod comfy;
+pub mod endpoint;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod service;
 pub mod sim;
+pub mod tracker;
 pub mod workflow;
+
+pub use error::{Error, ErrorCode};
+pub use event::{Event, EventKind};
+pub use hub::{Hub, HubConfig};
+
+#[cfg(feature = "python")]
+mod py;

@@ -1,0 +1,257 @@
+//! ComfyUI's REST API over the hub's one pooled HTTP client.
+use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejected, QueueView};
+use crate::endpoint::Endpoint;
+use crate::error::{describe_http_error, root_cause, Error, ErrorCode, Result};
+use crate::event::{JobError, NodeProblem};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Short calls (queue, history, interrupt) must not hang the actor when a server stalls.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct ComfyHttp {
+    client: reqwest::Client,
+    endpoint: Endpoint,
+    token: Option<String>,
+}
+
+/// What `POST /prompt` said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitOutcome {
+    /// Queued under this id (the server's; old servers ignore ours). Non-empty problems = a partial 200.
+    Accepted { prompt_id: String, problems: Vec<NodeProblem> },
+    /// The server refused the prompt; nothing was queued.
+    Rejected(JobError),
+}
+
+impl ComfyHttp {
+    pub fn new(client: reqwest::Client, endpoint: Endpoint, token: Option<String>) -> ComfyHttp {
+        ComfyHttp { client, endpoint, token }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, self.endpoint.http(path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn get_json(&self, path: &str, what: &str) -> Result<Value> {
+        let resp =
+            self.request(reqwest::Method::GET, path).timeout(SHORT_TIMEOUT).send().await.map_err(|e| describe_http_error(e, what))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")));
+        }
+        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
+        serde_json::from_slice(&bytes).map_err(|_| {
+            Error::new(
+                ErrorCode::WrongService,
+                format!("{what}: the answer is not JSON; is this really a ComfyUI server at {}?", self.endpoint),
+            )
+        })
+    }
+
+    async fn post_json(&self, path: &str, body: &Value, what: &str) -> Result<()> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .timeout(SHORT_TIMEOUT)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| describe_http_error(e, what))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")))
+        }
+    }
+
+    /// `GET /system_stats`: proves it is ComfyUI and gives the version ("unknown" for servers that omit it).
+    pub async fn system_stats(&self) -> Result<SystemStats> {
+        let v = self.get_json("system_stats", "reading /system_stats").await?;
+        let system = v.get("system").filter(|s| s.is_object()).ok_or_else(|| {
+            Error::new(
+                ErrorCode::WrongService,
+                format!("something answers at {}, but it is not ComfyUI (no system stats)", self.endpoint),
+            )
+        })?;
+        let version = system.get("comfyui_version").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let devices = v
+            .get("devices")
+            .and_then(Value::as_array)
+            .map(|d| d.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(SystemStats { version, devices })
+    }
+
+    /// `POST /prompt`. Network failures are errors (the caller decides whether the prompt may have arrived).
+    pub async fn submit(&self, prompt: &Value, prompt_id: &str, client_id: &str) -> Result<SubmitOutcome> {
+        let body = json!({ "prompt": prompt, "client_id": client_id, "prompt_id": prompt_id });
+        let resp = self
+            .request(reqwest::Method::POST, "prompt")
+            .timeout(Duration::from_secs(60))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, "reading the submit answer"))?;
+        if status.is_success() {
+            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
+                Error::new(ErrorCode::Protocol, "the server accepted the workflow but its answer is not the expected JSON")
+            })?;
+            return Ok(SubmitOutcome::Accepted {
+                prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
+                problems: node_problems(&acc.node_errors),
+            });
+        }
+        if status.as_u16() == 400 {
+            let rej: PromptRejected = serde_json::from_slice(&bytes).unwrap_or_default();
+            let problems = node_problems(&rej.node_errors);
+            let (kind, message) = rej
+                .error
+                .map(|e| (e.kind.unwrap_or_default(), e.message.unwrap_or_default()))
+                .unwrap_or_default();
+            let detail = problems
+                .iter()
+                .map(|p| {
+                    let class = p.class_type.as_deref().unwrap_or("?");
+                    format!("node {} ({class}) {}: {} {}", p.node_id, p.input.as_deref().unwrap_or(""), p.message, p.details)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut msg = format!("the server rejected the workflow: {message}");
+            if !detail.is_empty() {
+                msg.push_str(&format!(" — {detail}"));
+            }
+            msg.push_str(". Fix the workflow or its parameters and submit again.");
+            let mut err = JobError::simple("validation_failed", msg);
+            err.exception_type = Some(kind);
+            err.node_errors = problems;
+            return Ok(SubmitOutcome::Rejected(err));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let hint = match status.as_u16() {
+            413 => "the workflow is larger than the server's max upload size".to_string(),
+            403 => "the server refused the request (origin check or a proxy's auth)".to_string(),
+            401 => "the server wants credentials: set a token for this service".to_string(),
+            404 => format!("no ComfyUI prompt endpoint at {}; check the URL and base path", self.endpoint),
+            500 => "the server failed while reading the workflow (is it API format JSON?)".to_string(),
+            _ => text.chars().take(200).collect(),
+        };
+        Ok(SubmitOutcome::Rejected(JobError::simple(
+            "validation_failed",
+            format!("the server answered HTTP {status} to the submission: {hint}"),
+        )))
+    }
+
+    pub async fn queue(&self) -> Result<QueueView> {
+        let v = self.get_json("queue", "reading the queue").await?;
+        Ok(QueueView::from_value(&v))
+    }
+
+    /// `GET /history/{id}`: `None` while unknown or unfinished.
+    pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>> {
+        let path = format!("history/{}", percent_encoding::utf8_percent_encode(prompt_id, PATH_SEGMENT));
+        let v = self.get_json(&path, "reading the history").await?;
+        match v.get(prompt_id) {
+            Some(entry) => serde_json::from_value(entry.clone())
+                .map(Some)
+                .map_err(|e| Error::new(ErrorCode::Protocol, format!("unexpected history entry: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a pending prompt (ours only; never `clear`).
+    pub async fn delete_pending(&self, prompt_id: &str) -> Result<()> {
+        self.post_json("queue", &json!({ "delete": [prompt_id] }), "removing the job from the queue").await
+    }
+
+    /// Interrupts `prompt_id` only if it is the one running (ComfyUI ≥ 0.3.57; never a bare global interrupt).
+    pub async fn interrupt(&self, prompt_id: &str) -> Result<()> {
+        self.post_json("interrupt", &json!({ "prompt_id": prompt_id }), "interrupting the job").await
+    }
+
+    pub async fn object_info(&self) -> Result<Value> {
+        self.get_json("object_info", "reading /object_info").await
+    }
+
+    /// Streams `GET /view` into `dest` (already opened by the caller). Returns the byte count.
+    pub async fn download(
+        &self,
+        filename: &str,
+        subfolder: &str,
+        file_type: &str,
+        dest: &mut tokio::fs::File,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let what = format!("downloading {filename}");
+        let mut resp = self
+            .request(reqwest::Method::GET, "view")
+            .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| describe_http_error(e, &what))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")));
+        }
+        let mut total = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, &what))? {
+            dest.write_all(&chunk).await.map_err(|e| write_error(&e))?;
+            total += chunk.len() as u64;
+        }
+        dest.flush().await.map_err(|e| write_error(&e))?;
+        Ok(total)
+    }
+
+    /// `POST /upload/image`: returns the name to use in `LoadImage`.
+    pub async fn upload_image(&self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("image", part);
+        let resp = self
+            .request(reqwest::Method::POST, "upload/image")
+            .multipart(form)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| describe_http_error(e, "uploading an image"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| describe_http_error(e, "reading the upload answer"))?;
+        if !status.is_success() {
+            return Err(Error::new(ErrorCode::HttpStatus, format!("uploading an image: HTTP {status}")));
+        }
+        let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
+        Ok(match v.get("subfolder").and_then(Value::as_str) {
+            Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
+            _ => name.to_string(),
+        })
+    }
+}
+
+pub fn write_error(e: &std::io::Error) -> Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => " (no permission: choose another output directory)",
+        _ if e.raw_os_error() == Some(28) => " (the disk is full: free space; the file is still on the server)",
+        _ => "",
+    };
+    Error::new(ErrorCode::OutputWrite, format!("writing a result failed: {}{hint}", root_cause(e)))
+}
+
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SystemStats {
+    pub version: String,
+    pub devices: Vec<String>,
+}

@@ -1,0 +1,556 @@
+//! Routes ComfyUI messages to our jobs and turns them into events. Pure logic (no I/O): the socket actor
+//! feeds messages in and carries out the returned effects, so every routing rule is unit-testable.
+use super::protocol::{file_refs, BinaryFrame, FileRef, ServerMessage};
+use crate::event::{EventKind, JobError};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Where a tracked job stands from the router's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a connection; not sent.
+    Pending,
+    /// POST sent, answer not seen.
+    Submitting,
+    Queued,
+    Running,
+    /// Terminal message seen, outputs being fetched.
+    Finishing,
+}
+
+#[derive(Debug)]
+pub struct ActiveJob {
+    pub job_id: String,
+    pub prompt_id: String,
+    pub phase: Phase,
+    pub queued_announced: bool,
+    pub cancel_requested: bool,
+    pub node_types: HashMap<String, String>,
+    pub outputs: Vec<FileRef>,
+    pub ui: Map<String, Value>,
+    pub started: Option<Instant>,
+    pub submitted: Instant,
+    /// Set when messages may have been lost (a reconnect during the job): outputs come from /history.
+    pub needs_history: bool,
+    /// The POST may have reached the server (its answer was lost): check before sending again.
+    pub maybe_sent: bool,
+    /// Kept until the job ends, to send it after a reconnect.
+    pub prompt: std::sync::Arc<Value>,
+    /// The output sub-directory (tag or service name).
+    pub group: String,
+    rate: Option<(String, Instant, f64)>,
+}
+
+impl ActiveJob {
+    pub fn new(job_id: &str, prompt: std::sync::Arc<Value>, group: &str, now: Instant) -> ActiveJob {
+        let node_types = prompt
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(id, n)| Some((id.clone(), n.get("class_type")?.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ActiveJob {
+            job_id: job_id.to_string(),
+            prompt_id: job_id.to_string(),
+            phase: Phase::Pending,
+            queued_announced: false,
+            cancel_requested: false,
+            node_types,
+            outputs: Vec::new(),
+            ui: Map::new(),
+            started: None,
+            submitted: now,
+            needs_history: false,
+            maybe_sent: false,
+            prompt,
+            group: group.to_string(),
+            rate: None,
+        }
+    }
+
+    fn node_type(&self, node: &str) -> Option<String> {
+        self.node_types.get(node).cloned()
+    }
+
+    /// ETA for a node from the observed step rate since its first progress message.
+    fn eta(&mut self, node: &str, value: f64, max: f64, now: Instant) -> Option<f64> {
+        match &self.rate {
+            Some((n, t0, v0)) if n == node && value >= *v0 => {
+                let dt = now.duration_since(*t0).as_secs_f64();
+                let dv = value - v0;
+                (dv > 0.0 && dt > 0.0).then(|| ((max - value).max(0.0)) * dt / dv)
+            }
+            _ => {
+                self.rate = Some((node.to_string(), now, value));
+                None
+            }
+        }
+    }
+}
+
+/// What the actor must do after a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Emit(EventKind),
+    /// The job finished on the server: fetch its files (from /history when `from_history`) and complete it.
+    Finish { prompt_id: String, refs: Vec<FileRef>, from_history: bool },
+    QueueRemaining(u64),
+    /// A cancelled job was confirmed interrupted.
+    Forget { prompt_id: String },
+}
+
+#[derive(Default)]
+pub struct JobRouter {
+    service: String,
+    jobs: HashMap<String, ActiveJob>,
+    /// The prompt the server is running for our client, for frames without a prompt id.
+    running: Option<String>,
+    /// Messages for prompt ids we do not know yet (an old server that ignored our id), replayed once mapped.
+    orphans: Vec<(String, ServerMessage)>,
+}
+
+const MAX_ORPHANS: usize = 512;
+
+impl JobRouter {
+    pub fn new(service: &str) -> JobRouter {
+        JobRouter { service: service.to_string(), ..Default::default() }
+    }
+
+    pub fn track(&mut self, job: ActiveJob) {
+        self.jobs.insert(job.prompt_id.clone(), job);
+    }
+
+    pub fn get(&self, prompt_id: &str) -> Option<&ActiveJob> {
+        self.jobs.get(prompt_id)
+    }
+
+    pub fn get_mut(&mut self, prompt_id: &str) -> Option<&mut ActiveJob> {
+        self.jobs.get_mut(prompt_id)
+    }
+
+    pub fn find_by_job(&self, job_id: &str) -> Option<&ActiveJob> {
+        self.jobs.values().find(|j| j.job_id == job_id)
+    }
+
+    pub fn remove(&mut self, prompt_id: &str) -> Option<ActiveJob> {
+        if self.running.as_deref() == Some(prompt_id) {
+            self.running = None;
+        }
+        self.jobs.remove(prompt_id)
+    }
+
+    pub fn prompt_ids(&self) -> Vec<String> {
+        self.jobs.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Every tracked job may have missed messages (the socket dropped).
+    pub fn mark_disconnected(&mut self) {
+        self.running = None;
+        for job in self.jobs.values_mut() {
+            job.needs_history = true;
+        }
+    }
+
+    /// The POST answer named a different id than ours (a server older than 0.3.45): re-key and replay.
+    pub fn rekey(&mut self, ours: &str, theirs: &str, now: Instant) -> Vec<Effect> {
+        if ours == theirs {
+            return Vec::new();
+        }
+        let Some(mut job) = self.jobs.remove(ours) else { return Vec::new() };
+        job.prompt_id = theirs.to_string();
+        self.jobs.insert(theirs.to_string(), job);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans).into_iter().partition(|(p, _)| p == theirs);
+        self.orphans = rest;
+        let mut out = Vec::new();
+        for (_, msg) in mine {
+            out.extend(self.on_message(msg, now));
+        }
+        out
+    }
+
+    /// Announces `JobQueued` once, before anything else the server says about the job.
+    pub fn announce_queued(&mut self, prompt_id: &str, position: Option<u32>, problems: Vec<crate::event::NodeProblem>) -> Option<EventKind> {
+        let job = self.jobs.get_mut(prompt_id)?;
+        if job.phase == Phase::Submitting || job.phase == Phase::Pending {
+            job.phase = Phase::Queued;
+        }
+        if job.queued_announced {
+            return None;
+        }
+        job.queued_announced = true;
+        Some(EventKind::JobQueued {
+            job_id: job.job_id.clone(),
+            service: self.service.clone(),
+            position,
+            pending_connection: false,
+            node_errors: problems,
+        })
+    }
+
+    fn ensure_queued(&mut self, prompt_id: &str, out: &mut Vec<Effect>) {
+        if let Some(ev) = self.announce_queued(prompt_id, Some(0), Vec::new()) {
+            out.push(Effect::Emit(ev));
+        }
+    }
+
+    fn ensure_started(&mut self, prompt_id: &str, cached: Vec<String>, now: Instant, out: &mut Vec<Effect>) {
+        self.ensure_queued(prompt_id, out);
+        let service = self.service.clone();
+        let Some(job) = self.jobs.get_mut(prompt_id) else { return };
+        if job.started.is_none() {
+            job.started = Some(now);
+            job.phase = Phase::Running;
+            out.push(Effect::Emit(EventKind::JobStarted { job_id: job.job_id.clone(), service, cached_nodes: cached }));
+        }
+        self.running = Some(prompt_id.to_string());
+    }
+
+    pub fn on_message(&mut self, msg: ServerMessage, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let ServerMessage::Status(s) = &msg {
+            if let Some(n) = s.queue_remaining() {
+                out.push(Effect::QueueRemaining(n));
+            }
+            return out;
+        }
+        let pid = match msg.prompt_id() {
+            Some(p) => p.to_string(),
+            None => match (&msg, &self.running) {
+                // The reconnect replay: `executing {node}` without a prompt id belongs to our running prompt.
+                (ServerMessage::Executing(_), Some(r)) => r.clone(),
+                _ => return out,
+            },
+        };
+        if !self.jobs.contains_key(&pid) {
+            let awaiting_answer = self.jobs.values().any(|j| j.phase == Phase::Submitting);
+            if awaiting_answer && self.orphans.len() < MAX_ORPHANS {
+                self.orphans.push((pid, msg));
+            }
+            return out;
+        }
+        match msg {
+            ServerMessage::ExecutionStart(_) => self.ensure_started(&pid, Vec::new(), now, &mut out),
+            ServerMessage::ExecutionCached(c) => {
+                let fresh = self.jobs.get(&pid).is_some_and(|j| j.started.is_none());
+                if fresh {
+                    self.ensure_started(&pid, c.nodes, now, &mut out);
+                }
+            }
+            ServerMessage::Executing(e) => match e.node {
+                Some(node) => {
+                    self.ensure_started(&pid, Vec::new(), now, &mut out);
+                    if let Some(job) = self.jobs.get_mut(&pid) {
+                        let shown = e.display_node.unwrap_or(node);
+                        let node_type = job.node_type(&shown);
+                        out.push(Effect::Emit(EventKind::NodeStarted { job_id: job.job_id.clone(), node_id: shown, node_type }));
+                    }
+                }
+                None => {
+                    // End of the prompt; the terminal message came just before. Nothing more to route to it.
+                    if self.running.as_deref() == Some(pid.as_str()) {
+                        self.running = None;
+                    }
+                }
+            },
+            ServerMessage::Progress(p) => {
+                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                if let Some(job) = self.jobs.get_mut(&pid) {
+                    let node = p.node.clone();
+                    let eta = node.as_deref().and_then(|n| job.eta(n, p.value, p.max, now));
+                    let percentage = if p.max > 0.0 { (p.value / p.max * 100.0).clamp(0.0, 100.0) } else { 0.0 };
+                    out.push(Effect::Emit(EventKind::Progress {
+                        job_id: job.job_id.clone(),
+                        node_id: node,
+                        value: p.value,
+                        max: p.max,
+                        percentage,
+                        eta_seconds: eta,
+                    }));
+                }
+            }
+            // Whole-graph progress: the per-node `progress` messages already carry what we show.
+            ServerMessage::ProgressState(_) => self.ensure_started(&pid, Vec::new(), now, &mut out),
+            ServerMessage::Executed(e) => {
+                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                if let Some(job) = self.jobs.get_mut(&pid) {
+                    let node = e.display_node.or(e.node).unwrap_or_default();
+                    if !e.output.is_null() {
+                        job.outputs.extend(file_refs(&node, &e.output));
+                        job.ui.insert(node.clone(), e.output.clone());
+                    }
+                    out.push(Effect::Emit(EventKind::NodeOutput { job_id: job.job_id.clone(), node_id: node, output: e.output }));
+                }
+            }
+            ServerMessage::ExecutionSuccess(_) => {
+                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                if let Some(job) = self.jobs.get_mut(&pid) {
+                    job.phase = Phase::Finishing;
+                    out.push(Effect::Finish {
+                        prompt_id: pid.clone(),
+                        refs: job.outputs.clone(),
+                        from_history: job.needs_history || job.outputs.is_empty(),
+                    });
+                }
+            }
+            ServerMessage::ExecutionError(e) => {
+                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                if let Some(job) = self.remove(&pid) {
+                    let node_type = e.node_type.clone().or_else(|| e.node_id.as_deref().and_then(|n| job.node_type(n)));
+                    let exception = e.exception_message.clone().unwrap_or_default();
+                    let node_desc = match (&e.node_id, &node_type) {
+                        (Some(n), Some(t)) => format!("node {n} ({t})"),
+                        (Some(n), None) => format!("node {n}"),
+                        _ => "a node".to_string(),
+                    };
+                    let mut err = JobError::simple(
+                        "execution_failed",
+                        format!(
+                            "{node_desc} failed: {}: {}",
+                            e.exception_type.as_deref().unwrap_or("Error"),
+                            exception.trim()
+                        ),
+                    );
+                    err.node_id = e.node_id;
+                    err.node_type = node_type;
+                    err.exception_type = e.exception_type;
+                    err.traceback = e.traceback;
+                    out.push(Effect::Emit(EventKind::JobFailed { job_id: job.job_id, error: err }));
+                }
+            }
+            ServerMessage::ExecutionInterrupted(i) => {
+                if let Some(job) = self.remove(&pid) {
+                    if job.cancel_requested {
+                        out.push(Effect::Emit(EventKind::JobCancelled { job_id: job.job_id }));
+                    } else {
+                        let mut err = JobError::simple(
+                            "interrupted",
+                            "the job was interrupted on the server by someone else (the ComfyUI page or another \
+                             client); submit it again to re-run it",
+                        );
+                        err.node_id = i.node_id;
+                        err.node_type = i.node_type;
+                        out.push(Effect::Emit(EventKind::JobFailed { job_id: job.job_id, error: err }));
+                    }
+                    out.push(Effect::Forget { prompt_id: pid });
+                }
+            }
+            ServerMessage::Status(_) | ServerMessage::FeatureFlags(_) | ServerMessage::Unknown { .. } => {}
+        }
+        out
+    }
+
+    /// The server's history says the job ended while we were not listening: emit what was missed.
+    pub fn ended_in_history(&mut self, prompt_id: &str, entry: &super::protocol::HistoryEntry, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.ensure_started(prompt_id, Vec::new(), now, &mut out);
+        let status = entry.status.as_ref().and_then(|s| s.status_str.clone()).unwrap_or_default();
+        let messages = entry.status.as_ref().map(|s| s.messages.clone()).unwrap_or_default();
+        let find = |name: &str| {
+            messages.iter().find_map(|m| (m.get(0).and_then(Value::as_str) == Some(name)).then(|| m.get(1).cloned()).flatten())
+        };
+        if status == "success" || (status.is_empty() && !entry.outputs.is_empty()) {
+            let mut refs = Vec::new();
+            if let Some(job) = self.jobs.get_mut(prompt_id) {
+                for (node, ui) in &entry.outputs {
+                    refs.extend(file_refs(node, ui));
+                    job.ui.insert(node.clone(), ui.clone());
+                }
+                job.phase = Phase::Finishing;
+            }
+            out.push(Effect::Finish { prompt_id: prompt_id.to_string(), refs, from_history: false });
+        } else if let Some(data) = find("execution_error") {
+            let msg = serde_json::json!({"type": "execution_error", "data": data}).to_string();
+            if let Ok(parsed) = ServerMessage::parse(&msg) {
+                out.extend(self.on_message(parsed, now));
+            }
+        } else if let Some(data) = find("execution_interrupted") {
+            let msg = serde_json::json!({"type": "execution_interrupted", "data": data}).to_string();
+            if let Ok(parsed) = ServerMessage::parse(&msg) {
+                out.extend(self.on_message(parsed, now));
+            }
+        } else if let Some(job) = self.remove(prompt_id) {
+            out.push(Effect::Emit(EventKind::JobFailed {
+                job_id: job.job_id,
+                error: JobError::simple("execution_failed", format!("the server reports the job ended with status {status:?}")),
+            }));
+        }
+        out
+    }
+
+    /// Binary frames: previews and progress text. Id-less frames go to our running prompt.
+    pub fn on_binary(&mut self, frame: BinaryFrame) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match frame {
+            BinaryFrame::Preview { mime, image } => {
+                if let Some(job) = self.running.as_ref().and_then(|r| self.jobs.get(r)) {
+                    out.push(Effect::Emit(EventKind::Preview {
+                        job_id: job.job_id.clone(),
+                        node_id: None,
+                        mime: mime.to_string(),
+                        data: image,
+                    }));
+                }
+            }
+            BinaryFrame::PreviewWithMetadata { meta, mime, image } => {
+                let pid = meta.prompt_id.or_else(|| self.running.clone());
+                if let Some(job) = pid.as_ref().and_then(|p| self.jobs.get(p)) {
+                    out.push(Effect::Emit(EventKind::Preview {
+                        job_id: job.job_id.clone(),
+                        node_id: meta.display_node_id.or(meta.node_id),
+                        mime,
+                        data: image,
+                    }));
+                }
+            }
+            BinaryFrame::Text { node_id, text } => {
+                // Progress text is broadcast: only claim it while our prompt runs.
+                let job_id = self.running.as_ref().and_then(|r| self.jobs.get(r)).map(|j| j.job_id.clone());
+                if job_id.is_some() {
+                    out.push(Effect::Emit(EventKind::NodeText { job_id, node_id, text }));
+                }
+            }
+            BinaryFrame::Unknown { .. } => {}
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn router_with(job: &str) -> JobRouter {
+        let mut r = JobRouter::new("local");
+        let prompt = std::sync::Arc::new(json!({"3": {"class_type": "SaveImage", "inputs": {}}}));
+        let mut j = ActiveJob::new(job, prompt, "g", Instant::now());
+        j.phase = Phase::Submitting;
+        r.track(j);
+        r
+    }
+
+    fn msg(text: &str) -> ServerMessage {
+        ServerMessage::parse(text).unwrap_or(ServerMessage::Unknown { kind: "bad".into(), data: Value::Null })
+    }
+
+    fn names(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .map(|e| match e {
+                Effect::Emit(k) => k.name().to_string(),
+                Effect::Finish { .. } => "finish".into(),
+                Effect::QueueRemaining(n) => format!("queue{n}"),
+                Effect::Forget { .. } => "forget".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn success_sequence_becomes_lifecycle_events() {
+        let mut r = router_with("p");
+        let now = Instant::now();
+        let mut all = Vec::new();
+        for m in [
+            r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":1}}}}"#,
+            r#"{"type":"execution_start","data":{"prompt_id":"p","timestamp":1}}"#,
+            r#"{"type":"execution_cached","data":{"nodes":[],"prompt_id":"p","timestamp":1}}"#,
+            r#"{"type":"executing","data":{"node":"3","display_node":"3","prompt_id":"p"}}"#,
+            r#"{"type":"progress","data":{"value":1,"max":2,"prompt_id":"p","node":"3"}}"#,
+            r#"{"type":"executed","data":{"node":"3","display_node":"3","output":{"images":[{"filename":"a.png","subfolder":"s","type":"output"}]},"prompt_id":"p"}}"#,
+            r#"{"type":"execution_success","data":{"prompt_id":"p","timestamp":2}}"#,
+            r#"{"type":"executing","data":{"node":null,"prompt_id":"p"}}"#,
+        ] {
+            all.extend(r.on_message(msg(m), now));
+        }
+        assert_eq!(
+            names(&all),
+            ["queue1", "job_queued", "job_started", "node_started", "progress", "node_output", "finish"]
+        );
+        match all.last() {
+            Some(Effect::Finish { refs, from_history, .. }) => {
+                assert_eq!(refs.len(), 1);
+                assert_eq!(refs[0].filename, "a.png");
+                assert!(!from_history);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ignores_other_prompts_and_attributes_idless_frames_to_ours() {
+        let mut r = router_with("p");
+        let now = Instant::now();
+        assert!(r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"other"}}"#), now).is_empty());
+        let e = r.on_binary(BinaryFrame::Text { node_id: "1".into(), text: "x".into() });
+        assert!(e.is_empty(), "no running prompt of ours: broadcast text is not ours");
+        r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#), now);
+        let e = r.on_binary(BinaryFrame::Preview { mime: "image/jpeg", image: bytes::Bytes::from_static(b"x") });
+        assert_eq!(names(&e), ["preview"]);
+        // The reconnect replay: executing without prompt id.
+        let e = r.on_message(msg(r#"{"type":"executing","data":{"node":"3"}}"#), now);
+        assert_eq!(names(&e), ["node_started"]);
+    }
+
+    #[test]
+    fn interrupt_is_a_cancel_only_when_we_asked() {
+        let mut r = router_with("p");
+        let now = Instant::now();
+        let e = r.on_message(msg(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"3"}}"#), now);
+        assert!(names(&e).contains(&"job_failed".to_string()));
+        let mut r = router_with("q");
+        if let Some(j) = r.get_mut("q") {
+            j.cancel_requested = true;
+        }
+        let e = r.on_message(msg(r#"{"type":"execution_interrupted","data":{"prompt_id":"q"}}"#), now);
+        assert!(names(&e).contains(&"job_cancelled".to_string()));
+    }
+
+    #[test]
+    fn execution_error_carries_node_details() {
+        let mut r = router_with("p");
+        let e = r.on_message(
+            msg(r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"3","node_type":"AcceptanceFail","exception_message":"boom\n","exception_type":"RuntimeError","traceback":["a","b"]}}"#),
+            Instant::now(),
+        );
+        let failed = e.iter().find_map(|x| match x {
+            Effect::Emit(EventKind::JobFailed { error, .. }) => Some(error.clone()),
+            _ => None,
+        });
+        let error = failed.unwrap_or_else(|| JobError::simple("missing", ""));
+        assert_eq!(error.code, "execution_failed");
+        assert_eq!(error.node_type.as_deref(), Some("AcceptanceFail"));
+        assert_eq!(error.traceback.len(), 2);
+        assert!(error.message.contains("boom"));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn rekeys_when_an_old_server_ignores_our_id() {
+        let mut r = router_with("ours");
+        let now = Instant::now();
+        assert!(r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"theirs"}}"#), now).is_empty());
+        let e = r.rekey("ours", "theirs", now);
+        assert_eq!(names(&e), ["job_queued", "job_started"]);
+        assert!(r.get("theirs").is_some());
+    }
+
+    #[test]
+    fn eta_follows_the_step_rate() {
+        let mut j = ActiveJob::new("p", std::sync::Arc::new(Value::Null), "g", Instant::now());
+        let t0 = Instant::now();
+        assert_eq!(j.eta("3", 1.0, 11.0, t0), None);
+        let eta = j.eta("3", 2.0, 11.0, t0 + std::time::Duration::from_secs(1));
+        assert_eq!(eta.map(|e| e.round()), Some(9.0));
+    }
+}

@@ -1,0 +1,542 @@
+//! ComfyUI wire types: WebSocket JSON messages, binary frames and HTTP bodies, parsed leniently
+//! (every field optional where a server version may omit it; unknown message types pass through).
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A server → client JSON message. Unknown `type`s become `Unknown`, never an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    Status(StatusData),
+    ExecutionStart(PromptRef),
+    ExecutionCached(CachedData),
+    Executing(ExecutingData),
+    Progress(ProgressData),
+    ProgressState(ProgressStateData),
+    Executed(ExecutedData),
+    ExecutionSuccess(PromptRef),
+    ExecutionError(ExecutionErrorData),
+    ExecutionInterrupted(InterruptedData),
+    FeatureFlags(Value),
+    Unknown { kind: String, data: Value },
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Why a text frame could not be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError(pub String);
+
+impl ServerMessage {
+    pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
+        let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
+        fn data<T: for<'de> Deserialize<'de>>(kind: &str, v: Value) -> Result<T, ParseError> {
+            serde_json::from_value(v).map_err(|e| ParseError(format!("bad {kind} message: {e}")))
+        }
+        let kind = env.kind.as_str();
+        Ok(match kind {
+            "status" => ServerMessage::Status(data(kind, env.data)?),
+            "execution_start" => ServerMessage::ExecutionStart(data(kind, env.data)?),
+            "execution_cached" => ServerMessage::ExecutionCached(data(kind, env.data)?),
+            "executing" => ServerMessage::Executing(data(kind, env.data)?),
+            "progress" => ServerMessage::Progress(data(kind, env.data)?),
+            "progress_state" => ServerMessage::ProgressState(data(kind, env.data)?),
+            "executed" => ServerMessage::Executed(data(kind, env.data)?),
+            "execution_success" => ServerMessage::ExecutionSuccess(data(kind, env.data)?),
+            "execution_error" => ServerMessage::ExecutionError(data(kind, env.data)?),
+            "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(kind, env.data)?),
+            "feature_flags" => ServerMessage::FeatureFlags(env.data),
+            _ => ServerMessage::Unknown { kind: env.kind, data: env.data },
+        })
+    }
+
+    /// The prompt this message names, if it names one.
+    pub fn prompt_id(&self) -> Option<&str> {
+        match self {
+            ServerMessage::ExecutionStart(p) | ServerMessage::ExecutionSuccess(p) => p.prompt_id.as_deref(),
+            ServerMessage::ExecutionCached(c) => c.prompt_id.as_deref(),
+            ServerMessage::Executing(e) => e.prompt_id.as_deref(),
+            ServerMessage::Progress(p) => p.prompt_id.as_deref(),
+            ServerMessage::ProgressState(p) => p.prompt_id.as_deref(),
+            ServerMessage::Executed(e) => e.prompt_id.as_deref(),
+            ServerMessage::ExecutionError(e) => e.prompt_id.as_deref(),
+            ServerMessage::ExecutionInterrupted(e) => e.prompt_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct StatusData {
+    #[serde(default)]
+    pub status: Option<StatusInner>,
+    #[serde(default)]
+    pub sid: Option<String>,
+}
+
+impl StatusData {
+    pub fn queue_remaining(&self) -> Option<u64> {
+        self.status.as_ref()?.exec_info.as_ref()?.queue_remaining
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct StatusInner {
+    #[serde(default)]
+    pub exec_info: Option<ExecInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ExecInfo {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub queue_remaining: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct PromptRef {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct CachedData {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default, deserialize_with = "id_list")]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ExecutingData {
+    /// `None` marks the end of a prompt.
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub display_node: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ProgressData {
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub value: f64,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub max: f64,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ProgressStateData {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default)]
+    pub nodes: HashMap<String, NodeProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct NodeProgress {
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub value: f64,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub max: f64,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub display_node_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ExecutedData {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub display_node: Option<String>,
+    /// The node's `ui` dict, or null.
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ExecutionErrorData {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node_type: Option<String>,
+    #[serde(default)]
+    pub exception_message: Option<String>,
+    #[serde(default)]
+    pub exception_type: Option<String>,
+    #[serde(default, deserialize_with = "string_list")]
+    pub traceback: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct InterruptedData {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node_type: Option<String>,
+}
+
+/// Ids are strings, but a custom node may send numbers; anything else becomes None.
+fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).unwrap_or(0.0),
+        Value::String(s) => s.parse().ok().filter(|f: &f64| f.is_finite()).unwrap_or(0.0),
+        _ => 0.0,
+    })
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        _ => None,
+    })
+}
+
+fn id_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_default()).collect(),
+        Value::String(s) => vec![s],
+        _ => Vec::new(),
+    })
+}
+
+/// A decoded binary frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BinaryFrame {
+    /// Event 1: a preview (or SaveImageWebsocket image) without a prompt id.
+    Preview { mime: &'static str, image: bytes::Bytes },
+    /// Event 3: progress text for a node (broadcast by default).
+    Text { node_id: String, text: String },
+    /// Event 4: a preview with metadata naming the prompt and node.
+    PreviewWithMetadata { meta: PreviewMeta, mime: String, image: bytes::Bytes },
+    Unknown { event: u32, len: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct PreviewMeta {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub node_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub display_node_id: Option<String>,
+    #[serde(default)]
+    pub image_type: Option<String>,
+}
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl BinaryFrame {
+    /// Decodes `[u32 event][payload]` (all integers big-endian). Truncated or inconsistent frames are errors.
+    pub fn parse(frame: bytes::Bytes) -> Result<BinaryFrame, ParseError> {
+        let event = be_u32(&frame, 0).ok_or_else(|| ParseError(format!("binary frame of {} bytes", frame.len())))?;
+        match event {
+            1 => {
+                let image_type = be_u32(&frame, 4).ok_or_else(|| ParseError("preview frame without image type".into()))?;
+                // Unknown image types are treated as JPEG, like the web frontend does.
+                let mime = if image_type == 2 { "image/png" } else { "image/jpeg" };
+                Ok(BinaryFrame::Preview { mime, image: frame.slice(8..) })
+            }
+            3 => {
+                let n = be_u32(&frame, 4).ok_or_else(|| ParseError("text frame without node id length".into()))?;
+                let end = 8usize
+                    .checked_add(n as usize)
+                    .filter(|end| *end <= frame.len())
+                    .ok_or_else(|| ParseError(format!("text frame: node id length {n} runs past the frame")))?;
+                Ok(BinaryFrame::Text {
+                    node_id: String::from_utf8_lossy(&frame[8..end]).into_owned(),
+                    text: String::from_utf8_lossy(&frame[end..]).into_owned(),
+                })
+            }
+            4 => {
+                let n = be_u32(&frame, 4).ok_or_else(|| ParseError("preview frame without metadata length".into()))?;
+                let end = 8usize
+                    .checked_add(n as usize)
+                    .filter(|end| *end <= frame.len())
+                    .ok_or_else(|| ParseError(format!("preview metadata length {n} runs past the frame")))?;
+                let meta: PreviewMeta = serde_json::from_slice(&frame[8..end])
+                    .map_err(|e| ParseError(format!("preview metadata is not JSON: {e}")))?;
+                let mime = meta.image_type.clone().unwrap_or_else(|| "image/jpeg".to_string());
+                Ok(BinaryFrame::PreviewWithMetadata { meta, mime, image: frame.slice(end..) })
+            }
+            other => Ok(BinaryFrame::Unknown { event: other, len: frame.len() }),
+        }
+    }
+}
+
+/// `POST /prompt` 200 body.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PromptAccepted {
+    #[serde(deserialize_with = "lenient_id")]
+    pub prompt_id: Option<String>,
+    #[serde(default)]
+    pub number: Value,
+    #[serde(default)]
+    pub node_errors: Value,
+}
+
+/// `POST /prompt` 400 body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct PromptRejected {
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+    #[serde(default)]
+    pub node_errors: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ErrorBody {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub details: Value,
+}
+
+/// Turns a `node_errors` object into per-node problems (one per input error).
+pub fn node_problems(node_errors: &Value) -> Vec<crate::event::NodeProblem> {
+    let mut out = Vec::new();
+    let Some(map) = node_errors.as_object() else { return out };
+    for (node_id, entry) in map {
+        let class_type = entry.get("class_type").and_then(Value::as_str).map(str::to_string);
+        let errors = entry.get("errors").and_then(Value::as_array).cloned().unwrap_or_default();
+        for err in errors {
+            let text = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let input = err
+                .get("extra_info")
+                .and_then(|x| x.get("input_name"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            out.push(crate::event::NodeProblem {
+                node_id: node_id.clone(),
+                class_type: class_type.clone(),
+                input,
+                code: text("type"),
+                message: text("message"),
+                details: text("details"),
+            });
+        }
+    }
+    out
+}
+
+/// One `/queue` item: `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
+pub fn queue_item_id(item: &Value) -> Option<String> {
+    match item.get(1)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `GET /queue`, sorted into run order (the pending list is a raw heap).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueView {
+    pub running: Vec<String>,
+    pub pending: Vec<String>,
+}
+
+impl QueueView {
+    pub fn from_value(v: &Value) -> QueueView {
+        let ids = |key: &str| -> Vec<(f64, String)> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|it| {
+                            let n = it.get(0).and_then(Value::as_f64).unwrap_or(0.0);
+                            queue_item_id(it).map(|id| (n, id))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut pending = ids("queue_pending");
+        pending.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        QueueView {
+            running: ids("queue_running").into_iter().map(|(_, id)| id).collect(),
+            pending: pending.into_iter().map(|(_, id)| id).collect(),
+        }
+    }
+
+    /// 0 = runs next; None = not pending.
+    pub fn position(&self, prompt_id: &str) -> Option<u32> {
+        self.pending.iter().position(|p| p == prompt_id).map(|p| p as u32)
+    }
+}
+
+/// A history entry's status.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct HistoryStatus {
+    #[serde(default)]
+    pub status_str: Option<String>,
+    #[serde(default)]
+    pub completed: Option<bool>,
+    #[serde(default)]
+    pub messages: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct HistoryEntry {
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub status: Option<HistoryStatus>,
+}
+
+/// A downloadable file named in a node's UI output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileRef {
+    pub node_id: String,
+    pub kind: String,
+    pub filename: String,
+    pub subfolder: String,
+    pub file_type: String,
+}
+
+/// Every list of `{filename, subfolder, type}` objects in a node's UI output is downloadable.
+pub fn file_refs(node_id: &str, ui: &Value) -> Vec<FileRef> {
+    let mut out = Vec::new();
+    let Some(map) = ui.as_object() else { return out };
+    for (kind, list) in map {
+        let Some(items) = list.as_array() else { continue };
+        for item in items {
+            let Some(filename) = item.get("filename").and_then(Value::as_str) else { continue };
+            out.push(FileRef {
+                node_id: node_id.to_string(),
+                kind: kind.clone(),
+                filename: filename.to_string(),
+                subfolder: item.get("subfolder").and_then(Value::as_str).unwrap_or("").to_string(),
+                file_type: item.get("type").and_then(Value::as_str).unwrap_or("output").to_string(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn parses_known_and_unknown_messages() {
+        let m = ServerMessage::parse(r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":2}},"sid":"x"}}"#);
+        match m {
+            Ok(ServerMessage::Status(s)) => {
+                assert_eq!(s.queue_remaining(), Some(2));
+                assert_eq!(s.sid.as_deref(), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = ServerMessage::parse(r#"{"type":"crystools.monitor","data":{"cpu":3}}"#);
+        assert!(matches!(m, Ok(ServerMessage::Unknown { ref kind, .. }) if kind == "crystools.monitor"));
+        let m = ServerMessage::parse(r#"{"type":"executing","data":{"node":"3"}}"#);
+        assert!(matches!(m, Ok(ServerMessage::Executing(ExecutingData { prompt_id: None, .. }))));
+        assert!(ServerMessage::parse("{not json").is_err());
+        assert!(ServerMessage::parse(r#"{"type":"progress","data":{"value":NaN}}"#).is_err());
+        // Wrong field types degrade instead of failing.
+        let m = ServerMessage::parse(r#"{"type":"progress","data":{"value":"x","max":[1],"prompt_id":7}}"#);
+        assert!(matches!(m, Ok(ServerMessage::Progress(ProgressData { ref prompt_id, .. })) if prompt_id.as_deref() == Some("7")));
+        // Blocked execution_error carries a list for current_inputs and no timestamp.
+        let m = ServerMessage::parse(
+            r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"1","exception_type":"ExecutionBlocked","traceback":[],"current_inputs":[]}}"#,
+        );
+        assert!(matches!(m, Ok(ServerMessage::ExecutionError(_))));
+    }
+
+    #[test]
+    fn decodes_binary_frames_and_rejects_truncated_ones() {
+        let mut f = vec![0, 0, 0, 1, 0, 0, 0, 2];
+        f.extend_from_slice(b"\x89PNG");
+        assert!(matches!(BinaryFrame::parse(Bytes::from(f)), Ok(BinaryFrame::Preview { mime: "image/png", .. })));
+        let mut f = vec![0, 0, 0, 3, 0, 0, 0, 2];
+        f.extend_from_slice(b"10hello");
+        assert_eq!(
+            BinaryFrame::parse(Bytes::from(f)),
+            Ok(BinaryFrame::Text { node_id: "10".into(), text: "hello".into() })
+        );
+        let meta = br#"{"node_id":"2","prompt_id":"p","image_type":"image/jpeg"}"#;
+        let mut f = vec![0, 0, 0, 4];
+        f.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        f.extend_from_slice(meta);
+        f.extend_from_slice(&[0xff, 0xd8]);
+        match BinaryFrame::parse(Bytes::from(f)) {
+            Ok(BinaryFrame::PreviewWithMetadata { meta, mime, image }) => {
+                assert_eq!(meta.prompt_id.as_deref(), Some("p"));
+                assert_eq!(mime, "image/jpeg");
+                assert_eq!(&image[..], &[0xff, 0xd8]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [vec![0u8, 0], vec![0, 0, 0, 1], vec![0, 0, 0, 4, 0xff, 0, 0, 0, b'{'], vec![0, 0, 0, 3, 0, 0, 9, 0]] {
+            assert!(BinaryFrame::parse(Bytes::from(bad.clone())).is_err(), "{bad:?}");
+        }
+        assert!(matches!(BinaryFrame::parse(Bytes::from(vec![0, 0, 0, 9])), Ok(BinaryFrame::Unknown { event: 9, .. })));
+    }
+
+    #[test]
+    fn sorts_the_pending_heap_and_reads_node_errors() {
+        let q: Value = serde_json::from_str(
+            r#"{"queue_running":[[1,"a",{},{},[]]],"queue_pending":[[-25,"c",{},{},[]],[3,"b",{},{},[]],[-100.5,"d",{},{},[]]]}"#,
+        )
+        .unwrap_or_default();
+        let v = QueueView::from_value(&q);
+        assert_eq!(v.running, vec!["a"]);
+        assert_eq!(v.pending, vec!["d", "c", "b"]);
+        assert_eq!(v.position("b"), Some(2));
+        let ne: Value = serde_json::from_str(
+            r#"{"3":{"errors":[{"type":"value_bigger_than_max","message":"Value too big","details":"steps","extra_info":{"input_name":"steps"}}],"dependent_outputs":["9"],"class_type":"KSampler"}}"#,
+        )
+        .unwrap_or_default();
+        let p = node_problems(&ne);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].input.as_deref(), Some("steps"));
+        assert_eq!(p[0].code, "value_bigger_than_max");
+    }
+}

@@ -1,0 +1,553 @@
+//! One actor task per ComfyUI service: owns the WebSocket, sends prompts, routes messages, reconnects with
+//! backoff, reconciles jobs after a reconnect and downloads results. All state lives in this one task; slow
+//! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
+use super::http::{ComfyHttp, SubmitOutcome};
+use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
+use super::outputs::{download_all, job_dir};
+use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
+use super::ws::{self, Socket};
+use crate::error::{Error, ErrorCode, Result};
+use crate::event::{EventKind, JobError, OutputFile, ServiceState};
+use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
+use crate::tracker::Shared;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Per-service settings.
+#[derive(Debug, Clone)]
+pub struct ComfyConfig {
+    pub heartbeat: Duration,
+    pub backoff: BackoffPolicy,
+    pub output_dir: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+/// What the hub asks of a service.
+#[derive(Debug)]
+pub enum Command {
+    Submit { job_id: String, prompt: Arc<Value>, group: String },
+    Cancel { job_id: String },
+    Reconnect,
+}
+
+/// Reports from the actor's spawned tasks.
+enum Internal {
+    Submitted { prompt_id: String, result: Result<(SubmitOutcome, Option<u32>)> },
+    Finished { prompt_id: String, result: Result<Vec<OutputFile>> },
+    CancelChecked { prompt_id: String, result: Result<CancelOutcome> },
+    Reconciled { prompt_id: String, result: Result<Found> },
+}
+
+enum CancelOutcome {
+    /// Was pending, is now gone from the queue.
+    Removed,
+    /// Running; `execution_interrupted` will follow.
+    Interrupting,
+    /// Neither pending nor running: it finished or vanished.
+    NotOnServer,
+}
+
+/// Where the server has a job, after a reconnect.
+enum Found {
+    Ended(Box<HistoryEntry>),
+    Running,
+    Queued(Option<u32>),
+    Nowhere,
+}
+
+enum SessionEnd {
+    Closed,
+    Dropped(String),
+}
+
+pub struct ComfyService {
+    name: String,
+    http: ComfyHttp,
+    token: Option<String>,
+    shared: Arc<Shared>,
+    status: Arc<ServiceStatus>,
+    config: ComfyConfig,
+    client_id: String,
+    router: JobRouter,
+    commands: mpsc::UnboundedReceiver<Command>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    connected: bool,
+}
+
+impl ComfyService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        http: ComfyHttp,
+        token: Option<String>,
+        shared: Arc<Shared>,
+        status: Arc<ServiceStatus>,
+        config: ComfyConfig,
+        client_id: String,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> ComfyService {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        ComfyService {
+            name: name.to_string(),
+            http,
+            token,
+            shared,
+            status,
+            config,
+            client_id,
+            router: JobRouter::new(name),
+            commands,
+            internal_tx,
+            internal_rx,
+            connected: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let seed = self.client_id.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
+        let mut ever_connected = false;
+        loop {
+            let state = if ever_connected { ServiceState::Reconnecting } else { ServiceState::Connecting };
+            let reason = self.status.snapshot().last_error.filter(|_| ever_connected);
+            self.status.set_state(&self.shared, state, reason);
+            match self.connect().await {
+                Ok(socket) => {
+                    ever_connected = true;
+                    backoff.on_connected(Instant::now());
+                    let end = self.session(socket).await;
+                    backoff.on_disconnected(Instant::now());
+                    self.connected = false;
+                    self.router.mark_disconnected();
+                    match end {
+                        SessionEnd::Closed => break,
+                        SessionEnd::Dropped(why) => {
+                            log::warn!("{}: connection lost: {why}", self.name);
+                            self.status.record_error(&why);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::info!("{}: cannot connect: {e}", self.name);
+                    self.status.record_error(&e.message);
+                    let state = if ever_connected { ServiceState::Reconnecting } else { ServiceState::Disconnected };
+                    self.status.set_state(&self.shared, state, Some(e.message.clone()));
+                }
+            }
+            let delay = backoff.next_delay();
+            if !self.wait_offline(delay).await {
+                break;
+            }
+            if backoff.attempts() > 0 && self.status.state() == ServiceState::Connected {
+                backoff.reset();
+            }
+        }
+        self.status.set_state(&self.shared, ServiceState::Closed, None);
+    }
+
+    async fn connect(&mut self) -> Result<Socket> {
+        let stats = self.http.system_stats().await?;
+        self.status.set_version(stats.version, stats.devices);
+        ws::open(self.http.endpoint(), &self.client_id, self.token.as_deref(), self.config.connect_timeout).await
+    }
+
+    /// Serves commands and task reports while disconnected; returns false when the hub closed.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    None => return false,
+                    Some(Command::Reconnect) => return true,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                Some(report) = self.internal_rx.recv() => self.on_internal(report),
+            }
+        }
+    }
+
+    async fn session(&mut self, mut socket: Socket) -> SessionEnd {
+        self.connected = true;
+        self.status.set_state(&self.shared, ServiceState::Connected, None);
+        self.resync();
+        let heartbeat = self.config.heartbeat;
+        let mut ping = tokio::time::interval(heartbeat);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut last_rx = Instant::now();
+        let end = loop {
+            tokio::select! {
+                msg = socket.next() => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            self.status.count_message();
+                            match ServerMessage::parse(text.as_str()) {
+                                Ok(m) => {
+                                    let effects = self.router.on_message(m, Instant::now());
+                                    self.apply(effects);
+                                }
+                                Err(e) => log::debug!("{}: skipped a message: {}", self.name, e.0),
+                            }
+                        }
+                        Some(Ok(Message::Binary(data))) => {
+                            self.status.count_message();
+                            match BinaryFrame::parse(data) {
+                                Ok(frame) => {
+                                    let effects = self.router.on_binary(frame);
+                                    self.apply(effects);
+                                }
+                                Err(e) => log::debug!("{}: skipped a binary frame: {}", self.name, e.0),
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let why = frame.map(|f| format!("the server closed the connection ({} {})", f.code, f.reason))
+                                .unwrap_or_else(|| "the server closed the connection".into());
+                            break SessionEnd::Dropped(why);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break SessionEnd::Dropped(format!("connection error: {}", crate::error::root_cause(&e))),
+                        None => break SessionEnd::Dropped("the connection ended".into()),
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None => break SessionEnd::Closed,
+                    Some(Command::Reconnect) => break SessionEnd::Dropped("reconnect requested".into()),
+                    Some(cmd) => self.on_command(cmd),
+                },
+                Some(report) = self.internal_rx.recv() => self.on_internal(report),
+                _ = ping.tick() => {
+                    if last_rx.elapsed() > heartbeat * 2 {
+                        break SessionEnd::Dropped(format!(
+                            "the server stopped answering (nothing for {:.0} s); it may be stalled", last_rx.elapsed().as_secs_f64()));
+                    }
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break SessionEnd::Dropped("the connection broke while pinging".into());
+                    }
+                }
+            }
+        };
+        ws::close_and_wait(socket).await;
+        end
+    }
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = Internal> + Send + 'static,
+    {
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { job_id, prompt, group } => {
+                let job = ActiveJob::new(&job_id, prompt, &group, Instant::now());
+                self.router.track(job);
+                if self.connected {
+                    self.send_prompt(&job_id);
+                } else {
+                    self.shared.emit(EventKind::JobQueued {
+                        job_id,
+                        service: self.name.clone(),
+                        position: None,
+                        pending_connection: true,
+                        node_errors: Vec::new(),
+                    });
+                }
+            }
+            Command::Cancel { job_id } => self.cancel(&job_id),
+            Command::Reconnect => {}
+        }
+    }
+
+    fn send_prompt(&mut self, prompt_id: &str) {
+        let Some(job) = self.router.get_mut(prompt_id) else { return };
+        job.phase = Phase::Submitting;
+        job.maybe_sent = true;
+        let prompt = job.prompt.clone();
+        let http = self.http.clone();
+        let client_id = self.client_id.clone();
+        let id = prompt_id.to_string();
+        let want_position = self.router.len() <= 64;
+        self.spawn(async move {
+            let result = async {
+                let outcome = http.submit(&prompt, &id, &client_id).await?;
+                let position = match (&outcome, want_position) {
+                    (SubmitOutcome::Accepted { prompt_id, .. }, true) => {
+                        http.queue().await.ok().and_then(|q| q.position(prompt_id))
+                    }
+                    _ => None,
+                };
+                Ok((outcome, position))
+            }
+            .await;
+            Internal::Submitted { prompt_id: id, result }
+        });
+    }
+
+    fn cancel(&mut self, job_id: &str) {
+        let Some(job) = self.router.find_by_job(job_id) else { return };
+        let prompt_id = job.prompt_id.clone();
+        match job.phase {
+            Phase::Pending if !job.maybe_sent => {
+                if let Some(job) = self.router.remove(&prompt_id) {
+                    self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                }
+            }
+            Phase::Finishing => {}
+            _ => {
+                let submitting = job.phase == Phase::Submitting || job.phase == Phase::Pending;
+                if let Some(job) = self.router.get_mut(&prompt_id) {
+                    job.cancel_requested = true;
+                }
+                // A prompt whose POST is still out is cancelled when its answer arrives.
+                if !submitting && self.connected {
+                    self.check_cancel(&prompt_id);
+                }
+            }
+        }
+    }
+
+    /// Finds where the job is and removes or interrupts only that job (never a global interrupt or clear).
+    fn check_cancel(&self, prompt_id: &str) {
+        let http = self.http.clone();
+        let id = prompt_id.to_string();
+        self.spawn(async move {
+            let result = async {
+                let q = http.queue().await?;
+                if q.pending.iter().any(|p| p == &id) {
+                    http.delete_pending(&id).await?;
+                    let after = http.queue().await?;
+                    if after.running.iter().any(|p| p == &id) {
+                        // It started between our two looks.
+                        http.interrupt(&id).await?;
+                        return Ok(CancelOutcome::Interrupting);
+                    }
+                    if after.pending.iter().any(|p| p == &id) {
+                        return Err(Error::new(ErrorCode::HttpStatus, "the server kept the job in its queue"));
+                    }
+                    return Ok(CancelOutcome::Removed);
+                }
+                if q.running.iter().any(|p| p == &id) {
+                    http.interrupt(&id).await?;
+                    return Ok(CancelOutcome::Interrupting);
+                }
+                Ok(CancelOutcome::NotOnServer)
+            }
+            .await;
+            Internal::CancelChecked { prompt_id: id, result }
+        });
+    }
+
+    /// After (re)connecting: send what waited for a connection and ask the server about everything else.
+    fn resync(&mut self) {
+        for prompt_id in self.router.prompt_ids() {
+            let Some(job) = self.router.get(&prompt_id) else { continue };
+            match job.phase {
+                Phase::Pending if !job.maybe_sent => self.send_prompt(&prompt_id),
+                Phase::Pending | Phase::Queued | Phase::Running => self.reconcile(&prompt_id),
+                Phase::Submitting | Phase::Finishing => {}
+            }
+        }
+    }
+
+    fn reconcile(&self, prompt_id: &str) {
+        let http = self.http.clone();
+        let id = prompt_id.to_string();
+        self.spawn(async move {
+            let result = async {
+                if let Some(entry) = http.history(&id).await? {
+                    return Ok(Found::Ended(Box::new(entry)));
+                }
+                let q: QueueView = http.queue().await?;
+                if q.running.iter().any(|p| p == &id) {
+                    return Ok(Found::Running);
+                }
+                if let Some(pos) = q.position(&id) {
+                    return Ok(Found::Queued(Some(pos)));
+                }
+                // It may have finished between the two looks.
+                match http.history(&id).await? {
+                    Some(entry) => Ok(Found::Ended(Box::new(entry))),
+                    None => Ok(Found::Nowhere),
+                }
+            }
+            .await;
+            Internal::Reconciled { prompt_id: id, result }
+        });
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Emit(kind) => self.shared.emit(kind),
+                Effect::QueueRemaining(n) => {
+                    if self.status.set_queue(n) {
+                        self.shared.emit(EventKind::QueueChanged { service: self.name.clone(), queue_remaining: n });
+                    }
+                }
+                Effect::Finish { prompt_id, refs, from_history } => self.finish(&prompt_id, refs, from_history),
+                Effect::Forget { .. } => {}
+            }
+        }
+    }
+
+    fn finish(&mut self, prompt_id: &str, refs: Vec<super::protocol::FileRef>, from_history: bool) {
+        let Some(job) = self.router.get(prompt_id) else { return };
+        let dir = job_dir(&self.config.output_dir, &job.group, &job.job_id);
+        let http = self.http.clone();
+        let id = prompt_id.to_string();
+        self.spawn(async move {
+            let result = async {
+                let refs = if from_history {
+                    match http.history(&id).await? {
+                        Some(entry) => entry.outputs.iter().flat_map(|(node, ui)| file_refs(node, ui)).collect(),
+                        None => refs,
+                    }
+                } else {
+                    refs
+                };
+                download_all(&http, &dir, &refs).await
+            }
+            .await;
+            Internal::Finished { prompt_id: id, result }
+        });
+    }
+
+    fn on_internal(&mut self, report: Internal) {
+        let now = Instant::now();
+        match report {
+            Internal::Submitted { prompt_id, result } => match result {
+                Ok((SubmitOutcome::Accepted { prompt_id: theirs, problems }, position)) => {
+                    let effects = self.router.rekey(&prompt_id, &theirs, now);
+                    let cancel = self.router.get(&theirs).is_some_and(|j| j.cancel_requested);
+                    if let Some(ev) = self.router.announce_queued(&theirs, position, problems) {
+                        self.shared.emit(ev);
+                    }
+                    self.apply(effects);
+                    if cancel {
+                        self.check_cancel(&theirs);
+                    }
+                }
+                Ok((SubmitOutcome::Rejected(error), _)) => {
+                    if let Some(job) = self.router.remove(&prompt_id) {
+                        self.shared.emit(EventKind::JobFailed { job_id: job.job_id, error });
+                    }
+                }
+                Err(e) => {
+                    let never_sent = e.code == ErrorCode::ConnectionFailed && e.message.contains("could not connect");
+                    if let Some(job) = self.router.get_mut(&prompt_id) {
+                        job.phase = Phase::Pending;
+                        job.maybe_sent = !never_sent;
+                    }
+                    log::info!("{}: submission not confirmed ({e}); will check after reconnecting", self.name);
+                    if self.connected {
+                        self.reconcile(&prompt_id);
+                    }
+                }
+            },
+            Internal::Finished { prompt_id, result } => {
+                let Some(job) = self.router.remove(&prompt_id) else { return };
+                match result {
+                    Ok(outputs) => {
+                        let ui = Value::Object(job.ui.into_iter().collect::<Map<_, _>>());
+                        let elapsed_seconds = job.submitted.elapsed().as_secs_f64();
+                        self.shared.emit(EventKind::JobCompleted { job_id: job.job_id, outputs, ui, elapsed_seconds });
+                    }
+                    Err(e) => {
+                        let mut error = JobError::simple(
+                            e.code(),
+                            format!("the job finished on the server but its results could not be saved: {e}"),
+                        );
+                        error.exception_type = Some("OutputError".into());
+                        self.shared.emit(EventKind::JobFailed { job_id: job.job_id, error });
+                    }
+                }
+            }
+            Internal::CancelChecked { prompt_id, result } => match result {
+                Ok(CancelOutcome::Removed) => {
+                    if let Some(job) = self.router.remove(&prompt_id) {
+                        self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                    }
+                }
+                Ok(CancelOutcome::Interrupting) => {}
+                Ok(CancelOutcome::NotOnServer) => self.reconcile(&prompt_id),
+                Err(e) => {
+                    log::warn!("{}: cancel of {prompt_id} not confirmed: {e}", self.name);
+                    self.status.record_error(&e.message);
+                }
+            },
+            Internal::Reconciled { prompt_id, result } => {
+                let Some(job) = self.router.get(&prompt_id) else { return };
+                if job.phase == Phase::Finishing {
+                    return;
+                }
+                match result {
+                    Ok(Found::Ended(entry)) => {
+                        let effects = self.router.ended_in_history(&prompt_id, &entry, now);
+                        self.apply(effects);
+                    }
+                    Ok(Found::Running) => {
+                        if let Some(job) = self.router.get_mut(&prompt_id) {
+                            job.maybe_sent = false;
+                            job.phase = Phase::Running;
+                        }
+                        if let Some(ev) = self.router.announce_queued(&prompt_id, Some(0), Vec::new()) {
+                            self.shared.emit(ev);
+                        }
+                        if self.router.get(&prompt_id).is_some_and(|j| j.cancel_requested) {
+                            self.check_cancel(&prompt_id);
+                        }
+                    }
+                    Ok(Found::Queued(position)) => {
+                        if let Some(job) = self.router.get_mut(&prompt_id) {
+                            job.maybe_sent = false;
+                            job.phase = Phase::Queued;
+                        }
+                        if let Some(ev) = self.router.announce_queued(&prompt_id, position, Vec::new()) {
+                            self.shared.emit(ev);
+                        }
+                        if self.router.get(&prompt_id).is_some_and(|j| j.cancel_requested) {
+                            self.check_cancel(&prompt_id);
+                        }
+                    }
+                    Ok(Found::Nowhere) => {
+                        let was_pending = job.phase == Phase::Pending;
+                        if was_pending && !job.cancel_requested {
+                            // The lost POST never arrived: sending now is the first and only submission.
+                            if let Some(job) = self.router.get_mut(&prompt_id) {
+                                job.maybe_sent = false;
+                            }
+                            self.send_prompt(&prompt_id);
+                        } else if let Some(job) = self.router.remove(&prompt_id) {
+                            if job.cancel_requested {
+                                self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                            } else {
+                                self.shared.emit(EventKind::JobFailed {
+                                    job_id: job.job_id,
+                                    error: JobError::simple(
+                                        "server_restarted",
+                                        "the server no longer knows this job (it was restarted or its queue was \
+                                         cleared); submit it again to re-run it",
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => log::info!("{}: could not check job {prompt_id}: {e}", self.name),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The public Rust API. The hub owns a tokio runtime on named background threads, the service registry, the job
+//! table and the event queue. Nothing here waits on the network: commands go down channels to service actors.
+use crate::comfy::http::ComfyHttp;
+use crate::comfy::service::{ComfyConfig, ComfyService, Command};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorCode, Result};
+use crate::event::{Event, JobState, QueueStats};
+use crate::service::{BackoffPolicy, ServiceSnapshot, ServiceStatus};
+use crate::tracker::{JobSnapshot, Shared, DEFAULT_FINISHED_CAP};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Where results are written (`<output_dir>/<tag or service>/<job id>/`).
+    pub output_dir: PathBuf,
+    /// Events waiting for `poll()` before progress/previews are coalesced.
+    pub event_capacity: usize,
+    pub worker_threads: usize,
+    pub heartbeat: Duration,
+    pub backoff: BackoffPolicy,
+    pub connect_timeout: Duration,
+    /// Finished jobs remembered for `snapshot()`/`wait()`.
+    pub finished_jobs: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            output_dir: default_output_dir(),
+            event_capacity: 10_000,
+            worker_threads: 2,
+            heartbeat: Duration::from_secs(10),
+            backoff: BackoffPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            finished_jobs: DEFAULT_FINISHED_CAP,
+        }
+    }
+}
+
+pub fn default_output_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()).join("director-link-output")
+}
+
+/// The service kinds this build can talk to.
+pub const KINDS: &[&str] = &["comfyui"];
+
+struct ServiceHandle {
+    kind: String,
+    endpoint: Endpoint,
+    commands: mpsc::UnboundedSender<Command>,
+    status: Arc<ServiceStatus>,
+}
+
+/// What `add_service` understood.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceAdded {
+    pub name: String,
+    pub url: String,
+    pub understood: String,
+}
+
+/// Everything a UI needs in one call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub services: Vec<ServiceSnapshot>,
+    pub jobs: Vec<JobSnapshot>,
+    pub events: QueueStats,
+}
+
+pub struct Hub {
+    shared: Arc<Shared>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    services: Mutex<BTreeMap<String, ServiceHandle>>,
+    http: reqwest::Client,
+    config: HubConfig,
+    closed: Arc<AtomicBool>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Result<Hub> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads.max(1))
+            .max_blocking_threads(8)
+            .thread_name("director-link")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorCode::Io, format!("cannot start the background runtime: {e}")))?;
+        // One pooled client for every service; a native client sends no Origin header (ComfyUI would 403 it).
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("director-link/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::new(ErrorCode::Io, format!("cannot create the HTTP client: {e}")))?;
+        Ok(Hub {
+            shared: Arc::new(Shared::new(config.event_capacity, config.finished_jobs)),
+            runtime: Mutex::new(Some(runtime)),
+            services: Mutex::new(BTreeMap::new()),
+            http,
+            config,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::new(ErrorCode::Closed, "this hub is closed; create a new Hub"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a service and starts connecting in the background. Returns at once.
+    pub fn add_service(&self, kind: &str, url: &str, name: Option<&str>, token: Option<String>) -> Result<ServiceAdded> {
+        self.ensure_open()?;
+        let kind = kind.trim().to_ascii_lowercase();
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(Error::new(
+                ErrorCode::UnknownService,
+                format!("unknown service kind {kind:?}; this build supports: {}", KINDS.join(", ")),
+            ));
+        }
+        let endpoint = Endpoint::parse(url, 8188)?;
+        let name = match name.map(str::trim) {
+            Some("") => return Err(Error::new(ErrorCode::InvalidUrl, "a service name cannot be empty")),
+            Some(n) => n.to_string(),
+            None => default_name(&kind, &endpoint),
+        };
+        let token = token.filter(|t| !t.is_empty());
+        let mut services = self.services.lock();
+        if services.contains_key(&name) {
+            return Err(Error::new(
+                ErrorCode::DuplicateService,
+                format!("a service named {name:?} exists already; pass another name= or remove it first"),
+            ));
+        }
+        let client_id = format!("director-link-{}", uuid::Uuid::new_v4().simple());
+        let status = Arc::new(ServiceStatus::new(&name, &kind, endpoint.base(), &client_id));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = ComfyService::new(
+            &name,
+            ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone()),
+            token,
+            self.shared.clone(),
+            status.clone(),
+            ComfyConfig {
+                heartbeat: self.config.heartbeat,
+                backoff: self.config.backoff.clone(),
+                output_dir: self.config.output_dir.clone(),
+                connect_timeout: self.config.connect_timeout,
+            },
+            client_id,
+            rx,
+        );
+        {
+            let rt = self.runtime.lock();
+            let rt = rt.as_ref().ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
+            rt.spawn(actor.run());
+        }
+        let added = ServiceAdded { name: name.clone(), url: endpoint.base().to_string(), understood: endpoint.describe() };
+        services.insert(name, ServiceHandle { kind, endpoint, commands: tx, status });
+        Ok(added)
+    }
+
+    /// Stops a service's connection; its unfinished jobs stay in the table as they are.
+    pub fn remove_service(&self, name: &str) -> Result<()> {
+        self.services
+            .lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| self.unknown_service(name))
+    }
+
+    fn unknown_service(&self, name: &str) -> Error {
+        let known: Vec<String> = self.services.lock().keys().cloned().collect();
+        let hint = if known.is_empty() {
+            "no services are added yet; call add_service first".to_string()
+        } else {
+            format!("known services: {}", known.join(", "))
+        };
+        Error::new(ErrorCode::UnknownService, format!("no service named {name:?}; {hint}"))
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.lock().keys().cloned().collect()
+    }
+
+    /// Queues a prompt (API format) on a service and returns the job id at once.
+    pub fn submit(&self, service: &str, prompt: Value, tag: Option<String>) -> Result<String> {
+        self.ensure_open()?;
+        check_prompt(&prompt)?;
+        let services = self.services.lock();
+        let Some(handle) = services.get(service) else {
+            drop(services);
+            return Err(self.unknown_service(service));
+        };
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let group = tag.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| service.to_string());
+        self.shared.register(&job_id, service, tag);
+        handle
+            .commands
+            .send(Command::Submit { job_id: job_id.clone(), prompt: Arc::new(prompt), group })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
+        Ok(job_id)
+    }
+
+    /// Asks for a job to be cancelled; `JobCancelled` follows once the server confirms.
+    pub fn cancel(&self, job_id: &str) -> Result<()> {
+        self.ensure_open()?;
+        let job = self
+            .shared
+            .job(job_id)
+            .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
+        if job.state.is_terminal() {
+            return Ok(());
+        }
+        let services = self.services.lock();
+        let handle = services.get(&job.service).ok_or_else(|| {
+            Error::new(ErrorCode::UnknownService, format!("the job's service {:?} was removed", job.service))
+        })?;
+        handle
+            .commands
+            .send(Command::Cancel { job_id: job_id.to_string() })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped"))
+    }
+
+    /// Drops the connection and connects again at once (skips the backoff wait).
+    pub fn reconnect(&self, service: &str) -> Result<()> {
+        let services = self.services.lock();
+        let handle = services.get(service).ok_or_else(|| Error::new(ErrorCode::UnknownService, format!("no service named {service:?}")))?;
+        let _ = handle.commands.send(Command::Reconnect);
+        Ok(())
+    }
+
+    /// Takes up to `max` waiting events. Never blocks.
+    pub fn poll(&self, max: usize) -> Vec<Event> {
+        self.shared.events.drain(max)
+    }
+
+    /// Blocks up to `timeout` until an event waits (for scripts; the addon uses `poll`).
+    pub fn wait_for_events(&self, timeout: Duration) -> bool {
+        self.shared.events.wait_nonempty(timeout)
+    }
+
+    pub fn job(&self, job_id: &str) -> Option<JobSnapshot> {
+        self.shared.job(job_id)
+    }
+
+    /// Blocks until the job ends or `timeout` passes.
+    pub fn wait(&self, job_id: &str, timeout: Option<Duration>) -> Result<JobSnapshot> {
+        let closed = self.closed.clone();
+        let snap = self
+            .shared
+            .wait_terminal(job_id, timeout, &|| closed.load(Ordering::Acquire))
+            .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
+        if snap.state.is_terminal() {
+            return Ok(snap);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorCode::Closed, "the hub was closed while waiting"));
+        }
+        let secs = timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
+        Err(Error::new(
+            ErrorCode::Timeout,
+            format!("job {job_id} did not finish within {secs:.1} s (it is {}); wait longer or cancel it", snap.state.as_str()),
+        ))
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let services = self.services.lock().values().map(|h| h.status.snapshot()).collect();
+        Snapshot { services, jobs: self.shared.jobs(), events: self.shared.events.stats() }
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceSnapshot> {
+        self.services.lock().get(name).map(|h| h.status.snapshot())
+    }
+
+    pub fn service_kind(&self, name: &str) -> Option<(String, Endpoint)> {
+        self.services.lock().get(name).map(|h| (h.kind.clone(), h.endpoint.clone()))
+    }
+
+    /// Runs a future on the hub's runtime and blocks for its result (CLI helpers; never called from the UI).
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        let handle = {
+            let rt = self.runtime.lock();
+            rt.as_ref().ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?.handle().clone()
+        };
+        Ok(handle.block_on(fut))
+    }
+
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops every task and joins every thread. Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.services.lock().clear();
+        if let Some(rt) = self.runtime.lock().take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+        self.shared.wake_all();
+    }
+
+    pub fn job_state(&self, job_id: &str) -> Option<JobState> {
+        self.shared.job_state(job_id)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn default_name(kind: &str, endpoint: &Endpoint) -> String {
+    if endpoint.is_loopback() && endpoint.port() == 8188 {
+        kind.to_string()
+    } else {
+        format!("{kind}@{}:{}", endpoint.host(), endpoint.port())
+    }
+}
+
+/// The shape check every prompt gets before it is queued; deep validation is the workflow module's job.
+pub fn check_prompt(prompt: &Value) -> Result<()> {
+    let bad = |m: String| Err(Error::new(ErrorCode::InvalidWorkflow, m));
+    let Some(map) = prompt.as_object() else {
+        return bad("the workflow must be a JSON object of nodes (ComfyUI API format)".into());
+    };
+    if map.is_empty() {
+        return bad("the workflow has no nodes".into());
+    }
+    for (id, node) in map {
+        match node.get("class_type") {
+            Some(Value::String(_)) => {}
+            _ => {
+                return bad(format!(
+                    "node {id:?} has no class_type: this looks like a UI-format workflow or a broken file; \
+                     export it with \"Save (API Format)\" or convert it first"
+                ))
+            }
+        }
+        if node.get("inputs").is_some_and(|i| !i.is_object()) {
+            return bad(format!("node {id:?}: inputs must be an object"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! A service's live status, written by its actor and read by `snapshot()`.
+use crate::event::{now_epoch, EventKind, ServiceState};
+use crate::tracker::Shared;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorRecord {
+    pub time: f64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSnapshot {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub state: ServiceState,
+    pub reason: Option<String>,
+    pub version: Option<String>,
+    pub devices: Vec<String>,
+    pub queue_remaining: Option<u64>,
+    pub last_error: Option<String>,
+    pub recent_errors: Vec<ErrorRecord>,
+    pub connected_since: Option<f64>,
+    pub reconnects: u64,
+    pub messages_received: u64,
+    pub client_id: String,
+}
+
+const ERROR_HISTORY: usize = 50;
+
+pub struct ServiceStatus {
+    inner: Mutex<ServiceSnapshot>,
+}
+
+impl ServiceStatus {
+    pub fn new(name: &str, kind: &str, url: &str, client_id: &str) -> ServiceStatus {
+        ServiceStatus {
+            inner: Mutex::new(ServiceSnapshot {
+                name: name.to_string(),
+                kind: kind.to_string(),
+                url: url.to_string(),
+                state: ServiceState::Disconnected,
+                reason: None,
+                version: None,
+                devices: Vec::new(),
+                queue_remaining: None,
+                last_error: None,
+                recent_errors: Vec::new(),
+                connected_since: None,
+                reconnects: 0,
+                messages_received: 0,
+                client_id: client_id.to_string(),
+            }),
+        }
+    }
+
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        self.inner.lock().clone()
+    }
+
+    pub fn state(&self) -> ServiceState {
+        self.inner.lock().state
+    }
+
+    /// Changes state and emits `ServiceStateChanged` (only on a real change of state or reason).
+    pub fn set_state(&self, shared: &Shared, state: ServiceState, reason: Option<String>) {
+        let mut s = self.inner.lock();
+        if s.state == state && s.reason == reason {
+            return;
+        }
+        let previous = s.state;
+        if state == ServiceState::Connected {
+            s.connected_since = Some(now_epoch());
+            if previous == ServiceState::Reconnecting {
+                s.reconnects += 1;
+            }
+        } else if previous == ServiceState::Connected {
+            s.connected_since = None;
+        }
+        s.state = state;
+        s.reason.clone_from(&reason);
+        let service = s.name.clone();
+        drop(s);
+        shared.emit(EventKind::ServiceStateChanged { service, state, previous, reason });
+    }
+
+    pub fn record_error(&self, message: &str) {
+        let mut s = self.inner.lock();
+        s.last_error = Some(message.to_string());
+        s.recent_errors.push(ErrorRecord { time: now_epoch(), message: message.to_string() });
+        if s.recent_errors.len() > ERROR_HISTORY {
+            let excess = s.recent_errors.len() - ERROR_HISTORY;
+            s.recent_errors.drain(..excess);
+        }
+    }
+
+    pub fn set_version(&self, version: String, devices: Vec<String>) {
+        let mut s = self.inner.lock();
+        s.version = Some(version);
+        s.devices = devices;
+    }
+
+    /// Returns true when the value changed.
+    pub fn set_queue(&self, n: u64) -> bool {
+        let mut s = self.inner.lock();
+        let changed = s.queue_remaining != Some(n);
+        s.queue_remaining = Some(n);
+        changed
+    }
+
+    pub fn count_message(&self) {
+        self.inner.lock().messages_received += 1;
+    }
+}
