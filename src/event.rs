@@ -123,7 +123,8 @@ impl JobError {
 }
 
 /// What happened. Every job ends with exactly one of `JobCompleted`, `JobFailed`, `JobCancelled`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     ServiceStateChanged {
         service: String,
@@ -169,6 +170,7 @@ pub enum EventKind {
         node_id: Option<String>,
         /// `image/jpeg` or `image/png`.
         mime: String,
+        #[serde(skip)]
         data: Bytes,
     },
     NodeText {
@@ -247,11 +249,12 @@ impl EventKind {
 }
 
 /// An event with its sequence number and wall-clock time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub seq: u64,
     /// Seconds since the Unix epoch.
     pub time: f64,
+    #[serde(flatten)]
     pub kind: EventKind,
 }
 

@@ -366,3 +366,20 @@ pub fn check_prompt(prompt: &Value) -> Result<()> {
     }
     Ok(())
 }
+
+/// Applies `selector = value` parameters to an API-format prompt.
+pub fn apply_params(prompt: Value, params: &[(String, Value)]) -> Result<Value> {
+    let mut prompt = prompt;
+    for (selector, value) in params {
+        let (node, input) = selector.rsplit_once('.').ok_or_else(|| {
+            Error::new(ErrorCode::InvalidParameter, format!("parameter {selector:?} must look like NODE_ID.input"))
+        })?;
+        let inputs = prompt
+            .get_mut(node)
+            .and_then(|n| n.get_mut("inputs"))
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| Error::new(ErrorCode::InvalidParameter, format!("parameter {selector:?}: no node {node:?}")))?;
+        inputs.insert(input.to_string(), value.clone());
+    }
+    Ok(prompt)
+}

@@ -1,0 +1,119 @@
+"""Exceptions raised by Director Link.
+
+Every exception has a stable snake_case ``code`` to key on; messages say what was wrong and what to do, and may
+improve between versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DirectorLinkError(Exception):
+    """Base of every Director Link error."""
+
+    code: str = "director_link_error"
+
+    def __init__(self, message: str = "", code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidUrlError(DirectorLinkError, ValueError):
+    """A server address that cannot be used (code ``invalid_url``)."""
+
+    code = "invalid_url"
+
+
+class UnknownServiceError(DirectorLinkError, LookupError):
+    """No service of that name or kind (code ``unknown_service``)."""
+
+    code = "unknown_service"
+
+
+class DuplicateServiceError(DirectorLinkError, ValueError):
+    """A service with that name exists already (code ``duplicate_service``)."""
+
+    code = "duplicate_service"
+
+
+class UnknownJobError(DirectorLinkError, LookupError):
+    """No job with that id (code ``unknown_job``)."""
+
+    code = "unknown_job"
+
+
+class ServiceError(DirectorLinkError, ConnectionError):
+    """The server cannot be reached or is not what it should be.
+
+    Codes: ``connection_failed``, ``wrong_service``, ``http_status``, ``protocol_error``.
+    """
+
+    code = "connection_failed"
+
+
+class WorkflowError(DirectorLinkError, ValueError):
+    """The workflow or a parameter is invalid, or the server rejected it.
+
+    Codes: ``invalid_workflow``, ``invalid_parameter``, ``validation_failed`` (then ``node_errors`` lists the
+    nodes and inputs at fault).
+    """
+
+    code = "invalid_workflow"
+
+
+class JobFailed(DirectorLinkError):
+    """A job ended without results. ``job_id``, ``node_id``, ``node_type``, ``exception_type``, ``traceback``.
+
+    Codes: ``execution_failed``, ``interrupted``, ``server_restarted``, ``output_write_failed``.
+    """
+
+    code = "execution_failed"
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled (code ``cancelled``)."""
+
+    code = "cancelled"
+
+
+class Timeout(DirectorLinkError, TimeoutError):
+    """A wait ran out of time; the job goes on (code ``timeout``)."""
+
+    code = "timeout"
+
+
+class OutputError(DirectorLinkError, OSError):
+    """Writing results failed, e.g. a full disk (codes ``output_write_failed``, ``io_error``)."""
+
+    code = "output_write_failed"
+
+
+class HubClosed(DirectorLinkError, RuntimeError):
+    """The hub was closed (code ``hub_closed``)."""
+
+    code = "hub_closed"
+
+
+__all__ = [
+    "DirectorLinkError",
+    "DuplicateServiceError",
+    "HubClosed",
+    "InvalidUrlError",
+    "JobCancelled",
+    "JobFailed",
+    "OutputError",
+    "ServiceError",
+    "Timeout",
+    "UnknownJobError",
+    "UnknownServiceError",
+    "WorkflowError",
+]

@@ -1,0 +1,36 @@
+"""Event classes returned by ``Hub.poll()``. All derive from ``Event`` (``seq``, ``time``, ``type``, ``job``,
+``is_terminal``, ``to_dict()``). Every job ends with exactly one ``JobCompleted``, ``JobFailed`` or
+``JobCancelled``.
+"""
+
+from ._native import (
+    Event,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobQueued,
+    JobStarted,
+    NodeOutput,
+    NodeStarted,
+    NodeText,
+    Preview,
+    Progress,
+    QueueChanged,
+    ServiceStateChanged,
+)
+
+__all__ = [
+    "Event",
+    "JobCancelled",
+    "JobCompleted",
+    "JobFailed",
+    "JobQueued",
+    "JobStarted",
+    "NodeOutput",
+    "NodeStarted",
+    "NodeText",
+    "Preview",
+    "Progress",
+    "QueueChanged",
+    "ServiceStateChanged",
+]

@@ -1,0 +1,73 @@
+//! Core errors → the Python exception hierarchy defined in `director_link/errors.py`.
+use crate::error::{Error, ErrorCode};
+use crate::event::JobError;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+fn class_for(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidUrl => "InvalidUrlError",
+        ErrorCode::UnknownService => "UnknownServiceError",
+        ErrorCode::DuplicateService => "DuplicateServiceError",
+        ErrorCode::UnknownJob => "UnknownJobError",
+        ErrorCode::InvalidWorkflow | ErrorCode::InvalidParameter | ErrorCode::ValidationFailed => "WorkflowError",
+        ErrorCode::ConnectionFailed | ErrorCode::WrongService | ErrorCode::HttpStatus | ErrorCode::Protocol => {
+            "ServiceError"
+        }
+        ErrorCode::ExecutionFailed | ErrorCode::Interrupted | ErrorCode::ServerRestarted => "JobFailed",
+        ErrorCode::Cancelled => "JobCancelled",
+        ErrorCode::Timeout => "Timeout",
+        ErrorCode::OutputWrite | ErrorCode::Io => "OutputError",
+        ErrorCode::Closed => "HubClosed",
+    }
+}
+
+fn make(py: Python<'_>, class: &str, message: &str, code: &str, details: Option<Bound<'_, PyDict>>) -> PyErr {
+    let built = (|| -> PyResult<PyErr> {
+        let module = py.import("director_link.errors")?;
+        let cls = module.getattr(class)?;
+        let exc = cls.call((message, code), details.as_ref())?;
+        Ok(PyErr::from_value(exc))
+    })();
+    built.unwrap_or_else(|_| PyRuntimeError::new_err(format!("[{code}] {message}")))
+}
+
+pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
+    make(py, class_for(err.code), &err.message, err.code.as_str(), None)
+}
+
+/// Shorthand for `map_err` on core results.
+pub trait IntoPyResult<T> {
+    fn py(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    fn py(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_pyerr(py, e))
+    }
+}
+
+/// A job's failure as `JobFailed` (or `JobCancelled`) with its details as attributes.
+pub fn job_error(py: Python<'_>, job_id: &str, error: Option<&JobError>, cancelled: bool) -> PyErr {
+    let details = PyDict::new(py);
+    let _ = details.set_item("job_id", job_id);
+    if cancelled {
+        return make(py, "JobCancelled", &format!("job {job_id} was cancelled"), "cancelled", Some(details));
+    }
+    let (code, message) = match error {
+        Some(e) => {
+            let _ = details.set_item("node_id", e.node_id.clone());
+            let _ = details.set_item("node_type", e.node_type.clone());
+            let _ = details.set_item("exception_type", e.exception_type.clone());
+            let _ = details.set_item("traceback", e.traceback.clone());
+            if let Ok(problems) = super::convert::ser_to_py(py, &e.node_errors) {
+                let _ = details.set_item("node_errors", problems);
+            }
+            (e.code.as_str(), e.message.as_str())
+        }
+        None => ("execution_failed", "the job failed"),
+    };
+    let class = if code == "validation_failed" { "WorkflowError" } else { "JobFailed" };
+    make(py, class, message, code, Some(details))
+}

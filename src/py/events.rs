@@ -1,0 +1,232 @@
+//! Typed Python event classes. All share the base `Event` (seq, time, type, to_dict()).
+use super::convert::{ser_to_py, to_py};
+use crate::event::{Event as CoreEvent, EventKind};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Arc;
+
+/// Base class of every event: `seq` (increasing), `time` (Unix seconds), `type` (snake_case name).
+#[pyclass(module = "director_link._native", subclass, frozen)]
+pub struct Event {
+    #[pyo3(get)]
+    seq: u64,
+    #[pyo3(get)]
+    time: f64,
+    inner: Arc<CoreEvent>,
+}
+
+#[pymethods]
+impl Event {
+    /// The event's snake_case type name, e.g. "progress".
+    #[getter(r#type)]
+    fn kind(&self) -> &'static str {
+        self.inner.kind.name()
+    }
+
+    /// The job this event belongs to, or None for service-level events.
+    #[getter]
+    fn job(&self) -> Option<&str> {
+        self.inner.kind.job_id()
+    }
+
+    /// True for JobCompleted, JobFailed and JobCancelled.
+    #[getter]
+    fn is_terminal(&self) -> bool {
+        self.inner.kind.is_terminal()
+    }
+
+    /// A plain dict of the event (JSON-compatible; preview bytes are left out).
+    fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        ser_to_py(py, &*self.inner)
+    }
+
+    fn __repr__(&self) -> String {
+        let body = serde_json::to_string(&self.inner.kind).unwrap_or_default();
+        let short: String = body.chars().take(300).collect();
+        format!("<{} {short}>", class_name(&self.inner.kind))
+    }
+}
+
+fn class_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::ServiceStateChanged { .. } => "ServiceStateChanged",
+        EventKind::QueueChanged { .. } => "QueueChanged",
+        EventKind::JobQueued { .. } => "JobQueued",
+        EventKind::JobStarted { .. } => "JobStarted",
+        EventKind::NodeStarted { .. } => "NodeStarted",
+        EventKind::Progress { .. } => "Progress",
+        EventKind::Preview { .. } => "Preview",
+        EventKind::NodeText { .. } => "NodeText",
+        EventKind::NodeOutput { .. } => "NodeOutput",
+        EventKind::JobCompleted { .. } => "JobCompleted",
+        EventKind::JobFailed { .. } => "JobFailed",
+        EventKind::JobCancelled { .. } => "JobCancelled",
+    }
+}
+
+macro_rules! event_class {
+    ($name:ident, $doc:literal { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[doc = $doc]
+        #[pyclass(module = "director_link._native", extends = Event, frozen)]
+        pub struct $name {
+            $(#[pyo3(get)] pub $field: $ty,)*
+        }
+    };
+}
+
+event_class!(ServiceStateChanged, "A service changed connection state." {
+    service: String, state: String, previous: String, reason: Option<String>
+});
+event_class!(QueueChanged, "The server's queue length changed." { service: String, queue_remaining: u64 });
+event_class!(JobQueued, "The job is queued: on the server, or locally until the service connects (pending_connection)." {
+    job_id: String, service: String, position: Option<u32>, pending_connection: bool, node_errors: Py<PyAny>
+});
+event_class!(JobStarted, "The server started the job." { job_id: String, service: String, cached_nodes: Vec<String> });
+event_class!(NodeStarted, "A node began to execute." { job_id: String, node_id: String, node_type: Option<String> });
+event_class!(Progress, "Progress of the running node, with percentage and an ETA from the observed step rate." {
+    job_id: String, node_id: Option<String>, value: f64, max: f64, percentage: f64, eta_seconds: Option<f64>
+});
+event_class!(Preview, "A preview image (JPEG or PNG bytes)." {
+    job_id: String, node_id: Option<String>, mime: String, data: Py<PyBytes>
+});
+event_class!(NodeText, "Progress text a node sent." { job_id: Option<String>, node_id: String, text: String });
+event_class!(NodeOutput, "A node's UI output (the `executed` message)." { job_id: String, node_id: String, output: Py<PyAny> });
+event_class!(JobCompleted, "The job finished; its files are on disk (`outputs`, `paths`)." {
+    job_id: String, outputs: Py<PyAny>, paths: Vec<String>, ui: Py<PyAny>, elapsed_seconds: f64
+});
+event_class!(JobFailed, "The job failed: `code`, `message`, and the failing node's details in `error`." {
+    job_id: String, code: String, message: String, node_id: Option<String>, node_type: Option<String>, error: Py<PyAny>
+});
+event_class!(JobCancelled, "The job was cancelled and the server confirmed it." { job_id: String });
+
+#[pymethods]
+impl Preview {
+    /// "jpeg" or "png".
+    #[getter]
+    fn format(&self) -> &'static str {
+        if self.mime.contains("png") {
+            "png"
+        } else {
+            "jpeg"
+        }
+    }
+}
+
+pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
+    let ev = Arc::new(ev);
+    let base = PyClassInitializer::from(Event { seq: ev.seq, time: ev.time, inner: ev.clone() });
+    let obj: Py<PyAny> = match &ev.kind {
+        EventKind::ServiceStateChanged { service, state, previous, reason } => Py::new(
+            py,
+            base.add_subclass(ServiceStateChanged {
+                service: service.clone(),
+                state: state.as_str().to_string(),
+                previous: previous.as_str().to_string(),
+                reason: reason.clone(),
+            }),
+        )?
+        .into_any(),
+        EventKind::QueueChanged { service, queue_remaining } => Py::new(
+            py,
+            base.add_subclass(QueueChanged { service: service.clone(), queue_remaining: *queue_remaining }),
+        )?
+        .into_any(),
+        EventKind::JobQueued { job_id, service, position, pending_connection, node_errors } => Py::new(
+            py,
+            base.add_subclass(JobQueued {
+                job_id: job_id.clone(),
+                service: service.clone(),
+                position: *position,
+                pending_connection: *pending_connection,
+                node_errors: ser_to_py(py, node_errors)?,
+            }),
+        )?
+        .into_any(),
+        EventKind::JobStarted { job_id, service, cached_nodes } => Py::new(
+            py,
+            base.add_subclass(JobStarted { job_id: job_id.clone(), service: service.clone(), cached_nodes: cached_nodes.clone() }),
+        )?
+        .into_any(),
+        EventKind::NodeStarted { job_id, node_id, node_type } => Py::new(
+            py,
+            base.add_subclass(NodeStarted { job_id: job_id.clone(), node_id: node_id.clone(), node_type: node_type.clone() }),
+        )?
+        .into_any(),
+        EventKind::Progress { job_id, node_id, value, max, percentage, eta_seconds } => Py::new(
+            py,
+            base.add_subclass(Progress {
+                job_id: job_id.clone(),
+                node_id: node_id.clone(),
+                value: *value,
+                max: *max,
+                percentage: *percentage,
+                eta_seconds: *eta_seconds,
+            }),
+        )?
+        .into_any(),
+        EventKind::Preview { job_id, node_id, mime, data } => Py::new(
+            py,
+            base.add_subclass(Preview {
+                job_id: job_id.clone(),
+                node_id: node_id.clone(),
+                mime: mime.clone(),
+                data: PyBytes::new(py, data).unbind(),
+            }),
+        )?
+        .into_any(),
+        EventKind::NodeText { job_id, node_id, text } => Py::new(
+            py,
+            base.add_subclass(NodeText { job_id: job_id.clone(), node_id: node_id.clone(), text: text.clone() }),
+        )?
+        .into_any(),
+        EventKind::NodeOutput { job_id, node_id, output } => Py::new(
+            py,
+            base.add_subclass(NodeOutput { job_id: job_id.clone(), node_id: node_id.clone(), output: to_py(py, output)? }),
+        )?
+        .into_any(),
+        EventKind::JobCompleted { job_id, outputs, ui, elapsed_seconds } => Py::new(
+            py,
+            base.add_subclass(JobCompleted {
+                job_id: job_id.clone(),
+                outputs: ser_to_py(py, outputs)?,
+                paths: outputs.iter().map(|o| o.path.to_string_lossy().into_owned()).collect(),
+                ui: to_py(py, ui)?,
+                elapsed_seconds: *elapsed_seconds,
+            }),
+        )?
+        .into_any(),
+        EventKind::JobFailed { job_id, error } => Py::new(
+            py,
+            base.add_subclass(JobFailed {
+                job_id: job_id.clone(),
+                code: error.code.clone(),
+                message: error.message.clone(),
+                node_id: error.node_id.clone(),
+                node_type: error.node_type.clone(),
+                error: ser_to_py(py, error)?,
+            }),
+        )?
+        .into_any(),
+        EventKind::JobCancelled { job_id } => {
+            Py::new(py, base.add_subclass(JobCancelled { job_id: job_id.clone() }))?.into_any()
+        }
+    };
+    Ok(obj)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Event>()?;
+    m.add_class::<ServiceStateChanged>()?;
+    m.add_class::<QueueChanged>()?;
+    m.add_class::<JobQueued>()?;
+    m.add_class::<JobStarted>()?;
+    m.add_class::<NodeStarted>()?;
+    m.add_class::<Progress>()?;
+    m.add_class::<Preview>()?;
+    m.add_class::<NodeText>()?;
+    m.add_class::<NodeOutput>()?;
+    m.add_class::<JobCompleted>()?;
+    m.add_class::<JobFailed>()?;
+    m.add_class::<JobCancelled>()?;
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `Hub` and `Job` for Python: thin wrappers over the core hub; waits release the GIL.
+use super::convert::{from_py, ser_to_py};
+use super::errors::{job_error, IntoPyResult};
+use super::events::to_python;
+use crate::event::JobState;
+use crate::hub::{apply_params, Hub as CoreHub, HubConfig};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn duration(secs: f64, what: &str) -> PyResult<Duration> {
+    if secs.is_finite() && secs >= 0.0 && secs < 1e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(PyValueError::new_err(format!("{what} must be a number of seconds ≥ 0, not {secs}")))
+    }
+}
+
+/// Reads a workflow given as a dict (API format), a JSON string, or a path to a .json file.
+fn workflow_value(py: Python<'_>, workflow: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    if workflow.is_instance_of::<PyDict>() {
+        return from_py(workflow);
+    }
+    let text: Option<String> = if let Ok(s) = workflow.cast::<PyString>() {
+        let s = s.to_str()?.to_string();
+        if s.trim_start().starts_with('{') {
+            Some(s)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let text = match text {
+        Some(t) => t,
+        None => {
+            let path: PathBuf = workflow.extract().map_err(|_| {
+                PyTypeError::new_err("workflow must be a dict (API format), a JSON string or a path to a .json file")
+            })?;
+            std::fs::read_to_string(&path).map_err(|e| {
+                super::errors::to_pyerr(
+                    py,
+                    crate::Error::new(crate::ErrorCode::InvalidWorkflow, format!("cannot read {}: {e}", path.display())),
+                )
+            })?
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        super::errors::to_pyerr(
+            py,
+            crate::Error::new(crate::ErrorCode::InvalidWorkflow, format!("the workflow is not valid JSON: {e}")),
+        )
+    })
+}
+
+/// The link to your AI servers. Owns background threads; `close()` (or `with Hub() as hub:`) stops them.
+#[pyclass(module = "director_link._native", frozen, subclass)]
+pub struct Hub {
+    inner: Arc<CoreHub>,
+}
+
+#[pymethods]
+impl Hub {
+    #[new]
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0))]
+    fn new(
+        py: Python<'_>,
+        output_dir: Option<PathBuf>,
+        heartbeat: f64,
+        connect_timeout: f64,
+        event_capacity: usize,
+        reconnect_initial: f64,
+        reconnect_max: f64,
+    ) -> PyResult<Hub> {
+        let mut config = HubConfig::default();
+        if let Some(dir) = output_dir {
+            config.output_dir = dir;
+        }
+        config.heartbeat = duration(heartbeat, "heartbeat")?.max(Duration::from_millis(50));
+        config.connect_timeout = duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(50));
+        config.event_capacity = event_capacity;
+        config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
+        config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
+        let hub = py.detach(|| CoreHub::new(config)).py(py)?;
+        Ok(Hub { inner: Arc::new(hub) })
+    }
+
+    /// Where results are written.
+    #[getter]
+    fn output_dir(&self) -> String {
+        self.inner.config().output_dir.to_string_lossy().into_owned()
+    }
+
+    /// Adds a server and starts connecting in the background; returns its name at once.
+    ///
+    /// `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
+    /// that cannot be used.
+    #[pyo3(signature = (kind, url, name=None, token=None))]
+    fn add_service(&self, py: Python<'_>, kind: &str, url: &str, name: Option<&str>, token: Option<String>) -> PyResult<String> {
+        let added = self.inner.add_service(kind, url, name, token).py(py)?;
+        log::info!("service {} at {}", added.name, added.understood);
+        Ok(added.name)
+    }
+
+    /// Stops a service's connection.
+    fn remove_service(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.inner.remove_service(name).py(py)
+    }
+
+    /// Names of the services added so far.
+    fn services(&self) -> Vec<String> {
+        self.inner.service_names()
+    }
+
+    /// Queues a workflow and returns its `Job` at once (nothing waits on the network).
+    ///
+    /// `workflow`: an API-format dict, a JSON string or a path. `params`: `{"NODE_ID.input": value, ...}`.
+    /// `tag`: a label (e.g. the shot name) that also names the output sub-folder.
+    #[pyo3(signature = (service, workflow, params=None, tag=None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        workflow: &Bound<'_, PyAny>,
+        params: Option<&Bound<'_, PyDict>>,
+        tag: Option<String>,
+    ) -> PyResult<Job> {
+        let prompt = workflow_value(py, workflow)?;
+        let mut pairs = Vec::new();
+        if let Some(p) = params {
+            for (k, v) in p.iter() {
+                let key: String = k.extract().map_err(|_| PyTypeError::new_err("parameter names must be strings"))?;
+                pairs.push((key, from_py(&v)?));
+            }
+        }
+        let prompt = apply_params(prompt, &pairs).py(py)?;
+        let id = self.inner.submit(service, prompt, tag.clone()).py(py)?;
+        Ok(Job { hub: self.inner.clone(), id, service: service.to_string(), tag })
+    }
+
+    /// The `Job` for an id (from `snapshot()` or an event), or None.
+    fn job(&self, job_id: &str) -> Option<Job> {
+        self.inner.job(job_id).map(|j| Job { hub: self.inner.clone(), id: j.id, service: j.service, tag: j.tag })
+    }
+
+    /// Asks the server to cancel only this job (`JobCancelled` follows when confirmed).
+    fn cancel(&self, py: Python<'_>, job_id: &str) -> PyResult<()> {
+        self.inner.cancel(job_id).py(py)
+    }
+
+    /// Drops and re-opens a service's connection now.
+    fn reconnect(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.inner.reconnect(name).py(py)
+    }
+
+    /// Takes up to `max_events` waiting events, oldest first. Never blocks; returns [] when nothing waits.
+    #[pyo3(signature = (max_events=256))]
+    fn poll<'py>(&self, py: Python<'py>, max_events: usize) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.poll(max_events);
+        let list = PyList::empty(py);
+        for ev in events {
+            list.append(to_python(py, ev)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Blocks (without the GIL) up to `timeout` seconds until an event waits. For scripts, not for Blender's UI.
+    fn wait_for_events(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let t = duration(timeout, "timeout")?;
+        let hub = self.inner.clone();
+        Ok(py.detach(move || hub.wait_for_events(t)))
+    }
+
+    /// Services (state, url, version, queue, errors) and jobs (state, position, progress, node, outputs, error).
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let snap = self.inner.snapshot();
+        ser_to_py(py, &snap)
+    }
+
+    /// Stops every background task and thread. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let hub = self.inner.clone();
+        py.detach(move || hub.close());
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Hub services={:?} closed={}>", self.inner.service_names(), self.inner.is_closed())
+    }
+}
+
+/// A submitted job. `wait()` blocks without the GIL; `await job` works in asyncio.
+#[pyclass(module = "director_link._native", frozen)]
+pub struct Job {
+    hub: Arc<CoreHub>,
+    #[pyo3(get)]
+    id: String,
+    #[pyo3(get)]
+    service: String,
+    #[pyo3(get)]
+    tag: Option<String>,
+}
+
+#[pymethods]
+impl Job {
+    /// pending, submitting, queued, running, completed, failed or cancelled.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.hub.job_state(&self.id).map(JobState::as_str).unwrap_or("unknown")
+    }
+
+    /// Everything known about the job as a dict.
+    fn info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.hub.job(&self.id) {
+            Some(j) => ser_to_py(py, &j),
+            None => Ok(py.None()),
+        }
+    }
+
+    /// Paths of the result files (empty until completed).
+    #[getter]
+    fn outputs(&self) -> Vec<String> {
+        self.hub
+            .job(&self.id)
+            .map(|j| j.outputs.iter().map(|o| o.path.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the job ends; returns its info dict. Raises `JobFailed`, `JobCancelled` or `Timeout`.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let t = timeout.map(|s| duration(s, "timeout")).transpose()?;
+        let hub = self.hub.clone();
+        let id = self.id.clone();
+        let snap = py.detach(move || hub.wait(&id, t)).py(py)?;
+        match snap.state {
+            JobState::Completed => ser_to_py(py, &snap),
+            JobState::Cancelled => Err(job_error(py, &self.id, None, true)),
+            _ => Err(job_error(py, &self.id, snap.error.as_ref(), false)),
+        }
+    }
+
+    /// Asks the server to cancel this job.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        self.hub.cancel(&self.id).py(py)
+    }
+
+    /// `await job.wait_async(timeout)` in asyncio code: runs `wait` in the loop's executor.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+        let functools = py.import("functools")?;
+        let call = functools.call_method1("partial", (slf.getattr("wait")?, timeout))?;
+        event_loop.call_method1("run_in_executor", (py.None(), call))
+    }
+
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::wait_async(slf, None)?.call_method0("__await__")
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Job {} on {} {}>", self.id, self.service, self.state())
+    }
+}
