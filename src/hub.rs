@@ -383,3 +383,19 @@ pub fn apply_params(prompt: Value, params: &[(String, Value)]) -> Result<Value> 
     }
     Ok(prompt)
 }
+
+impl Hub {
+    /// Checks addresses for a ComfyUI (in parallel); blocks the calling thread up to about `timeout`.
+    pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::probe::ProbeResult>> {
+        let client = self.http.clone();
+        self.block_on(crate::probe::probe_all(client, urls, timeout))
+    }
+
+    /// Cancels a job by id on a server, including one submitted by another client or process.
+    pub fn cancel_remote(&self, service: &str, prompt_id: &str) -> Result<crate::comfy::http::CancelOutcome> {
+        let (_, endpoint) = self.service_kind(service).ok_or_else(|| self.unknown_service(service))?;
+        let http = ComfyHttp::new(self.http.clone(), endpoint, None);
+        let id = prompt_id.to_string();
+        self.block_on(async move { http.cancel_prompt(&id).await })?
+    }
+}

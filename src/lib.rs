@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod probe;
 pub mod service;
 pub mod sim;
 pub mod tracker;

@@ -180,6 +180,29 @@ impl ComfyHttp {
         self.post_json("interrupt", &json!({ "prompt_id": prompt_id }), "interrupting the job").await
     }
 
+    /// Removes or interrupts only `prompt_id`, wherever it is (never a global interrupt or a clear).
+    pub async fn cancel_prompt(&self, prompt_id: &str) -> Result<CancelOutcome> {
+        let q = self.queue().await?;
+        if q.pending.iter().any(|p| p == prompt_id) {
+            self.delete_pending(prompt_id).await?;
+            let after = self.queue().await?;
+            if after.running.iter().any(|p| p == prompt_id) {
+                // It started between our two looks.
+                self.interrupt(prompt_id).await?;
+                return Ok(CancelOutcome::Interrupting);
+            }
+            if after.pending.iter().any(|p| p == prompt_id) {
+                return Err(Error::new(ErrorCode::HttpStatus, "the server kept the job in its queue"));
+            }
+            return Ok(CancelOutcome::Removed);
+        }
+        if q.running.iter().any(|p| p == prompt_id) {
+            self.interrupt(prompt_id).await?;
+            return Ok(CancelOutcome::Interrupting);
+        }
+        Ok(CancelOutcome::NotOnServer)
+    }
+
     pub async fn object_info(&self) -> Result<Value> {
         self.get_json("object_info", "reading /object_info").await
     }
@@ -249,6 +272,17 @@ pub fn write_error(e: &std::io::Error) -> Error {
 
 const PATH_SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// What a cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Was pending, is now gone from the queue.
+    Removed,
+    /// Running; `execution_interrupted` will follow.
+    Interrupting,
+    /// Neither pending nor running: it finished or vanished.
+    NotOnServer,
+}
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SystemStats {

@@ -1,12 +1,12 @@
 //! One actor task per ComfyUI service: owns the WebSocket, sends prompts, routes messages, reconnects with
 //! backoff, reconciles jobs after a reconnect and downloads results. All state lives in this one task; slow
 //! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
-use super::http::{ComfyHttp, SubmitOutcome};
+use super::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
 use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
 use super::outputs::{download_all, job_dir};
 use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{ErrorCode, Result};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
 use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
 use crate::tracker::Shared;
@@ -41,15 +41,6 @@ enum Internal {
     Finished { prompt_id: String, result: Result<Vec<OutputFile>> },
     CancelChecked { prompt_id: String, result: Result<CancelOutcome> },
     Reconciled { prompt_id: String, result: Result<Found> },
-}
-
-enum CancelOutcome {
-    /// Was pending, is now gone from the queue.
-    Removed,
-    /// Running; `execution_interrupted` will follow.
-    Interrupting,
-    /// Neither pending nor running: it finished or vanished.
-    NotOnServer,
 }
 
 /// Where the server has a job, after a reconnect.
@@ -324,28 +315,7 @@ impl ComfyService {
         let http = self.http.clone();
         let id = prompt_id.to_string();
         self.spawn(async move {
-            let result = async {
-                let q = http.queue().await?;
-                if q.pending.iter().any(|p| p == &id) {
-                    http.delete_pending(&id).await?;
-                    let after = http.queue().await?;
-                    if after.running.iter().any(|p| p == &id) {
-                        // It started between our two looks.
-                        http.interrupt(&id).await?;
-                        return Ok(CancelOutcome::Interrupting);
-                    }
-                    if after.pending.iter().any(|p| p == &id) {
-                        return Err(Error::new(ErrorCode::HttpStatus, "the server kept the job in its queue"));
-                    }
-                    return Ok(CancelOutcome::Removed);
-                }
-                if q.running.iter().any(|p| p == &id) {
-                    http.interrupt(&id).await?;
-                    return Ok(CancelOutcome::Interrupting);
-                }
-                Ok(CancelOutcome::NotOnServer)
-            }
-            .await;
+            let result = http.cancel_prompt(&id).await;
             Internal::CancelChecked { prompt_id: id, result }
         });
     }

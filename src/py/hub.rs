@@ -180,6 +180,29 @@ impl Hub {
         ser_to_py(py, &snap)
     }
 
+    /// Checks addresses for a ComfyUI in parallel (blocks up to about `timeout`, without the GIL).
+    /// Returns one dict per address: url, kind ("comfyui", "unknown", "none"), version, devices, latency_ms, summary.
+    #[pyo3(signature = (urls, timeout=2.0))]
+    fn probe(&self, py: Python<'_>, urls: Vec<String>, timeout: f64) -> PyResult<Py<PyAny>> {
+        let t = duration(timeout, "timeout")?;
+        let hub = self.inner.clone();
+        let results = py.detach(move || hub.probe(&urls, t)).py(py)?;
+        ser_to_py(py, &results)
+    }
+
+    /// Cancels a job by id on a service even if another client submitted it. Returns "removed" (was queued),
+    /// "interrupting" (was running) or "not_on_server" (already finished or unknown).
+    fn cancel_remote(&self, py: Python<'_>, service: &str, job_id: &str) -> PyResult<&'static str> {
+        let hub = self.inner.clone();
+        let (service, job_id) = (service.to_string(), job_id.to_string());
+        let outcome = py.detach(move || hub.cancel_remote(&service, &job_id)).py(py)?;
+        Ok(match outcome {
+            crate::comfy::http::CancelOutcome::Removed => "removed",
+            crate::comfy::http::CancelOutcome::Interrupting => "interrupting",
+            crate::comfy::http::CancelOutcome::NotOnServer => "not_on_server",
+        })
+    }
+
     /// Stops every background task and thread. Idempotent.
     fn close(&self, py: Python<'_>) {
         let hub = self.inner.clone();

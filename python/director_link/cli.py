@@ -1,0 +1,297 @@
+"""The ``director-link`` command: doctor, run, watch, cancel, demo.
+
+Exit codes: 0 done, 2 bad input, 3 cannot connect, 4 job failed, 5 timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from ._native import Hub
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
+DEFAULT_PORTS = (8188, 8189, 8190)
+CONNECT_WAIT = 15.0
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values: JSON when it parses (7, 1.5, true, "x", [..]), else the raw string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise errors.WorkflowError(
+                f"--set {pair!r}: write it as SELECTOR=VALUE, e.g. --set 3.seed=7", "invalid_parameter"
+            )
+        params[key.strip()] = _parse_value(value)
+    return params
+
+
+class _Printer:
+    """Human progress on a TTY, one JSON line per event with --json."""
+
+    def __init__(self, as_json: bool, stream=sys.stdout) -> None:
+        self.as_json = as_json
+        self.stream = stream
+        self.tty = stream.isatty() and not as_json
+        self._bar_shown = False
+
+    def event(self, ev) -> None:
+        if self.as_json:
+            self.stream.write(json.dumps(ev.to_dict(), default=str) + "\n")
+            self.stream.flush()
+            return
+        kind = ev.type
+        if kind == "progress":
+            self._bar(ev)
+            return
+        if kind == "preview":
+            return
+        self._end_bar()
+        if kind == "service_state_changed":
+            reason = f" — {ev.reason}" if ev.reason else ""
+            self.line(f"[{ev.service}] {ev.state}{reason}")
+        elif kind == "job_queued":
+            where = "waiting for the server" if ev.pending_connection else f"position {ev.position}"
+            self.line(f"queued {ev.job_id} ({where})")
+            for problem in ev.node_errors:
+                self.line(f"  skipped output: node {problem['node_id']}: {problem['message']}")
+        elif kind == "job_started":
+            cached = f" ({len(ev.cached_nodes)} cached nodes)" if ev.cached_nodes else ""
+            self.line(f"started{cached}")
+        elif kind == "node_started":
+            self.line(f"  node {ev.node_id} {ev.node_type or ''}".rstrip())
+        elif kind == "node_text":
+            self.line(f"  {ev.node_id}: {ev.text}")
+        elif kind == "job_completed":
+            self.line(f"completed in {ev.elapsed_seconds:.1f} s")
+            for path in ev.paths:
+                self.line(f"  {path}")
+        elif kind == "job_failed":
+            self.line(f"FAILED [{ev.code}] {ev.message}")
+        elif kind == "job_cancelled":
+            self.line("cancelled")
+
+    def _bar(self, ev) -> None:
+        if not self.tty:
+            return
+        width = 30
+        filled = int(width * ev.percentage / 100)
+        eta = f" ETA {ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else ""
+        node = f" node {ev.node_id}" if ev.node_id else ""
+        text = f"\r  [{'#' * filled}{'.' * (width - filled)}] {ev.percentage:5.1f}%{node}{eta}   "
+        self.stream.write(text)
+        self.stream.flush()
+        self._bar_shown = True
+
+    def _end_bar(self) -> None:
+        if self._bar_shown:
+            self.stream.write("\n")
+            self._bar_shown = False
+
+    def line(self, text: str) -> None:
+        if not self.as_json:
+            self._end_bar()
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def _wait_connected(hub: Hub, name: str, printer: _Printer, timeout: float) -> bool:
+    """Drains events until the service connects; False if it cannot within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hub.wait_for_events(min(0.2, max(0.0, deadline - time.monotonic())))
+        for ev in hub.poll():
+            printer.event(ev)
+        state = next((s for s in hub.snapshot()["services"] if s["name"] == name), None)
+        if state and state["state"] == "connected":
+            return True
+    return False
+
+
+def _drive(hub: Hub, job, printer: _Printer, timeout: float | None) -> int:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            printer.line(f"timed out after {timeout:.0f} s; the job goes on on the server (cancel it with "
+                         f"director-link cancel {job.id})")
+            return EXIT_TIMEOUT
+        hub.wait_for_events(0.2 if remaining is None else min(0.2, remaining))
+        for ev in hub.poll():
+            printer.event(ev)
+            if ev.is_terminal and ev.job == job.id:
+                return {"job_completed": EXIT_OK, "job_cancelled": EXIT_FAILED}.get(ev.type, EXIT_FAILED)
+
+
+def _probe_urls(hub: Hub, urls: list[str], timeout: float) -> list[dict]:
+    return hub.probe(urls, timeout)
+
+
+def cmd_doctor(args) -> int:
+    urls = args.server or [f"127.0.0.1:{p}" for p in DEFAULT_PORTS]
+    with Hub(output_dir=args.out) as hub:
+        started = time.monotonic()
+        results = _probe_urls(hub, urls, args.timeout)
+        took = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"results": results, "seconds": took}))
+        return EXIT_OK
+    print(f"Director Link doctor — checked {len(urls)} address(es) in {took:.2f} s")
+    for r in results:
+        mark = {"comfyui": "OK ", "unknown": "?? ", "none": " - "}.get(r["kind"], "   ")
+        print(f"  {mark} {r['url']:<28} {r['summary']}")
+    if not any(r["kind"] == "comfyui" for r in results):
+        print("\nNo ComfyUI answered. Start one with `python main.py` in your ComfyUI folder (it listens on "
+              "127.0.0.1:8188), or try `director-link demo`, which uses the built-in simulator.")
+    return EXIT_OK
+
+
+def _load_workflow(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise errors.WorkflowError(f"no workflow file at {path}", "invalid_workflow")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise errors.WorkflowError(f"{path} is not valid JSON: {e}", "invalid_workflow") from e
+
+
+def _run_on(hub: Hub, url: str, workflow: dict, params: dict, args, printer: _Printer) -> int:
+    name = hub.add_service("comfyui", url, name="server", token=os.environ.get("DIRECTOR_LINK_TOKEN"))
+    if not _wait_connected(hub, name, printer, args.connect_timeout):
+        snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
+        printer.line(f"cannot connect to {url}: {snap.get('last_error') or 'no answer'}")
+        return EXIT_CONNECT
+    job = hub.submit(name, workflow, params=params, tag=args.tag)
+    return _drive(hub, job, printer, args.timeout)
+
+
+def cmd_run(args) -> int:
+    printer = _Printer(args.json)
+    try:
+        workflow = _load_workflow(args.workflow)
+        params = _parse_sets(args.set or [])
+        with Hub(output_dir=args.out) as hub:
+            return _run_on(hub, args.server, workflow, params, args, printer)
+    except (errors.WorkflowError, errors.InvalidUrlError, errors.UnknownServiceError) as e:
+        printer.line(f"error [{e.code}]: {e}")
+        if args.json:
+            print(json.dumps({"type": "error", "code": e.code, "message": str(e)}))
+        return EXIT_BAD_INPUT
+
+
+def cmd_watch(args) -> int:
+    printer = _Printer(args.json)
+    try:
+        with Hub(output_dir=args.out) as hub:
+            name = hub.add_service("comfyui", args.server, name="server")
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            while deadline is None or time.monotonic() < deadline:
+                hub.wait_for_events(0.5)
+                for ev in hub.poll():
+                    printer.event(ev)
+            snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
+            if not args.json:
+                print(f"{name}: {snap['state']}, queue {snap['queue_remaining']}, "
+                      f"{snap['messages_received']} messages, {snap['reconnects']} reconnects")
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except errors.InvalidUrlError as e:
+        print(f"error [{e.code}]: {e}")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    try:
+        with Hub() as hub:
+            name = hub.add_service("comfyui", args.server, name="server")
+            outcome = hub.cancel_remote(name, args.job_id)
+    except errors.InvalidUrlError as e:
+        print(f"error [{e.code}]: {e}")
+        return EXIT_BAD_INPUT
+    except errors.ServiceError as e:
+        print(f"cannot reach the server: {e}")
+        return EXIT_CONNECT
+    print({"removed": f"removed {args.job_id} from the queue",
+           "interrupting": f"interrupting {args.job_id}",
+           "not_on_server": f"{args.job_id} is neither queued nor running"}[outcome])
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="director-link", description="Run ComfyUI workflows from scripts and farms.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("doctor", help="find local servers and say how they are")
+    d.add_argument("--server", action="append", help="address to check (repeatable); default: local ports")
+    d.add_argument("--timeout", type=float, default=2.0)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_doctor)
+
+    r = sub.add_parser("run", help="run a workflow (API format JSON) and download its results")
+    r.add_argument("workflow")
+    r.add_argument("--server", default="127.0.0.1:8188")
+    r.add_argument("--set", action="append", metavar="SELECTOR=VALUE", help="e.g. --set 3.seed=7 (repeatable)")
+    r.add_argument("--out", default="director-link-output", help="output directory")
+    r.add_argument("--tag", default=None, help="label for the job (names the output sub-folder)")
+    r.add_argument("--json", action="store_true", help="one JSON line per event")
+    r.add_argument("--timeout", type=float, default=None, help="seconds to wait for the job")
+    r.add_argument("--connect-timeout", type=float, default=CONNECT_WAIT)
+    r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser("watch", help="show a server's events")
+    w.add_argument("--server", default="127.0.0.1:8188")
+    w.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    w.add_argument("--json", action="store_true")
+    w.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    w.set_defaults(func=cmd_watch)
+
+    c = sub.add_parser("cancel", help="cancel one job by id (never touches other jobs)")
+    c.add_argument("job_id")
+    c.add_argument("--server", default="127.0.0.1:8188")
+    c.set_defaults(func=cmd_cancel)
+
+    m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
+    m.add_argument("--server", default=None, help="use this ComfyUI instead of looking on 127.0.0.1:8188")
+    m.add_argument("--simulator", action="store_true", help="always use the built-in simulator")
+    m.add_argument("--out", default="director-link-output")
+    m.add_argument("--json", action="store_true")
+    m.add_argument("--timeout", type=float, default=600.0)
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.DirectorLinkError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
