@@ -29,22 +29,33 @@ impl Endpoint {
             return Err(bad("it contains spaces or control characters"));
         }
         let has_scheme = text.contains("://");
-        let with_scheme = if has_scheme { text.to_string() } else { format!("http://{text}") };
+        let with_scheme = if has_scheme {
+            text.to_string()
+        } else {
+            format!("http://{text}")
+        };
         let mut url = url::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
         match url.scheme() {
             "http" | "https" => {}
             "ws" => set_scheme(&mut url, "http").map_err(|_| bad("unsupported scheme"))?,
             "wss" => set_scheme(&mut url, "https").map_err(|_| bad("unsupported scheme"))?,
-            other => return Err(bad(&format!("the scheme {other:?} is not supported (use http or https)"))),
+            other => {
+                return Err(bad(&format!(
+                    "the scheme {other:?} is not supported (use http or https)"
+                )))
+            }
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("it has no host"));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("it has a query or fragment; give only scheme, host, port and an optional base path"));
+            return Err(bad(
+                "it has a query or fragment; give only scheme, host, port and an optional base path",
+            ));
         }
         if !has_scheme && url.port().is_none() {
-            url.set_port(Some(default_port)).map_err(|_| bad("the port cannot be set"))?;
+            url.set_port(Some(default_port))
+                .map_err(|_| bad("the port cannot be set"))?;
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("credentials in the URL are not supported; pass token= instead"));
@@ -99,7 +110,10 @@ impl Endpoint {
     pub fn websocket(&self, client_id: &str) -> String {
         let scheme = if self.is_tls() { "wss" } else { "ws" };
         let rest = &self.base.as_str()[self.base.scheme().len()..];
-        format!("{scheme}{rest}ws?clientId={}", percent_encoding::utf8_percent_encode(client_id, QUERY))
+        format!(
+            "{scheme}{rest}ws?clientId={}",
+            percent_encoding::utf8_percent_encode(client_id, QUERY)
+        )
     }
 
     /// What we understood, for the user: "http://127.0.0.1:8188/ (WebSocket ws://127.0.0.1:8188/ws)".
@@ -110,8 +124,11 @@ impl Endpoint {
     }
 }
 
-const QUERY: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 fn set_scheme(url: &mut url::Url, scheme: &str) -> std::result::Result<(), ()> {
     url.set_scheme(scheme)
@@ -158,17 +175,32 @@ mod tests {
         assert_eq!(e.websocket("a b"), "wss://h/base/ws?clientId=a%20b");
         assert_eq!(e.http("/prompt"), "https://h/base/prompt");
         assert!(!e.is_loopback());
-        assert!(Endpoint::parse("127.0.0.5:1", 1).map(|e| e.is_loopback()).unwrap_or(false));
+        assert!(Endpoint::parse("127.0.0.5:1", 1)
+            .map(|e| e.is_loopback())
+            .unwrap_or(false));
     }
 
     #[test]
     fn rejects_bad_addresses_with_a_clear_code() {
-        for bad in ["", "   ", "ftp://h", "http://", "h:99999", "http://h:1/?x=1", "a b", "http://u:p@h/"] {
+        for bad in [
+            "",
+            "   ",
+            "ftp://h",
+            "http://",
+            "h:99999",
+            "http://h:1/?x=1",
+            "a b",
+            "http://u:p@h/",
+        ] {
             match Endpoint::parse(bad, 8188) {
                 Ok(e) => panic!("{bad:?} was accepted as {e}"),
                 Err(e) => {
                     assert_eq!(e.code, ErrorCode::InvalidUrl, "{bad:?}");
-                    assert!(e.message.contains("127.0.0.1:8188"), "message gives an example: {}", e.message);
+                    assert!(
+                        e.message.contains("127.0.0.1:8188"),
+                        "message gives an example: {}",
+                        e.message
+                    );
                 }
             }
         }

@@ -86,7 +86,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into() }
+        Error {
+            code,
+            message: message.into(),
+        }
     }
     pub fn code(&self) -> &'static str {
         self.code.as_str()
@@ -107,14 +110,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn describe_http_error(err: reqwest::Error, what: &str) -> Error {
     let err = err.without_url();
     if err.is_timeout() {
-        Error::new(ErrorCode::Timeout, format!("{what}: the server did not answer in time; is it busy or stuck?"))
+        Error::new(
+            ErrorCode::Timeout,
+            format!("{what}: the server did not answer in time; is it busy or stuck?"),
+        )
     } else if err.is_connect() {
         Error::new(
             ErrorCode::ConnectionFailed,
-            format!("{what}: could not connect ({}); is the server running and is the address right?", root_cause(&err)),
+            format!(
+                "{what}: could not connect ({}); is the server running and is the address right?",
+                root_cause(&err)
+            ),
         )
     } else if err.is_decode() || err.is_body() {
-        Error::new(ErrorCode::Protocol, format!("{what}: the answer could not be read ({})", root_cause(&err)))
+        Error::new(
+            ErrorCode::Protocol,
+            format!("{what}: the answer could not be read ({})", root_cause(&err)),
+        )
     } else {
         Error::new(ErrorCode::ConnectionFailed, format!("{what}: {}", root_cause(&err)))
     }

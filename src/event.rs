@@ -234,7 +234,10 @@ impl EventKind {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, EventKind::JobCompleted { .. } | EventKind::JobFailed { .. } | EventKind::JobCancelled { .. })
+        matches!(
+            self,
+            EventKind::JobCompleted { .. } | EventKind::JobFailed { .. } | EventKind::JobCancelled { .. }
+        )
     }
 
     /// Progress and previews may be coalesced; everything else is a lifecycle event.
@@ -288,7 +291,10 @@ pub struct EventQueue {
 }
 
 pub fn now_epoch() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl EventQueue {
@@ -329,7 +335,11 @@ impl EventQueue {
             }
             _ => {}
         }
-        q.slots.push_back(Some(Event { seq, time: now_epoch(), kind }));
+        q.slots.push_back(Some(Event {
+            seq,
+            time: now_epoch(),
+            kind,
+        }));
         q.live += 1;
         drop(q);
         self.ready.notify_all();
@@ -347,8 +357,12 @@ impl EventQueue {
                 _ => return false,
             },
         };
-        let Some(idx) = seq.checked_sub(q.base_seq) else { return false };
-        let Some(slot) = q.slots.get_mut(idx as usize) else { return false };
+        let Some(idx) = seq.checked_sub(q.base_seq) else {
+            return false;
+        };
+        let Some(slot) = q.slots.get_mut(idx as usize) else {
+            return false;
+        };
         match slot {
             Some(old) if same_stream(&old.kind, kind) => {
                 old.kind = kind.clone();
@@ -360,7 +374,10 @@ impl EventQueue {
     }
 
     fn drop_oldest_coalescable(q: &mut Inner) {
-        let found = q.slots.iter().position(|s| s.as_ref().is_some_and(|e| e.kind.coalesce_key().is_some()));
+        let found = q
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|e| e.kind.coalesce_key().is_some()));
         if let Some(i) = found {
             q.slots[i] = None;
             q.live -= 1;
@@ -378,15 +395,13 @@ impl EventQueue {
             if let Some(ev) = slot {
                 q.live -= 1;
                 match (&ev.kind, ev.kind.job_id()) {
-                    (EventKind::QueueChanged { service, .. }, _) => {
-                        if q.last_queue_of_service.get(service) == Some(&ev.seq) {
-                            q.last_queue_of_service.remove(service);
-                        }
+                    (EventKind::QueueChanged { service, .. }, _)
+                        if q.last_queue_of_service.get(service) == Some(&ev.seq) =>
+                    {
+                        q.last_queue_of_service.remove(service);
                     }
-                    (_, Some(job)) => {
-                        if q.last_of_job.get(job).is_some_and(|(s, _)| *s == ev.seq) {
-                            q.last_of_job.remove(job);
-                        }
+                    (_, Some(job)) if q.last_of_job.get(job).is_some_and(|(s, _)| *s == ev.seq) => {
+                        q.last_of_job.remove(job);
                     }
                     _ => {}
                 }
@@ -415,7 +430,10 @@ impl EventQueue {
 
     pub fn stats(&self) -> QueueStats {
         let q = self.inner.lock();
-        QueueStats { pending: q.live, ..q.stats }
+        QueueStats {
+            pending: q.live,
+            ..q.stats
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -451,7 +469,11 @@ mod tests {
         }
     }
     fn started(job: &str) -> EventKind {
-        EventKind::NodeStarted { job_id: job.into(), node_id: "4".into(), node_type: None }
+        EventKind::NodeStarted {
+            job_id: job.into(),
+            node_id: "4".into(),
+            node_type: None,
+        }
     }
     fn done(job: &str) -> EventKind {
         EventKind::JobCancelled { job_id: job.into() }
@@ -483,7 +505,10 @@ mod tests {
         assert_eq!(lifecycle, 11, "10 NodeStarted + 1 terminal survive");
         assert!(evs.len() <= 16 + 11, "bounded: {}", evs.len());
         // Latest progress wins and per-job order is kept: the terminal event is last.
-        assert!(matches!(evs.last().map(|e| &e.kind), Some(EventKind::JobCancelled { .. })));
+        assert!(matches!(
+            evs.last().map(|e| &e.kind),
+            Some(EventKind::JobCancelled { .. })
+        ));
         let last_progress = evs.iter().rev().find_map(|e| match &e.kind {
             EventKind::Progress { value, .. } => Some(*value),
             _ => None,
@@ -503,7 +528,11 @@ mod tests {
         q.push(progress("a", 1.0));
         q.push(started("a"));
         q.push(progress("a", 2.0));
-        let evs: Vec<_> = q.drain(100).into_iter().filter(|e| e.kind.job_id() == Some("a")).collect();
+        let evs: Vec<_> = q
+            .drain(100)
+            .into_iter()
+            .filter(|e| e.kind.job_id() == Some("a"))
+            .collect();
         let names: Vec<_> = evs.iter().map(|e| e.kind.name()).collect();
         assert_eq!(names.last(), Some(&"progress"));
         assert!(names.contains(&"node_started"));

@@ -47,7 +47,9 @@ impl Default for HubConfig {
 }
 
 pub fn default_output_dir() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()).join("director-link-output")
+    std::env::current_dir()
+        .unwrap_or_else(|_| std::env::temp_dir())
+        .join("director-link-output")
 }
 
 /// The service kinds this build can talk to.
@@ -125,13 +127,22 @@ impl Hub {
     }
 
     /// Adds a service and starts connecting in the background. Returns at once.
-    pub fn add_service(&self, kind: &str, url: &str, name: Option<&str>, token: Option<String>) -> Result<ServiceAdded> {
+    pub fn add_service(
+        &self,
+        kind: &str,
+        url: &str,
+        name: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ServiceAdded> {
         self.ensure_open()?;
         let kind = kind.trim().to_ascii_lowercase();
         if !KINDS.contains(&kind.as_str()) {
             return Err(Error::new(
                 ErrorCode::UnknownService,
-                format!("unknown service kind {kind:?}; this build supports: {}", KINDS.join(", ")),
+                format!(
+                    "unknown service kind {kind:?}; this build supports: {}",
+                    KINDS.join(", ")
+                ),
             ));
         }
         let endpoint = Endpoint::parse(url, 8188)?;
@@ -168,11 +179,25 @@ impl Hub {
         );
         {
             let rt = self.runtime.lock();
-            let rt = rt.as_ref().ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
+            let rt = rt
+                .as_ref()
+                .ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
             rt.spawn(actor.run());
         }
-        let added = ServiceAdded { name: name.clone(), url: endpoint.base().to_string(), understood: endpoint.describe() };
-        services.insert(name, ServiceHandle { kind, endpoint, commands: tx, status });
+        let added = ServiceAdded {
+            name: name.clone(),
+            url: endpoint.base().to_string(),
+            understood: endpoint.describe(),
+        };
+        services.insert(
+            name,
+            ServiceHandle {
+                kind,
+                endpoint,
+                commands: tx,
+                status,
+            },
+        );
         Ok(added)
     }
 
@@ -209,11 +234,18 @@ impl Hub {
             return Err(self.unknown_service(service));
         };
         let job_id = uuid::Uuid::new_v4().to_string();
-        let group = tag.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| service.to_string());
+        let group = tag
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| service.to_string());
         self.shared.register(&job_id, service, tag);
         handle
             .commands
-            .send(Command::Submit { job_id: job_id.clone(), prompt: Arc::new(prompt), group })
+            .send(Command::Submit {
+                job_id: job_id.clone(),
+                prompt: Arc::new(prompt),
+                group,
+            })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
         Ok(job_id)
     }
@@ -230,18 +262,25 @@ impl Hub {
         }
         let services = self.services.lock();
         let handle = services.get(&job.service).ok_or_else(|| {
-            Error::new(ErrorCode::UnknownService, format!("the job's service {:?} was removed", job.service))
+            Error::new(
+                ErrorCode::UnknownService,
+                format!("the job's service {:?} was removed", job.service),
+            )
         })?;
         handle
             .commands
-            .send(Command::Cancel { job_id: job_id.to_string() })
+            .send(Command::Cancel {
+                job_id: job_id.to_string(),
+            })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped"))
     }
 
     /// Drops the connection and connects again at once (skips the backoff wait).
     pub fn reconnect(&self, service: &str) -> Result<()> {
         let services = self.services.lock();
-        let handle = services.get(service).ok_or_else(|| Error::new(ErrorCode::UnknownService, format!("no service named {service:?}")))?;
+        let handle = services
+            .get(service)
+            .ok_or_else(|| Error::new(ErrorCode::UnknownService, format!("no service named {service:?}")))?;
         let _ = handle.commands.send(Command::Reconnect);
         Ok(())
     }
@@ -276,13 +315,20 @@ impl Hub {
         let secs = timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
         Err(Error::new(
             ErrorCode::Timeout,
-            format!("job {job_id} did not finish within {secs:.1} s (it is {}); wait longer or cancel it", snap.state.as_str()),
+            format!(
+                "job {job_id} did not finish within {secs:.1} s (it is {}); wait longer or cancel it",
+                snap.state.as_str()
+            ),
         ))
     }
 
     pub fn snapshot(&self) -> Snapshot {
         let services = self.services.lock().values().map(|h| h.status.snapshot()).collect();
-        Snapshot { services, jobs: self.shared.jobs(), events: self.shared.events.stats() }
+        Snapshot {
+            services,
+            jobs: self.shared.jobs(),
+            events: self.shared.events.stats(),
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceSnapshot> {
@@ -290,14 +336,20 @@ impl Hub {
     }
 
     pub fn service_kind(&self, name: &str) -> Option<(String, Endpoint)> {
-        self.services.lock().get(name).map(|h| (h.kind.clone(), h.endpoint.clone()))
+        self.services
+            .lock()
+            .get(name)
+            .map(|h| (h.kind.clone(), h.endpoint.clone()))
     }
 
     /// Runs a future on the hub's runtime and blocks for its result (CLI helpers; never called from the UI).
     pub fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
         let handle = {
             let rt = self.runtime.lock();
-            rt.as_ref().ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?.handle().clone()
+            rt.as_ref()
+                .ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?
+                .handle()
+                .clone()
         };
         Ok(handle.block_on(fut))
     }
@@ -372,13 +424,21 @@ pub fn apply_params(prompt: Value, params: &[(String, Value)]) -> Result<Value> 
     let mut prompt = prompt;
     for (selector, value) in params {
         let (node, input) = selector.rsplit_once('.').ok_or_else(|| {
-            Error::new(ErrorCode::InvalidParameter, format!("parameter {selector:?} must look like NODE_ID.input"))
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("parameter {selector:?} must look like NODE_ID.input"),
+            )
         })?;
         let inputs = prompt
             .get_mut(node)
             .and_then(|n| n.get_mut("inputs"))
             .and_then(Value::as_object_mut)
-            .ok_or_else(|| Error::new(ErrorCode::InvalidParameter, format!("parameter {selector:?}: no node {node:?}")))?;
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!("parameter {selector:?}: no node {node:?}"),
+                )
+            })?;
         inputs.insert(input.to_string(), value.clone());
     }
     Ok(prompt)
@@ -393,7 +453,9 @@ impl Hub {
 
     /// Cancels a job by id on a server, including one submitted by another client or process.
     pub fn cancel_remote(&self, service: &str, prompt_id: &str) -> Result<crate::comfy::http::CancelOutcome> {
-        let (_, endpoint) = self.service_kind(service).ok_or_else(|| self.unknown_service(service))?;
+        let (_, endpoint) = self
+            .service_kind(service)
+            .ok_or_else(|| self.unknown_service(service))?;
         let http = ComfyHttp::new(self.http.clone(), endpoint, None);
         let id = prompt_id.to_string();
         self.block_on(async move { http.cancel_prompt(&id).await })?

@@ -73,7 +73,10 @@ pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration
             version: None,
             devices: Vec::new(),
             latency_ms: None,
-            summary: format!("no answer within {:.1} s (busy, stalled or filtered)", timeout.as_secs_f64()),
+            summary: format!(
+                "no answer within {:.1} s (busy, stalled or filtered)",
+                timeout.as_secs_f64()
+            ),
         },
     }
 }

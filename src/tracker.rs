@@ -44,7 +44,11 @@ pub struct JobTable {
 
 impl JobTable {
     fn new(finished_cap: usize) -> JobTable {
-        JobTable { records: HashMap::new(), finished: VecDeque::new(), finished_cap }
+        JobTable {
+            records: HashMap::new(),
+            finished: VecDeque::new(),
+            finished_cap,
+        }
     }
 
     fn apply(&mut self, kind: &EventKind) -> bool {
@@ -58,8 +62,16 @@ impl JobTable {
             return false;
         }
         match kind {
-            EventKind::JobQueued { position, pending_connection, .. } => {
-                s.state = if *pending_connection { JobState::Pending } else { JobState::Queued };
+            EventKind::JobQueued {
+                position,
+                pending_connection,
+                ..
+            } => {
+                s.state = if *pending_connection {
+                    JobState::Pending
+                } else {
+                    JobState::Queued
+                };
                 s.queue_position = *position;
             }
             EventKind::JobStarted { .. } => {
@@ -73,7 +85,12 @@ impl JobTable {
                 s.progress = 0.0;
                 s.eta_seconds = None;
             }
-            EventKind::Progress { percentage, eta_seconds, node_id, .. } => {
+            EventKind::Progress {
+                percentage,
+                eta_seconds,
+                node_id,
+                ..
+            } => {
                 s.progress = *percentage;
                 s.eta_seconds = *eta_seconds;
                 if node_id.is_some() {
@@ -111,7 +128,11 @@ impl JobTable {
 
     fn snapshot_of(rec: &Record) -> JobSnapshot {
         let mut s = rec.snap.clone();
-        s.elapsed_seconds = rec.ended.unwrap_or_else(Instant::now).duration_since(rec.created).as_secs_f64();
+        s.elapsed_seconds = rec
+            .ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(rec.created)
+            .as_secs_f64();
         s
     }
 }
@@ -125,7 +146,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(event_capacity: usize, finished_cap: usize) -> Shared {
-        Shared { events: EventQueue::new(event_capacity), jobs: Mutex::new(JobTable::new(finished_cap)), job_changed: Condvar::new() }
+        Shared {
+            events: EventQueue::new(event_capacity),
+            jobs: Mutex::new(JobTable::new(finished_cap)),
+            job_changed: Condvar::new(),
+        }
     }
 
     /// Registers a new job before anything can be said about it.
@@ -146,7 +171,14 @@ impl Shared {
             submitted_at: crate::event::now_epoch(),
             elapsed_seconds: 0.0,
         };
-        self.jobs.lock().records.insert(id.to_string(), Record { snap, created: Instant::now(), ended: None });
+        self.jobs.lock().records.insert(
+            id.to_string(),
+            Record {
+                snap,
+                created: Instant::now(),
+                ended: None,
+            },
+        );
     }
 
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.
@@ -213,8 +245,15 @@ mod tests {
         let s = Shared::new(100, 10);
         s.register("a", "svc", None);
         s.emit(EventKind::JobCancelled { job_id: "a".into() });
-        s.emit(EventKind::JobFailed { job_id: "a".into(), error: JobError::simple("x", "y") });
-        s.emit(EventKind::NodeStarted { job_id: "a".into(), node_id: "1".into(), node_type: None });
+        s.emit(EventKind::JobFailed {
+            job_id: "a".into(),
+            error: JobError::simple("x", "y"),
+        });
+        s.emit(EventKind::NodeStarted {
+            job_id: "a".into(),
+            node_id: "1".into(),
+            node_type: None,
+        });
         let evs = s.events.drain(10);
         assert_eq!(evs.len(), 1);
         assert_eq!(s.job_state("a"), Some(JobState::Cancelled));

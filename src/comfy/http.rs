@@ -20,14 +20,21 @@ pub struct ComfyHttp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubmitOutcome {
     /// Queued under this id (the server's; old servers ignore ours). Non-empty problems = a partial 200.
-    Accepted { prompt_id: String, problems: Vec<NodeProblem> },
+    Accepted {
+        prompt_id: String,
+        problems: Vec<NodeProblem>,
+    },
     /// The server refused the prompt; nothing was queued.
     Rejected(JobError),
 }
 
 impl ComfyHttp {
     pub fn new(client: reqwest::Client, endpoint: Endpoint, token: Option<String>) -> ComfyHttp {
-        ComfyHttp { client, endpoint, token }
+        ComfyHttp {
+            client,
+            endpoint,
+            token,
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -43,17 +50,27 @@ impl ComfyHttp {
     }
 
     async fn get_json(&self, path: &str, what: &str) -> Result<Value> {
-        let resp =
-            self.request(reqwest::Method::GET, path).timeout(SHORT_TIMEOUT).send().await.map_err(|e| describe_http_error(e, what))?;
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .timeout(SHORT_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")));
+            return Err(Error::new(
+                ErrorCode::HttpStatus,
+                format!("{what}: the server answered HTTP {status}"),
+            ));
         }
         let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
         serde_json::from_slice(&bytes).map_err(|_| {
             Error::new(
                 ErrorCode::WrongService,
-                format!("{what}: the answer is not JSON; is this really a ComfyUI server at {}?", self.endpoint),
+                format!(
+                    "{what}: the answer is not JSON; is this really a ComfyUI server at {}?",
+                    self.endpoint
+                ),
             )
         })
     }
@@ -70,7 +87,10 @@ impl ComfyHttp {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")))
+            Err(Error::new(
+                ErrorCode::HttpStatus,
+                format!("{what}: the server answered HTTP {status}"),
+            ))
         }
     }
 
@@ -80,14 +100,26 @@ impl ComfyHttp {
         let system = v.get("system").filter(|s| s.is_object()).ok_or_else(|| {
             Error::new(
                 ErrorCode::WrongService,
-                format!("something answers at {}, but it is not ComfyUI (no system stats)", self.endpoint),
+                format!(
+                    "something answers at {}, but it is not ComfyUI (no system stats)",
+                    self.endpoint
+                ),
             )
         })?;
-        let version = system.get("comfyui_version").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let version = system
+            .get("comfyui_version")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
         let devices = v
             .get("devices")
             .and_then(Value::as_array)
-            .map(|d| d.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).map(str::to_string).collect())
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| x.get("name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(SystemStats { version, devices })
     }
@@ -103,10 +135,16 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, "reading the submit answer"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| describe_http_error(e, "reading the submit answer"))?;
         if status.is_success() {
             let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
-                Error::new(ErrorCode::Protocol, "the server accepted the workflow but its answer is not the expected JSON")
+                Error::new(
+                    ErrorCode::Protocol,
+                    "the server accepted the workflow but its answer is not the expected JSON",
+                )
             })?;
             return Ok(SubmitOutcome::Accepted {
                 prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
@@ -124,7 +162,13 @@ impl ComfyHttp {
                 .iter()
                 .map(|p| {
                     let class = p.class_type.as_deref().unwrap_or("?");
-                    format!("node {} ({class}) {}: {} {}", p.node_id, p.input.as_deref().unwrap_or(""), p.message, p.details)
+                    format!(
+                        "node {} ({class}) {}: {} {}",
+                        p.node_id,
+                        p.input.as_deref().unwrap_or(""),
+                        p.message,
+                        p.details
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -143,7 +187,10 @@ impl ComfyHttp {
             413 => "the workflow is larger than the server's max upload size".to_string(),
             403 => "the server refused the request (origin check or a proxy's auth)".to_string(),
             401 => "the server wants credentials: set a token for this service".to_string(),
-            404 => format!("no ComfyUI prompt endpoint at {}; check the URL and base path", self.endpoint),
+            404 => format!(
+                "no ComfyUI prompt endpoint at {}; check the URL and base path",
+                self.endpoint
+            ),
             500 => "the server failed while reading the workflow (is it API format JSON?)".to_string(),
             _ => text.chars().take(200).collect(),
         };
@@ -160,7 +207,10 @@ impl ComfyHttp {
 
     /// `GET /history/{id}`: `None` while unknown or unfinished.
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>> {
-        let path = format!("history/{}", percent_encoding::utf8_percent_encode(prompt_id, PATH_SEGMENT));
+        let path = format!(
+            "history/{}",
+            percent_encoding::utf8_percent_encode(prompt_id, PATH_SEGMENT)
+        );
         let v = self.get_json(&path, "reading the history").await?;
         match v.get(prompt_id) {
             Some(entry) => serde_json::from_value(entry.clone())
@@ -172,12 +222,18 @@ impl ComfyHttp {
 
     /// Removes a pending prompt (ours only; never `clear`).
     pub async fn delete_pending(&self, prompt_id: &str) -> Result<()> {
-        self.post_json("queue", &json!({ "delete": [prompt_id] }), "removing the job from the queue").await
+        self.post_json(
+            "queue",
+            &json!({ "delete": [prompt_id] }),
+            "removing the job from the queue",
+        )
+        .await
     }
 
     /// Interrupts `prompt_id` only if it is the one running (ComfyUI ≥ 0.3.57; never a bare global interrupt).
     pub async fn interrupt(&self, prompt_id: &str) -> Result<()> {
-        self.post_json("interrupt", &json!({ "prompt_id": prompt_id }), "interrupting the job").await
+        self.post_json("interrupt", &json!({ "prompt_id": prompt_id }), "interrupting the job")
+            .await
     }
 
     /// Removes or interrupts only `prompt_id`, wherever it is (never a global interrupt or a clear).
@@ -192,7 +248,10 @@ impl ComfyHttp {
                 return Ok(CancelOutcome::Interrupting);
             }
             if after.pending.iter().any(|p| p == prompt_id) {
-                return Err(Error::new(ErrorCode::HttpStatus, "the server kept the job in its queue"));
+                return Err(Error::new(
+                    ErrorCode::HttpStatus,
+                    "the server kept the job in its queue",
+                ));
             }
             return Ok(CancelOutcome::Removed);
         }
@@ -226,7 +285,10 @@ impl ComfyHttp {
             .map_err(|e| describe_http_error(e, &what))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(ErrorCode::HttpStatus, format!("{what}: the server answered HTTP {status}")));
+            return Err(Error::new(
+                ErrorCode::HttpStatus,
+                format!("{what}: the server answered HTTP {status}"),
+            ));
         }
         let mut total = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, &what))? {
@@ -249,9 +311,15 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| describe_http_error(e, "reading the upload answer"))?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| describe_http_error(e, "reading the upload answer"))?;
         if !status.is_success() {
-            return Err(Error::new(ErrorCode::HttpStatus, format!("uploading an image: HTTP {status}")));
+            return Err(Error::new(
+                ErrorCode::HttpStatus,
+                format!("uploading an image: HTTP {status}"),
+            ));
         }
         let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
         Ok(match v.get("subfolder").and_then(Value::as_str) {
@@ -267,11 +335,17 @@ pub fn write_error(e: &std::io::Error) -> Error {
         _ if e.raw_os_error() == Some(28) => " (the disk is full: free space; the file is still on the server)",
         _ => "",
     };
-    Error::new(ErrorCode::OutputWrite, format!("writing a result failed: {}{hint}", root_cause(e)))
+    Error::new(
+        ErrorCode::OutputWrite,
+        format!("writing a result failed: {}{hint}", root_cause(e)),
+    )
 }
 
-const PATH_SEGMENT: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// What a cancel found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,10 +96,16 @@ impl ActiveJob {
 pub enum Effect {
     Emit(EventKind),
     /// The job finished on the server: fetch its files (from /history when `from_history`) and complete it.
-    Finish { prompt_id: String, refs: Vec<FileRef>, from_history: bool },
+    Finish {
+        prompt_id: String,
+        refs: Vec<FileRef>,
+        from_history: bool,
+    },
     QueueRemaining(u64),
     /// A cancelled job was confirmed interrupted.
-    Forget { prompt_id: String },
+    Forget {
+        prompt_id: String,
+    },
 }
 
 #[derive(Default)]
@@ -116,7 +122,10 @@ const MAX_ORPHANS: usize = 512;
 
 impl JobRouter {
     pub fn new(service: &str) -> JobRouter {
-        JobRouter { service: service.to_string(), ..Default::default() }
+        JobRouter {
+            service: service.to_string(),
+            ..Default::default()
+        }
     }
 
     pub fn track(&mut self, job: ActiveJob) {
@@ -167,10 +176,14 @@ impl JobRouter {
         if ours == theirs {
             return Vec::new();
         }
-        let Some(mut job) = self.jobs.remove(ours) else { return Vec::new() };
+        let Some(mut job) = self.jobs.remove(ours) else {
+            return Vec::new();
+        };
         job.prompt_id = theirs.to_string();
         self.jobs.insert(theirs.to_string(), job);
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans).into_iter().partition(|(p, _)| p == theirs);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
+            .into_iter()
+            .partition(|(p, _)| p == theirs);
         self.orphans = rest;
         let mut out = Vec::new();
         for (_, msg) in mine {
@@ -180,7 +193,12 @@ impl JobRouter {
     }
 
     /// Announces `JobQueued` once, before anything else the server says about the job.
-    pub fn announce_queued(&mut self, prompt_id: &str, position: Option<u32>, problems: Vec<crate::event::NodeProblem>) -> Option<EventKind> {
+    pub fn announce_queued(
+        &mut self,
+        prompt_id: &str,
+        position: Option<u32>,
+        problems: Vec<crate::event::NodeProblem>,
+    ) -> Option<EventKind> {
         let job = self.jobs.get_mut(prompt_id)?;
         if job.phase == Phase::Submitting || job.phase == Phase::Pending {
             job.phase = Phase::Queued;
@@ -207,11 +225,17 @@ impl JobRouter {
     fn ensure_started(&mut self, prompt_id: &str, cached: Vec<String>, now: Instant, out: &mut Vec<Effect>) {
         self.ensure_queued(prompt_id, out);
         let service = self.service.clone();
-        let Some(job) = self.jobs.get_mut(prompt_id) else { return };
+        let Some(job) = self.jobs.get_mut(prompt_id) else {
+            return;
+        };
         if job.started.is_none() {
             job.started = Some(now);
             job.phase = Phase::Running;
-            out.push(Effect::Emit(EventKind::JobStarted { job_id: job.job_id.clone(), service, cached_nodes: cached }));
+            out.push(Effect::Emit(EventKind::JobStarted {
+                job_id: job.job_id.clone(),
+                service,
+                cached_nodes: cached,
+            }));
         }
         self.running = Some(prompt_id.to_string());
     }
@@ -253,7 +277,11 @@ impl JobRouter {
                     if let Some(job) = self.jobs.get_mut(&pid) {
                         let shown = e.display_node.unwrap_or(node);
                         let node_type = job.node_type(&shown);
-                        out.push(Effect::Emit(EventKind::NodeStarted { job_id: job.job_id.clone(), node_id: shown, node_type }));
+                        out.push(Effect::Emit(EventKind::NodeStarted {
+                            job_id: job.job_id.clone(),
+                            node_id: shown,
+                            node_type,
+                        }));
                     }
                 }
                 None => {
@@ -268,7 +296,11 @@ impl JobRouter {
                 if let Some(job) = self.jobs.get_mut(&pid) {
                     let node = p.node.clone();
                     let eta = node.as_deref().and_then(|n| job.eta(n, p.value, p.max, now));
-                    let percentage = if p.max > 0.0 { (p.value / p.max * 100.0).clamp(0.0, 100.0) } else { 0.0 };
+                    let percentage = if p.max > 0.0 {
+                        (p.value / p.max * 100.0).clamp(0.0, 100.0)
+                    } else {
+                        0.0
+                    };
                     out.push(Effect::Emit(EventKind::Progress {
                         job_id: job.job_id.clone(),
                         node_id: node,
@@ -289,7 +321,11 @@ impl JobRouter {
                         job.outputs.extend(file_refs(&node, &e.output));
                         job.ui.insert(node.clone(), e.output.clone());
                     }
-                    out.push(Effect::Emit(EventKind::NodeOutput { job_id: job.job_id.clone(), node_id: node, output: e.output }));
+                    out.push(Effect::Emit(EventKind::NodeOutput {
+                        job_id: job.job_id.clone(),
+                        node_id: node,
+                        output: e.output,
+                    }));
                 }
             }
             ServerMessage::ExecutionSuccess(_) => {
@@ -306,7 +342,10 @@ impl JobRouter {
             ServerMessage::ExecutionError(e) => {
                 self.ensure_started(&pid, Vec::new(), now, &mut out);
                 if let Some(job) = self.remove(&pid) {
-                    let node_type = e.node_type.clone().or_else(|| e.node_id.as_deref().and_then(|n| job.node_type(n)));
+                    let node_type = e
+                        .node_type
+                        .clone()
+                        .or_else(|| e.node_id.as_deref().and_then(|n| job.node_type(n)));
                     let exception = e.exception_message.clone().unwrap_or_default();
                     let node_desc = match (&e.node_id, &node_type) {
                         (Some(n), Some(t)) => format!("node {n} ({t})"),
@@ -325,7 +364,10 @@ impl JobRouter {
                     err.node_type = node_type;
                     err.exception_type = e.exception_type;
                     err.traceback = e.traceback;
-                    out.push(Effect::Emit(EventKind::JobFailed { job_id: job.job_id, error: err }));
+                    out.push(Effect::Emit(EventKind::JobFailed {
+                        job_id: job.job_id,
+                        error: err,
+                    }));
                 }
             }
             ServerMessage::ExecutionInterrupted(i) => {
@@ -340,7 +382,10 @@ impl JobRouter {
                         );
                         err.node_id = i.node_id;
                         err.node_type = i.node_type;
-                        out.push(Effect::Emit(EventKind::JobFailed { job_id: job.job_id, error: err }));
+                        out.push(Effect::Emit(EventKind::JobFailed {
+                            job_id: job.job_id,
+                            error: err,
+                        }));
                     }
                     out.push(Effect::Forget { prompt_id: pid });
                 }
@@ -351,13 +396,26 @@ impl JobRouter {
     }
 
     /// The server's history says the job ended while we were not listening: emit what was missed.
-    pub fn ended_in_history(&mut self, prompt_id: &str, entry: &super::protocol::HistoryEntry, now: Instant) -> Vec<Effect> {
+    pub fn ended_in_history(
+        &mut self,
+        prompt_id: &str,
+        entry: &super::protocol::HistoryEntry,
+        now: Instant,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         self.ensure_started(prompt_id, Vec::new(), now, &mut out);
-        let status = entry.status.as_ref().and_then(|s| s.status_str.clone()).unwrap_or_default();
+        let status = entry
+            .status
+            .as_ref()
+            .and_then(|s| s.status_str.clone())
+            .unwrap_or_default();
         let messages = entry.status.as_ref().map(|s| s.messages.clone()).unwrap_or_default();
         let find = |name: &str| {
-            messages.iter().find_map(|m| (m.get(0).and_then(Value::as_str) == Some(name)).then(|| m.get(1).cloned()).flatten())
+            messages.iter().find_map(|m| {
+                (m.get(0).and_then(Value::as_str) == Some(name))
+                    .then(|| m.get(1).cloned())
+                    .flatten()
+            })
         };
         if status == "success" || (status.is_empty() && !entry.outputs.is_empty()) {
             let mut refs = Vec::new();
@@ -368,7 +426,11 @@ impl JobRouter {
                 }
                 job.phase = Phase::Finishing;
             }
-            out.push(Effect::Finish { prompt_id: prompt_id.to_string(), refs, from_history: false });
+            out.push(Effect::Finish {
+                prompt_id: prompt_id.to_string(),
+                refs,
+                from_history: false,
+            });
         } else if let Some(data) = find("execution_error") {
             let msg = serde_json::json!({"type": "execution_error", "data": data}).to_string();
             if let Ok(parsed) = ServerMessage::parse(&msg) {
@@ -382,7 +444,10 @@ impl JobRouter {
         } else if let Some(job) = self.remove(prompt_id) {
             out.push(Effect::Emit(EventKind::JobFailed {
                 job_id: job.job_id,
-                error: JobError::simple("execution_failed", format!("the server reports the job ended with status {status:?}")),
+                error: JobError::simple(
+                    "execution_failed",
+                    format!("the server reports the job ended with status {status:?}"),
+                ),
             }));
         }
         out
@@ -415,7 +480,11 @@ impl JobRouter {
             }
             BinaryFrame::Text { node_id, text } => {
                 // Progress text is broadcast: only claim it while our prompt runs.
-                let job_id = self.running.as_ref().and_then(|r| self.jobs.get(r)).map(|j| j.job_id.clone());
+                let job_id = self
+                    .running
+                    .as_ref()
+                    .and_then(|r| self.jobs.get(r))
+                    .map(|j| j.job_id.clone());
                 if job_id.is_some() {
                     out.push(Effect::Emit(EventKind::NodeText { job_id, node_id, text }));
                 }
@@ -441,7 +510,10 @@ mod tests {
     }
 
     fn msg(text: &str) -> ServerMessage {
-        ServerMessage::parse(text).unwrap_or(ServerMessage::Unknown { kind: "bad".into(), data: Value::Null })
+        ServerMessage::parse(text).unwrap_or(ServerMessage::Unknown {
+            kind: "bad".into(),
+            data: Value::Null,
+        })
     }
 
     fn names(effects: &[Effect]) -> Vec<String> {
@@ -475,7 +547,15 @@ mod tests {
         }
         assert_eq!(
             names(&all),
-            ["queue1", "job_queued", "job_started", "node_started", "progress", "node_output", "finish"]
+            [
+                "queue1",
+                "job_queued",
+                "job_started",
+                "node_started",
+                "progress",
+                "node_output",
+                "finish"
+            ]
         );
         match all.last() {
             Some(Effect::Finish { refs, from_history, .. }) => {
@@ -491,11 +571,19 @@ mod tests {
     fn ignores_other_prompts_and_attributes_idless_frames_to_ours() {
         let mut r = router_with("p");
         let now = Instant::now();
-        assert!(r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"other"}}"#), now).is_empty());
-        let e = r.on_binary(BinaryFrame::Text { node_id: "1".into(), text: "x".into() });
+        assert!(r
+            .on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"other"}}"#), now)
+            .is_empty());
+        let e = r.on_binary(BinaryFrame::Text {
+            node_id: "1".into(),
+            text: "x".into(),
+        });
         assert!(e.is_empty(), "no running prompt of ours: broadcast text is not ours");
         r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#), now);
-        let e = r.on_binary(BinaryFrame::Preview { mime: "image/jpeg", image: bytes::Bytes::from_static(b"x") });
+        let e = r.on_binary(BinaryFrame::Preview {
+            mime: "image/jpeg",
+            image: bytes::Bytes::from_static(b"x"),
+        });
         assert_eq!(names(&e), ["preview"]);
         // The reconnect replay: executing without prompt id.
         let e = r.on_message(msg(r#"{"type":"executing","data":{"node":"3"}}"#), now);
@@ -506,7 +594,10 @@ mod tests {
     fn interrupt_is_a_cancel_only_when_we_asked() {
         let mut r = router_with("p");
         let now = Instant::now();
-        let e = r.on_message(msg(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"3"}}"#), now);
+        let e = r.on_message(
+            msg(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"3"}}"#),
+            now,
+        );
         assert!(names(&e).contains(&"job_failed".to_string()));
         let mut r = router_with("q");
         if let Some(j) = r.get_mut("q") {
@@ -539,7 +630,9 @@ mod tests {
     fn rekeys_when_an_old_server_ignores_our_id() {
         let mut r = router_with("ours");
         let now = Instant::now();
-        assert!(r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"theirs"}}"#), now).is_empty());
+        assert!(r
+            .on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"theirs"}}"#), now)
+            .is_empty());
         let e = r.rekey("ours", "theirs", now);
         assert_eq!(names(&e), ["job_queued", "job_started"]);
         assert!(r.get("theirs").is_some());

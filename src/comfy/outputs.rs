@@ -12,29 +12,50 @@ pub fn safe_component(name: &str, fallback: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let mut s: String = base
         .chars()
-        .map(|c| if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     s = s.trim_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
-    let reserved = ["CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "LPT1", "LPT2", "LPT3"];
+    let reserved = [
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "LPT1", "LPT2", "LPT3",
+    ];
     let stem = s.split('.').next().unwrap_or("").to_ascii_uppercase();
     if s.is_empty() || reserved.contains(&stem.as_str()) {
-        s = format!("{fallback}{}", if s.is_empty() { String::new() } else { format!("_{s}") });
+        s = format!(
+            "{fallback}{}",
+            if s.is_empty() { String::new() } else { format!("_{s}") }
+        );
     }
     if s.len() > 120 {
-        let ext = Path::new(&s).extension().and_then(|e| e.to_str()).unwrap_or("").to_string();
+        let ext = Path::new(&s)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_string();
         let keep = 120 - ext.len().min(16) - 1;
         let mut cut = keep;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
-        s = if ext.is_empty() || ext.len() > 16 { s[..cut].to_string() } else { format!("{}.{ext}", &s[..cut]) };
+        s = if ext.is_empty() || ext.len() > 16 {
+            s[..cut].to_string()
+        } else {
+            format!("{}.{ext}", &s[..cut])
+        };
     }
     s
 }
 
 /// `output_dir/<tag or service>/<job id>/`
 pub fn job_dir(output_dir: &Path, group: &str, job_id: &str) -> PathBuf {
-    output_dir.join(safe_component(group, "jobs")).join(safe_component(job_id, "job"))
+    output_dir
+        .join(safe_component(group, "jobs"))
+        .join(safe_component(job_id, "job"))
 }
 
 /// A name not yet taken in `dir` ("a.png", "a (1).png", ...).
@@ -45,8 +66,15 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
     }
     let p = Path::new(name);
     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
-    let ext = p.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
-    (1..10_000).map(|i| dir.join(format!("{stem} ({i}){ext}"))).find(|c| !c.exists()).unwrap_or(first)
+    let ext = p
+        .extension()
+        .and_then(|s| s.to_str())
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
+    (1..10_000)
+        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
+        .find(|c| !c.exists())
+        .unwrap_or(first)
 }
 
 /// Downloads every file into `dir`, each written atomically. Files already on disk from an earlier attempt of

@@ -52,7 +52,10 @@ impl ServerMessage {
             "execution_error" => ServerMessage::ExecutionError(data(kind, env.data)?),
             "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(kind, env.data)?),
             "feature_flags" => ServerMessage::FeatureFlags(env.data),
-            _ => ServerMessage::Unknown { kind: env.kind, data: env.data },
+            _ => ServerMessage::Unknown {
+                kind: env.kind,
+                data: env.data,
+            },
         })
     }
 
@@ -213,7 +216,9 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         _ => None,
     })
 }
@@ -234,7 +239,10 @@ fn id_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_default()).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+            .collect(),
         Value::String(s) => vec![s],
         _ => Vec::new(),
     })
@@ -244,12 +252,25 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 #[derive(Debug, Clone, PartialEq)]
 pub enum BinaryFrame {
     /// Event 1: a preview (or SaveImageWebsocket image) without a prompt id.
-    Preview { mime: &'static str, image: bytes::Bytes },
+    Preview {
+        mime: &'static str,
+        image: bytes::Bytes,
+    },
     /// Event 3: progress text for a node (broadcast by default).
-    Text { node_id: String, text: String },
+    Text {
+        node_id: String,
+        text: String,
+    },
     /// Event 4: a preview with metadata naming the prompt and node.
-    PreviewWithMetadata { meta: PreviewMeta, mime: String, image: bytes::Bytes },
-    Unknown { event: u32, len: usize },
+    PreviewWithMetadata {
+        meta: PreviewMeta,
+        mime: String,
+        image: bytes::Bytes,
+    },
+    Unknown {
+        event: u32,
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -275,10 +296,14 @@ impl BinaryFrame {
         let event = be_u32(&frame, 0).ok_or_else(|| ParseError(format!("binary frame of {} bytes", frame.len())))?;
         match event {
             1 => {
-                let image_type = be_u32(&frame, 4).ok_or_else(|| ParseError("preview frame without image type".into()))?;
+                let image_type =
+                    be_u32(&frame, 4).ok_or_else(|| ParseError("preview frame without image type".into()))?;
                 // Unknown image types are treated as JPEG, like the web frontend does.
                 let mime = if image_type == 2 { "image/png" } else { "image/jpeg" };
-                Ok(BinaryFrame::Preview { mime, image: frame.slice(8..) })
+                Ok(BinaryFrame::Preview {
+                    mime,
+                    image: frame.slice(8..),
+                })
             }
             3 => {
                 let n = be_u32(&frame, 4).ok_or_else(|| ParseError("text frame without node id length".into()))?;
@@ -300,9 +325,16 @@ impl BinaryFrame {
                 let meta: PreviewMeta = serde_json::from_slice(&frame[8..end])
                     .map_err(|e| ParseError(format!("preview metadata is not JSON: {e}")))?;
                 let mime = meta.image_type.clone().unwrap_or_else(|| "image/jpeg".to_string());
-                Ok(BinaryFrame::PreviewWithMetadata { meta, mime, image: frame.slice(end..) })
+                Ok(BinaryFrame::PreviewWithMetadata {
+                    meta,
+                    mime,
+                    image: frame.slice(end..),
+                })
             }
-            other => Ok(BinaryFrame::Unknown { event: other, len: frame.len() }),
+            other => Ok(BinaryFrame::Unknown {
+                event: other,
+                len: frame.len(),
+            }),
         }
     }
 }
@@ -343,7 +375,11 @@ pub fn node_problems(node_errors: &Value) -> Vec<crate::event::NodeProblem> {
     let Some(map) = node_errors.as_object() else { return out };
     for (node_id, entry) in map {
         let class_type = entry.get("class_type").and_then(Value::as_str).map(str::to_string);
-        let errors = entry.get("errors").and_then(Value::as_array).cloned().unwrap_or_default();
+        let errors = entry
+            .get("errors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for err in errors {
             let text = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let input = err
@@ -446,7 +482,9 @@ pub fn file_refs(node_id: &str, ui: &Value) -> Vec<FileRef> {
     for (kind, list) in map {
         let Some(items) = list.as_array() else { continue };
         for item in items {
-            let Some(filename) = item.get("filename").and_then(Value::as_str) else { continue };
+            let Some(filename) = item.get("filename").and_then(Value::as_str) else {
+                continue;
+            };
             out.push(FileRef {
                 node_id: node_id.to_string(),
                 kind: kind.clone(),
@@ -466,7 +504,9 @@ mod tests {
 
     #[test]
     fn parses_known_and_unknown_messages() {
-        let m = ServerMessage::parse(r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":2}},"sid":"x"}}"#);
+        let m = ServerMessage::parse(
+            r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":2}},"sid":"x"}}"#,
+        );
         match m {
             Ok(ServerMessage::Status(s)) => {
                 assert_eq!(s.queue_remaining(), Some(2));
@@ -477,12 +517,17 @@ mod tests {
         let m = ServerMessage::parse(r#"{"type":"crystools.monitor","data":{"cpu":3}}"#);
         assert!(matches!(m, Ok(ServerMessage::Unknown { ref kind, .. }) if kind == "crystools.monitor"));
         let m = ServerMessage::parse(r#"{"type":"executing","data":{"node":"3"}}"#);
-        assert!(matches!(m, Ok(ServerMessage::Executing(ExecutingData { prompt_id: None, .. }))));
+        assert!(matches!(
+            m,
+            Ok(ServerMessage::Executing(ExecutingData { prompt_id: None, .. }))
+        ));
         assert!(ServerMessage::parse("{not json").is_err());
         assert!(ServerMessage::parse(r#"{"type":"progress","data":{"value":NaN}}"#).is_err());
         // Wrong field types degrade instead of failing.
         let m = ServerMessage::parse(r#"{"type":"progress","data":{"value":"x","max":[1],"prompt_id":7}}"#);
-        assert!(matches!(m, Ok(ServerMessage::Progress(ProgressData { ref prompt_id, .. })) if prompt_id.as_deref() == Some("7")));
+        assert!(
+            matches!(m, Ok(ServerMessage::Progress(ProgressData { ref prompt_id, .. })) if prompt_id.as_deref() == Some("7"))
+        );
         // Blocked execution_error carries a list for current_inputs and no timestamp.
         let m = ServerMessage::parse(
             r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"1","exception_type":"ExecutionBlocked","traceback":[],"current_inputs":[]}}"#,
@@ -494,12 +539,18 @@ mod tests {
     fn decodes_binary_frames_and_rejects_truncated_ones() {
         let mut f = vec![0, 0, 0, 1, 0, 0, 0, 2];
         f.extend_from_slice(b"\x89PNG");
-        assert!(matches!(BinaryFrame::parse(Bytes::from(f)), Ok(BinaryFrame::Preview { mime: "image/png", .. })));
+        assert!(matches!(
+            BinaryFrame::parse(Bytes::from(f)),
+            Ok(BinaryFrame::Preview { mime: "image/png", .. })
+        ));
         let mut f = vec![0, 0, 0, 3, 0, 0, 0, 2];
         f.extend_from_slice(b"10hello");
         assert_eq!(
             BinaryFrame::parse(Bytes::from(f)),
-            Ok(BinaryFrame::Text { node_id: "10".into(), text: "hello".into() })
+            Ok(BinaryFrame::Text {
+                node_id: "10".into(),
+                text: "hello".into()
+            })
         );
         let meta = br#"{"node_id":"2","prompt_id":"p","image_type":"image/jpeg"}"#;
         let mut f = vec![0, 0, 0, 4];
@@ -514,10 +565,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for bad in [vec![0u8, 0], vec![0, 0, 0, 1], vec![0, 0, 0, 4, 0xff, 0, 0, 0, b'{'], vec![0, 0, 0, 3, 0, 0, 9, 0]] {
+        for bad in [
+            vec![0u8, 0],
+            vec![0, 0, 0, 1],
+            vec![0, 0, 0, 4, 0xff, 0, 0, 0, b'{'],
+            vec![0, 0, 0, 3, 0, 0, 9, 0],
+        ] {
             assert!(BinaryFrame::parse(Bytes::from(bad.clone())).is_err(), "{bad:?}");
         }
-        assert!(matches!(BinaryFrame::parse(Bytes::from(vec![0, 0, 0, 9])), Ok(BinaryFrame::Unknown { event: 9, .. })));
+        assert!(matches!(
+            BinaryFrame::parse(Bytes::from(vec![0, 0, 0, 9])),
+            Ok(BinaryFrame::Unknown { event: 9, .. })
+        ));
     }
 
     #[test]

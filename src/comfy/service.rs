@@ -30,17 +30,35 @@ pub struct ComfyConfig {
 /// What the hub asks of a service.
 #[derive(Debug)]
 pub enum Command {
-    Submit { job_id: String, prompt: Arc<Value>, group: String },
-    Cancel { job_id: String },
+    Submit {
+        job_id: String,
+        prompt: Arc<Value>,
+        group: String,
+    },
+    Cancel {
+        job_id: String,
+    },
     Reconnect,
 }
 
 /// Reports from the actor's spawned tasks.
 enum Internal {
-    Submitted { prompt_id: String, result: Result<(SubmitOutcome, Option<u32>)> },
-    Finished { prompt_id: String, result: Result<Vec<OutputFile>> },
-    CancelChecked { prompt_id: String, result: Result<CancelOutcome> },
-    Reconciled { prompt_id: String, result: Result<Found> },
+    Submitted {
+        prompt_id: String,
+        result: Result<(SubmitOutcome, Option<u32>)>,
+    },
+    Finished {
+        prompt_id: String,
+        result: Result<Vec<OutputFile>>,
+    },
+    CancelChecked {
+        prompt_id: String,
+        result: Result<CancelOutcome>,
+    },
+    Reconciled {
+        prompt_id: String,
+        result: Result<Found>,
+    },
 }
 
 /// Where the server has a job, after a reconnect.
@@ -101,11 +119,18 @@ impl ComfyService {
     }
 
     pub async fn run(mut self) {
-        let seed = self.client_id.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let seed = self
+            .client_id
+            .bytes()
+            .fold(0x9e37_79b9_7f4a_7c15u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
         let mut ever_connected = false;
         loop {
-            let state = if ever_connected { ServiceState::Reconnecting } else { ServiceState::Connecting };
+            let state = if ever_connected {
+                ServiceState::Reconnecting
+            } else {
+                ServiceState::Connecting
+            };
             let reason = self.status.snapshot().last_error.filter(|_| ever_connected);
             self.status.set_state(&self.shared, state, reason);
             match self.connect().await {
@@ -127,7 +152,11 @@ impl ComfyService {
                 Err(e) => {
                     log::info!("{}: cannot connect: {e}", self.name);
                     self.status.record_error(&e.message);
-                    let state = if ever_connected { ServiceState::Reconnecting } else { ServiceState::Disconnected };
+                    let state = if ever_connected {
+                        ServiceState::Reconnecting
+                    } else {
+                        ServiceState::Disconnected
+                    };
                     self.status.set_state(&self.shared, state, Some(e.message.clone()));
                 }
             }
@@ -145,7 +174,13 @@ impl ComfyService {
     async fn connect(&mut self) -> Result<Socket> {
         let stats = self.http.system_stats().await?;
         self.status.set_version(stats.version, stats.devices);
-        ws::open(self.http.endpoint(), &self.client_id, self.token.as_deref(), self.config.connect_timeout).await
+        ws::open(
+            self.http.endpoint(),
+            &self.client_id,
+            self.token.as_deref(),
+            self.config.connect_timeout,
+        )
+        .await
     }
 
     /// Serves commands and task reports while disconnected; returns false when the hub closed.
@@ -263,7 +298,9 @@ impl ComfyService {
     }
 
     fn send_prompt(&mut self, prompt_id: &str) {
-        let Some(job) = self.router.get_mut(prompt_id) else { return };
+        let Some(job) = self.router.get_mut(prompt_id) else {
+            return;
+        };
         job.phase = Phase::Submitting;
         job.maybe_sent = true;
         let prompt = job.prompt.clone();
@@ -288,7 +325,9 @@ impl ComfyService {
     }
 
     fn cancel(&mut self, job_id: &str) {
-        let Some(job) = self.router.find_by_job(job_id) else { return };
+        let Some(job) = self.router.find_by_job(job_id) else {
+            return;
+        };
         let prompt_id = job.prompt_id.clone();
         match job.phase {
             Phase::Pending if !job.maybe_sent => {
@@ -323,7 +362,9 @@ impl ComfyService {
     /// After (re)connecting: send what waited for a connection and ask the server about everything else.
     fn resync(&mut self) {
         for prompt_id in self.router.prompt_ids() {
-            let Some(job) = self.router.get(&prompt_id) else { continue };
+            let Some(job) = self.router.get(&prompt_id) else {
+                continue;
+            };
             match job.phase {
                 Phase::Pending if !job.maybe_sent => self.send_prompt(&prompt_id),
                 Phase::Pending | Phase::Queued | Phase::Running => self.reconcile(&prompt_id),
@@ -364,10 +405,17 @@ impl ComfyService {
                 Effect::Emit(kind) => self.shared.emit(kind),
                 Effect::QueueRemaining(n) => {
                     if self.status.set_queue(n) {
-                        self.shared.emit(EventKind::QueueChanged { service: self.name.clone(), queue_remaining: n });
+                        self.shared.emit(EventKind::QueueChanged {
+                            service: self.name.clone(),
+                            queue_remaining: n,
+                        });
                     }
                 }
-                Effect::Finish { prompt_id, refs, from_history } => self.finish(&prompt_id, refs, from_history),
+                Effect::Finish {
+                    prompt_id,
+                    refs,
+                    from_history,
+                } => self.finish(&prompt_id, refs, from_history),
                 Effect::Forget { .. } => {}
             }
         }
@@ -382,7 +430,11 @@ impl ComfyService {
             let result = async {
                 let refs = if from_history {
                     match http.history(&id).await? {
-                        Some(entry) => entry.outputs.iter().flat_map(|(node, ui)| file_refs(node, ui)).collect(),
+                        Some(entry) => entry
+                            .outputs
+                            .iter()
+                            .flat_map(|(node, ui)| file_refs(node, ui))
+                            .collect(),
                         None => refs,
                     }
                 } else {
@@ -399,7 +451,13 @@ impl ComfyService {
         let now = Instant::now();
         match report {
             Internal::Submitted { prompt_id, result } => match result {
-                Ok((SubmitOutcome::Accepted { prompt_id: theirs, problems }, position)) => {
+                Ok((
+                    SubmitOutcome::Accepted {
+                        prompt_id: theirs,
+                        problems,
+                    },
+                    position,
+                )) => {
                     let effects = self.router.rekey(&prompt_id, &theirs, now);
                     let cancel = self.router.get(&theirs).is_some_and(|j| j.cancel_requested);
                     if let Some(ev) = self.router.announce_queued(&theirs, position, problems) {
@@ -412,7 +470,10 @@ impl ComfyService {
                 }
                 Ok((SubmitOutcome::Rejected(error), _)) => {
                     if let Some(job) = self.router.remove(&prompt_id) {
-                        self.shared.emit(EventKind::JobFailed { job_id: job.job_id, error });
+                        self.shared.emit(EventKind::JobFailed {
+                            job_id: job.job_id,
+                            error,
+                        });
                     }
                 }
                 Err(e) => {
@@ -421,19 +482,29 @@ impl ComfyService {
                         job.phase = Phase::Pending;
                         job.maybe_sent = !never_sent;
                     }
-                    log::info!("{}: submission not confirmed ({e}); will check after reconnecting", self.name);
+                    log::info!(
+                        "{}: submission not confirmed ({e}); will check after reconnecting",
+                        self.name
+                    );
                     if self.connected {
                         self.reconcile(&prompt_id);
                     }
                 }
             },
             Internal::Finished { prompt_id, result } => {
-                let Some(job) = self.router.remove(&prompt_id) else { return };
+                let Some(job) = self.router.remove(&prompt_id) else {
+                    return;
+                };
                 match result {
                     Ok(outputs) => {
                         let ui = Value::Object(job.ui.into_iter().collect::<Map<_, _>>());
                         let elapsed_seconds = job.submitted.elapsed().as_secs_f64();
-                        self.shared.emit(EventKind::JobCompleted { job_id: job.job_id, outputs, ui, elapsed_seconds });
+                        self.shared.emit(EventKind::JobCompleted {
+                            job_id: job.job_id,
+                            outputs,
+                            ui,
+                            elapsed_seconds,
+                        });
                     }
                     Err(e) => {
                         let mut error = JobError::simple(
@@ -441,7 +512,10 @@ impl ComfyService {
                             format!("the job finished on the server but its results could not be saved: {e}"),
                         );
                         error.exception_type = Some("OutputError".into());
-                        self.shared.emit(EventKind::JobFailed { job_id: job.job_id, error });
+                        self.shared.emit(EventKind::JobFailed {
+                            job_id: job.job_id,
+                            error,
+                        });
                     }
                 }
             }

@@ -19,26 +19,41 @@ const FEATURE_FLAGS: &str = r#"{"type":"feature_flags","data":{"supports_preview
 /// Connects, sends our feature flags and waits for the server's first `status` message, which it always sends.
 pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, timeout: Duration) -> Result<Socket> {
     let url = endpoint.websocket(client_id);
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| Error::new(ErrorCode::InvalidUrl, format!("cannot build the WebSocket request: {e}")))?;
+    let mut request = url.as_str().into_client_request().map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidUrl,
+            format!("cannot build the WebSocket request: {e}"),
+        )
+    })?;
     if let Some(t) = token {
-        let value = format!("Bearer {t}")
-            .parse()
-            .map_err(|_| Error::new(ErrorCode::InvalidUrl, "the token contains characters not allowed in a header"))?;
+        let value = format!("Bearer {t}").parse().map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidUrl,
+                "the token contains characters not allowed in a header",
+            )
+        })?;
         request.headers_mut().insert("Authorization", value);
     }
-    let config = WebSocketConfig::default().max_frame_size(Some(MAX_FRAME)).max_message_size(Some(MAX_FRAME));
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(MAX_FRAME));
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let (mut ws, _resp) = match tokio::time::timeout(timeout, connect).await {
-        Err(_) => return Err(Error::new(ErrorCode::Timeout, "the WebSocket handshake did not finish in time")),
+        Err(_) => {
+            return Err(Error::new(
+                ErrorCode::Timeout,
+                "the WebSocket handshake did not finish in time",
+            ))
+        }
         Ok(Err(e)) => return Err(describe_ws_error(&e)),
         Ok(Ok(pair)) => pair,
     };
-    ws.send(Message::text(FEATURE_FLAGS))
-        .await
-        .map_err(|e| Error::new(ErrorCode::ConnectionFailed, format!("the WebSocket closed at once: {}", root_cause(&e))))?;
+    ws.send(Message::text(FEATURE_FLAGS)).await.map_err(|e| {
+        Error::new(
+            ErrorCode::ConnectionFailed,
+            format!("the WebSocket closed at once: {}", root_cause(&e)),
+        )
+    })?;
     // The first frame is `status` with our sid; a socket that says nothing was hit by the duplicate-clientId race.
     let first = tokio::time::timeout(timeout, async {
         while let Some(msg) = ws.next().await {
@@ -49,7 +64,10 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
                 Err(e) => return Err(describe_ws_error(&e)),
             }
         }
-        Err(Error::new(ErrorCode::ConnectionFailed, "the WebSocket closed before the server said hello"))
+        Err(Error::new(
+            ErrorCode::ConnectionFailed,
+            "the WebSocket closed before the server said hello",
+        ))
     })
     .await;
     match first {

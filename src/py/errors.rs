@@ -53,7 +53,13 @@ pub fn job_error(py: Python<'_>, job_id: &str, error: Option<&JobError>, cancell
     let details = PyDict::new(py);
     let _ = details.set_item("job_id", job_id);
     if cancelled {
-        return make(py, "JobCancelled", &format!("job {job_id} was cancelled"), "cancelled", Some(details));
+        return make(
+            py,
+            "JobCancelled",
+            &format!("job {job_id} was cancelled"),
+            "cancelled",
+            Some(details),
+        );
     }
     let (code, message) = match error {
         Some(e) => {
@@ -68,6 +74,10 @@ pub fn job_error(py: Python<'_>, job_id: &str, error: Option<&JobError>, cancell
         }
         None => ("execution_failed", "the job failed"),
     };
-    let class = if code == "validation_failed" { "WorkflowError" } else { "JobFailed" };
+    let class = if code == "validation_failed" {
+        "WorkflowError"
+    } else {
+        "JobFailed"
+    };
     make(py, class, message, code, Some(details))
 }

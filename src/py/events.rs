@@ -114,9 +114,18 @@ impl Preview {
 
 pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
     let ev = Arc::new(ev);
-    let base = PyClassInitializer::from(Event { seq: ev.seq, time: ev.time, inner: ev.clone() });
+    let base = PyClassInitializer::from(Event {
+        seq: ev.seq,
+        time: ev.time,
+        inner: ev.clone(),
+    });
     let obj: Py<PyAny> = match &ev.kind {
-        EventKind::ServiceStateChanged { service, state, previous, reason } => Py::new(
+        EventKind::ServiceStateChanged {
+            service,
+            state,
+            previous,
+            reason,
+        } => Py::new(
             py,
             base.add_subclass(ServiceStateChanged {
                 service: service.clone(),
@@ -126,12 +135,24 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             }),
         )?
         .into_any(),
-        EventKind::QueueChanged { service, queue_remaining } => Py::new(
+        EventKind::QueueChanged {
+            service,
+            queue_remaining,
+        } => Py::new(
             py,
-            base.add_subclass(QueueChanged { service: service.clone(), queue_remaining: *queue_remaining }),
+            base.add_subclass(QueueChanged {
+                service: service.clone(),
+                queue_remaining: *queue_remaining,
+            }),
         )?
         .into_any(),
-        EventKind::JobQueued { job_id, service, position, pending_connection, node_errors } => Py::new(
+        EventKind::JobQueued {
+            job_id,
+            service,
+            position,
+            pending_connection,
+            node_errors,
+        } => Py::new(
             py,
             base.add_subclass(JobQueued {
                 job_id: job_id.clone(),
@@ -142,17 +163,40 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             }),
         )?
         .into_any(),
-        EventKind::JobStarted { job_id, service, cached_nodes } => Py::new(
+        EventKind::JobStarted {
+            job_id,
+            service,
+            cached_nodes,
+        } => Py::new(
             py,
-            base.add_subclass(JobStarted { job_id: job_id.clone(), service: service.clone(), cached_nodes: cached_nodes.clone() }),
+            base.add_subclass(JobStarted {
+                job_id: job_id.clone(),
+                service: service.clone(),
+                cached_nodes: cached_nodes.clone(),
+            }),
         )?
         .into_any(),
-        EventKind::NodeStarted { job_id, node_id, node_type } => Py::new(
+        EventKind::NodeStarted {
+            job_id,
+            node_id,
+            node_type,
+        } => Py::new(
             py,
-            base.add_subclass(NodeStarted { job_id: job_id.clone(), node_id: node_id.clone(), node_type: node_type.clone() }),
+            base.add_subclass(NodeStarted {
+                job_id: job_id.clone(),
+                node_id: node_id.clone(),
+                node_type: node_type.clone(),
+            }),
         )?
         .into_any(),
-        EventKind::Progress { job_id, node_id, value, max, percentage, eta_seconds } => Py::new(
+        EventKind::Progress {
+            job_id,
+            node_id,
+            value,
+            max,
+            percentage,
+            eta_seconds,
+        } => Py::new(
             py,
             base.add_subclass(Progress {
                 job_id: job_id.clone(),
@@ -164,7 +208,12 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             }),
         )?
         .into_any(),
-        EventKind::Preview { job_id, node_id, mime, data } => Py::new(
+        EventKind::Preview {
+            job_id,
+            node_id,
+            mime,
+            data,
+        } => Py::new(
             py,
             base.add_subclass(Preview {
                 job_id: job_id.clone(),
@@ -176,15 +225,32 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
         .into_any(),
         EventKind::NodeText { job_id, node_id, text } => Py::new(
             py,
-            base.add_subclass(NodeText { job_id: job_id.clone(), node_id: node_id.clone(), text: text.clone() }),
+            base.add_subclass(NodeText {
+                job_id: job_id.clone(),
+                node_id: node_id.clone(),
+                text: text.clone(),
+            }),
         )?
         .into_any(),
-        EventKind::NodeOutput { job_id, node_id, output } => Py::new(
+        EventKind::NodeOutput {
+            job_id,
+            node_id,
+            output,
+        } => Py::new(
             py,
-            base.add_subclass(NodeOutput { job_id: job_id.clone(), node_id: node_id.clone(), output: to_py(py, output)? }),
+            base.add_subclass(NodeOutput {
+                job_id: job_id.clone(),
+                node_id: node_id.clone(),
+                output: to_py(py, output)?,
+            }),
         )?
         .into_any(),
-        EventKind::JobCompleted { job_id, outputs, ui, elapsed_seconds } => Py::new(
+        EventKind::JobCompleted {
+            job_id,
+            outputs,
+            ui,
+            elapsed_seconds,
+        } => Py::new(
             py,
             base.add_subclass(JobCompleted {
                 job_id: job_id.clone(),

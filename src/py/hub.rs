@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn duration(secs: f64, what: &str) -> PyResult<Duration> {
-    if secs.is_finite() && secs >= 0.0 && secs < 1e9 {
+    if (0.0..1e9).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
-        Err(PyValueError::new_err(format!("{what} must be a number of seconds ≥ 0, not {secs}")))
+        Err(PyValueError::new_err(format!(
+            "{what} must be a number of seconds ≥ 0, not {secs}"
+        )))
     }
 }
 
@@ -43,7 +45,10 @@ fn workflow_value(py: Python<'_>, workflow: &Bound<'_, PyAny>) -> PyResult<serde
             std::fs::read_to_string(&path).map_err(|e| {
                 super::errors::to_pyerr(
                     py,
-                    crate::Error::new(crate::ErrorCode::InvalidWorkflow, format!("cannot read {}: {e}", path.display())),
+                    crate::Error::new(
+                        crate::ErrorCode::InvalidWorkflow,
+                        format!("cannot read {}: {e}", path.display()),
+                    ),
                 )
             })?
         }
@@ -51,7 +56,10 @@ fn workflow_value(py: Python<'_>, workflow: &Bound<'_, PyAny>) -> PyResult<serde
     serde_json::from_str(&text).map_err(|e| {
         super::errors::to_pyerr(
             py,
-            crate::Error::new(crate::ErrorCode::InvalidWorkflow, format!("the workflow is not valid JSON: {e}")),
+            crate::Error::new(
+                crate::ErrorCode::InvalidWorkflow,
+                format!("the workflow is not valid JSON: {e}"),
+            ),
         )
     })
 }
@@ -99,7 +107,14 @@ impl Hub {
     /// `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
     /// that cannot be used.
     #[pyo3(signature = (kind, url, name=None, token=None))]
-    fn add_service(&self, py: Python<'_>, kind: &str, url: &str, name: Option<&str>, token: Option<String>) -> PyResult<String> {
+    fn add_service(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        url: &str,
+        name: Option<&str>,
+        token: Option<String>,
+    ) -> PyResult<String> {
         let added = self.inner.add_service(kind, url, name, token).py(py)?;
         log::info!("service {} at {}", added.name, added.understood);
         Ok(added.name)
@@ -132,18 +147,30 @@ impl Hub {
         let mut pairs = Vec::new();
         if let Some(p) = params {
             for (k, v) in p.iter() {
-                let key: String = k.extract().map_err(|_| PyTypeError::new_err("parameter names must be strings"))?;
+                let key: String = k
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("parameter names must be strings"))?;
                 pairs.push((key, from_py(&v)?));
             }
         }
         let prompt = apply_params(prompt, &pairs).py(py)?;
         let id = self.inner.submit(service, prompt, tag.clone()).py(py)?;
-        Ok(Job { hub: self.inner.clone(), id, service: service.to_string(), tag })
+        Ok(Job {
+            hub: self.inner.clone(),
+            id,
+            service: service.to_string(),
+            tag,
+        })
     }
 
     /// The `Job` for an id (from `snapshot()` or an event), or None.
     fn job(&self, job_id: &str) -> Option<Job> {
-        self.inner.job(job_id).map(|j| Job { hub: self.inner.clone(), id: j.id, service: j.service, tag: j.tag })
+        self.inner.job(job_id).map(|j| Job {
+            hub: self.inner.clone(),
+            id: j.id,
+            service: j.service,
+            tag: j.tag,
+        })
     }
 
     /// Asks the server to cancel only this job (`JobCancelled` follows when confirmed).
@@ -225,7 +252,11 @@ impl Hub {
     }
 
     fn __repr__(&self) -> String {
-        format!("<Hub services={:?} closed={}>", self.inner.service_names(), self.inner.is_closed())
+        format!(
+            "<Hub services={:?} closed={}>",
+            self.inner.service_names(),
+            self.inner.is_closed()
+        )
     }
 }
 
@@ -262,7 +293,12 @@ impl Job {
     fn outputs(&self) -> Vec<String> {
         self.hub
             .job(&self.id)
-            .map(|j| j.outputs.iter().map(|o| o.path.to_string_lossy().into_owned()).collect())
+            .map(|j| {
+                j.outputs
+                    .iter()
+                    .map(|o| o.path.to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

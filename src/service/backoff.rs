@@ -35,7 +35,12 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(policy: BackoffPolicy, seed: u64) -> Backoff {
-        Backoff { policy, attempt: 0, connected_at: None, rng_state: seed | 1 }
+        Backoff {
+            policy,
+            attempt: 0,
+            connected_at: None,
+            rng_state: seed | 1,
+        }
     }
 
     /// xorshift: deterministic for a seed, so tests can check the schedule.
@@ -89,7 +94,10 @@ mod tests {
         let delays: Vec<f64> = (0..15).map(|_| b.next_delay().as_secs_f64()).collect();
         for (i, d) in delays.iter().enumerate() {
             let nominal = (1.5f64.powi(i as i32)).min(30.0);
-            assert!(*d >= nominal * 0.8 - 1e-9 && *d <= nominal * 1.2 + 1e-9, "attempt {i}: {d} vs {nominal}");
+            assert!(
+                *d >= nominal * 0.8 - 1e-9 && *d <= nominal * 1.2 + 1e-9,
+                "attempt {i}: {d} vs {nominal}"
+            );
         }
         let mut again = Backoff::new(BackoffPolicy::default(), 42);
         let same: Vec<f64> = (0..15).map(|_| again.next_delay().as_secs_f64()).collect();

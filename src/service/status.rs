@@ -83,13 +83,21 @@ impl ServiceStatus {
         s.reason.clone_from(&reason);
         let service = s.name.clone();
         drop(s);
-        shared.emit(EventKind::ServiceStateChanged { service, state, previous, reason });
+        shared.emit(EventKind::ServiceStateChanged {
+            service,
+            state,
+            previous,
+            reason,
+        });
     }
 
     pub fn record_error(&self, message: &str) {
         let mut s = self.inner.lock();
         s.last_error = Some(message.to_string());
-        s.recent_errors.push(ErrorRecord { time: now_epoch(), message: message.to_string() });
+        s.recent_errors.push(ErrorRecord {
+            time: now_epoch(),
+            message: message.to_string(),
+        });
         if s.recent_errors.len() > ERROR_HISTORY {
             let excess = s.recent_errors.len() - ERROR_HISTORY;
             s.recent_errors.drain(..excess);
