@@ -12,23 +12,22 @@ pub struct ProbeResult {
     pub version: Option<String>,
     pub devices: Vec<String>,
     pub latency_ms: Option<f64>,
+    /// True for Director Link's own simulator.
+    pub simulator: bool,
     /// What a person should read: "ComfyUI 0.3.64, 1 device (cpu)", "nothing there", ...
     pub summary: String,
+}
+
+impl ProbeResult {
+    fn not_comfyui(url: String, kind: &str, latency_ms: Option<f64>, summary: String) -> ProbeResult {
+        ProbeResult { url, kind: kind.into(), version: None, devices: Vec::new(), latency_ms, simulator: false, summary }
+    }
 }
 
 pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration) -> ProbeResult {
     let endpoint = match Endpoint::parse(url, 8188) {
         Ok(e) => e,
-        Err(e) => {
-            return ProbeResult {
-                url: url.to_string(),
-                kind: "none".into(),
-                version: None,
-                devices: Vec::new(),
-                latency_ms: None,
-                summary: e.message,
-            }
-        }
+        Err(e) => return ProbeResult::not_comfyui(url.to_string(), "none", None, e.message),
     };
     let http = ComfyHttp::new(client, endpoint.clone(), None);
     let started = Instant::now();
@@ -42,42 +41,36 @@ pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration
                 1 => format!("1 device ({})", stats.devices[0]),
                 n => format!("{n} devices"),
             };
+            let summary = if stats.simulator {
+                format!("Director Link simulator (speaks ComfyUI {}), answered in {latency:.0} ms", stats.version)
+            } else {
+                format!("ComfyUI {}, {devices}, answered in {latency:.0} ms", stats.version)
+            };
             ProbeResult {
                 url: base,
                 kind: "comfyui".into(),
-                summary: format!("ComfyUI {}, {devices}, answered in {latency:.0} ms", stats.version),
+                summary,
+                simulator: stats.simulator,
                 version: Some(stats.version),
                 devices: stats.devices,
                 latency_ms: Some(latency),
             }
         }
-        Ok(Err(e)) if e.code == crate::ErrorCode::ConnectionFailed => ProbeResult {
-            url: base,
-            kind: "none".into(),
-            version: None,
-            devices: Vec::new(),
-            latency_ms: None,
-            summary: "nothing there".into(),
-        },
-        Ok(Err(e)) => ProbeResult {
-            url: base,
-            kind: "unknown".into(),
-            version: None,
-            devices: Vec::new(),
-            latency_ms: Some(latency),
-            summary: format!("something else answers here ({})", e.message),
-        },
-        Err(_) => ProbeResult {
-            url: base,
-            kind: "unknown".into(),
-            version: None,
-            devices: Vec::new(),
-            latency_ms: None,
-            summary: format!(
-                "no answer within {:.1} s (busy, stalled or filtered)",
-                timeout.as_secs_f64()
-            ),
-        },
+        Ok(Err(e)) if e.code == crate::ErrorCode::ConnectionFailed => {
+            ProbeResult::not_comfyui(base, "none", None, "nothing there".into())
+        }
+        Ok(Err(e)) => ProbeResult::not_comfyui(
+            base,
+            "unknown",
+            Some(latency),
+            format!("something else answers here ({})", e.message),
+        ),
+        Err(_) => ProbeResult::not_comfyui(
+            base,
+            "unknown",
+            None,
+            format!("no answer within {:.1} s (busy, stalled or filtered)", timeout.as_secs_f64()),
+        ),
     }
 }
 
@@ -92,13 +85,8 @@ pub async fn probe_all(client: reqwest::Client, urls: &[String], timeout: Durati
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
     for (t, url) in tasks.into_iter().zip(urls) {
-        out.push(t.await.unwrap_or_else(|_| ProbeResult {
-            url: url.clone(),
-            kind: "none".into(),
-            version: None,
-            devices: Vec::new(),
-            latency_ms: None,
-            summary: "probe did not finish".into(),
+        out.push(t.await.unwrap_or_else(|_| {
+            ProbeResult::not_comfyui(url.clone(), "none", None, "probe did not finish".into())
         }));
     }
     out

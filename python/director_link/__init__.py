@@ -15,8 +15,10 @@ The ComfyUI simulator for tests lives in ``director_link.testing``.
 
 from __future__ import annotations
 
+import atexit
+
 from . import errors, events
-from ._native import Hub, Job, __version__
+from ._native import Hub, Job, __version__, _close_all
 from .errors import (
     DirectorLinkError,
     DuplicateServiceError,
@@ -32,6 +34,9 @@ from .errors import (
     WorkflowError,
 )
 from .events import Event
+
+# Background threads must be stopped before the interpreter finalizes.
+atexit.register(_close_all)
 
 __all__ = [
     "DirectorLinkError",

@@ -49,6 +49,7 @@ class _Printer:
         self.stream = stream
         self.tty = stream.isatty() and not as_json
         self._bar_shown = False
+        self._last_quarter: dict[tuple, int] = {}
 
     def event(self, ev) -> None:
         if self.as_json:
@@ -88,6 +89,12 @@ class _Printer:
 
     def _bar(self, ev) -> None:
         if not self.tty:
+            # Logs and pipes get a line per quarter of each node's progress instead of a redrawn bar.
+            quarter = int(ev.percentage // 25)
+            key = (ev.job_id, ev.node_id)
+            if self._last_quarter.get(key, -1) < quarter:
+                self._last_quarter[key] = quarter
+                self.line(f"  node {ev.node_id}: {ev.percentage:.0f}% ({ev.value:g}/{ev.max:g})")
             return
         width = 30
         filled = int(width * ev.percentage / 100)

@@ -97,31 +97,17 @@ impl ComfyHttp {
     /// `GET /system_stats`: proves it is ComfyUI and gives the version ("unknown" for servers that omit it).
     pub async fn system_stats(&self) -> Result<SystemStats> {
         let v = self.get_json("system_stats", "reading /system_stats").await?;
-        let system = v.get("system").filter(|s| s.is_object()).ok_or_else(|| {
+        let stats: super::protocol::SystemStatsBody = serde_json::from_value(v).map_err(|_| {
             Error::new(
                 ErrorCode::WrongService,
-                format!(
-                    "something answers at {}, but it is not ComfyUI (no system stats)",
-                    self.endpoint
-                ),
+                format!("something answers at {}, but it is not ComfyUI (no system stats)", self.endpoint),
             )
         })?;
-        let version = system
-            .get("comfyui_version")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let devices = v
-            .get("devices")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(|x| x.get("name").and_then(Value::as_str))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(SystemStats { version, devices })
+        Ok(SystemStats {
+            version: stats.system.comfyui_version.unwrap_or_else(|| "unknown".into()),
+            simulator: stats.system.argv.iter().any(|a| a == SIMULATOR_ARGV),
+            devices: stats.devices.into_iter().filter_map(|d| d.name).collect(),
+        })
     }
 
     /// `POST /prompt`. Network failures are errors (the caller decides whether the prompt may have arrived).
@@ -362,4 +348,9 @@ pub enum CancelOutcome {
 pub struct SystemStats {
     pub version: String,
     pub devices: Vec<String>,
+    /// Director Link's own simulator (`director_link.testing`), not a real ComfyUI.
+    pub simulator: bool,
 }
+
+/// What the simulator puts in `system.argv`, so tools can tell it from a real server.
+pub const SIMULATOR_ARGV: &str = "director-link-simulator";

@@ -599,3 +599,25 @@ mod tests {
         assert_eq!(p[0].code, "value_bigger_than_max");
     }
 }
+
+/// `GET /system_stats`. Every field is optional but `system` itself: that object is what proves it is ComfyUI.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SystemStatsBody {
+    pub system: SystemInfo,
+    #[serde(default)]
+    pub devices: Vec<DeviceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct SystemInfo {
+    #[serde(default)]
+    pub comfyui_version: Option<String>,
+    #[serde(default)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct DeviceInfo {
+    #[serde(default)]
+    pub name: Option<String>,
+}

@@ -209,6 +209,9 @@ impl ComfyService {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut last_rx = Instant::now();
+        // One ping in flight at a time: its payload is a counter, so a late pong is not mistaken for a new one.
+        let mut ping_seq: u64 = 0;
+        let mut ping_sent: Option<(u64, Instant)> = None;
         let end = loop {
             tokio::select! {
                 msg = socket.next() => {
@@ -239,6 +242,14 @@ impl ComfyService {
                                 .unwrap_or_else(|| "the server closed the connection".into());
                             break SessionEnd::Dropped(why);
                         }
+                        Some(Ok(Message::Pong(payload))) => {
+                            if let Some((seq, at)) = ping_sent {
+                                if payload.as_ref() == seq.to_be_bytes() {
+                                    self.status.record_rtt(at.elapsed());
+                                    ping_sent = None;
+                                }
+                            }
+                        }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => break SessionEnd::Dropped(format!("connection error: {}", crate::error::root_cause(&e))),
                         None => break SessionEnd::Dropped("the connection ended".into()),
@@ -255,7 +266,9 @@ impl ComfyService {
                         break SessionEnd::Dropped(format!(
                             "the server stopped answering (nothing for {:.0} s); it may be stalled", last_rx.elapsed().as_secs_f64()));
                     }
-                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    ping_seq += 1;
+                    ping_sent = Some((ping_seq, Instant::now()));
+                    if socket.send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())).await.is_err() {
                         break SessionEnd::Dropped("the connection broke while pinging".into());
                     }
                 }

@@ -92,8 +92,9 @@ impl Hub {
         config.event_capacity = event_capacity;
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
         config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
-        let hub = py.detach(|| CoreHub::new(config)).py(py)?;
-        Ok(Hub { inner: Arc::new(hub) })
+        let hub = Arc::new(py.detach(|| CoreHub::new(config)).py(py)?);
+        super::logging::track(&hub);
+        Ok(Hub { inner: hub })
     }
 
     /// Where results are written.
@@ -257,6 +258,17 @@ impl Hub {
             self.inner.service_names(),
             self.inner.is_closed()
         )
+    }
+}
+
+impl Drop for Hub {
+    /// Garbage collection closes the hub too. The GIL is released while the threads stop, since a thread that is
+    /// logging needs it to finish.
+    fn drop(&mut self) {
+        if !self.inner.is_closed() {
+            let hub = self.inner.clone();
+            Python::attach(|py| py.detach(move || hub.close()));
+        }
     }
 }
 

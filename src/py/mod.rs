@@ -3,13 +3,15 @@ mod convert;
 mod errors;
 mod events;
 mod hub;
+mod logging;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Route the core's `log` records into Python's `logging` (logger names start with "director_link").
-    let _ = pyo3_log::try_init();
+    logging::install(m.py());
+    m.add_function(wrap_pyfunction!(logging::_close_all, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;

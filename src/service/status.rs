@@ -1,4 +1,5 @@
 //! A service's live status, written by its actor and read by `snapshot()`.
+use super::metrics::{LinkLatency, RttWindow};
 use crate::event::{now_epoch, EventKind, ServiceState};
 use crate::tracker::Shared;
 use parking_lot::Mutex;
@@ -25,6 +26,8 @@ pub struct ServiceSnapshot {
     pub connected_since: Option<f64>,
     pub reconnects: u64,
     pub messages_received: u64,
+    /// WebSocket ping → pong round trips.
+    pub latency: LinkLatency,
     pub client_id: String,
 }
 
@@ -32,6 +35,7 @@ const ERROR_HISTORY: usize = 50;
 
 pub struct ServiceStatus {
     inner: Mutex<ServiceSnapshot>,
+    rtt: Mutex<RttWindow>,
 }
 
 impl ServiceStatus {
@@ -51,13 +55,21 @@ impl ServiceStatus {
                 connected_since: None,
                 reconnects: 0,
                 messages_received: 0,
+                latency: LinkLatency::default(),
                 client_id: client_id.to_string(),
             }),
+            rtt: Mutex::new(RttWindow::default()),
         }
     }
 
     pub fn snapshot(&self) -> ServiceSnapshot {
-        self.inner.lock().clone()
+        let mut snap = self.inner.lock().clone();
+        snap.latency = self.rtt.lock().summary();
+        snap
+    }
+
+    pub fn record_rtt(&self, rtt: std::time::Duration) {
+        self.rtt.lock().record(rtt.as_secs_f64() * 1000.0);
     }
 
     pub fn state(&self) -> ServiceState {

@@ -1,0 +1,440 @@
+"""Type stubs for ``director_link._native``, the pyo3 extension module (written by hand from ``src/py/``).
+
+Import from ``director_link`` (``Hub``, ``Job``) and ``director_link.events`` (the event classes) rather than from
+here. Errors raised by these functions are the classes in ``director_link.errors``.
+"""
+
+import asyncio
+import os
+from collections.abc import Generator, Sequence
+from typing import Any, Literal, TypeAlias, final
+
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "_close_all",
+    "__version__",
+    "Hub",
+    "Job",
+    "Event",
+    "ServiceStateChanged",
+    "QueueChanged",
+    "JobQueued",
+    "JobStarted",
+    "NodeStarted",
+    "Progress",
+    "Preview",
+    "NodeText",
+    "NodeOutput",
+    "JobCompleted",
+    "JobFailed",
+    "JobCancelled",
+]
+
+_StrPath: TypeAlias = str | os.PathLike[str]
+
+# The states a job goes through; "unknown" is what `Job.state` says for an id the hub has forgotten.
+_JobState: TypeAlias = Literal[
+    "pending", "submitting", "queued", "running", "completed", "failed", "cancelled", "unknown"
+]
+_ServiceState: TypeAlias = Literal[
+    "disconnected", "connecting", "connected", "reconnecting", "circuit_open", "polling", "closed"
+]
+_EventType: TypeAlias = Literal[
+    "service_state_changed",
+    "queue_changed",
+    "job_queued",
+    "job_started",
+    "node_started",
+    "progress",
+    "preview",
+    "node_text",
+    "node_output",
+    "job_completed",
+    "job_failed",
+    "job_cancelled",
+]
+
+__version__: str
+"""The version of the native module (the crate's version)."""
+
+def _close_all() -> None:
+    """Closes every hub still open (called at interpreter exit)."""
+
+@disjoint_base
+class Hub:
+    """The link to your AI servers. Owns background threads; `close()` (or `with Hub() as hub:`) stops them."""
+
+    def __new__(
+        cls,
+        output_dir: _StrPath | None = None,
+        *,
+        heartbeat: float = 10.0,
+        connect_timeout: float = 10.0,
+        event_capacity: int = 10000,
+        reconnect_initial: float = 1.0,
+        reconnect_max: float = 30.0,
+    ) -> Self:
+        """Starts the hub's background runtime.
+
+        `output_dir`: where results are written (`<output_dir>/<tag or service>/<job id>/`). `heartbeat` and
+        `connect_timeout` are seconds (at least 0.05). `event_capacity`: events that may wait for `poll()` before
+        progress and previews are coalesced. `reconnect_initial` / `reconnect_max`: the reconnect back-off, in
+        seconds. Raises `ValueError` for a negative or absurd number of seconds.
+        """
+
+    @property
+    def output_dir(self) -> str:
+        """Where results are written."""
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` has run."""
+
+    def add_service(self, kind: str, url: str, name: str | None = None, token: str | None = None) -> str:
+        """Adds a server and starts connecting in the background; returns its name at once.
+
+        `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
+        that cannot be used.
+        """
+
+    def remove_service(self, name: str) -> None:
+        """Stops a service's connection."""
+
+    def services(self) -> list[str]:
+        """Names of the services added so far."""
+
+    def submit(
+        self,
+        service: str,
+        workflow: dict[str, Any] | str | os.PathLike[str],
+        params: dict[str, Any] | None = None,
+        tag: str | None = None,
+    ) -> Job:
+        """Queues a workflow and returns its `Job` at once (nothing waits on the network).
+
+        `workflow`: an API-format dict, a JSON string or a path. `params`: `{"NODE_ID.input": value, ...}`.
+        `tag`: a label (e.g. the shot name) that also names the output sub-folder.
+        """
+
+    def job(self, job_id: str) -> Job | None:
+        """The `Job` for an id (from `snapshot()` or an event), or None."""
+
+    def cancel(self, job_id: str) -> None:
+        """Asks the server to cancel only this job (`JobCancelled` follows when confirmed)."""
+
+    def reconnect(self, name: str) -> None:
+        """Drops and re-opens a service's connection now."""
+
+    def poll(self, max_events: int = 256) -> list[Event]:
+        """Takes up to `max_events` waiting events, oldest first. Never blocks; returns [] when nothing waits."""
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Blocks (without the GIL) up to `timeout` seconds until an event waits. For scripts, not for Blender's UI.
+
+        Returns True when an event waits, False when the timeout passed first.
+        """
+
+    def snapshot(self) -> dict[str, Any]:
+        """Services (state, url, version, queue, errors) and jobs (state, position, progress, node, outputs, error).
+
+        A dict with `services` (a list of dicts), `jobs` (a list of job info dicts, as `Job.info()` returns) and
+        `events` (queue statistics: `pending`, `pushed`, `coalesced`, `dropped`).
+        """
+
+    def probe(self, urls: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Checks addresses for a ComfyUI in parallel (blocks up to about `timeout`, without the GIL).
+
+        Returns one dict per address: url, kind ("comfyui", "unknown", "none"), version, devices, latency_ms, summary.
+        """
+
+    def cancel_remote(self, service: str, job_id: str) -> Literal["removed", "interrupting", "not_on_server"]:
+        """Cancels a job by id on a service even if another client submitted it.
+
+        Returns "removed" (was queued), "interrupting" (was running) or "not_on_server" (already finished or
+        unknown).
+        """
+
+    def close(self) -> None:
+        """Stops every background task and thread. Idempotent."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> Literal[False]:
+        """Closes the hub; exceptions are never suppressed."""
+
+@final
+class Job:
+    """A submitted job. `wait()` blocks without the GIL; `await job` works in asyncio.
+
+    Made by `Hub.submit()` and `Hub.job()`; not constructible from Python.
+    """
+
+    @property
+    def id(self) -> str:
+        """The job's id (the server's prompt id)."""
+
+    @property
+    def service(self) -> str:
+        """The name of the service the job was submitted to."""
+
+    @property
+    def tag(self) -> str | None:
+        """The label given to `Hub.submit()`, if any."""
+
+    @property
+    def state(self) -> _JobState:
+        """pending, submitting, queued, running, completed, failed or cancelled ("unknown" once forgotten)."""
+
+    @property
+    def outputs(self) -> list[str]:
+        """Paths of the result files (empty until completed)."""
+
+    def info(self) -> dict[str, Any] | None:
+        """Everything known about the job as a dict (None once the hub has forgotten the job).
+
+        Keys: id, service, tag, state, queue_position, current_node, current_node_type, progress (0–100),
+        eta_seconds, outputs, ui, error, submitted_at, elapsed_seconds.
+        """
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Waits until the job ends; returns its info dict. Raises `JobFailed`, `JobCancelled` or `Timeout`."""
+
+    def cancel(self) -> None:
+        """Asks the server to cancel this job."""
+
+    def wait_async(self, timeout: float | None = None) -> asyncio.Future[dict[str, Any]]:
+        """`await job.wait_async(timeout)` in asyncio code: runs `wait` in the loop's executor.
+
+        Must be called while an event loop runs.
+        """
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
+        """`await job` is `await job.wait_async()`."""
+
+@disjoint_base
+class Event:
+    """Base class of every event: `seq` (increasing), `time` (Unix seconds), `type` (snake_case name).
+
+    Events come from `Hub.poll()`; they cannot be created from Python.
+    """
+
+    @property
+    def seq(self) -> int:
+        """The event's sequence number (increasing)."""
+
+    @property
+    def time(self) -> float:
+        """When the event happened, in seconds since the Unix epoch."""
+
+    @property
+    def type(self) -> _EventType:
+        """The event's snake_case type name, e.g. "progress"."""
+
+    @property
+    def job(self) -> str | None:
+        """The job this event belongs to, or None for service-level events."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for JobCompleted, JobFailed and JobCancelled."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of the event (JSON-compatible; preview bytes are left out)."""
+
+@final
+class ServiceStateChanged(Event):
+    """A service changed connection state."""
+
+    @property
+    def service(self) -> str:
+        """The service's name."""
+
+    @property
+    def state(self) -> _ServiceState:
+        """The new state."""
+
+    @property
+    def previous(self) -> _ServiceState:
+        """The state before."""
+
+    @property
+    def reason(self) -> str | None:
+        """Why the state changed, if known."""
+
+@final
+class QueueChanged(Event):
+    """The server's queue length changed."""
+
+    @property
+    def service(self) -> str:
+        """The service's name."""
+
+    @property
+    def queue_remaining(self) -> int:
+        """Jobs left in the server's queue."""
+
+@final
+class JobQueued(Event):
+    """The job is queued: on the server, or locally until the service connects (pending_connection)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def service(self) -> str:
+        """The service's name."""
+
+    @property
+    def position(self) -> int | None:
+        """0 = next to run; None when unknown (pending connection)."""
+
+    @property
+    def pending_connection(self) -> bool:
+        """True while the job waits locally for the service to connect."""
+
+    @property
+    def node_errors(self) -> list[dict[str, Any]]:
+        """Outputs the server skipped because they failed validation (a partial 200).
+
+        Each dict has node_id, class_type, input, code, message, details.
+        """
+
+@final
+class JobStarted(Event):
+    """The server started the job."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def service(self) -> str:
+        """The service's name."""
+
+    @property
+    def cached_nodes(self) -> list[str]:
+        """Ids of the nodes the server will not run again (cached results)."""
+
+@final
+class NodeStarted(Event):
+    """A node began to execute."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def node_type(self) -> str | None:
+        """The node's class type, if known."""
+
+@final
+class Progress(Event):
+    """Progress of the running node, with percentage and an ETA from the observed step rate."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def value(self) -> float:
+        """Steps done."""
+
+    @property
+    def max(self) -> float:
+        """Steps in all."""
+
+    @property
+    def percentage(self) -> float:
+        """Percentage of the node's work, 0–100."""
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left for this node, from the observed step rate."""
+
+@final
+class Preview(Event):
+    """A preview image (JPEG or PNG bytes)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def mime(self) -> str:
+        """`image/jpeg` or `image/png`."""
+
+    @property
+    def data(self) -> bytes:
+        """The encoded image."""
+
+    @property
+    def format(self) -> Literal["jpeg", "png"]:
+        """Either "jpeg" or "png"."""
+
+@final
+class NodeText(Event):
+    """Progress text a node sent."""
+
+    @property
+    def job_id(self) -> str | None: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+@final
+class NodeOutput(Event):
+    """A node's UI output (the `executed` message)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def output(self) -> Any:
+        """The node's output as the server sent it (usually a dict)."""
+
+@final
+class JobCompleted(Event):
+    """The job finished; its files are on disk (`outputs`, `paths`)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """The result files: dicts with node_id, kind, path, filename, subfolder, file_type, size."""
+
+    @property
+    def paths(self) -> list[str]:
+        """The result files' paths."""
+
+    @property
+    def ui(self) -> Any:
+        """The node's UI outputs that are not files (text etc.), by node id."""
+
+    @property
+    def elapsed_seconds(self) -> float: ...
+
+@final
+class JobFailed(Event):
+    """The job failed: `code`, `message`, and the failing node's details in `error`."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def code(self) -> str:
+        """The error's snake_case code, e.g. "execution_failed"."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def node_type(self) -> str | None: ...
+    @property
+    def error(self) -> dict[str, Any]:
+        """All details: code, message, node_id, node_type, exception_type, traceback, node_errors."""
+
+@final
+class JobCancelled(Event):
+    """The job was cancelled and the server confirmed it."""
+
+    @property
+    def job_id(self) -> str: ...

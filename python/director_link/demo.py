@@ -1,0 +1,53 @@
+"""``director-link demo``: one workflow with live progress, on the local ComfyUI if one answers, else on the
+built-in simulator, so a new user sees the whole loop (connect, queue, progress, previews, result on disk)."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from . import cli
+from ._native import Hub
+
+LOCAL = "127.0.0.1:8188"
+
+
+def _find_local(hub: Hub) -> str | None:
+    """The local ComfyUI's address, or None (a simulator left running elsewhere does not count)."""
+    (result,) = hub.probe([LOCAL], 1.5)
+    if result["kind"] == "comfyui" and not result["simulator"]:
+        return LOCAL
+    return None
+
+
+def run(args) -> int:
+    printer = cli._Printer(args.json)
+    with Hub(output_dir=args.out) as hub:
+        server = args.server or (None if args.simulator else _find_local(hub))
+        if server:
+            printer.line(f"Director Link demo on the ComfyUI at {server}")
+            # Core nodes only, so it runs on any ComfyUI without models; a random colour defeats the cache.
+            from .testing import api_workflow
+
+            workflow = api_workflow("invert", color=random.randrange(1 << 24))
+            return _run(hub, server, workflow, args, printer)
+        from .testing import ComfySimulator, api_workflow
+
+        printer.line("No ComfyUI answers on 127.0.0.1:8188: running the demo on the built-in simulator.")
+        with ComfySimulator() as sim:
+            printer.line(f"simulator listening on {sim.url}")
+            workflow = api_workflow("progress", steps=12, step_seconds=0.15, nonce=random.randrange(1 << 31))
+            return _run(hub, sim.url, workflow, args, printer)
+
+
+def _run(hub: Hub, url: str, workflow: dict, args, printer) -> int:
+    args.connect_timeout = cli.CONNECT_WAIT
+    args.tag = "demo"
+    code = cli._run_on(hub, url, workflow, {}, args, printer)
+    if code == cli.EXIT_OK:
+        printer.line(f"results are in {hub.output_dir}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(["demo", *sys.argv[1:]]))
