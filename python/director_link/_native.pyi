@@ -78,9 +78,10 @@ class Hub:
         """Starts the hub's background runtime.
 
         `output_dir`: where results are written (`<output_dir>/<tag or service>/<job id>/`). `heartbeat` and
-        `connect_timeout` are seconds (at least 0.05). `event_capacity`: events that may wait for `poll()` before
-        progress and previews are coalesced. `reconnect_initial` / `reconnect_max`: the reconnect back-off, in
-        seconds. Raises `ValueError` for a negative or absurd number of seconds.
+        `connect_timeout` are seconds (tiny values are raised to a few milliseconds). `event_capacity`: events
+        that may wait for `poll()` before progress and previews are coalesced. `reconnect_initial` /
+        `reconnect_max`: the reconnect back-off, in seconds. Raises `ValueError` for a negative or absurd number
+        of seconds.
         """
 
     @property
