@@ -1,0 +1,160 @@
+"""The Hub's Python surface: construction, addresses, submit without network, errors, close and threads."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import time
+
+import director_link
+import pytest
+from director_link import errors
+
+from .conftest import collect, invert_prompt, thread_count
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url, expected_name",
+    [
+        ("127.0.0.1", "comfyui"),
+        ("127.0.0.1:8188", "comfyui"),
+        ("http://127.0.0.1:8188/", "comfyui"),
+        ("localhost:8190", "comfyui@localhost:8190"),
+        ("https://comfy.example.test/base/path/", "comfyui@comfy.example.test:443"),
+    ],
+)
+def test_add_service_understands_address_forms(hub, url, expected_name):
+    assert hub.add_service("comfyui", url) == expected_name
+    svc = next(s for s in hub.snapshot()["services"] if s["name"] == expected_name)
+    assert svc["url"].startswith(("http://", "https://"))
+    if "/base/path" in url:
+        assert svc["url"].rstrip("/").endswith("/base/path")
+
+
+@pytest.mark.parametrize("url", ["", "http://", "ftp://127.0.0.1:8188", "127.0.0.1:99999", "http://[::1", "a b c"])
+def test_bad_urls_raise_a_value_error_with_a_code(hub, url):
+    with pytest.raises(errors.InvalidUrlError) as info:
+        hub.add_service("comfyui", url)
+    assert isinstance(info.value, ValueError)
+    assert info.value.code == "invalid_url"
+    assert str(info.value), "the message says what was wrong"
+    assert hub.services() == [], "a rejected address adds nothing"
+
+
+def test_duplicate_names_and_unknown_kinds_are_rejected(hub):
+    hub.add_service("comfyui", "127.0.0.1:8188", name="a")
+    with pytest.raises(errors.DuplicateServiceError) as dup:
+        hub.add_service("comfyui", "127.0.0.1:8189", name="a")
+    assert dup.value.code == "duplicate_service"
+    with pytest.raises(errors.UnknownServiceError) as kind:
+        hub.add_service("midjourney", "127.0.0.1:8188")
+    assert kind.value.code == "unknown_service"
+
+
+def test_submit_returns_at_once_and_waits_for_a_connection(hub):
+    port = free_port()
+    name = hub.add_service("comfyui", f"127.0.0.1:{port}", name="offline")
+    started = time.monotonic()
+    job = hub.submit(name, invert_prompt())
+    took = time.monotonic() - started
+    assert took < 1.0, f"submit must not wait on the network (took {took:.3f} s)"
+    assert len(job.id) == 36 and job.id == job.id.lower() and job.id[14] == "4", "a lowercase UUIDv4"
+    got = collect(hub, [], timeout=5, until=lambda evs: any(e.type == "job_queued" for e in evs))
+    queued = next(e for e in got.events if e.type == "job_queued")
+    assert queued.job_id == job.id and queued.pending_connection is True and queued.position is None
+    assert job.state == "pending"
+    snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
+    assert snap["state"] in ("disconnected", "connecting")
+    assert "connect" in (snap["last_error"] or ""), snap
+
+
+def test_invalid_workflows_and_parameters_raise_workflow_errors(hub, tmp_path):
+    name = hub.add_service("comfyui", "127.0.0.1:8188")
+    ui_format = {"nodes": [], "links": [], "version": 0.4}
+    with pytest.raises(errors.WorkflowError) as ui:
+        hub.submit(name, ui_format)
+    assert ui.value.code == "invalid_workflow"
+    with pytest.raises(errors.WorkflowError) as not_json:
+        hub.submit(name, "{not json")
+    assert not_json.value.code == "invalid_workflow"
+    with pytest.raises(errors.WorkflowError) as missing:
+        hub.submit(name, str(tmp_path / "missing.json"))
+    assert "missing.json" in str(missing.value)
+    with pytest.raises(errors.WorkflowError) as bad_param:
+        hub.submit(name, invert_prompt(), params={"99.width": 5})
+    assert bad_param.value.code == "invalid_parameter" and "99" in str(bad_param.value)
+    with pytest.raises(errors.WorkflowError):
+        hub.submit(name, invert_prompt(), params={"no_dot": 5})
+    with pytest.raises(errors.UnknownServiceError):
+        hub.submit("nope", invert_prompt())
+    assert hub.snapshot()["jobs"] == [], "nothing was queued by the failed calls"
+
+
+def test_workflow_from_a_file_with_params(hub, tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(__import__("json").dumps(invert_prompt()))
+    name = hub.add_service("comfyui", f"127.0.0.1:{free_port()}")
+    job = hub.submit(name, str(path), params={"1.width": 32}, tag="shot_010")
+    assert job.tag == "shot_010" and job.service == name
+    assert hub.job(job.id).id == job.id
+    assert hub.job("not-a-job") is None
+
+
+def test_close_stops_every_thread_and_is_idempotent():
+    before = thread_count()
+    hub = director_link.Hub()
+    hub.add_service("comfyui", f"127.0.0.1:{free_port()}")
+    assert thread_count() > before, "the hub runs its own threads"
+    hub.close()
+    hub.close()
+    assert hub.closed
+    assert thread_count() == before
+    with pytest.raises(errors.HubClosed) as closed:
+        hub.add_service("comfyui", "127.0.0.1:8188")
+    assert closed.value.code == "hub_closed"
+    assert hub.poll() == []
+
+
+def test_context_manager_and_garbage_collection_close_the_hub():
+    before = thread_count()
+    with director_link.Hub() as hub:
+        hub.add_service("comfyui", f"127.0.0.1:{free_port()}")
+    assert hub.closed and thread_count() == before
+    hub = director_link.Hub()
+    hub.add_service("comfyui", f"127.0.0.1:{free_port()}")
+    del hub
+    gc.collect()
+    assert thread_count() == before
+
+
+def test_wait_times_out_with_a_typed_error(hub):
+    name = hub.add_service("comfyui", f"127.0.0.1:{free_port()}")
+    job = hub.submit(name, invert_prompt())
+    started = time.monotonic()
+    with pytest.raises(errors.Timeout) as info:
+        job.wait(timeout=0.3)
+    assert isinstance(info.value, TimeoutError) and info.value.code == "timeout"
+    assert time.monotonic() - started < 5
+    assert job.state == "pending", "a timed-out wait leaves the job alone"
+
+
+def test_error_hierarchy_has_stable_codes():
+    for cls in (
+        errors.InvalidUrlError,
+        errors.WorkflowError,
+        errors.ServiceError,
+        errors.JobFailed,
+        errors.JobCancelled,
+        errors.Timeout,
+        errors.HubClosed,
+    ):
+        assert issubclass(cls, errors.DirectorLinkError)
+        assert cls.code.islower() and " " not in cls.code
+    assert issubclass(errors.ServiceError, ConnectionError)
+    assert issubclass(errors.JobCancelled, errors.JobFailed)

@@ -1,0 +1,233 @@
+"""Jobs end to end over real loopback sockets: success, cache, failures, validation, previews, text, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from director_link import errors
+
+from .conftest import (
+    TERMINAL,
+    collect,
+    connect,
+    fail_prompt,
+    invert_prompt,
+    nonce,
+    progress_prompt,
+)
+
+
+def assert_lifecycle_order(types: list[str]) -> None:
+    """JobQueued first, JobStarted before any node work, exactly one terminal event and it comes last."""
+    assert types[0] == "job_queued", types
+    assert sum(t in TERMINAL for t in types) == 1, types
+    assert types[-1] in TERMINAL, types
+    if "job_started" in types:
+        start = types.index("job_started")
+        for work in ("node_started", "progress", "preview", "node_output"):
+            if work in types:
+                assert types.index(work) > start, types
+
+
+def server_bytes(server, out: dict) -> bytes:
+    query = urllib.parse.urlencode(
+        {"filename": out["filename"], "subfolder": out["subfolder"], "type": out["file_type"]}
+    )
+    with urllib.request.urlopen(f"{server.url.rstrip('/')}/view?{query}", timeout=10) as resp:
+        return resp.read()
+
+
+def test_a_successful_run_yields_ordered_events_and_the_file(hub, server):
+    name = connect(hub, server)
+    job = hub.submit(name, invert_prompt(), tag="shot_010")
+    got = collect(hub, [job.id])
+    types = got.types(job.id)
+    assert_lifecycle_order(types)
+    assert types[-1] == "job_completed", [(e.type, getattr(e, "message", "")) for e in got.of(job.id)]
+    started = [e.node_id for e in got.of(job.id) if e.type == "node_started"]
+    assert started == ["1", "2", "3"], "every node runs, in order"
+    node_types = {e.node_id: e.node_type for e in got.of(job.id) if e.type == "node_started"}
+    assert node_types == {"1": "EmptyImage", "2": "ImageInvert", "3": "SaveImage"}
+    output = next(e for e in got.of(job.id) if e.type == "node_output")
+    assert output.node_id == "3" and output.output["images"][0]["type"] == "output"
+    done = got.terminal(job.id)
+    assert len(done.outputs) == 1 and done.paths == [done.outputs[0]["path"]]
+    path = Path(done.paths[0])
+    assert path.is_file() and path.suffix == ".png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(hub.output_dir) in path.parents and "shot_010" in path.parts
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(server_bytes(server, done.outputs[0])).digest()
+    assert done.outputs[0]["size"] == path.stat().st_size
+    assert not list(path.parent.glob("*.part")) and not list(path.parent.glob(".*tmp*")), "no temp files left"
+    info = job.wait(timeout=5)
+    assert info["state"] == "completed" and info["outputs"][0]["path"] == str(path)
+    assert job.outputs == [str(path)]
+
+
+def test_a_cached_rerun_completes_with_every_node_cached(hub, server):
+    name = connect(hub, server)
+    prompt = invert_prompt(color=nonce() % (1 << 24))
+    first = hub.submit(name, prompt)
+    collect(hub, [first.id])
+    again = hub.submit(name, prompt)
+    got = collect(hub, [again.id])
+    started = next(e for e in got.of(again.id) if e.type == "job_started")
+    assert sorted(started.cached_nodes) == ["1", "2", "3"]
+    assert not [e for e in got.of(again.id) if e.type == "node_started"], "cached nodes do not execute"
+    done = got.terminal(again.id)
+    assert done.type == "job_completed" and len(done.paths) == 1 and Path(done.paths[0]).is_file()
+
+
+def test_an_execution_error_reports_the_node_and_traceback(hub, server):
+    name = connect(hub, server)
+    job = hub.submit(name, fail_prompt("the fox ran away"))
+    got = collect(hub, [job.id])
+    assert_lifecycle_order(got.types(job.id))
+    failed = got.terminal(job.id)
+    assert failed.type == "job_failed" and failed.code == "execution_failed"
+    assert failed.node_id == "1" and failed.node_type == "AcceptanceFail"
+    assert failed.error["exception_type"] == "RuntimeError"
+    assert "the fox ran away" in failed.message
+    assert failed.error["traceback"], "the server's traceback is kept"
+    with pytest.raises(errors.JobFailed) as info:
+        job.wait(timeout=5)
+    assert info.value.code == "execution_failed"
+
+
+def test_a_validation_error_is_reported_per_node(hub, server):
+    name = connect(hub, server)
+    prompt = invert_prompt()
+    prompt["1"]["inputs"]["width"] = 999_999  # above EmptyImage's max
+    job = hub.submit(name, prompt)
+    got = collect(hub, [job.id])
+    failed = got.terminal(job.id)
+    assert failed.type == "job_failed" and failed.code == "validation_failed"
+    problems = failed.error["node_errors"]
+    assert {p["node_id"] for p in problems} == {"1"}
+    width = next(p for p in problems if p["node_id"] == "1")
+    assert width["code"] == "value_bigger_than_max" and width["input"] == "width"
+    assert width["class_type"] == "EmptyImage"
+    assert not [e for e in got.of(job.id) if e.type == "job_started"]
+
+
+def test_a_partially_valid_prompt_runs_and_lists_the_skipped_output(hub, server):
+    name = connect(hub, server)
+    prompt = invert_prompt()
+    prompt["4"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}
+    prompt["5"] = {"class_type": "ImageInvert", "inputs": {}}  # required input missing
+    prompt["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
+    job = hub.submit(name, prompt)
+    got = collect(hub, [job.id])
+    queued = next(e for e in got.of(job.id) if e.type == "job_queued")
+    assert {p["node_id"] for p in queued.node_errors} == {"5"}
+    assert queued.node_errors[0]["code"] == "required_input_missing"
+    done = got.terminal(job.id)
+    assert done.type == "job_completed" and len(done.paths) == 2
+
+
+def test_progress_previews_and_progress_text(hub, server):
+    name = connect(hub, server)
+    job = hub.submit(name, progress_prompt(steps=4, step_seconds=0.05, preview=True))
+    got = collect(hub, [job.id])
+    assert_lifecycle_order(got.types(job.id))
+    progress = [e for e in got.of(job.id) if e.type == "progress"]
+    assert [(p.value, p.max) for p in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert progress[-1].percentage == pytest.approx(100.0)
+    assert all(p.node_id == "1" for p in progress)
+    assert any(p.eta_seconds is not None for p in progress[1:]), "an ETA once a step rate is known"
+    previews = [e for e in got.of(job.id) if e.type == "preview"]
+    assert len(previews) == 4, "one preview with metadata (binary event 4) per step"
+    assert all(p.format == "jpeg" and p.data[:2] == b"\xff\xd8" and p.node_id == "1" for p in previews)
+    texts = [e for e in got.events if e.type == "node_text"]
+    assert any(t.text == "starting 4 steps" and t.node_id == "1" for t in texts)
+    assert got.terminal(job.id).type == "job_completed"
+
+
+def test_legacy_previews_from_save_image_websocket(hub, server):
+    """SaveImageWebsocket always sends the legacy binary event 1 (PNG, no prompt id)."""
+    name = connect(hub, server)
+    prompt = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 32, "height": 16, "batch_size": 1, "color": nonce() % 999},
+        },
+        "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}},
+    }
+    job = hub.submit(name, prompt)
+    got = collect(hub, [job.id])
+    previews = [e for e in got.of(job.id) if e.type == "preview"]
+    assert len(previews) == 1 and previews[0].format == "png"
+    assert previews[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert got.terminal(job.id).type == "job_completed"
+
+
+def test_two_concurrent_jobs_on_one_service(hub, server):
+    name = connect(hub, server)
+    a = hub.submit(name, progress_prompt(steps=3, preview=False))
+    b = hub.submit(name, progress_prompt(steps=3, preview=False))
+    got = collect(hub, [a.id, b.id])
+    for job in (a, b):
+        assert_lifecycle_order(got.types(job.id))
+        assert got.terminal(job.id).type == "job_completed"
+    queued_b = next(e for e in got.of(b.id) if e.type == "job_queued")
+    assert queued_b.position in (0, 1)
+    # One prompt runs at a time: b starts after a ended.
+    order = [(e.job, e.type) for e in got.events if e.job in (a.id, b.id)]
+    assert order.index((a.id, "job_completed")) < order.index((b.id, "job_started"))
+
+
+def test_two_jobs_on_two_services(hub, server, second_server):
+    one = connect(hub, server, "one")
+    two = connect(hub, second_server, "two")
+    a = hub.submit(one, progress_prompt(steps=3, preview=False))
+    b = hub.submit(two, progress_prompt(steps=3, preview=False))
+    got = collect(hub, [a.id, b.id])
+    assert got.terminal(a.id).type == got.terminal(b.id).type == "job_completed"
+    assert next(e for e in got.of(a.id) if e.type == "job_started").service == "one"
+    assert next(e for e in got.of(b.id) if e.type == "job_started").service == "two"
+    # Different servers run in parallel: b started before a finished.
+    order = [(e.job, e.type) for e in got.events]
+    assert order.index((b.id, "job_started")) < order.index((a.id, "job_completed"))
+
+
+def test_snapshot_shows_services_and_jobs(hub, server):
+    name = connect(hub, server)
+    job = hub.submit(name, progress_prompt(steps=2, preview=False))
+    collect(hub, [job.id])
+    snap = hub.snapshot()
+    svc = next(s for s in snap["services"] if s["name"] == name)
+    assert svc["state"] == "connected" and svc["version"]
+    assert svc["queue_remaining"] == 0 and svc["messages_received"] > 0
+    assert svc["last_error"] is None
+    rec = next(j for j in snap["jobs"] if j["id"] == job.id)
+    assert rec["state"] == "completed" and rec["progress"] == pytest.approx(100.0)
+    assert rec["outputs"] and rec["error"] is None
+
+
+def test_await_a_job_in_asyncio(hub, server):
+    name = connect(hub, server)
+
+    async def main():
+        job = hub.submit(name, invert_prompt())
+        info = await job
+        other = hub.submit(name, fail_prompt())
+        with pytest.raises(errors.JobFailed):
+            await other.wait_async(timeout=30)
+        return info
+
+    info = asyncio.run(main())
+    assert info["state"] == "completed" and Path(info["outputs"][0]["path"]).is_file()
+
+
+def test_the_client_chosen_id_is_the_servers_prompt_id(hub, server):
+    name = connect(hub, server)
+    job = hub.submit(name, invert_prompt())
+    collect(hub, [job.id])
+    history = server.get(f"/history/{job.id}")
+    assert job.id in history, "the job id was sent as ComfyUI's prompt_id"
+    assert history[job.id]["status"]["status_str"] == "success"
