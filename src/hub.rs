@@ -60,6 +60,9 @@ struct ServiceHandle {
     endpoint: Endpoint,
     commands: mpsc::UnboundedSender<Command>,
     status: Arc<ServiceStatus>,
+    http: ComfyHttp,
+    /// `/object_info` is ~0.5 MB and changes only when nodes are installed: fetched once, refreshed on request.
+    object_info: Arc<Mutex<Option<Arc<Value>>>>,
 }
 
 /// What `add_service` understood.
@@ -162,9 +165,10 @@ impl Hub {
         let client_id = format!("director-link-{}", uuid::Uuid::new_v4().simple());
         let status = Arc::new(ServiceStatus::new(&name, &kind, endpoint.base(), &client_id));
         let (tx, rx) = mpsc::unbounded_channel();
+        let http = ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone());
         let actor = ComfyService::new(
             &name,
-            ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone()),
+            http.clone(),
             token,
             self.shared.clone(),
             status.clone(),
@@ -196,6 +200,8 @@ impl Hub {
                 endpoint,
                 commands: tx,
                 status,
+                http,
+                object_info: Arc::new(Mutex::new(None)),
             },
         );
         Ok(added)
@@ -453,11 +459,41 @@ impl Hub {
 
     /// Cancels a job by id on a server, including one submitted by another client or process.
     pub fn cancel_remote(&self, service: &str, prompt_id: &str) -> Result<crate::comfy::http::CancelOutcome> {
-        let (_, endpoint) = self
-            .service_kind(service)
-            .ok_or_else(|| self.unknown_service(service))?;
-        let http = ComfyHttp::new(self.http.clone(), endpoint, None);
+        let http = self.service_http(service)?;
         let id = prompt_id.to_string();
         self.block_on(async move { http.cancel_prompt(&id).await })?
+    }
+
+    fn service_http(&self, service: &str) -> Result<ComfyHttp> {
+        self.services
+            .lock()
+            .get(service)
+            .map(|h| h.http.clone())
+            .ok_or_else(|| self.unknown_service(service))
+    }
+
+    /// The server's node schemas (`GET /object_info`), cached per service; `refresh` fetches them again.
+    /// Blocks the calling thread (scripts and the CLI, not the UI thread).
+    pub fn object_info(&self, service: &str, refresh: bool) -> Result<Arc<Value>> {
+        let (http, cache) = {
+            let services = self.services.lock();
+            let h = services.get(service).ok_or_else(|| self.unknown_service(service))?;
+            (h.http.clone(), h.object_info.clone())
+        };
+        if !refresh {
+            if let Some(hit) = cache.lock().clone() {
+                return Ok(hit);
+            }
+        }
+        let info = Arc::new(self.block_on(async move { http.object_info().await })??);
+        *cache.lock() = Some(info.clone());
+        Ok(info)
+    }
+
+    /// Uploads an image into the server's input folder; returns the name to put in a `LoadImage` node.
+    pub fn upload_image(&self, service: &str, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let http = self.service_http(service)?;
+        let name = crate::comfy::outputs::safe_component(name, "upload.png");
+        self.block_on(async move { http.upload_image(&name, bytes).await })?
     }
 }

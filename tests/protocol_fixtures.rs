@@ -86,14 +86,20 @@ fn every_recorded_binary_head_decodes_as_recorded() {
             }
             (3, Ok(BinaryFrame::Text { node_id, .. })) => assert_eq!(node_id, decoded["node_id"].as_str().unwrap()),
             // The metadata JSON runs past the recorded head, so only its length prefix can be checked here.
-            (4, _) => assert_eq!(u32::from_be_bytes(head[4..8].try_into().unwrap()) as u64, decoded["metadata_len"]),
+            (4, _) => assert_eq!(
+                u32::from_be_bytes(head[4..8].try_into().unwrap()) as u64,
+                decoded["metadata_len"]
+            ),
             (e, other) => panic!("{file}: event {e} decoded as {other:?}"),
         }
     }
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -128,5 +134,8 @@ fn random_and_hostile_input_never_panics() {
     let huge = vec![0u8; 20 << 20];
     let mut frame = vec![0, 0, 0, 1, 0, 0, 0, 2];
     frame.extend_from_slice(&huge);
-    assert!(matches!(BinaryFrame::parse(frame.into()), Ok(BinaryFrame::Preview { mime: "image/png", .. })));
+    assert!(matches!(
+        BinaryFrame::parse(frame.into()),
+        Ok(BinaryFrame::Preview { mime: "image/png", .. })
+    ));
 }

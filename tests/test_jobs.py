@@ -231,3 +231,37 @@ def test_the_client_chosen_id_is_the_servers_prompt_id(hub, server):
     history = server.get(f"/history/{job.id}")
     assert job.id in history, "the job id was sent as ComfyUI's prompt_id"
     assert history[job.id]["status"]["status_str"] == "success"
+
+
+def test_upload_an_image_and_load_it(hub, server, tmp_path):
+    name = connect(hub, server)
+    first = hub.submit(name, invert_prompt())
+    png = Path(collect(hub, [first.id]).terminal(first.id).paths[0])
+    uploaded = hub.upload_image(name, str(png))
+    assert uploaded.endswith(".png")
+    again = hub.upload_image(name, png.read_bytes(), name=uploaded)
+    assert again == uploaded, "identical bytes are deduplicated by the server"
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": uploaded}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "dl_test/roundtrip"}},
+    }
+    job = hub.submit(name, prompt)
+    done = collect(hub, [job.id]).terminal(job.id)
+    assert done.type == "job_completed" and Path(done.paths[0]).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(errors.DirectorLinkError):
+        hub.upload_image(name, str(tmp_path / "missing.png"))
+
+
+def test_object_info_is_fetched_once_and_cached(hub, server):
+    name = connect(hub, server)
+    info = hub.object_info(name)
+    assert info["EmptyImage"]["input"]["required"]["width"][0] == "INT"
+    assert "AcceptanceProgress" in info
+    assert hub.object_info(name) == info
+    if server.sim is not None:
+        fetches = [r for r in server.sim.requests() if r["path"].removeprefix("/api") == "/object_info"]
+        assert len(fetches) == 1, "the second call was served from the cache"
+        hub.object_info(name, refresh=True)
+        fetches = [r for r in server.sim.requests() if r["path"].removeprefix("/api") == "/object_info"]
+        assert len(fetches) == 2

@@ -156,6 +156,18 @@ class Hub:
         unknown).
         """
 
+    def object_info(self, service: str, refresh: bool = False) -> dict[str, Any]:
+        """The server's node schemas (``GET /object_info``) as a dict, cached per service.
+
+        ``refresh=True`` re-reads them. Blocks (without the GIL) on the first call.
+        """
+
+    def upload_image(self, service: str, image: _StrPath | bytes, name: str | None = None) -> str:
+        """Uploads an image into the server's input folder; returns the name for a ``LoadImage`` node.
+
+        ``image`` is a path, or bytes together with ``name``. Blocks without the GIL.
+        """
+
     def close(self) -> None:
         """Stops every background task and thread. Idempotent."""
 

@@ -87,7 +87,7 @@ impl Hub {
         if let Some(dir) = output_dir {
             config.output_dir = dir;
         }
-        config.heartbeat = duration(heartbeat, "heartbeat")?.max(Duration::from_millis(50));
+        config.heartbeat = duration(heartbeat, "heartbeat")?.max(Duration::from_millis(5));
         config.connect_timeout = duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(50));
         config.event_capacity = event_capacity;
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
@@ -229,6 +229,49 @@ impl Hub {
             crate::comfy::http::CancelOutcome::Interrupting => "interrupting",
             crate::comfy::http::CancelOutcome::NotOnServer => "not_on_server",
         })
+    }
+
+    /// The server's node schemas (`GET /object_info`) as a dict, cached per service; `refresh=True` re-reads them.
+    /// Blocks (without the GIL) on the first call.
+    #[pyo3(signature = (service, refresh=false))]
+    fn object_info(&self, py: Python<'_>, service: &str, refresh: bool) -> PyResult<Py<PyAny>> {
+        let hub = self.inner.clone();
+        let service = service.to_string();
+        let info = py.detach(move || hub.object_info(&service, refresh)).py(py)?;
+        ser_to_py(py, &*info)
+    }
+
+    /// Uploads an image (a path, or bytes with `name`) into the server's input folder and returns the name to
+    /// put in a `LoadImage` node. Blocks without the GIL.
+    #[pyo3(signature = (service, image, name=None))]
+    fn upload_image(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        image: &Bound<'_, PyAny>,
+        name: Option<String>,
+    ) -> PyResult<String> {
+        let (bytes, name) = if let Ok(b) = image.cast::<pyo3::types::PyBytes>() {
+            (b.as_bytes().to_vec(), name.unwrap_or_else(|| "upload.png".into()))
+        } else {
+            let path: PathBuf = image
+                .extract()
+                .map_err(|_| PyTypeError::new_err("image must be a path or bytes"))?;
+            let bytes = std::fs::read(&path).map_err(|e| {
+                super::errors::to_pyerr(
+                    py,
+                    crate::Error::new(crate::ErrorCode::Io, format!("cannot read {}: {e}", path.display())),
+                )
+            })?;
+            let fallback = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (bytes, name.unwrap_or(fallback))
+        };
+        let hub = self.inner.clone();
+        let service = service.to_string();
+        py.detach(move || hub.upload_image(&service, &name, bytes)).py(py)
     }
 
     /// Stops every background task and thread. Idempotent.
