@@ -20,7 +20,15 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     fn not_comfyui(url: String, kind: &str, latency_ms: Option<f64>, summary: String) -> ProbeResult {
-        ProbeResult { url, kind: kind.into(), version: None, devices: Vec::new(), latency_ms, simulator: false, summary }
+        ProbeResult {
+            url,
+            kind: kind.into(),
+            version: None,
+            devices: Vec::new(),
+            latency_ms,
+            simulator: false,
+            summary,
+        }
     }
 }
 
@@ -42,7 +50,10 @@ pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration
                 n => format!("{n} devices"),
             };
             let summary = if stats.simulator {
-                format!("Director Link simulator (speaks ComfyUI {}), answered in {latency:.0} ms", stats.version)
+                format!(
+                    "Director Link simulator (speaks ComfyUI {}), answered in {latency:.0} ms",
+                    stats.version
+                )
             } else {
                 format!("ComfyUI {}, {devices}, answered in {latency:.0} ms", stats.version)
             };
@@ -69,7 +80,10 @@ pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration
             base,
             "unknown",
             None,
-            format!("no answer within {:.1} s (busy, stalled or filtered)", timeout.as_secs_f64()),
+            format!(
+                "no answer within {:.1} s (busy, stalled or filtered)",
+                timeout.as_secs_f64()
+            ),
         ),
     }
 }
@@ -85,9 +99,10 @@ pub async fn probe_all(client: reqwest::Client, urls: &[String], timeout: Durati
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
     for (t, url) in tasks.into_iter().zip(urls) {
-        out.push(t.await.unwrap_or_else(|_| {
-            ProbeResult::not_comfyui(url.clone(), "none", None, "probe did not finish".into())
-        }));
+        out.push(
+            t.await
+                .unwrap_or_else(|_| ProbeResult::not_comfyui(url.clone(), "none", None, "probe did not finish".into())),
+        );
     }
     out
 }

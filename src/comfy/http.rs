@@ -100,7 +100,10 @@ impl ComfyHttp {
         let stats: super::protocol::SystemStatsBody = serde_json::from_value(v).map_err(|_| {
             Error::new(
                 ErrorCode::WrongService,
-                format!("something answers at {}, but it is not ComfyUI (no system stats)", self.endpoint),
+                format!(
+                    "something answers at {}, but it is not ComfyUI (no system stats)",
+                    self.endpoint
+                ),
             )
         })?;
         Ok(SystemStats {

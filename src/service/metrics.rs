@@ -60,7 +60,10 @@ mod tests {
             w.record(f64::from(i));
         }
         let s = w.summary();
-        assert_eq!((s.p50_ms, s.p99_ms, s.last_ms, s.samples), (Some(50.0), Some(99.0), Some(100.0), 100));
+        assert_eq!(
+            (s.p50_ms, s.p99_ms, s.last_ms, s.samples),
+            (Some(50.0), Some(99.0), Some(100.0), 100)
+        );
         for _ in 0..WINDOW {
             w.record(1.0);
         }
