@@ -133,3 +133,23 @@ def test_cancel_command_removes_a_queued_job(server, tmp_path):
     running = [item[1] for item in server.get("/queue")["queue_running"]]
     assert running == [blocker], "the running job was not touched"
     server.post("/interrupt", {"prompt_id": blocker})
+
+
+def test_watch_shows_the_servers_events(server):
+    import threading
+    import time
+
+    def other_client():
+        time.sleep(1.0)
+        server.post("/prompt", {"prompt": slow_prompt(seconds=0.5), "client_id": "someone-else"})
+
+    t = threading.Thread(target=other_client)
+    t.start()
+    res = cli("watch", "--server", server.url, "--duration", "4", "--json")
+    t.join()
+    assert res.returncode == 0, res.stdout + res.stderr
+    events = json_lines(res.stdout)
+    states = [e["state"] for e in events if e["type"] == "service_state_changed"]
+    assert "connected" in states
+    queue = [e["queue_remaining"] for e in events if e["type"] == "queue_changed"]
+    assert 1 in queue, f"the other client's prompt showed in the queue: {queue}"
