@@ -5,7 +5,7 @@ use crate::comfy::service::{ComfyConfig, ComfyService, Command};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{Event, JobState, QueueStats};
-use crate::service::{BackoffPolicy, ServiceSnapshot, ServiceStatus};
+use crate::service::{BackoffPolicy, BreakerPolicy, ServiceSnapshot, ServiceStatus};
 use crate::tracker::{JobSnapshot, Shared, DEFAULT_FINISHED_CAP};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -27,6 +27,9 @@ pub struct HubConfig {
     pub worker_threads: usize,
     pub heartbeat: Duration,
     pub backoff: BackoffPolicy,
+    pub breaker: BreakerPolicy,
+    /// How often jobs are checked over HTTP while a WebSocket cannot be opened.
+    pub poll_interval: Duration,
     pub connect_timeout: Duration,
     /// Finished jobs remembered for `snapshot()`/`wait()`.
     pub finished_jobs: usize,
@@ -40,6 +43,8 @@ impl Default for HubConfig {
             worker_threads: 2,
             heartbeat: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            poll_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
             finished_jobs: DEFAULT_FINISHED_CAP,
         }
@@ -63,6 +68,13 @@ struct ServiceHandle {
     http: ComfyHttp,
     /// `/object_info` is ~0.5 MB and changes only when nodes are installed: fetched once, refreshed on request.
     object_info: Arc<Mutex<Option<Arc<Value>>>>,
+}
+
+/// Per-service choices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceOptions {
+    /// When a server restart loses a job, send it again automatically instead of failing it `server_restarted`.
+    pub resubmit_on_restart: bool,
 }
 
 /// What `add_service` understood.
@@ -137,6 +149,18 @@ impl Hub {
         name: Option<&str>,
         token: Option<String>,
     ) -> Result<ServiceAdded> {
+        self.add_service_with(kind, url, name, token, ServiceOptions::default())
+    }
+
+    /// `add_service` with per-service options.
+    pub fn add_service_with(
+        &self,
+        kind: &str,
+        url: &str,
+        name: Option<&str>,
+        token: Option<String>,
+        options: ServiceOptions,
+    ) -> Result<ServiceAdded> {
         self.ensure_open()?;
         let kind = kind.trim().to_ascii_lowercase();
         if !KINDS.contains(&kind.as_str()) {
@@ -165,7 +189,8 @@ impl Hub {
         let client_id = format!("director-link-{}", uuid::Uuid::new_v4().simple());
         let status = Arc::new(ServiceStatus::new(&name, &kind, endpoint.base(), &client_id));
         let (tx, rx) = mpsc::unbounded_channel();
-        let http = ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone());
+        let http = ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone())
+            .with_latency(status.http_latency_window());
         let actor = ComfyService::new(
             &name,
             http.clone(),
@@ -175,6 +200,9 @@ impl Hub {
             ComfyConfig {
                 heartbeat: self.config.heartbeat,
                 backoff: self.config.backoff.clone(),
+                breaker: self.config.breaker.clone(),
+                poll_interval: self.config.poll_interval,
+                resubmit_on_restart: options.resubmit_on_restart,
                 output_dir: self.config.output_dir.clone(),
                 connect_timeout: self.config.connect_timeout,
             },
@@ -234,6 +262,20 @@ impl Hub {
     pub fn submit(&self, service: &str, prompt: Value, tag: Option<String>) -> Result<String> {
         self.ensure_open()?;
         check_prompt(&prompt)?;
+        self.submit_checked(service, Arc::new(prompt), tag)
+    }
+
+    /// Submits a finished job's workflow again as a new job (same service, tag and parameters).
+    pub fn resubmit(&self, job_id: &str) -> Result<String> {
+        self.ensure_open()?;
+        let (service, tag, prompt) = self
+            .shared
+            .submission(job_id)
+            .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
+        self.submit_checked(&service, prompt, tag)
+    }
+
+    fn submit_checked(&self, service: &str, prompt: Arc<Value>, tag: Option<String>) -> Result<String> {
         let services = self.services.lock();
         let Some(handle) = services.get(service) else {
             drop(services);
@@ -244,12 +286,12 @@ impl Hub {
             .clone()
             .filter(|t| !t.trim().is_empty())
             .unwrap_or_else(|| service.to_string());
-        self.shared.register(&job_id, service, tag);
+        self.shared.register(&job_id, service, tag, prompt.clone());
         handle
             .commands
             .send(Command::Submit {
                 job_id: job_id.clone(),
-                prompt: Arc::new(prompt),
+                prompt,
                 group,
             })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;

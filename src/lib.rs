@@ -15,7 +15,7 @@ pub mod workflow;
 
 pub use error::{Error, ErrorCode};
 pub use event::{Event, EventKind};
-pub use hub::{Hub, HubConfig};
+pub use hub::{Hub, HubConfig, ServiceOptions};
 
 #[cfg(feature = "python")]
 mod py;

@@ -29,6 +29,8 @@ pub struct JobSnapshot {
 
 struct Record {
     snap: JobSnapshot,
+    /// What was submitted, for `resubmit`.
+    prompt: std::sync::Arc<Value>,
     created: Instant,
     ended: Option<Instant>,
 }
@@ -154,7 +156,7 @@ impl Shared {
     }
 
     /// Registers a new job before anything can be said about it.
-    pub fn register(&self, id: &str, service: &str, tag: Option<String>) {
+    pub fn register(&self, id: &str, service: &str, tag: Option<String>, prompt: std::sync::Arc<Value>) {
         let snap = JobSnapshot {
             id: id.to_string(),
             service: service.to_string(),
@@ -175,10 +177,18 @@ impl Shared {
             id.to_string(),
             Record {
                 snap,
+                prompt,
                 created: Instant::now(),
                 ended: None,
             },
         );
+    }
+
+    /// The service, tag and prompt a job was submitted with.
+    pub fn submission(&self, id: &str) -> Option<(String, Option<String>, std::sync::Arc<Value>)> {
+        let jobs = self.jobs.lock();
+        let rec = jobs.records.get(id)?;
+        Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.prompt.clone()))
     }
 
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.
@@ -243,7 +253,7 @@ mod tests {
     #[test]
     fn only_one_terminal_event_per_job_is_delivered() {
         let s = Shared::new(100, 10);
-        s.register("a", "svc", None);
+        s.register("a", "svc", None, Default::default());
         s.emit(EventKind::JobCancelled { job_id: "a".into() });
         s.emit(EventKind::JobFailed {
             job_id: "a".into(),
@@ -262,10 +272,10 @@ mod tests {
     #[test]
     fn finished_jobs_beyond_the_cap_are_dropped_but_live_ones_stay() {
         let s = Shared::new(100, 3);
-        s.register("live", "svc", None);
+        s.register("live", "svc", None, Default::default());
         for i in 0..10 {
             let id = format!("j{i}");
-            s.register(&id, "svc", None);
+            s.register(&id, "svc", None, Default::default());
             s.emit(EventKind::JobCancelled { job_id: id });
         }
         let ids: Vec<_> = s.jobs().into_iter().map(|j| j.id).collect();
@@ -277,7 +287,7 @@ mod tests {
     #[test]
     fn wait_returns_on_terminal_or_timeout() {
         let s = std::sync::Arc::new(Shared::new(100, 10));
-        s.register("a", "svc", None);
+        s.register("a", "svc", None, Default::default());
         let r = s.wait_terminal("a", Some(Duration::from_millis(30)), &|| false);
         assert_eq!(r.map(|j| j.state), Some(JobState::Pending));
         let s2 = s.clone();

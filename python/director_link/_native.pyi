@@ -74,14 +74,15 @@ class Hub:
         event_capacity: int = 10000,
         reconnect_initial: float = 1.0,
         reconnect_max: float = 30.0,
+        poll_interval: float = 1.0,
     ) -> Self:
         """Starts the hub's background runtime.
 
         `output_dir`: where results are written (`<output_dir>/<tag or service>/<job id>/`). `heartbeat` and
         `connect_timeout` are seconds (tiny values are raised to a few milliseconds). `event_capacity`: events
         that may wait for `poll()` before progress and previews are coalesced. `reconnect_initial` /
-        `reconnect_max`: the reconnect back-off, in seconds. Raises `ValueError` for a negative or absurd number
-        of seconds.
+        `reconnect_max`: the reconnect back-off, in seconds. `poll_interval`: how often jobs are checked over
+        HTTP while a WebSocket cannot be opened. Raises `ValueError` for a negative or absurd number of seconds.
         """
 
     @property
@@ -92,11 +93,26 @@ class Hub:
     def closed(self) -> bool:
         """True once `close()` has run."""
 
-    def add_service(self, kind: str, url: str, name: str | None = None, token: str | None = None) -> str:
+    def add_service(
+        self,
+        kind: str,
+        url: str,
+        name: str | None = None,
+        token: str | None = None,
+        *,
+        resubmit_on_restart: bool = False,
+    ) -> str:
         """Adds a server and starts connecting in the background; returns its name at once.
 
         `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
-        that cannot be used.
+        that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
+        that a server restart lost is sent again automatically instead of failing with `server_restarted`.
+        """
+
+    def resubmit(self, job_id: str) -> Job:
+        """Submits a job's workflow again as a new `Job` (same service, parameters and tag).
+
+        E.g. after `server_restarted`.
         """
 
     def remove_service(self, name: str) -> None:

@@ -3,8 +3,11 @@ use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejecte
 use crate::endpoint::Endpoint;
 use crate::error::{describe_http_error, root_cause, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
+use crate::service::metrics::RttWindow;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Short calls (queue, history, interrupt) must not hang the actor when a server stalls.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -14,6 +17,8 @@ pub struct ComfyHttp {
     client: reqwest::Client,
     endpoint: Endpoint,
     token: Option<String>,
+    /// Time to response headers of every API call, for the service's link metrics.
+    latency: Arc<Mutex<RttWindow>>,
 }
 
 /// What `POST /prompt` said.
@@ -34,7 +39,22 @@ impl ComfyHttp {
             client,
             endpoint,
             token,
+            latency: Arc::new(Mutex::new(RttWindow::default())),
         }
+    }
+
+    /// Shares the latency window with the service's status, so `snapshot()` shows HTTP p50/p99.
+    pub fn with_latency(mut self, latency: Arc<Mutex<RttWindow>>) -> ComfyHttp {
+        self.latency = latency;
+        self
+    }
+
+    /// Sends and records how long the server took to answer.
+    async fn send(&self, rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+        let started = Instant::now();
+        let resp = rb.send().await?;
+        self.latency.lock().record(started.elapsed().as_secs_f64() * 1000.0);
+        Ok(resp)
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -51,9 +71,7 @@ impl ComfyHttp {
 
     async fn get_json(&self, path: &str, what: &str) -> Result<Value> {
         let resp = self
-            .request(reqwest::Method::GET, path)
-            .timeout(SHORT_TIMEOUT)
-            .send()
+            .send(self.request(reqwest::Method::GET, path).timeout(SHORT_TIMEOUT))
             .await
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
@@ -77,10 +95,11 @@ impl ComfyHttp {
 
     async fn post_json(&self, path: &str, body: &Value, what: &str) -> Result<()> {
         let resp = self
-            .request(reqwest::Method::POST, path)
-            .timeout(SHORT_TIMEOUT)
-            .json(body)
-            .send()
+            .send(
+                self.request(reqwest::Method::POST, path)
+                    .timeout(SHORT_TIMEOUT)
+                    .json(body),
+            )
             .await
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
@@ -117,10 +136,11 @@ impl ComfyHttp {
     pub async fn submit(&self, prompt: &Value, prompt_id: &str, client_id: &str) -> Result<SubmitOutcome> {
         let body = json!({ "prompt": prompt, "client_id": client_id, "prompt_id": prompt_id });
         let resp = self
-            .request(reqwest::Method::POST, "prompt")
-            .timeout(Duration::from_secs(60))
-            .json(&body)
-            .send()
+            .send(
+                self.request(reqwest::Method::POST, "prompt")
+                    .timeout(Duration::from_secs(60))
+                    .json(&body),
+            )
             .await
             .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
         let status = resp.status();
@@ -266,10 +286,11 @@ impl ComfyHttp {
         use tokio::io::AsyncWriteExt;
         let what = format!("downloading {filename}");
         let mut resp = self
-            .request(reqwest::Method::GET, "view")
-            .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
-            .timeout(Duration::from_secs(600))
-            .send()
+            .send(
+                self.request(reqwest::Method::GET, "view")
+                    .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
+                    .timeout(Duration::from_secs(600)),
+            )
             .await
             .map_err(|e| describe_http_error(e, &what))?;
         let status = resp.status();
@@ -293,10 +314,11 @@ impl ComfyHttp {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
         let form = reqwest::multipart::Form::new().part("image", part);
         let resp = self
-            .request(reqwest::Method::POST, "upload/image")
-            .multipart(form)
-            .timeout(Duration::from_secs(300))
-            .send()
+            .send(
+                self.request(reqwest::Method::POST, "upload/image")
+                    .multipart(form)
+                    .timeout(Duration::from_secs(300)),
+            )
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();

@@ -240,6 +240,28 @@ impl JobRouter {
         self.running = Some(prompt_id.to_string());
     }
 
+    /// The server's queue shows the job running (after a reconnect, or while polling over HTTP).
+    pub fn seen_running(&mut self, prompt_id: &str, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.ensure_started(prompt_id, Vec::new(), now, &mut out);
+        out
+    }
+
+    /// The server lost the job (restart): track it under a fresh prompt id, to be sent again as new.
+    pub fn restart_as(&mut self, old: &str, fresh: &str, now: Instant) -> Vec<Effect> {
+        if let Some(job) = self.jobs.get_mut(old) {
+            job.phase = Phase::Pending;
+            job.maybe_sent = false;
+            job.needs_history = false;
+            job.outputs.clear();
+            job.ui.clear();
+        }
+        if self.running.as_deref() == Some(old) {
+            self.running = None;
+        }
+        self.rekey(old, fresh, now)
+    }
+
     pub fn on_message(&mut self, msg: ServerMessage, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         if let ServerMessage::Status(s) = &msg {

@@ -8,7 +8,7 @@ use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMes
 use super::ws::{self, Socket};
 use crate::error::{ErrorCode, Result};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
-use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
+use crate::service::{Backoff, BackoffPolicy, BreakerPolicy, CircuitBreaker, ServiceStatus};
 use crate::tracker::Shared;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
@@ -23,6 +23,11 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct ComfyConfig {
     pub heartbeat: Duration,
     pub backoff: BackoffPolicy,
+    pub breaker: BreakerPolicy,
+    /// How often jobs are checked over HTTP while the WebSocket cannot be opened.
+    pub poll_interval: Duration,
+    /// After a server restart lost a job, send it again (new prompt id, same job) instead of failing it.
+    pub resubmit_on_restart: bool,
     pub output_dir: PathBuf,
     pub connect_timeout: Duration,
 }
@@ -72,7 +77,26 @@ enum Found {
 enum SessionEnd {
     Closed,
     Dropped(String),
+    /// `hub.reconnect()`: connect again at once.
+    Reconnect,
 }
+
+/// How a wait between connection attempts ended.
+enum Wake {
+    Timer,
+    Reconnect,
+    Closed,
+}
+
+/// Why a connection attempt failed: HTTP works but the WebSocket does not (a proxy without upgrade support, a
+/// blocked port) is followed over HTTP instead of waited out.
+enum ConnectError {
+    Http(crate::error::Error),
+    WebSocket(crate::error::Error),
+}
+
+/// A session shorter than this counts as a failed attempt for the circuit breaker (accept-then-close).
+const SHORT_SESSION: Duration = Duration::from_secs(2);
 
 pub struct ComfyService {
     name: String,
@@ -87,6 +111,10 @@ pub struct ComfyService {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     connected: bool,
+    /// Following jobs over HTTP because the WebSocket cannot be opened.
+    polling: bool,
+    /// Prompt ids with a reconcile request in flight (polling must not pile requests up).
+    checking: std::collections::HashSet<String>,
 }
 
 impl ComfyService {
@@ -115,6 +143,8 @@ impl ComfyService {
             internal_tx,
             internal_rx,
             connected: false,
+            polling: false,
+            checking: std::collections::HashSet::new(),
         }
     }
 
@@ -124,6 +154,7 @@ impl ComfyService {
             .bytes()
             .fold(0x9e37_79b9_7f4a_7c15u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
+        let mut breaker = CircuitBreaker::new(self.config.breaker.clone());
         let mut ever_connected = false;
         loop {
             let state = if ever_connected {
@@ -131,27 +162,59 @@ impl ComfyService {
             } else {
                 ServiceState::Connecting
             };
-            let reason = self.status.snapshot().last_error.filter(|_| ever_connected);
-            self.status.set_state(&self.shared, state, reason);
+            if !self.polling {
+                let reason = self.status.snapshot().last_error.filter(|_| ever_connected);
+                self.status.set_state(&self.shared, state, reason);
+            }
+            let mut reconnect_now = false;
             match self.connect().await {
                 Ok(socket) => {
                     ever_connected = true;
-                    backoff.on_connected(Instant::now());
+                    self.polling = false;
+                    let began = Instant::now();
+                    backoff.on_connected(began);
                     let end = self.session(socket).await;
-                    backoff.on_disconnected(Instant::now());
+                    let now = Instant::now();
+                    backoff.on_disconnected(now);
                     self.connected = false;
                     self.router.mark_disconnected();
+                    if now.duration_since(began) < SHORT_SESSION {
+                        breaker.record_failure(now);
+                    } else {
+                        breaker.record_success();
+                    }
                     match end {
                         SessionEnd::Closed => break,
+                        SessionEnd::Reconnect => reconnect_now = true,
                         SessionEnd::Dropped(why) => {
                             log::warn!("{}: connection lost: {why}", self.name);
-                            self.status.record_error(&why);
+                            self.status.record_drop(&why);
                         }
                     }
                 }
-                Err(e) => {
-                    log::info!("{}: cannot connect: {e}", self.name);
+                Err(ConnectError::WebSocket(e)) => {
+                    // HTTP answers, so jobs can still be followed by polling while the socket is retried.
+                    log::info!("{}: WebSocket unavailable, following jobs over HTTP: {e}", self.name);
                     self.status.record_error(&e.message);
+                    breaker.record_failure(Instant::now());
+                    if !self.polling {
+                        self.polling = true;
+                        self.resync();
+                    }
+                    self.status.set_state(
+                        &self.shared,
+                        ServiceState::Polling,
+                        Some(format!(
+                            "{}; following jobs over HTTP until the WebSocket works",
+                            e.message
+                        )),
+                    );
+                }
+                Err(ConnectError::Http(e)) => {
+                    log::info!("{}: cannot connect: {e}", self.name);
+                    self.polling = false;
+                    self.status.record_error(&e.message);
+                    breaker.record_failure(Instant::now());
                     let state = if ever_connected {
                         ServiceState::Reconnecting
                     } else {
@@ -160,19 +223,42 @@ impl ComfyService {
                     self.status.set_state(&self.shared, state, Some(e.message.clone()));
                 }
             }
-            let delay = backoff.next_delay();
-            if !self.wait_offline(delay).await {
-                break;
+            let now = Instant::now();
+            let delay = if reconnect_now {
+                Duration::ZERO
+            } else if let Some(until) = breaker.open_until(now) {
+                let wait = until.duration_since(now);
+                let last = self.status.snapshot().last_error.unwrap_or_default();
+                self.status.set_state(
+                    &self.shared,
+                    ServiceState::CircuitOpen,
+                    Some(format!(
+                        "the server keeps failing or dropping us ({} times within a minute; last: {last}); \
+                         next try in {:.0} s, or reconnect now",
+                        breaker.recent_failures(),
+                        wait.as_secs_f64()
+                    )),
+                );
+                wait
+            } else {
+                backoff.next_delay()
+            };
+            self.status.set_next_attempt((!delay.is_zero()).then_some(delay));
+            match self.wait_offline(delay).await {
+                Wake::Closed => break,
+                Wake::Reconnect => {
+                    breaker.reset();
+                    backoff.reset();
+                }
+                Wake::Timer => {}
             }
-            if backoff.attempts() > 0 && self.status.state() == ServiceState::Connected {
-                backoff.reset();
-            }
+            self.status.set_next_attempt(None);
         }
         self.status.set_state(&self.shared, ServiceState::Closed, None);
     }
 
-    async fn connect(&mut self) -> Result<Socket> {
-        let stats = self.http.system_stats().await?;
+    async fn connect(&mut self) -> Result<Socket, ConnectError> {
+        let stats = self.http.system_stats().await.map_err(ConnectError::Http)?;
         self.status.set_version(stats.version, stats.devices);
         ws::open(
             self.http.endpoint(),
@@ -181,21 +267,35 @@ impl ComfyService {
             self.config.connect_timeout,
         )
         .await
+        .map_err(ConnectError::WebSocket)
     }
 
-    /// Serves commands and task reports while disconnected; returns false when the hub closed.
-    async fn wait_offline(&mut self, delay: Duration) -> bool {
+    /// Serves commands and task reports while disconnected (polling jobs over HTTP in polling mode).
+    async fn wait_offline(&mut self, delay: Duration) -> Wake {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = &mut sleep => return true,
+                _ = &mut sleep => return Wake::Timer,
                 cmd = self.commands.recv() => match cmd {
-                    None => return false,
-                    Some(Command::Reconnect) => return true,
+                    None => return Wake::Closed,
+                    Some(Command::Reconnect) => return Wake::Reconnect,
                     Some(cmd) => self.on_command(cmd),
                 },
                 Some(report) = self.internal_rx.recv() => self.on_internal(report),
+                _ = poll.tick(), if self.polling => self.poll_jobs(),
+            }
+        }
+    }
+
+    /// Polling mode: ask the server about every job we follow (one request chain per job at a time).
+    fn poll_jobs(&mut self) {
+        for prompt_id in self.router.prompt_ids() {
+            let phase = self.router.get(&prompt_id).map(|j| j.phase);
+            if matches!(phase, Some(Phase::Queued | Phase::Running)) && !self.checking.contains(&prompt_id) {
+                self.reconcile(&prompt_id);
             }
         }
     }
@@ -257,12 +357,14 @@ impl ComfyService {
                 }
                 cmd = self.commands.recv() => match cmd {
                     None => break SessionEnd::Closed,
-                    Some(Command::Reconnect) => break SessionEnd::Dropped("reconnect requested".into()),
+                    Some(Command::Reconnect) => break SessionEnd::Reconnect,
                     Some(cmd) => self.on_command(cmd),
                 },
                 Some(report) = self.internal_rx.recv() => self.on_internal(report),
                 _ = ping.tick() => {
-                    if last_rx.elapsed() > heartbeat * 2 {
+                    // The previous ping got no pong within an interval and nothing else arrived: the peer is gone
+                    // (or stalled with TCP open). Detected within two intervals.
+                    if ping_sent.is_some() && last_rx.elapsed() >= heartbeat {
                         break SessionEnd::Dropped(format!(
                             "the server stopped answering (nothing for {:.0} s); it may be stalled", last_rx.elapsed().as_secs_f64()));
                     }
@@ -293,7 +395,7 @@ impl ComfyService {
             Command::Submit { job_id, prompt, group } => {
                 let job = ActiveJob::new(&job_id, prompt, &group, Instant::now());
                 self.router.track(job);
-                if self.connected {
+                if self.connected || self.polling {
                     self.send_prompt(&job_id);
                 } else {
                     self.shared.emit(EventKind::JobQueued {
@@ -355,7 +457,7 @@ impl ComfyService {
                     job.cancel_requested = true;
                 }
                 // A prompt whose POST is still out is cancelled when its answer arrives.
-                if !submitting && self.connected {
+                if !submitting && (self.connected || self.polling) {
                     self.check_cancel(&prompt_id);
                 }
             }
@@ -386,7 +488,8 @@ impl ComfyService {
         }
     }
 
-    fn reconcile(&self, prompt_id: &str) {
+    fn reconcile(&mut self, prompt_id: &str) {
+        self.checking.insert(prompt_id.to_string());
         let http = self.http.clone();
         let id = prompt_id.to_string();
         self.spawn(async move {
@@ -499,7 +602,7 @@ impl ComfyService {
                         "{}: submission not confirmed ({e}); will check after reconnecting",
                         self.name
                     );
-                    if self.connected {
+                    if self.connected || self.polling {
                         self.reconcile(&prompt_id);
                     }
                 }
@@ -546,6 +649,7 @@ impl ComfyService {
                 }
             },
             Internal::Reconciled { prompt_id, result } => {
+                self.checking.remove(&prompt_id);
                 let Some(job) = self.router.get(&prompt_id) else { return };
                 if job.phase == Phase::Finishing {
                     return;
@@ -558,11 +662,10 @@ impl ComfyService {
                     Ok(Found::Running) => {
                         if let Some(job) = self.router.get_mut(&prompt_id) {
                             job.maybe_sent = false;
-                            job.phase = Phase::Running;
                         }
-                        if let Some(ev) = self.router.announce_queued(&prompt_id, Some(0), Vec::new()) {
-                            self.shared.emit(ev);
-                        }
+                        // It may have started while we were not listening: announce what was missed.
+                        let effects = self.router.seen_running(&prompt_id, now);
+                        self.apply(effects);
                         if self.router.get(&prompt_id).is_some_and(|j| j.cancel_requested) {
                             self.check_cancel(&prompt_id);
                         }
@@ -587,6 +690,15 @@ impl ComfyService {
                                 job.maybe_sent = false;
                             }
                             self.send_prompt(&prompt_id);
+                        } else if self.config.resubmit_on_restart && !job.cancel_requested {
+                            let fresh = uuid::Uuid::new_v4().to_string();
+                            log::info!(
+                                "{}: the server lost {prompt_id} (restart?); sending it again as {fresh}",
+                                self.name
+                            );
+                            let effects = self.router.restart_as(&prompt_id, &fresh, now);
+                            self.apply(effects);
+                            self.send_prompt(&fresh);
                         } else if let Some(job) = self.router.remove(&prompt_id) {
                             if job.cancel_requested {
                                 self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });

@@ -73,7 +73,8 @@ pub struct Hub {
 #[pymethods]
 impl Hub {
     #[new]
-    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0))]
     fn new(
         py: Python<'_>,
         output_dir: Option<PathBuf>,
@@ -82,6 +83,7 @@ impl Hub {
         event_capacity: usize,
         reconnect_initial: f64,
         reconnect_max: f64,
+        poll_interval: f64,
     ) -> PyResult<Hub> {
         let mut config = HubConfig::default();
         if let Some(dir) = output_dir {
@@ -92,6 +94,7 @@ impl Hub {
         config.event_capacity = event_capacity;
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
         config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
+        config.poll_interval = duration(poll_interval, "poll_interval")?.max(Duration::from_millis(50));
         let hub = Arc::new(py.detach(|| CoreHub::new(config)).py(py)?);
         super::logging::track(&hub);
         Ok(Hub { inner: hub })
@@ -106,8 +109,9 @@ impl Hub {
     /// Adds a server and starts connecting in the background; returns its name at once.
     ///
     /// `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
-    /// that cannot be used.
-    #[pyo3(signature = (kind, url, name=None, token=None))]
+    /// that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
+    /// that a server restart lost is sent again automatically instead of failing with `server_restarted`.
+    #[pyo3(signature = (kind, url, name=None, token=None, *, resubmit_on_restart=false))]
     fn add_service(
         &self,
         py: Python<'_>,
@@ -115,8 +119,10 @@ impl Hub {
         url: &str,
         name: Option<&str>,
         token: Option<String>,
+        resubmit_on_restart: bool,
     ) -> PyResult<String> {
-        let added = self.inner.add_service(kind, url, name, token).py(py)?;
+        let options = crate::hub::ServiceOptions { resubmit_on_restart };
+        let added = self.inner.add_service_with(kind, url, name, token, options).py(py)?;
         log::info!("service {} at {}", added.name, added.understood);
         Ok(added.name)
     }
@@ -160,6 +166,20 @@ impl Hub {
             hub: self.inner.clone(),
             id,
             service: service.to_string(),
+            tag,
+        })
+    }
+
+    /// Submits a job's workflow again as a new `Job` (same service, parameters and tag), e.g. after
+    /// `server_restarted`.
+    fn resubmit(&self, py: Python<'_>, job_id: &str) -> PyResult<Job> {
+        let id = self.inner.resubmit(job_id).py(py)?;
+        let j = self.inner.job(&id);
+        let (service, tag) = j.map(|j| (j.service, j.tag)).unwrap_or_default();
+        Ok(Job {
+            hub: self.inner.clone(),
+            id,
+            service,
             tag,
         })
     }

@@ -1,7 +1,9 @@
 //! What every backend shares: connection status for `snapshot()`, reconnect backoff, link latency.
 pub mod backoff;
+pub mod breaker;
 pub mod metrics;
 pub mod status;
 
 pub use backoff::{Backoff, BackoffPolicy};
+pub use breaker::{BreakerPolicy, CircuitBreaker};
 pub use status::{ServiceSnapshot, ServiceStatus};

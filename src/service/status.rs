@@ -4,6 +4,8 @@ use crate::event::{now_epoch, EventKind, ServiceState};
 use crate::tracker::Shared;
 use parking_lot::Mutex;
 use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorRecord {
@@ -28,6 +30,14 @@ pub struct ServiceSnapshot {
     pub messages_received: u64,
     /// WebSocket ping → pong round trips.
     pub latency: LinkLatency,
+    /// Time to response headers of API calls.
+    pub http_latency: LinkLatency,
+    /// Connections that were lost (not closed by us).
+    pub drops: u64,
+    /// Share of the time since the service was added that the WebSocket was connected, 0–100.
+    pub uptime_percent: f64,
+    /// When the next connection attempt is due (Unix seconds), while waiting to retry.
+    pub next_attempt_at: Option<f64>,
     pub client_id: String,
 }
 
@@ -36,6 +46,26 @@ const ERROR_HISTORY: usize = 50;
 pub struct ServiceStatus {
     inner: Mutex<ServiceSnapshot>,
     rtt: Mutex<RttWindow>,
+    http_latency: Arc<Mutex<RttWindow>>,
+    uptime: Mutex<Uptime>,
+}
+
+/// Connected time, for `uptime_percent`.
+struct Uptime {
+    added: Instant,
+    connected_total: Duration,
+    connected_at: Option<Instant>,
+}
+
+impl Uptime {
+    fn percent(&self, now: Instant) -> f64 {
+        let live = self.connected_at.map(|t| now.duration_since(t)).unwrap_or_default();
+        let total = now.duration_since(self.added).as_secs_f64();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        ((self.connected_total + live).as_secs_f64() / total * 100.0).clamp(0.0, 100.0)
+    }
 }
 
 impl ServiceStatus {
@@ -56,16 +86,43 @@ impl ServiceStatus {
                 reconnects: 0,
                 messages_received: 0,
                 latency: LinkLatency::default(),
+                http_latency: LinkLatency::default(),
+                drops: 0,
+                uptime_percent: 0.0,
+                next_attempt_at: None,
                 client_id: client_id.to_string(),
             }),
             rtt: Mutex::new(RttWindow::default()),
+            http_latency: Arc::new(Mutex::new(RttWindow::default())),
+            uptime: Mutex::new(Uptime {
+                added: Instant::now(),
+                connected_total: Duration::ZERO,
+                connected_at: None,
+            }),
         }
     }
 
     pub fn snapshot(&self) -> ServiceSnapshot {
         let mut snap = self.inner.lock().clone();
         snap.latency = self.rtt.lock().summary();
+        snap.http_latency = self.http_latency.lock().summary();
+        snap.uptime_percent = self.uptime.lock().percent(Instant::now());
         snap
+    }
+
+    /// The window the service's HTTP client records into.
+    pub fn http_latency_window(&self) -> Arc<Mutex<RttWindow>> {
+        self.http_latency.clone()
+    }
+
+    /// A connection was lost: counted, and kept in the error history.
+    pub fn record_drop(&self, why: &str) {
+        self.inner.lock().drops += 1;
+        self.record_error(why);
+    }
+
+    pub fn set_next_attempt(&self, delay: Option<Duration>) {
+        self.inner.lock().next_attempt_at = delay.map(|d| now_epoch() + d.as_secs_f64());
     }
 
     pub fn record_rtt(&self, rtt: std::time::Duration) {
@@ -83,6 +140,17 @@ impl ServiceStatus {
             return;
         }
         let previous = s.state;
+        {
+            let mut up = self.uptime.lock();
+            let now = Instant::now();
+            if state == ServiceState::Connected && up.connected_at.is_none() {
+                up.connected_at = Some(now);
+            } else if state != ServiceState::Connected {
+                if let Some(t) = up.connected_at.take() {
+                    up.connected_total += now.duration_since(t);
+                }
+            }
+        }
         if state == ServiceState::Connected {
             s.connected_since = Some(now_epoch());
             if previous == ServiceState::Reconnecting {
