@@ -135,8 +135,10 @@ def _drive(hub: Hub, job, printer: _Printer, timeout: float | None) -> int:
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            printer.line(f"timed out after {timeout:.0f} s; the job goes on on the server (cancel it with "
-                         f"director-link cancel {job.id})")
+            printer.line(
+                f"timed out after {timeout:.0f} s; the job goes on on the server (cancel it with "
+                f"director-link cancel {job.id})"
+            )
             return EXIT_TIMEOUT
         hub.wait_for_events(0.2 if remaining is None else min(0.2, remaining))
         for ev in hub.poll():
@@ -163,8 +165,10 @@ def cmd_doctor(args) -> int:
         mark = {"comfyui": "OK ", "unknown": "?? ", "none": " - "}.get(r["kind"], "   ")
         print(f"  {mark} {r['url']:<28} {r['summary']}")
     if not any(r["kind"] == "comfyui" for r in results):
-        print("\nNo ComfyUI answered. Start one with `python main.py` in your ComfyUI folder (it listens on "
-              "127.0.0.1:8188), or try `director-link demo`, which uses the built-in simulator.")
+        print(
+            "\nNo ComfyUI answered. Start one with `python main.py` in your ComfyUI folder (it listens on "
+            "127.0.0.1:8188), or try `director-link demo`, which uses the built-in simulator."
+        )
     return EXIT_OK
 
 
@@ -213,15 +217,32 @@ def cmd_watch(args) -> int:
                 for ev in hub.poll():
                     printer.event(ev)
             snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
-            if not args.json:
-                print(f"{name}: {snap['state']}, queue {snap['queue_remaining']}, "
-                      f"{snap['messages_received']} messages, {snap['reconnects']} reconnects")
+            if args.json:
+                print(json.dumps({"type": "link_metrics", **snap}, default=str))
+            else:
+                print(_metrics_line(snap))
     except KeyboardInterrupt:
         return EXIT_OK
     except errors.InvalidUrlError as e:
         print(f"error [{e.code}]: {e}")
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _ms(latency: dict) -> str:
+    if not latency.get("samples"):
+        return "n/a"
+    return f"p50 {latency['p50_ms']:.1f} ms / p99 {latency['p99_ms']:.1f} ms"
+
+
+def _metrics_line(snap: dict) -> str:
+    """One line of link health, as `watch` ends with."""
+    return (
+        f"{snap['name']}: {snap['state']}, queue {snap['queue_remaining']}, up {snap['uptime_percent']:.0f}%, "
+        f"ping {_ms(snap['latency'])}, http {_ms(snap['http_latency'])}, {snap['messages_received']} messages, "
+        f"{snap['reconnects']} reconnects, {snap['drops']} drops"
+        + (f", last error: {snap['last_error']}" if snap["last_error"] else "")
+    )
 
 
 def cmd_cancel(args) -> int:
@@ -235,9 +256,13 @@ def cmd_cancel(args) -> int:
     except errors.ServiceError as e:
         print(f"cannot reach the server: {e}")
         return EXIT_CONNECT
-    print({"removed": f"removed {args.job_id} from the queue",
-           "interrupting": f"interrupting {args.job_id}",
-           "not_on_server": f"{args.job_id} is neither queued nor running"}[outcome])
+    print(
+        {
+            "removed": f"removed {args.job_id} from the queue",
+            "interrupting": f"interrupting {args.job_id}",
+            "not_on_server": f"{args.job_id} is neither queued nor running",
+        }[outcome]
+    )
     return EXIT_OK
 
 
