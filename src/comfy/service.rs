@@ -167,6 +167,7 @@ impl ComfyService {
                 self.status.set_state(&self.shared, state, reason);
             }
             let mut reconnect_now = false;
+            self.status.count_attempt();
             match self.connect().await {
                 Ok(socket) => {
                     ever_connected = true;

@@ -34,6 +34,8 @@ pub struct ServiceSnapshot {
     pub http_latency: LinkLatency,
     /// Connections that were lost (not closed by us).
     pub drops: u64,
+    /// Connection attempts made, in all.
+    pub connect_attempts: u64,
     /// Share of the time since the service was added that the WebSocket was connected, 0–100.
     pub uptime_percent: f64,
     /// When the next connection attempt is due (Unix seconds), while waiting to retry.
@@ -88,6 +90,7 @@ impl ServiceStatus {
                 latency: LinkLatency::default(),
                 http_latency: LinkLatency::default(),
                 drops: 0,
+                connect_attempts: 0,
                 uptime_percent: 0.0,
                 next_attempt_at: None,
                 client_id: client_id.to_string(),
@@ -119,6 +122,10 @@ impl ServiceStatus {
     pub fn record_drop(&self, why: &str) {
         self.inner.lock().drops += 1;
         self.record_error(why);
+    }
+
+    pub fn count_attempt(&self) {
+        self.inner.lock().connect_attempts += 1;
     }
 
     pub fn set_next_attempt(&self, delay: Option<Duration>) {
