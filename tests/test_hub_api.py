@@ -26,7 +26,8 @@ def free_port() -> int:
         ("127.0.0.1:8188", "comfyui"),
         ("http://127.0.0.1:8188/", "comfyui"),
         ("localhost:8190", "comfyui@localhost:8190"),
-        ("https://comfy.example.test/base/path/", "comfyui@comfy.example.test:443"),
+        # TLS and a base path behind a reverse proxy (loopback only: tests never leave this machine).
+        ("https://127.0.0.2/base/path/", "comfyui@127.0.0.2:443"),
     ],
 )
 def test_add_service_understands_address_forms(hub, url, expected_name):
