@@ -12,7 +12,6 @@ from pathlib import Path
 
 import director_link
 import pytest
-from director_link.testing import ComfySimulator
 
 REAL_URL = os.environ.get("DIRECTOR_LINK_COMFYUI_URL", "").strip()
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +39,7 @@ class Server:
     """The ComfyUI a test talks to; ``sim`` is None for a real server."""
 
     url: str
-    sim: ComfySimulator | None = None
+    sim: object | None = None  # director_link.testing.ComfySimulator
     scale: float = 1.0
 
     def get(self, path: str):
@@ -60,6 +59,8 @@ class Server:
 
 
 def _start_sim() -> Server:
+    from director_link.testing import ComfySimulator
+
     sim = ComfySimulator(time_scale=TIME_SCALE)
     return Server(sim.url, sim, TIME_SCALE)
 

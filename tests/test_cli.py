@@ -94,6 +94,10 @@ def test_timeout_exits_5(server, tmp_path):
               "--out", str(tmp_path / "o"))  # fmt: skip
     assert res.returncode == 5, res.stdout + res.stderr
     assert "timed out" in res.stdout
+    # The job goes on on the server, and the message says how to stop it: do that, so it frees the server.
+    job_id = res.stdout.split("director-link cancel ")[1].split()[0].rstrip(")")
+    stop = cli("cancel", job_id, "--server", server.url)
+    assert stop.returncode == 0 and "interrupting" in stop.stdout, stop.stdout
 
 
 def test_doctor_with_nothing_running_says_so_and_exits_0():

@@ -119,6 +119,8 @@ def test_close_stops_every_thread_and_is_idempotent():
     with pytest.raises(errors.HubClosed) as closed:
         hub.add_service("comfyui", "127.0.0.1:8188")
     assert closed.value.code == "hub_closed"
+    leftover = hub.poll()  # events queued before close() are still handed over, once
+    assert all(e.type == "service_state_changed" for e in leftover)
     assert hub.poll() == []
 
 

@@ -176,9 +176,10 @@ def test_two_concurrent_jobs_on_one_service(hub, server):
         assert got.terminal(job.id).type == "job_completed"
     queued_b = next(e for e in got.of(b.id) if e.type == "job_queued")
     assert queued_b.position in (0, 1)
-    # One prompt runs at a time: b starts after a ended.
+    # One prompt runs at a time, in submission order: b starts after a's last node ran (a's JobCompleted may come
+    # later, once its file is downloaded).
     order = [(e.job, e.type) for e in got.events if e.job in (a.id, b.id)]
-    assert order.index((a.id, "job_completed")) < order.index((b.id, "job_started"))
+    assert order.index((a.id, "node_output")) < order.index((b.id, "job_started"))
 
 
 def test_two_jobs_on_two_services(hub, server, second_server):

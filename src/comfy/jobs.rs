@@ -114,11 +114,19 @@ pub struct JobRouter {
     jobs: HashMap<String, ActiveJob>,
     /// The prompt the server is running for our client, for frames without a prompt id.
     running: Option<String>,
-    /// Messages for prompt ids we do not know yet (an old server that ignored our id), replayed once mapped.
-    orphans: Vec<(String, ServerMessage)>,
+    /// The message stream, paused while a POST answer is awaited for a prompt the server already talks about
+    /// (or, on an old server that ignores our ids, for a prompt id we cannot place yet). Replayed in order.
+    held: std::collections::VecDeque<Held>,
 }
 
-const MAX_ORPHANS: usize = 512;
+#[derive(Debug)]
+enum Held {
+    Text(ServerMessage),
+    Binary(BinaryFrame),
+}
+
+/// Beyond this many held messages, previews and progress are dropped (lifecycle messages are kept).
+const MAX_HELD: usize = 4096;
 
 impl JobRouter {
     pub fn new(service: &str) -> JobRouter {
@@ -181,15 +189,46 @@ impl JobRouter {
         };
         job.prompt_id = theirs.to_string();
         self.jobs.insert(theirs.to_string(), job);
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
-            .into_iter()
-            .partition(|(p, _)| p == theirs);
-        self.orphans = rest;
+        self.replay_held(now)
+    }
+
+    /// Moves a job to the id the server chose, without routing held-back messages yet.
+    pub fn move_job(&mut self, ours: &str, theirs: &str) {
+        if ours == theirs {
+            return;
+        }
+        if let Some(mut job) = self.jobs.remove(ours) {
+            job.prompt_id = theirs.to_string();
+            self.jobs.insert(theirs.to_string(), job);
+        }
+    }
+
+    /// Routes the messages held back while POST answers were awaited, in their original order. Messages for a
+    /// prompt whose answer is still awaited are held again (and so is everything after them).
+    pub fn replay_held(&mut self, now: Instant) -> Vec<Effect> {
+        let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
-        for (_, msg) in mine {
-            out.extend(self.on_message(msg, now));
+        for item in held {
+            match item {
+                Held::Text(msg) => out.extend(self.on_message(msg, now)),
+                Held::Binary(frame) => out.extend(self.on_binary(frame, now)),
+            }
         }
         out
+    }
+
+    fn hold(&mut self, item: Held) {
+        let lifecycle = match &item {
+            Held::Text(m) => !matches!(m, ServerMessage::Progress(_) | ServerMessage::ProgressState(_)),
+            Held::Binary(_) => false,
+        };
+        if self.held.len() < MAX_HELD || lifecycle {
+            self.held.push_back(item);
+        }
+    }
+
+    fn awaiting_answer(&self) -> bool {
+        self.jobs.values().any(|j| j.phase == Phase::Submitting)
     }
 
     /// Announces `JobQueued` once, before anything else the server says about the job.
@@ -278,15 +317,20 @@ impl JobRouter {
                 _ => return out,
             },
         };
-        if !self.jobs.contains_key(&pid) {
-            let awaiting_answer = self.jobs.values().any(|j| j.phase == Phase::Submitting);
-            if awaiting_answer && self.orphans.len() < MAX_ORPHANS {
-                self.orphans.push((pid, msg));
-            }
+        // The server can report a prompt before its POST answer reaches us: pause the stream so that JobQueued
+        // (with the answer's position and node errors) comes first and id-less frames are attributed in order.
+        let submitting = self.jobs.get(&pid).map(|j| j.phase == Phase::Submitting);
+        let unplaced = submitting.is_none() && self.awaiting_answer() && is_lifecycle(&msg);
+        if !self.held.is_empty() || submitting == Some(true) || unplaced {
+            self.hold(Held::Text(msg));
+            return out;
+        }
+        if submitting.is_none() {
             return out;
         }
         match msg {
-            ServerMessage::ExecutionStart(_) => self.ensure_started(&pid, Vec::new(), now, &mut out),
+            // JobStarted waits for `execution_cached`, which follows at once and says which nodes are cached.
+            ServerMessage::ExecutionStart(_) => self.running = Some(pid.clone()),
             ServerMessage::ExecutionCached(c) => {
                 let fresh = self.jobs.get(&pid).is_some_and(|j| j.started.is_none());
                 if fresh {
@@ -476,43 +520,50 @@ impl JobRouter {
     }
 
     /// Binary frames: previews and progress text. Id-less frames go to our running prompt.
-    pub fn on_binary(&mut self, frame: BinaryFrame) -> Vec<Effect> {
+    pub fn on_binary(&mut self, frame: BinaryFrame, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
-        match frame {
-            BinaryFrame::Preview { mime, image } => {
-                if let Some(job) = self.running.as_ref().and_then(|r| self.jobs.get(r)) {
-                    out.push(Effect::Emit(EventKind::Preview {
-                        job_id: job.job_id.clone(),
-                        node_id: None,
-                        mime: mime.to_string(),
-                        data: image,
-                    }));
-                }
-            }
-            BinaryFrame::PreviewWithMetadata { meta, mime, image } => {
-                let pid = meta.prompt_id.or_else(|| self.running.clone());
-                if let Some(job) = pid.as_ref().and_then(|p| self.jobs.get(p)) {
-                    out.push(Effect::Emit(EventKind::Preview {
-                        job_id: job.job_id.clone(),
-                        node_id: meta.display_node_id.or(meta.node_id),
-                        mime,
-                        data: image,
-                    }));
-                }
-            }
-            BinaryFrame::Text { node_id, text } => {
-                // Progress text is broadcast: only claim it while our prompt runs.
-                let job_id = self
-                    .running
-                    .as_ref()
-                    .and_then(|r| self.jobs.get(r))
-                    .map(|j| j.job_id.clone());
-                if job_id.is_some() {
-                    out.push(Effect::Emit(EventKind::NodeText { job_id, node_id, text }));
-                }
-            }
-            BinaryFrame::Unknown { .. } => {}
+        if !self.held.is_empty() {
+            self.hold(Held::Binary(frame));
+            return out;
         }
+        let pid = match &frame {
+            BinaryFrame::PreviewWithMetadata { meta, .. } => meta.prompt_id.clone().or_else(|| self.running.clone()),
+            // Id-less frames (legacy previews, broadcast progress text) are ours only while our prompt runs.
+            BinaryFrame::Preview { .. } | BinaryFrame::Text { .. } => self.running.clone(),
+            BinaryFrame::Unknown { .. } => None,
+        };
+        let Some(pid) = pid else { return out };
+        match self.jobs.get(&pid).map(|j| j.phase) {
+            None => return out,
+            Some(Phase::Submitting) => {
+                self.hold(Held::Binary(frame));
+                return out;
+            }
+            Some(_) => {}
+        }
+        self.ensure_started(&pid, Vec::new(), now, &mut out);
+        let Some(job) = self.jobs.get(&pid) else { return out };
+        let job_id = job.job_id.clone();
+        out.push(Effect::Emit(match frame {
+            BinaryFrame::Preview { mime, image } => EventKind::Preview {
+                job_id,
+                node_id: None,
+                mime: mime.to_string(),
+                data: image,
+            },
+            BinaryFrame::PreviewWithMetadata { meta, mime, image } => EventKind::Preview {
+                job_id,
+                node_id: meta.display_node_id.or(meta.node_id),
+                mime,
+                data: image,
+            },
+            BinaryFrame::Text { node_id, text } => EventKind::NodeText {
+                job_id: Some(job_id),
+                node_id,
+                text,
+            },
+            BinaryFrame::Unknown { .. } => return out,
+        }));
         out
     }
 }
@@ -526,7 +577,7 @@ mod tests {
         let mut r = JobRouter::new("local");
         let prompt = std::sync::Arc::new(json!({"3": {"class_type": "SaveImage", "inputs": {}}}));
         let mut j = ActiveJob::new(job, prompt, "g", Instant::now());
-        j.phase = Phase::Submitting;
+        j.phase = Phase::Queued;
         r.track(j);
         r
     }
@@ -596,17 +647,27 @@ mod tests {
         assert!(r
             .on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"other"}}"#), now)
             .is_empty());
-        let e = r.on_binary(BinaryFrame::Text {
-            node_id: "1".into(),
-            text: "x".into(),
-        });
+        let e = r.on_binary(
+            BinaryFrame::Text {
+                node_id: "1".into(),
+                text: "x".into(),
+            },
+            now,
+        );
         assert!(e.is_empty(), "no running prompt of ours: broadcast text is not ours");
         r.on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#), now);
-        let e = r.on_binary(BinaryFrame::Preview {
-            mime: "image/jpeg",
-            image: bytes::Bytes::from_static(b"x"),
-        });
-        assert_eq!(names(&e), ["preview"]);
+        let e = r.on_binary(
+            BinaryFrame::Preview {
+                mime: "image/jpeg",
+                image: bytes::Bytes::from_static(b"x"),
+            },
+            now,
+        );
+        assert_eq!(
+            names(&e),
+            ["job_queued", "job_started", "preview"],
+            "lifecycle first, then the preview"
+        );
         // The reconnect replay: executing without prompt id.
         let e = r.on_message(msg(r#"{"type":"executing","data":{"node":"3"}}"#), now);
         assert_eq!(names(&e), ["node_started"]);
@@ -648,16 +709,64 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// What the actor does with a POST answer: move to the server's id, announce, then replay held messages.
+    fn answer(r: &mut JobRouter, ours: &str, theirs: &str, now: Instant) -> Vec<Effect> {
+        r.move_job(ours, theirs);
+        let mut out: Vec<Effect> = r
+            .announce_queued(theirs, Some(0), Vec::new())
+            .map(Effect::Emit)
+            .into_iter()
+            .collect();
+        out.extend(r.replay_held(now));
+        out
+    }
+
     #[test]
     fn rekeys_when_an_old_server_ignores_our_id() {
         let mut r = router_with("ours");
+        if let Some(j) = r.get_mut("ours") {
+            j.phase = Phase::Submitting;
+        }
         let now = Instant::now();
-        assert!(r
-            .on_message(msg(r#"{"type":"execution_start","data":{"prompt_id":"theirs"}}"#), now)
-            .is_empty());
-        let e = r.rekey("ours", "theirs", now);
+        for m in [
+            r#"{"type":"execution_start","data":{"prompt_id":"theirs"}}"#,
+            r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"theirs"}}"#,
+        ] {
+            assert!(
+                r.on_message(msg(m), now).is_empty(),
+                "held until the POST answer names the id"
+            );
+        }
+        let e = answer(&mut r, "ours", "theirs", now);
         assert_eq!(names(&e), ["job_queued", "job_started"]);
         assert!(r.get("theirs").is_some());
+    }
+
+    #[test]
+    fn messages_before_the_post_answer_wait_for_job_queued() {
+        let mut r = router_with("p");
+        if let Some(j) = r.get_mut("p") {
+            j.phase = Phase::Submitting;
+        }
+        let now = Instant::now();
+        for m in [
+            r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#,
+            r#"{"type":"execution_cached","data":{"nodes":["1","2"],"prompt_id":"p"}}"#,
+            r#"{"type":"executing","data":{"node":"3","display_node":"3","prompt_id":"p"}}"#,
+        ] {
+            assert!(r.on_message(msg(m), now).is_empty());
+        }
+        let e = answer(&mut r, "p", "p", now);
+        assert_eq!(names(&e), ["job_queued", "job_started", "node_started"]);
+        let cached = e.iter().find_map(|x| match x {
+            Effect::Emit(EventKind::JobStarted { cached_nodes, .. }) => Some(cached_nodes.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            cached,
+            Some(vec!["1".to_string(), "2".to_string()]),
+            "the cached list is kept"
+        );
     }
 
     #[test]
@@ -668,4 +777,18 @@ mod tests {
         let eta = j.eta("3", 2.0, 11.0, t0 + std::time::Duration::from_secs(1));
         assert_eq!(eta.map(|e| e.round()), Some(9.0));
     }
+}
+
+/// Messages that change a job's lifecycle (as opposed to progress), worth holding for an unplaced prompt id.
+fn is_lifecycle(msg: &ServerMessage) -> bool {
+    matches!(
+        msg,
+        ServerMessage::ExecutionStart(_)
+            | ServerMessage::ExecutionCached(_)
+            | ServerMessage::Executing(_)
+            | ServerMessage::Executed(_)
+            | ServerMessage::ExecutionSuccess(_)
+            | ServerMessage::ExecutionError(_)
+            | ServerMessage::ExecutionInterrupted(_)
+    )
 }

@@ -111,6 +111,9 @@ pub struct ComfyService {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     connected: bool,
+    /// Prompts waiting to be POSTed, in submission order; one POST is in flight at a time.
+    submit_queue: std::collections::VecDeque<String>,
+    submit_in_flight: bool,
     /// Following jobs over HTTP because the WebSocket cannot be opened.
     polling: bool,
     /// Prompt ids with a reconcile request in flight (polling must not pile requests up).
@@ -143,6 +146,8 @@ impl ComfyService {
             internal_tx,
             internal_rx,
             connected: false,
+            submit_queue: std::collections::VecDeque::new(),
+            submit_in_flight: false,
             polling: false,
             checking: std::collections::HashSet::new(),
         }
@@ -332,7 +337,7 @@ impl ComfyService {
                             self.status.count_message();
                             match BinaryFrame::parse(data) {
                                 Ok(frame) => {
-                                    let effects = self.router.on_binary(frame);
+                                    let effects = self.router.on_binary(frame, Instant::now());
                                     self.apply(effects);
                                 }
                                 Err(e) => log::debug!("{}: skipped a binary frame: {}", self.name, e.0),
@@ -413,31 +418,55 @@ impl ComfyService {
         }
     }
 
+    /// Queues a prompt for POST. Prompts are posted one at a time, in submission order, so the server queues
+    /// them in the order the user submitted them.
     fn send_prompt(&mut self, prompt_id: &str) {
         let Some(job) = self.router.get_mut(prompt_id) else {
             return;
         };
         job.phase = Phase::Submitting;
-        job.maybe_sent = true;
-        let prompt = job.prompt.clone();
-        let http = self.http.clone();
-        let client_id = self.client_id.clone();
-        let id = prompt_id.to_string();
-        let want_position = self.router.len() <= 64;
-        self.spawn(async move {
-            let result = async {
-                let outcome = http.submit(&prompt, &id, &client_id).await?;
-                let position = match (&outcome, want_position) {
-                    (SubmitOutcome::Accepted { prompt_id, .. }, true) => {
-                        http.queue().await.ok().and_then(|q| q.position(prompt_id))
-                    }
-                    _ => None,
-                };
-                Ok((outcome, position))
+        if !self.submit_queue.iter().any(|p| p == prompt_id) {
+            self.submit_queue.push_back(prompt_id.to_string());
+        }
+        self.pump_submissions();
+    }
+
+    fn pump_submissions(&mut self) {
+        while !self.submit_in_flight {
+            let Some(id) = self.submit_queue.pop_front() else {
+                return;
+            };
+            let Some(job) = self.router.get_mut(&id) else { continue };
+            if job.phase != Phase::Submitting {
+                continue;
             }
-            .await;
-            Internal::Submitted { prompt_id: id, result }
-        });
+            if job.cancel_requested && !job.maybe_sent {
+                if let Some(job) = self.router.remove(&id) {
+                    self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                }
+                continue;
+            }
+            job.maybe_sent = true;
+            let prompt = job.prompt.clone();
+            let http = self.http.clone();
+            let client_id = self.client_id.clone();
+            let want_position = self.router.len() <= 64;
+            self.submit_in_flight = true;
+            self.spawn(async move {
+                let result = async {
+                    let outcome = http.submit(&prompt, &id, &client_id).await?;
+                    let position = match (&outcome, want_position) {
+                        (SubmitOutcome::Accepted { prompt_id, .. }, true) => {
+                            http.queue().await.ok().and_then(|q| q.position(prompt_id))
+                        }
+                        _ => None,
+                    };
+                    Ok((outcome, position))
+                }
+                .await;
+                Internal::Submitted { prompt_id: id, result }
+            });
+        }
     }
 
     fn cancel(&mut self, job_id: &str) {
@@ -564,50 +593,63 @@ impl ComfyService {
         });
     }
 
+    fn on_submitted(&mut self, prompt_id: String, result: Result<(SubmitOutcome, Option<u32>)>, now: Instant) {
+        match result {
+            Ok((
+                SubmitOutcome::Accepted {
+                    prompt_id: theirs,
+                    problems,
+                },
+                position,
+            )) => {
+                // Key first (no replay yet), announce JobQueued, then route what the server said meanwhile.
+                self.router.move_job(&prompt_id, &theirs);
+                let cancel = self.router.get(&theirs).is_some_and(|j| j.cancel_requested);
+                if let Some(ev) = self.router.announce_queued(&theirs, position, problems) {
+                    self.shared.emit(ev);
+                }
+                let effects = self.router.replay_held(now);
+                self.apply(effects);
+                if cancel {
+                    self.check_cancel(&theirs);
+                }
+            }
+            Ok((SubmitOutcome::Rejected(error), _)) => {
+                if let Some(job) = self.router.remove(&prompt_id) {
+                    self.shared.emit(EventKind::JobFailed {
+                        job_id: job.job_id,
+                        error,
+                    });
+                }
+            }
+            Err(e) => {
+                let never_sent = e.code == ErrorCode::ConnectionFailed && e.message.contains("could not connect");
+                if let Some(job) = self.router.get_mut(&prompt_id) {
+                    job.phase = Phase::Pending;
+                    job.maybe_sent = !never_sent;
+                }
+                // Anything the server already said about it proves it arrived.
+                let effects = self.router.replay_held(now);
+                self.apply(effects);
+                log::info!(
+                    "{}: submission not confirmed ({e}); will check after reconnecting",
+                    self.name
+                );
+                if self.connected || self.polling {
+                    self.reconcile(&prompt_id);
+                }
+            }
+        }
+    }
+
     fn on_internal(&mut self, report: Internal) {
         let now = Instant::now();
         match report {
-            Internal::Submitted { prompt_id, result } => match result {
-                Ok((
-                    SubmitOutcome::Accepted {
-                        prompt_id: theirs,
-                        problems,
-                    },
-                    position,
-                )) => {
-                    let effects = self.router.rekey(&prompt_id, &theirs, now);
-                    let cancel = self.router.get(&theirs).is_some_and(|j| j.cancel_requested);
-                    if let Some(ev) = self.router.announce_queued(&theirs, position, problems) {
-                        self.shared.emit(ev);
-                    }
-                    self.apply(effects);
-                    if cancel {
-                        self.check_cancel(&theirs);
-                    }
-                }
-                Ok((SubmitOutcome::Rejected(error), _)) => {
-                    if let Some(job) = self.router.remove(&prompt_id) {
-                        self.shared.emit(EventKind::JobFailed {
-                            job_id: job.job_id,
-                            error,
-                        });
-                    }
-                }
-                Err(e) => {
-                    let never_sent = e.code == ErrorCode::ConnectionFailed && e.message.contains("could not connect");
-                    if let Some(job) = self.router.get_mut(&prompt_id) {
-                        job.phase = Phase::Pending;
-                        job.maybe_sent = !never_sent;
-                    }
-                    log::info!(
-                        "{}: submission not confirmed ({e}); will check after reconnecting",
-                        self.name
-                    );
-                    if self.connected || self.polling {
-                        self.reconcile(&prompt_id);
-                    }
-                }
-            },
+            Internal::Submitted { prompt_id, result } => {
+                self.submit_in_flight = false;
+                self.on_submitted(prompt_id, result, now);
+                self.pump_submissions();
+            }
             Internal::Finished { prompt_id, result } => {
                 let Some(job) = self.router.remove(&prompt_id) else {
                     return;
