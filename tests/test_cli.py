@@ -95,7 +95,7 @@ def test_timeout_exits_5(server, tmp_path):
     assert res.returncode == 5, res.stdout + res.stderr
     assert "timed out" in res.stdout
     # The job goes on on the server, and the message says how to stop it: do that, so it frees the server.
-    job_id = res.stdout.split("director-link cancel ")[1].split()[0].rstrip(")")
+    job_id = res.stdout.split("director-link cancel ")[1].split()[0]
     stop = cli("cancel", job_id, "--server", server.url)
     assert stop.returncode == 0 and "interrupting" in stop.stdout, stop.stdout
 

@@ -130,14 +130,14 @@ def _wait_connected(hub: Hub, name: str, printer: _Printer, timeout: float) -> b
     return False
 
 
-def _drive(hub: Hub, job, printer: _Printer, timeout: float | None) -> int:
+def _drive(hub: Hub, job, printer: _Printer, timeout: float | None, url: str) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             printer.line(
                 f"timed out after {timeout:.0f} s; the job goes on on the server (cancel it with "
-                f"director-link cancel {job.id})"
+                f"director-link cancel {job.id} --server {url})"
             )
             return EXIT_TIMEOUT
         hub.wait_for_events(0.2 if remaining is None else min(0.2, remaining))
@@ -189,7 +189,7 @@ def _run_on(hub: Hub, url: str, workflow: dict, params: dict, args, printer: _Pr
         printer.line(f"cannot connect to {url}: {snap.get('last_error') or 'no answer'}")
         return EXIT_CONNECT
     job = hub.submit(name, workflow, params=params, tag=args.tag)
-    return _drive(hub, job, printer, args.timeout)
+    return _drive(hub, job, printer, args.timeout, url)
 
 
 def cmd_run(args) -> int:

@@ -1,0 +1,163 @@
+"""Chaos and soak runs of the ComfyUI link against two simulators on loopback.
+
+    python3 bench/chaos.py --jobs 10000            # the chaos test at scale: drops every 1–5 s, a stall, a restart
+    python3 bench/chaos.py --soak 3600             # one hour of steady load with drops; RSS sampled every minute
+
+Prints what the test suite asserts (one terminal event per job, one POST per prompt id, files on disk) plus
+throughput and the process's resident memory at the start and the end. The simulators run in this process, so
+the RSS figure includes them (and their request logs, which grow by one entry per HTTP request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import director_link
+from director_link.testing import ComfySimulator
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def prompt(prefix: str, rng: random.Random) -> dict:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": rng.randrange(1 << 24)},
+        },
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def chaos_monkey(sims, stop: threading.Event, rng: random.Random, faults: Counter, with_stall_restart: bool) -> None:
+    started = time.monotonic()
+    stalled = restarted = not with_stall_restart
+    while not stop.wait(rng.uniform(1.0, 5.0)):
+        rng.choice(sims).drop_sockets()
+        faults["drops"] += 1
+        elapsed = time.monotonic() - started
+        if not stalled and elapsed > 5:
+            sims[0].stall(2.0)
+            faults["stalls"] += 1
+            stalled = True
+        if not restarted and elapsed > 12:
+            sims[1].restart(down_seconds=2.0)
+            faults["restarts"] += 1
+            restarted = True
+
+
+def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
+    rng = random.Random(seed)
+    sims = [ComfySimulator(time_scale=0.0), ComfySimulator(time_scale=0.0)]
+    hub = director_link.Hub(output_dir=str(out), reconnect_initial=0.2, reconnect_max=2.0, heartbeat=1.0)
+    stop = threading.Event()
+    faults: Counter = Counter()
+    rss = [("start", rss_mib())]
+    terminal: Counter = Counter()
+    outcomes: Counter = Counter()
+    lifecycle: Counter = Counter()
+    submitted: dict[str, str] = {}
+    try:
+        names = [hub.add_service("comfyui", s.url, name=f"sim{i}") for i, s in enumerate(sims)]
+        monkey = threading.Thread(target=chaos_monkey, args=(sims, stop, rng, faults, soak is None), daemon=True)
+        started = time.monotonic()
+        monkey.start()
+        last_rss = started
+        deadline = started + (soak if soak else 24 * 3600)
+        limit = jobs if not soak else 10**9
+        in_flight = 0
+        while time.monotonic() < deadline and (len(submitted) < limit or in_flight):
+            # Keep a bounded number of jobs in flight, like a render farm feeding shots.
+            while in_flight < 200 and len(submitted) < limit and time.monotonic() < deadline:
+                name = names[len(submitted) % 2]
+                job = hub.submit(name, prompt(f"chaos/{name}", rng))
+                submitted[job.id] = name
+                in_flight += 1
+            hub.wait_for_events(0.05)
+            for ev in hub.poll(10_000):
+                lifecycle[ev.type] += 1
+                if ev.is_terminal:
+                    terminal[ev.job] += 1
+                    outcomes[ev.type if ev.type != "job_failed" else f"failed:{ev.code}"] += 1
+                    in_flight -= 1
+            if time.monotonic() - last_rss > 60:
+                rss.append((f"{time.monotonic() - started:.0f}s", rss_mib()))
+                last_rss = time.monotonic()
+            if soak and time.monotonic() >= deadline:
+                break
+        # Let the last jobs end (bounded).
+        settle = time.monotonic() + 120
+        while in_flight > 0 and time.monotonic() < settle:
+            hub.wait_for_events(0.1)
+            for ev in hub.poll(10_000):
+                lifecycle[ev.type] += 1
+                if ev.is_terminal:
+                    terminal[ev.job] += 1
+                    outcomes[ev.type if ev.type != "job_failed" else f"failed:{ev.code}"] += 1
+                    in_flight -= 1
+        elapsed = time.monotonic() - started
+        stop.set()
+        monkey.join(10)
+        posts: Counter = Counter()
+        for s in sims:
+            for r in s.requests():
+                if r["method"] == "POST" and r["path"].removeprefix("/api") == "/prompt":
+                    posts[(r["json"] or {}).get("prompt_id")] += 1
+        rss.append(("end", rss_mib()))
+        files = sum(1 for _ in out.rglob("*.png"))
+        return {
+            "jobs_submitted": len(submitted),
+            "seconds": round(elapsed, 1),
+            "jobs_per_second": round(len(submitted) / elapsed, 1) if elapsed else None,
+            "outcomes": dict(outcomes),
+            "jobs_without_terminal": len(set(submitted) - set(terminal)),
+            "jobs_with_two_terminals": sum(1 for n in terminal.values() if n > 1),
+            "prompts_posted_twice": sum(1 for n in posts.values() if n > 1),
+            "files_on_disk": files,
+            "faults": dict(faults),
+            "events": dict(lifecycle),
+            "rss_mib": rss,
+            "services": [
+                {k: s[k] for k in ("name", "state", "reconnects", "drops", "connect_attempts", "uptime_percent")}
+                for s in hub.snapshot()["services"]
+            ],
+        }
+    finally:
+        stop.set()
+        hub.close()
+        for s in sims:
+            s.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--soak", type=float, default=None, help="run for this many seconds instead of a job count")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", default=None, help="output directory (default: a temporary one)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dl-chaos-") as tmp:
+        out = Path(args.out or tmp)
+        report = run(args.jobs, args.soak, out, args.seed)
+    print(json.dumps(report, indent=2))
+    ok = report["jobs_without_terminal"] == 0 and report["jobs_with_two_terminals"] == 0
+    ok = ok and report["prompts_posted_twice"] == 0
+    print("PASS" if ok else "FAIL", f"({os.cpu_count()} cpus)")
+
+
+if __name__ == "__main__":
+    main()
