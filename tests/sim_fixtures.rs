@@ -30,7 +30,9 @@ fn success_prompt_body(client_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_save_image() {
-    let Some(r) = replay("success_save_image", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("success_save_image", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     // The file is really there and is the PNG /view served.
     let saved = r.sim.output_dir().join("dl_accept/success_00001_.png");
@@ -40,7 +42,10 @@ async fn success_save_image() {
     let hist = r.reply("/history/", 0).json();
     let entry = hist.as_object().unwrap().values().next().unwrap();
     assert_eq!(entry["outputs"]["3"]["images"][0]["filename"], "success_00001_.png");
-    assert_eq!(entry["prompt"][3]["extra_pnginfo"]["workflow"]["note"], "ui workflow would go here");
+    assert_eq!(
+        entry["prompt"][3]["extra_pnginfo"]["workflow"]["note"],
+        "ui workflow would go here"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,24 +64,33 @@ async fn cached_rerun() {
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
     let first = r.reply("/history/", 0).json();
-    assert_eq!(first.as_object().unwrap().values().next().unwrap()["outputs"]["3"]["images"][0]["filename"], "success_00001_.png");
+    assert_eq!(
+        first.as_object().unwrap().values().next().unwrap()["outputs"]["3"]["images"][0]["filename"],
+        "success_00001_.png"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_preview_metadata() {
-    let Some(r) = replay("progress_preview_metadata", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("progress_preview_metadata", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_legacy_preview() {
-    let Some(r) = replay("progress_legacy_preview", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("progress_legacy_preview", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execution_error() {
-    let Some(r) = replay("execution_error", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("execution_error", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     let hist = r.reply("/history/", 0).json();
     let entry = hist.as_object().unwrap().values().next().unwrap();
@@ -89,31 +103,43 @@ async fn execution_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_targeted() {
-    let Some(r) = replay("interrupt_targeted", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("interrupt_targeted", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_global() {
-    let Some(r) = replay("interrupt_global", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("interrupt_global", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_errors() {
-    let Some(r) = replay("validation_errors", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("validation_errors", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     // Beyond shapes: every error text matches the real server's (tracebacks aside).
     let mut compared = 0;
     for (req, rec, got) in &r.exchanges {
-        let (Some(want), have) = (rec.get("json"), got.json()) else { continue };
+        let (Some(want), have) = (rec.get("json"), got.json()) else {
+            continue;
+        };
         let strip = |v: &Value| -> Value {
             let mut v = v.clone();
             if let Some(m) = v.as_object_mut() {
                 m.remove("prompt_id");
                 m.remove("number");
             }
-            for errs in v["node_errors"].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            for errs in v["node_errors"]
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
                 for e in errs["errors"].as_array_mut().into_iter().flatten() {
                     if let Some(x) = e["extra_info"].as_object_mut() {
                         x.remove("traceback");
@@ -130,12 +156,23 @@ async fn validation_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_ops() {
-    let Some(r) = replay("queue_ops", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("queue_ops", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     // The pending list is the raw heap, in the same order as the real server's.
     let to_fixture: std::collections::HashMap<&String, &String> = r.ids.iter().map(|(f, o)| (o, f)).collect();
-    let (_, rec, got) = r.exchanges.iter().find(|(q, _, _)| q["url"].as_str().unwrap().ends_with("/queue") && q["method"] == "GET").unwrap();
-    let want: Vec<&str> = rec["json"]["queue_pending"].as_array().unwrap().iter().map(|i| i[1].as_str().unwrap()).collect();
+    let (_, rec, got) = r
+        .exchanges
+        .iter()
+        .find(|(q, _, _)| q["url"].as_str().unwrap().ends_with("/queue") && q["method"] == "GET")
+        .unwrap();
+    let want: Vec<&str> = rec["json"]["queue_pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[1].as_str().unwrap())
+        .collect();
     let have: Vec<String> = got.json()["queue_pending"]
         .as_array()
         .unwrap()
@@ -165,10 +202,29 @@ async fn history_ops() {
     }
     entries.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (_, id, p) in &entries {
-        if lines.iter().any(|l| l["kind"] == "http_request" && l["json"]["prompt"] == p[2]) {
+        if lines
+            .iter()
+            .any(|l| l["kind"] == "http_request" && l["json"]["prompt"] == p[2])
+        {
             continue; // submitted by the recording itself
         }
-        r.setup_prompt(id, &json!({"prompt": p[2], "extra_data": p[3]})).await;
+        let ours = r.setup_prompt(id, &json!({"prompt": p[2], "extra_data": p[3]})).await;
+        let entry = lines.iter().find_map(|l| l["json"].get(id)).unwrap();
+        if entry.to_string().contains("execution_interrupted") {
+            // It was interrupted in the recording: do the same once it runs.
+            for _ in 0..1000 {
+                if r.sim.stats().running.as_deref() == Some(ours.as_str()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            post_json(
+                &r.client,
+                &format!("{}/interrupt", r.sim.url()),
+                &json!({"prompt_id": ours}),
+            )
+            .await;
+        }
         r.wait_idle().await;
     }
     assert!(entries.len() >= 3, "the recording shows at least three history entries");
@@ -182,44 +238,58 @@ async fn history_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_prompt_id() {
-    let Some(r) = replay("client_prompt_id", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("client_prompt_id", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     assert_eq!(r.reply("/prompt", 2).json()["prompt_id"], "blender-job-42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_same_client_id() {
-    let Some(r) = replay("reconnect_same_client_id", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("reconnect_same_client_id", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_client_id_race() {
-    let Some(r) = replay("duplicate_client_id_race", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("duplicate_client_id_race", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_id_broadcast() {
-    let Some(r) = replay("no_client_id_broadcast", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("no_client_id_broadcast", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_isolation() {
-    let Some(r) = replay("two_clients_isolation", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("two_clients_isolation", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_protocol() {
-    let Some(r) = replay("ws_protocol", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("ws_protocol", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cases() {
-    let Some(r) = replay("edge_cases", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("edge_cases", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
     assert_eq!(r.reply("/prompt", 0).json()["prompt_id"], "None");
     assert_eq!(r.reply("/prompt", 1).json()["prompt_id"], "42");
@@ -232,9 +302,14 @@ async fn http_misc() {
         skip_compare: vec!["/experiment/models", "/internal/folder_paths"],
         ..ReplayOptions::default()
     };
-    let Some(r) = replay("http_misc", opts).await else { return };
+    let Some(r) = replay("http_misc", opts).await else {
+        return;
+    };
     r.assert_ok();
-    assert_eq!(r.reply("/system_stats", 0).json()["system"]["argv"], json!(["director-link-simulator"]));
+    assert_eq!(
+        r.reply("/system_stats", 0).json()["system"]["argv"],
+        json!(["director-link-simulator"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +319,10 @@ async fn view_download() {
     r.setup_prompt("setup", &success_prompt_body("nobody")).await;
     r.wait_idle().await;
     // The simulator has no WebP encoder: `preview=webp` is answered with a JPEG.
-    let opts = ReplayOptions { skip_compare: vec!["preview=webp"], ..ReplayOptions::default() };
+    let opts = ReplayOptions {
+        skip_compare: vec!["preview=webp"],
+        ..ReplayOptions::default()
+    };
     r.run(&lines, &opts).await;
     r.assert_ok();
     let rgb = r.reply("channel=rgb", 0);
@@ -258,7 +336,9 @@ async fn upload_image() {
     opts.file_bytes.insert(95, png_bytes(32, 24, [200, 10, 10], None));
     opts.file_bytes.insert(94, png_bytes(32, 24, [10, 200, 10], None));
     opts.file_bytes.insert(99, png_bytes(32, 24, [0, 0, 0], Some(128)));
-    let Some(r) = replay("upload_image", opts).await else { return };
+    let Some(r) = replay("upload_image", opts).await else {
+        return;
+    };
     r.assert_ok();
     assert_eq!(r.reply("/upload/image", 2).json()["name"], "dl_upload_c34153 (1).png");
     assert!(r.sim.input_dir().join("clipspace/clipspace-mask-c34153.png").is_file());
@@ -266,20 +346,29 @@ async fn upload_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_animated_and_ws_image() {
-    let Some(r) = replay("outputs_animated_and_ws_image", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("outputs_animated_and_ws_image", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subgraph_ids_and_partial() {
-    let Some(r) = replay("subgraph_ids_and_partial", ReplayOptions::default()).await else { return };
+    let Some(r) = replay("subgraph_ids_and_partial", ReplayOptions::default()).await else {
+        return;
+    };
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart() {
-    let opts = ReplayOptions { restart_down: 1.0, ..ReplayOptions::default() };
-    let Some(r) = replay("server_restart", opts).await else { return };
+    let opts = ReplayOptions {
+        restart_down: 1.0,
+        ..ReplayOptions::default()
+    };
+    let Some(r) = replay("server_restart", opts).await else {
+        return;
+    };
     r.assert_ok();
     assert_eq!(r.sim.stats().running, None);
 }

@@ -19,7 +19,11 @@ use tokio_tungstenite::tungstenite::Message;
 pub const SCALE: f64 = 0.2;
 
 pub fn sim() -> Simulator {
-    Simulator::start(SimConfig { time_scale: SCALE, ..SimConfig::default() }).unwrap()
+    Simulator::start(SimConfig {
+        time_scale: SCALE,
+        ..SimConfig::default()
+    })
+    .unwrap()
 }
 
 pub fn fixtures_dir() -> PathBuf {
@@ -33,11 +37,20 @@ pub fn fixture(name: &str) -> Option<Vec<Value>> {
         eprintln!("note: {} not found; skipping the fixture comparison", path.display());
         return None;
     };
-    Some(text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect())
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 pub struct HttpReply {
@@ -95,19 +108,25 @@ pub struct Ws {
 }
 
 pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().max_message_size(Some(256 << 20)).max_frame_size(Some(256 << 20))
+    WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20))
 }
 
 impl Ws {
     pub async fn connect(url: &str) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), false).await.unwrap();
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), false)
+            .await
+            .unwrap();
         let (sink, mut rx) = stream.split();
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         let task = tokio::spawn(async move {
             while let Some(m) = rx.next().await {
                 let item = match m {
-                    Ok(Message::Text(t)) => Recv::Text(serde_json::from_str(t.as_str()).unwrap_or(json!({"unparsed": t.as_str()}))),
+                    Ok(Message::Text(t)) => {
+                        Recv::Text(serde_json::from_str(t.as_str()).unwrap_or(json!({"unparsed": t.as_str()})))
+                    }
                     Ok(Message::Binary(b)) => Recv::Binary(b.to_vec()),
                     Ok(Message::Close(f)) => {
                         g.lock().await.push(Recv::Closed(f.map(|f| u16::from(f.code))));
@@ -132,7 +151,11 @@ impl Ws {
 
     /// Frames received so far, without a final `Closed`.
     pub async fn frames(&self) -> Vec<Recv> {
-        self.snapshot().await.into_iter().filter(|r| !matches!(r, Recv::Closed(_))).collect()
+        self.snapshot()
+            .await
+            .into_iter()
+            .filter(|r| !matches!(r, Recv::Closed(_)))
+            .collect()
     }
 
     pub async fn texts(&self) -> Vec<Value> {
@@ -159,16 +182,22 @@ impl Ws {
 
     /// Waits for a text message of this type (optionally for this prompt id) and returns it.
     pub async fn wait_type(&self, kind: &str, prompt_id: Option<&str>, timeout: Duration) -> Option<Value> {
-        let matches = |v: &Value| {
-            v["type"] == kind && prompt_id.is_none_or(|p| v["data"]["prompt_id"].as_str() == Some(p))
-        };
-        self.wait_for(timeout, |rs| rs.iter().any(|r| matches!(r, Recv::Text(v) if matches(v)))).await;
+        let matches =
+            |v: &Value| v["type"] == kind && prompt_id.is_none_or(|p| v["data"]["prompt_id"].as_str() == Some(p));
+        self.wait_for(timeout, |rs| {
+            rs.iter().any(|r| matches!(r, Recv::Text(v) if matches(v)))
+        })
+        .await;
         self.texts().await.into_iter().find(|v| matches(v))
     }
 
     pub async fn closed(&self, timeout: Duration) -> Option<Option<u16>> {
-        self.wait_for(timeout, |rs| rs.iter().any(|r| matches!(r, Recv::Closed(_)))).await;
-        self.snapshot().await.into_iter().find_map(|r| if let Recv::Closed(c) = r { Some(c) } else { None })
+        self.wait_for(timeout, |rs| rs.iter().any(|r| matches!(r, Recv::Closed(_))))
+            .await;
+        self.snapshot()
+            .await
+            .into_iter()
+            .find_map(|r| if let Recv::Closed(c) = r { Some(c) } else { None })
     }
 
     pub async fn send_text(&mut self, s: &str) {
@@ -239,12 +268,21 @@ pub fn signature(r: &Recv) -> String {
                 "progress" => format!("({}/{} {})", num_text(&d["value"]), num_text(&d["max"]), d["node"]),
                 "executing" | "executed" => format!("({})", d["node"]),
                 "execution_cached" => format!("({})", d["nodes"]),
-                "execution_error" | "execution_interrupted" => format!("({} {} {})", d["node_id"], d["node_type"], d["executed"]),
+                "execution_error" | "execution_interrupted" => {
+                    format!("({} {} {})", d["node_id"], d["node_type"], d["executed"])
+                }
                 "progress_state" => {
                     let nodes = d["nodes"].as_object().cloned().unwrap_or_default();
                     let parts: Vec<String> = nodes
                         .iter()
-                        .map(|(id, n)| format!("{id}:{}:{}/{}", n["state"].as_str().unwrap_or("?"), num_text(&n["value"]), num_text(&n["max"])))
+                        .map(|(id, n)| {
+                            format!(
+                                "{id}:{}:{}/{}",
+                                n["state"].as_str().unwrap_or("?"),
+                                num_text(&n["value"]),
+                                num_text(&n["max"])
+                            )
+                        })
                         .collect();
                     format!("({})", parts.join(" "))
                 }
@@ -270,15 +308,29 @@ pub fn binary_signature(b: &[u8]) -> String {
         }
         Some(3) => {
             let n = be32(b, 4).unwrap_or(0) as usize;
-            let node = b.get(8..8 + n).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
-            let text = b.get(8 + n..).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
+            let node = b
+                .get(8..8 + n)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default();
+            let text = b
+                .get(8 + n..)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default();
             format!("bin3({node}: {text:?})")
         }
         Some(4) => {
             let n = be32(b, 4).unwrap_or(0) as usize;
-            let meta: Value = b.get(8..8 + n).and_then(|s| serde_json::from_slice(s).ok()).unwrap_or(Value::Null);
+            let meta: Value = b
+                .get(8..8 + n)
+                .and_then(|s| serde_json::from_slice(s).ok())
+                .unwrap_or(Value::Null);
             let magic = b.get(8 + n..12 + n).map(hex).unwrap_or_default();
-            format!("bin4({} {} magic {magic}){}", meta["node_id"], meta["image_type"], shape(&meta))
+            format!(
+                "bin4({} {} magic {magic}){}",
+                meta["node_id"],
+                meta["image_type"],
+                shape(&meta)
+            )
         }
         other => format!("bin?({other:?})"),
     }
@@ -293,11 +345,25 @@ pub fn fixture_signature(line: &Value) -> String {
     if line["binary"] == true {
         let d = &line["decoded"];
         return match d["event_type"].as_u64() {
-            Some(1) => format!("bin1(type {}, magic {})", d["image_type"], d["image_magic_hex"].as_str().unwrap_or("")),
-            Some(3) => format!("bin3({}: {:?})", d["node_id"].as_str().unwrap_or(""), d["text"].as_str().unwrap_or("")),
+            Some(1) => format!(
+                "bin1(type {}, magic {})",
+                d["image_type"],
+                d["image_magic_hex"].as_str().unwrap_or("")
+            ),
+            Some(3) => format!(
+                "bin3({}: {:?})",
+                d["node_id"].as_str().unwrap_or(""),
+                d["text"].as_str().unwrap_or("")
+            ),
             Some(4) => {
                 let meta = &d["metadata"];
-                format!("bin4({} {} magic {}){}", meta["node_id"], meta["image_type"], d["image_magic_hex"].as_str().unwrap_or(""), shape(meta))
+                format!(
+                    "bin4({} {} magic {}){}",
+                    meta["node_id"],
+                    meta["image_type"],
+                    d["image_magic_hex"].as_str().unwrap_or(""),
+                    shape(meta)
+                )
             }
             other => format!("bin?({other:?})"),
         };
@@ -311,7 +377,11 @@ pub fn normalize_ids(v: &Value, ids: &[String]) -> Value {
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, x) in m {
-                let key = if ids.contains(k) { "<prompt_id>".to_string() } else { k.clone() };
+                let key = if ids.contains(k) {
+                    "<prompt_id>".to_string()
+                } else {
+                    k.clone()
+                };
                 out.insert(key, normalize_ids(x, ids));
             }
             Value::Object(out)
@@ -340,6 +410,8 @@ pub struct Replay {
     pub client: reqwest::Client,
     /// fixture prompt id → simulator prompt id
     pub ids: HashMap<String, String>,
+    /// fixture output file name → simulator file name (random temp prefixes differ)
+    pub names: HashMap<String, String>,
     /// every (fixture, simulator) HTTP exchange in order: (request line, fixture response, our reply)
     pub exchanges: Vec<(Value, Value, HttpReply)>,
     pub streams: HashMap<String, Ws>,
@@ -348,7 +420,15 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(sim: Simulator) -> Replay {
-        Replay { sim, client: http_client(), ids: HashMap::new(), exchanges: Vec::new(), streams: HashMap::new(), problems: Vec::new() }
+        Replay {
+            sim,
+            client: http_client(),
+            ids: HashMap::new(),
+            names: HashMap::new(),
+            exchanges: Vec::new(),
+            streams: HashMap::new(),
+            problems: Vec::new(),
+        }
     }
 
     fn local_url(&self, url: &str) -> String {
@@ -360,7 +440,7 @@ impl Replay {
 
     fn subst_str(&self, s: &str) -> String {
         let mut out = s.to_string();
-        for (f, ours) in &self.ids {
+        for (f, ours) in self.ids.iter().chain(self.names.iter()) {
             if f != ours {
                 out = out.replace(f, ours);
             }
@@ -374,6 +454,32 @@ impl Replay {
             Value::Array(a) => Value::Array(a.iter().map(|x| self.subst(x)).collect()),
             Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), self.subst(x))).collect()),
             other => other.clone(),
+        }
+    }
+
+    /// Pairs `filename` values found at the same place in a recorded and a simulator answer.
+    fn learn_names(&mut self, rec: &Value, ours: &Value) {
+        match (rec, ours) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in a {
+                    let ours_key = self.ids.get(k).cloned().unwrap_or_else(|| k.clone());
+                    if let Some(w) = b.get(&ours_key) {
+                        if k == "filename" {
+                            if let (Some(x), Some(y)) = (v.as_str(), w.as_str()) {
+                                self.names.insert(x.to_string(), y.to_string());
+                            }
+                        } else {
+                            self.learn_names(v, w);
+                        }
+                    }
+                }
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                for (v, w) in a.iter().zip(b) {
+                    self.learn_names(v, w);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -408,7 +514,9 @@ impl Replay {
             }
         }
         if let Some(j) = line.get("json") {
-            req = req.header("Content-Type", "application/json").body(serde_json::to_vec(&self.subst(j)).unwrap());
+            req = req
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(&self.subst(j)).unwrap());
         } else if let Some(t) = line["body_text"].as_str() {
             req = req.body(t.to_string());
         } else if let Some(parts) = line["multipart"].as_array() {
@@ -419,7 +527,11 @@ impl Replay {
                     form = form.text(field, v.to_string());
                 } else {
                     let len = p["bytes_len"].as_u64().unwrap_or(0);
-                    let bytes = opts.file_bytes.get(&len).cloned().unwrap_or_else(|| vec![0u8; len as usize]);
+                    let bytes = opts
+                        .file_bytes
+                        .get(&len)
+                        .cloned()
+                        .unwrap_or_else(|| vec![0u8; len as usize]);
                     let part = reqwest::multipart::Part::bytes(bytes)
                         .file_name(p["filename"].as_str().unwrap_or("file").to_string())
                         .mime_str(p["content_type"].as_str().unwrap_or("application/octet-stream"))
@@ -429,7 +541,10 @@ impl Replay {
             }
             req = req.multipart(form);
         } else if let Some(f) = line["form"].as_object() {
-            let pairs: Vec<(String, String)> = f.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect();
+            let pairs: Vec<(String, String)> = f
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect();
             req = req.form(&pairs);
         }
         send(req).await
@@ -443,18 +558,34 @@ impl Replay {
         }
         let want_status = expected["status"].as_u64().unwrap_or(0) as u16;
         if want_status != got.status {
-            self.problems.push(format!("{what}: status {} (recorded {want_status}): {}", got.status, got.text()));
+            self.problems.push(format!(
+                "{what}: status {} (recorded {want_status}): {}",
+                got.status,
+                got.text()
+            ));
             return;
         }
-        let hdr = |name: &str| expected["headers"].get(name).and_then(Value::as_str).map(str::to_string);
-        for name in ["Content-Type", "Content-Disposition", "Accept-Ranges", "Etag", "Last-Modified"] {
+        let hdr = |name: &str| {
+            expected["headers"]
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        for name in [
+            "Content-Type",
+            "Content-Disposition",
+            "Accept-Ranges",
+            "Etag",
+            "Last-Modified",
+        ] {
             let (want, have) = (hdr(name), got.header(name));
             let ok = match name {
                 "Content-Type" | "Accept-Ranges" => want == have,
                 _ => want.is_some() == have.is_some(),
             };
             if !ok {
-                self.problems.push(format!("{what}: header {name} = {have:?}, recorded {want:?}"));
+                self.problems
+                    .push(format!("{what}: header {name} = {have:?}, recorded {want:?}"));
             }
         }
         let ids: Vec<String> = self.ids.keys().chain(self.ids.values()).cloned().collect();
@@ -464,15 +595,21 @@ impl Replay {
             }
             let (want, have) = (shape(&normalize_ids(j, &ids)), shape(&normalize_ids(&got.json(), &ids)));
             if want != have {
-                self.problems.push(format!("{what}: JSON shape differs\n  simulator: {have}\n  recorded:  {want}"));
+                self.problems.push(format!(
+                    "{what}: JSON shape differs\n  simulator: {have}\n  recorded:  {want}"
+                ));
             }
         } else if let Some(t) = expected["text"].as_str() {
             if t != got.text() {
-                self.problems.push(format!("{what}: body {:?}, recorded {t:?}", got.text()));
+                self.problems
+                    .push(format!("{what}: body {:?}, recorded {t:?}", got.text()));
             }
         } else if let Some(h) = expected["head_hex"].as_str() {
             if !hex(&got.body).starts_with(&h[..8.min(h.len())]) {
-                self.problems.push(format!("{what}: body starts {}, recorded {h}", hex(&got.body[..got.body.len().min(8)])));
+                self.problems.push(format!(
+                    "{what}: body starts {}, recorded {h}",
+                    hex(&got.body[..got.body.len().min(8)])
+                ));
             }
         }
     }
@@ -489,13 +626,22 @@ impl Replay {
             let t = line["t"].as_f64().unwrap_or(0.0);
             let is_action = matches!(kind, "ws_open" | "ws_send" | "http_request")
                 || (kind == "ws_close" && line["by"] == "client")
-                || (kind == "note" && line["text"].as_str().is_some_and(|s| s.contains("start-comfyui.sh restart")));
+                || (kind == "note"
+                    && line["text"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("running") && s.contains("restart")));
             if is_action {
                 tokio::time::sleep_until(start + Duration::from_secs_f64(t * SCALE)).await;
                 // Keep the recording's causality: everything received before this point must be in.
                 for (name, ws) in &self.streams {
-                    let want = lines[..i].iter().filter(|l| l["kind"] == "ws_recv" && l["stream"] == name.as_str()).count();
-                    ws.wait_for(Duration::from_secs(5), |rs| rs.iter().filter(|r| !matches!(r, Recv::Closed(_))).count() >= want).await;
+                    let want = lines[..i]
+                        .iter()
+                        .filter(|l| l["kind"] == "ws_recv" && l["stream"] == name.as_str())
+                        .count();
+                    ws.wait_for(Duration::from_secs(5), |rs| {
+                        rs.iter().filter(|r| !matches!(r, Recv::Closed(_))).count() >= want
+                    })
+                    .await;
                 }
             }
             match kind {
@@ -508,19 +654,28 @@ impl Replay {
                     let ws = self.streams.get_mut(&stream).unwrap();
                     let msg = if line["binary"] == true {
                         let head = line["head_hex"].as_str().unwrap_or("");
-                        let bytes: Vec<u8> = (0..head.len() / 2).map(|k| u8::from_str_radix(&head[2 * k..2 * k + 2], 16).unwrap()).collect();
+                        let bytes: Vec<u8> = (0..head.len() / 2)
+                            .map(|k| u8::from_str_radix(&head[2 * k..2 * k + 2], 16).unwrap())
+                            .collect();
                         Message::binary(bytes)
                     } else {
                         let raw = line["raw"].as_str().unwrap_or("");
                         // "<4194314 x 'x'>" stands for that many 'x'.
-                        match raw.strip_prefix('<').and_then(|r| r.strip_suffix(" x 'x'>")).and_then(|n| n.parse::<usize>().ok()) {
+                        match raw
+                            .strip_prefix('<')
+                            .and_then(|r| r.strip_suffix(" x 'x'>"))
+                            .and_then(|n| n.parse::<usize>().ok())
+                        {
                             Some(n) => Message::text("x".repeat(n)),
                             None => Message::text(raw.to_string()),
                         }
                     };
                     let _ = ws.sink.send(msg).await;
                 }
-                "ws_recv" => expected.entry(stream.clone()).or_default().push(fixture_signature(line)),
+                "ws_recv" => expected
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(fixture_signature(line)),
                 "ws_close" if line["by"] == "client" => {
                     if let Some(mut ws) = self.streams.remove(&stream) {
                         let _ = ws.sink.send(Message::Close(None)).await;
@@ -542,9 +697,14 @@ impl Replay {
                 "http_response" => {
                     if let Some((req, reply)) = pending.take() {
                         if req["method"] == "POST" && req["url"].as_str().is_some_and(|u| u.ends_with("/prompt")) {
-                            if let (Some(f), Some(o)) = (line["json"]["prompt_id"].as_str(), reply.json()["prompt_id"].as_str()) {
+                            if let (Some(f), Some(o)) =
+                                (line["json"]["prompt_id"].as_str(), reply.json()["prompt_id"].as_str())
+                            {
                                 self.ids.insert(f.to_string(), o.to_string());
                             }
+                        }
+                        if let Some(j) = line.get("json") {
+                            self.learn_names(j, &reply.json());
                         }
                         self.compare_http(&req, line, &reply, opts);
                         self.exchanges.push((req, line.clone(), reply));
@@ -558,7 +718,10 @@ impl Replay {
         for name in names {
             let want = expected.get(&name).map(Vec::len).unwrap_or(0);
             let ws = &self.streams[&name];
-            ws.wait_for(Duration::from_secs(5), |rs| rs.iter().filter(|r| !matches!(r, Recv::Closed(_))).count() >= want).await;
+            ws.wait_for(Duration::from_secs(5), |rs| {
+                rs.iter().filter(|r| !matches!(r, Recv::Closed(_))).count() >= want
+            })
+            .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             let frames = ws.frames().await;
             if let Some(code) = expected_close.get(&name) {
@@ -568,7 +731,8 @@ impl Replay {
                     c => closed == Some(Some(*c as u16)),
                 };
                 if !ok {
-                    self.problems.push(format!("stream {name}: closed {closed:?}, recorded code {code}"));
+                    self.problems
+                        .push(format!("stream {name}: closed {closed:?}, recorded code {code}"));
                 }
             }
             let sigs: Vec<String> = frames.iter().map(signature).collect();
@@ -578,9 +742,16 @@ impl Replay {
 
     fn compare_stream(&mut self, name: &str, want: Vec<String>, have: Vec<String>) {
         if want != have {
-            let mut msg = format!("stream {name}: {} frames from the simulator, {} recorded\n", have.len(), want.len());
+            let mut msg = format!(
+                "stream {name}: {} frames from the simulator, {} recorded\n",
+                have.len(),
+                want.len()
+            );
             for k in 0..want.len().max(have.len()) {
-                let (w, h) = (want.get(k).map(String::as_str).unwrap_or("-"), have.get(k).map(String::as_str).unwrap_or("-"));
+                let (w, h) = (
+                    want.get(k).map(String::as_str).unwrap_or("-"),
+                    have.get(k).map(String::as_str).unwrap_or("-"),
+                );
                 let mark = if w == h { "  " } else { "!!" };
                 msg.push_str(&format!("{mark} {k:>3} sim: {h}\n           rec: {w}\n"));
             }
@@ -589,12 +760,22 @@ impl Replay {
     }
 
     pub fn assert_ok(&self) {
-        assert!(self.problems.is_empty(), "simulator differs from the recording:\n{}", self.problems.join("\n"));
+        assert!(
+            self.problems.is_empty(),
+            "simulator differs from the recording:\n{}",
+            self.problems.join("\n")
+        );
     }
 
     /// Our reply to the n-th recorded request whose URL contains `needle`.
     pub fn reply(&self, needle: &str, n: usize) -> &HttpReply {
-        &self.exchanges.iter().filter(|(r, _, _)| r["url"].as_str().is_some_and(|u| u.contains(needle))).nth(n).unwrap().2
+        &self
+            .exchanges
+            .iter()
+            .filter(|(r, _, _)| r["url"].as_str().is_some_and(|u| u.contains(needle)))
+            .nth(n)
+            .unwrap()
+            .2
     }
 }
 
@@ -603,7 +784,11 @@ pub fn png_bytes(w: u32, h: u32, rgb: [u8; 3], alpha: Option<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(if alpha.is_some() { png::ColorType::Rgba } else { png::ColorType::Rgb });
+        enc.set_color(if alpha.is_some() {
+            png::ColorType::Rgba
+        } else {
+            png::ColorType::Rgb
+        });
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc.write_header().unwrap();
         let px: Vec<u8> = (0..w * h)
