@@ -4,6 +4,7 @@ mod errors;
 mod events;
 mod hub;
 mod logging;
+mod sim;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;
+    m.add_class::<sim::ComfySimulator>()?;
     events::register(m)?;
     Ok(())
 }

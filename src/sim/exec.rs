@@ -504,7 +504,9 @@ fn format_value(v: &Val) -> Value {
 }
 
 struct RunState {
+    /// Outputs of the nodes run (or replayed) so far; cached upstream nodes are looked up by signature.
     values: HashMap<String, Arc<Vec<Val>>>,
+    sigs: HashMap<String, String>,
     executed: Vec<String>,
     ui_outputs: Map<String, Value>,
 }
@@ -525,11 +527,17 @@ fn gather_inputs(run: &RunCtx, id: &str, st: &RunState) -> Args {
         for (name, v) in inputs {
             if let Some((src, slot)) = is_link(v) {
                 let idx = slot.as_u64().unwrap_or(0) as usize;
-                let val = st
-                    .values
-                    .get(src)
-                    .and_then(|outs| outs.get(idx).cloned())
-                    .unwrap_or(Val::None);
+                let outs = st.values.get(src).cloned().or_else(|| {
+                    let sig = st.sigs.get(src)?;
+                    run.shared
+                        .inner
+                        .lock()
+                        .cache
+                        .outputs
+                        .get(sig)
+                        .map(|c| c.outputs.clone())
+                });
+                let val = outs.and_then(|o| o.get(idx).cloned()).unwrap_or(Val::None);
                 args.set(name, val);
             } else if declared.contains(name) {
                 args.set(name, Val::Json(v.clone()));
@@ -744,6 +752,7 @@ async fn run_prompt(run: &RunCtx, item: &QueueItem) -> RunResult {
     }
     let mut st = RunState {
         values: HashMap::new(),
+        sigs: sigs.clone(),
         executed: Vec::new(),
         ui_outputs: Map::new(),
     };

@@ -1,6 +1,6 @@
 //! Malformed traffic for resilience tests (`send_garbage`). Deliberately *not* built with serde: these
 //! frames must be wrong in ways serde would not produce.
-use super::image::stored_png;
+use super::image::zero_png;
 use tokio_tungstenite::tungstenite::Message;
 
 pub(crate) const GARBAGE_KINDS: [&str; 8] = [
@@ -76,19 +76,16 @@ pub(crate) fn garbage(kind: &str) -> Option<Vec<Message>> {
         "huge_text" => {
             let head = "{\"type\": \"dl_sim_huge\", \"data\": {\"blob\": \"";
             let tail = "\"}}";
-            let mut s = String::with_capacity(HUGE);
-            s.push_str(head);
-            s.extend(std::iter::repeat_n('x', HUGE - head.len() - tail.len()));
-            s.push_str(tail);
+            let s = format!("{head}{}{tail}", "x".repeat(HUGE - head.len() - tail.len()));
             vec![Message::text(s)]
         }
         "huge_binary" => {
-            // A real PNG (stored deflate blocks) of about 20 MiB, sent like SaveImageWebsocket does.
+            // A real (black) PNG of about 20 MiB, sent like SaveImageWebsocket does.
             let w = 2048u32;
             let h = (HUGE / (w as usize * 3 + 1)) as u32 + 1;
             let mut f = be(1).to_vec();
             f.extend(be(2));
-            f.extend(stored_png(w, h, 7));
+            f.extend(zero_png(w, h));
             vec![Message::binary(f)]
         }
         _ => return None,

@@ -11,7 +11,7 @@ use sha1::{Digest, Sha1};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -180,8 +180,18 @@ async fn run_socket(shared: Arc<Shared>, mut ws: WebSocketStream<TcpStream>, cli
         inner.conns.remove(&conn_id);
     }
     if cut {
-        // Drop the TCP connection without a close frame (what a dying process looks like: 1006).
-        drop(ws);
+        // End the TCP connection without a close frame (what a dying process looks like: 1006). FIN first and
+        // drain what the peer still sends, so a reset does not destroy frames it has not read yet.
+        let tcp = ws.get_mut();
+        let _ = tcp.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        for _ in 0..1000 {
+            match tokio::time::timeout_at(deadline, tcp.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
     } else {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
     }
