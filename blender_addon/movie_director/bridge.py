@@ -1,0 +1,274 @@
+"""The one timer between Blender and the Hub.
+
+``start()`` (from ``register()``) opens the hub, applies the preferences and arms one persistent
+``bpy.app.timers`` callback, :func:`timer_callback`, re-armed by a ``load_post`` handler. Each tick drains
+``Hub.poll()`` into the view-model (``hub_owner.tick``), tags for redraw only the regions showing what changed,
+refreshes the preview image, and records finished jobs in their scenes (importing results when asked).
+``stop()`` (from ``unregister()``) removes the timer and the handler and closes the hub: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import hub_owner, preferences
+from . import state as st
+
+PREVIEW_IMAGE = "Director Link Preview"
+PREVIEW_MIN_INTERVAL = 0.2  # seconds between preview image reloads
+
+# Which editors show which part of the model (their sidebar, or the whole editor for previews).
+_AREA_TYPES = {
+    st.SERVICES: ("VIEW_3D", "SEQUENCE_EDITOR", "PREFERENCES"),
+    st.JOBS: ("VIEW_3D", "SEQUENCE_EDITOR"),
+    st.HEALTH: ("VIEW_3D", "SEQUENCE_EDITOR"),
+    st.ERRORS: ("VIEW_3D", "SEQUENCE_EDITOR"),
+    st.PREVIEW: ("VIEW_3D", "SEQUENCE_EDITOR", "IMAGE_EDITOR"),
+}
+
+
+class Runtime:
+    """Everything the add-on holds while enabled."""
+
+    def __init__(self) -> None:
+        self.owner = hub_owner.HubOwner()
+        self.model = st.ViewModel()
+        self.pacing = hub_owner.Pacing()
+        self.needs_sync = True
+        self.preview_seq = -1
+        self.preview_loaded_at = 0.0
+        self.preview_icon = 0
+        self.ticks = 0
+        self.redraws: dict[str, int] = {}
+        self.last_tick_error: str | None = None
+        self.started_discovery = False
+
+
+_runtime: Runtime | None = None
+
+
+def current_hub():
+    return _runtime.owner.hub if _runtime is not None else None
+
+
+def current_model() -> st.ViewModel | None:
+    return _runtime.model if _runtime is not None else None
+
+
+def runtime() -> Runtime | None:
+    return _runtime
+
+
+def request_sync() -> None:
+    """Preferences changed: the next tick makes the hub match them (and comes soon)."""
+    if _runtime is not None:
+        _runtime.needs_sync = True
+        _runtime.pacing.interval = _runtime.pacing.active
+
+
+def resolve_output_dir(prefs) -> str:
+    raw = prefs.output_dir if prefs is not None else "//director_link/"
+    if raw.startswith("//"):
+        if bpy.data.filepath:
+            return os.path.normpath(bpy.path.abspath(raw))
+        return os.path.join(tempfile.gettempdir(), "director_link", raw[2:].strip("/\\") or "")
+    return os.path.normpath(bpy.path.abspath(raw))
+
+
+def start() -> None:
+    """Opens the hub and arms the timer (called by ``register()``)."""
+    global _runtime
+    if _runtime is not None:
+        stop()
+    rt = Runtime()
+    prefs = preferences.get()
+    options = {"heartbeat": float(prefs.heartbeat)} if prefs is not None else {}
+    rt.owner.open(resolve_output_dir(prefs), **options)
+    _runtime = rt
+    _arm_timer()
+    if _on_load_post not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(_on_load_post)
+
+
+def stop() -> None:
+    """Removes the timer and the handler and closes the hub (called by ``unregister()``); idempotent."""
+    global _runtime
+    rt, _runtime = _runtime, None
+    if bpy.app.timers.is_registered(timer_callback):
+        bpy.app.timers.unregister(timer_callback)
+    while _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    if rt is not None:
+        rt.owner.close()
+
+
+def _arm_timer() -> None:
+    if not bpy.app.timers.is_registered(timer_callback):
+        bpy.app.timers.register(timer_callback, first_interval=0.0, persistent=True)
+
+
+@persistent
+def _on_load_post(*_args) -> None:
+    """A .blend was opened: keep ticking, and find the jobs its scenes remember."""
+    if _runtime is None:
+        return
+    _arm_timer()
+    adopt_scene_jobs()
+    request_sync()
+
+
+def adopt_scene_jobs() -> set[str]:
+    """Lists the jobs stored in the open .blend's scenes that the hub still knows (same Blender session)."""
+    rt = _runtime
+    if rt is None or not rt.owner.is_open:
+        return set()
+    changed: set[str] = set()
+    hub = rt.owner.hub
+    for scene in bpy.data.scenes:
+        for record in scene.movie_director.jobs:
+            if record.name in rt.model.jobs:
+                continue
+            job = hub.job(record.name)
+            if job is not None:
+                changed |= rt.model.track(record.name, record.service, record.tag or None, state=job.state)
+                info = job.info() or {}
+                view = rt.model.jobs[record.name]
+                view.queue_position = info.get("queue_position")
+                view.node_id = info.get("current_node")
+                view.node_type = info.get("current_node_type")
+                view.percentage = float(info.get("progress") or 0.0)
+                view.eta_seconds = info.get("eta_seconds")
+                if job.state in st.TERMINAL_STATES and not record.imported:
+                    view.outputs = [{"path": p} for p in info.get("outputs") or ()]
+                    rt.model._finished.append(record.name)
+            elif record.state in st.ACTIVE_STATES:
+                # A new Blender session: this hub never saw the job (see README: reconciliation needs the server).
+                record.state = "unknown"
+                record.message = "not known to this Blender session; check the server's history"
+    return changed
+
+
+def timer_callback() -> float | None:
+    """The one timer: drains events, redraws what changed, handles finished jobs; returns the next interval."""
+    rt = _runtime
+    if rt is None:
+        return None  # disabled: the timer removes itself
+    try:
+        rt.ticks += 1
+        prefs = preferences.get()
+        if prefs is not None:
+            rt.pacing.active = prefs.active_interval
+            rt.pacing.idle_max = prefs.idle_interval
+        if rt.needs_sync and prefs is not None:
+            rt.needs_sync = False
+            sync_services(rt, prefs)
+        interval = hub_owner.tick(
+            rt.owner.hub, rt.model, rt.pacing, redraw=lambda areas: tag_redraw(rt, areas), discovery=rt.owner.discovery
+        )
+        finished = rt.model.take_finished()
+        if finished:
+            from . import importer
+
+            importer.record_finished(rt.model, finished)
+        if rt.model.preview is not None and rt.model.preview.seq != rt.preview_seq:
+            if time.monotonic() - rt.preview_loaded_at >= PREVIEW_MIN_INTERVAL:
+                update_preview_image(rt)
+            else:
+                interval = min(interval, PREVIEW_MIN_INTERVAL)
+        return interval
+    except Exception:  # never let an exception kill the one timer
+        text = traceback.format_exc()
+        if text != rt.last_tick_error:
+            rt.last_tick_error = text
+            print("movie_director: timer tick failed\n" + text, file=sys.stderr)
+            rt.model.add_error("addon", "tick_failed", text.strip().splitlines()[-1], traceback=text)
+        return 1.0
+
+
+def sync_services(rt: Runtime, prefs) -> set[str]:
+    if not rt.owner.is_open:
+        return set()
+    preferences.ensure_default_service(prefs)
+    # The hub writes into one folder for its lifetime: when the folder changes (another .blend, another
+    # preference) and nothing is running, the hub is re-created there.
+    options = {"heartbeat": float(prefs.heartbeat)}
+    wanted = {"output_dir": resolve_output_dir(prefs), **options}
+    if rt.owner.options != wanted and not rt.model.busy:
+        rt.owner.close()
+        rt.owner.open(**wanted)
+    changed = rt.owner.sync_services(preferences.service_specs(prefs), rt.model, preferences.online_access())
+    if (
+        prefs.auto_discover
+        and not rt.started_discovery
+        and not any(v.state == "connected" for v in rt.model.services.values())
+    ):
+        rt.started_discovery = True
+        start_discovery(rt, prefs)
+    if changed:
+        tag_redraw(rt, changed)
+    return changed
+
+
+def start_discovery(rt: Runtime, prefs) -> bool:
+    addresses = [a.strip() for a in prefs.discovery_addresses.split(",") if a.strip()]
+    return rt.owner.discovery.start(rt.owner.hub, addresses[:16], 1.0)
+
+
+def tag_redraw(rt: Runtime, areas: set[str]) -> None:
+    """Tags for redraw only the editors that show ``areas`` (the sidebar region where that is all they show)."""
+    types: set[str] = set()
+    for area_name in areas:
+        rt.redraws[area_name] = rt.redraws.get(area_name, 0) + 1
+        types.update(_AREA_TYPES.get(area_name, ()))
+    whole_area = st.PREVIEW in areas
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        screen = window.screen
+        if screen is None:
+            continue
+        for area in screen.areas:
+            if area.type not in types:
+                continue
+            if whole_area or area.type == "PREFERENCES":
+                area.tag_redraw()
+                continue
+            for region in area.regions:
+                if region.type == "UI":
+                    region.tag_redraw()
+
+
+def update_preview_image(rt: Runtime) -> None:
+    """Shows the latest preview as the image datablock ``Director Link Preview``."""
+    preview = rt.model.preview
+    if preview is None:
+        return
+    rt.preview_seq = preview.seq
+    rt.preview_loaded_at = time.monotonic()
+    folder = os.path.join(tempfile.gettempdir(), f"movie_director_preview_{os.getpid()}")
+    os.makedirs(folder, exist_ok=True)
+    ext = "png" if preview.format == "png" else "jpg"
+    path = os.path.join(folder, f"preview.{ext}")
+    with open(path, "wb") as fh:
+        fh.write(preview.data)
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(path)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = path
+        image.reload()
+    try:
+        image.preview_ensure()
+        image.preview.reload()
+        rt.preview_icon = image.preview.icon_id
+    except Exception:
+        rt.preview_icon = 0  # no icon previews here (e.g. headless); the image datablock is still updated

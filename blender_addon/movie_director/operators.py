@@ -1,0 +1,473 @@
+"""Operators: each one either changes the model's inputs (submit, cancel, reconnect, discover) and returns at
+once, or works on files already on disk (import, open folder). ``poll()`` says why an operator is disabled."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+from bpy.props import IntProperty, StringProperty
+from bpy.types import Operator
+
+from . import bridge, importer, mapping, preferences, props, redact
+from . import state as st
+
+
+def _running(cls) -> bool:
+    if bridge.current_hub() is None:
+        cls.poll_message_set("The Movie Director add-on is not running")
+        return False
+    return True
+
+
+def _versions() -> dict[str, str]:
+    import director_link
+
+    return {"director_link": director_link.__version__, "blender": bpy.app.version_string}
+
+
+class MOVIE_DIRECTOR_OT_refresh(Operator):
+    """Apply the server settings from the preferences and refresh the status now"""
+
+    bl_idname = "movie_director.refresh"
+    bl_label = "Refresh"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls)
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        prefs = preferences.get(context)
+        if prefs is not None:
+            bridge.sync_services(rt, prefs)
+        rt.pacing.last_snapshot = float("-inf")
+        bridge.request_sync()
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_discover(Operator):
+    """Look for ComfyUI servers on this machine (in the background; results appear below)"""
+
+    bl_idname = "movie_director.discover"
+    bl_label = "Discover"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if bridge.runtime().owner.discovery.running:
+            cls.poll_message_set("Already looking for servers")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        prefs = preferences.get(context)
+        if prefs is None or not bridge.start_discovery(rt, prefs):
+            self.report({"WARNING"}, "Discovery is already running")
+            return {"CANCELLED"}
+        rt.model.discovering = True
+        rt.pacing.interval = rt.pacing.active
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_add_service(Operator):
+    """Add a server to the preferences"""
+
+    bl_idname = "movie_director.add_service"
+    bl_label = "Add Server"
+    bl_options = {"INTERNAL"}
+
+    url: StringProperty(name="Address", default="127.0.0.1:8188")
+
+    @classmethod
+    def poll(cls, context):
+        if preferences.get(context) is None:
+            cls.poll_message_set("The Movie Director add-on is not enabled")
+            return False
+        return True
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        url = self.url.strip() or "127.0.0.1:8188"
+        for svc in prefs.services:
+            if svc.url.strip().rstrip("/") == url.rstrip("/"):
+                svc.enabled = True
+                self.report({"INFO"}, f"{url} is already set up as '{svc.name}'")
+                return {"FINISHED"}
+        names = {s.name for s in prefs.services}
+        name = (
+            "local" if "local" not in names else next(f"server{i}" for i in range(2, 1000) if f"server{i}" not in names)
+        )
+        svc = prefs.services.add()
+        svc.name = name
+        svc.url = url
+        scene_settings = props.settings(context.scene)
+        if not scene_settings.service:
+            scene_settings.service = name
+        bridge.request_sync()
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_remove_service(Operator):
+    """Remove this server from the preferences"""
+
+    bl_idname = "movie_director.remove_service"
+    bl_label = "Remove Server"
+    bl_options = {"INTERNAL"}
+
+    index: IntProperty(default=-1)
+
+    @classmethod
+    def poll(cls, context):
+        prefs = preferences.get(context)
+        if prefs is None or len(prefs.services) == 0:
+            cls.poll_message_set("No server is set up")
+            return False
+        return True
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        if not 0 <= self.index < len(prefs.services):
+            return {"CANCELLED"}
+        prefs.services.remove(self.index)
+        bridge.request_sync()
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_reconnect(Operator):
+    """Drop the connection to this server and open it again now"""
+
+    bl_idname = "movie_director.reconnect"
+    bl_label = "Reconnect"
+
+    service: StringProperty(name="Service")
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if not bridge.runtime().owner.services():
+            cls.poll_message_set("No server is connected; set one up in the preferences")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        names = [self.service] if self.service else list(rt.owner.services())
+        for name in names:
+            if name not in rt.owner.services():
+                self.report({"WARNING"}, f"'{name}' is not connected (see the preferences)")
+                return {"CANCELLED"}
+            rt.owner.hub.reconnect(name)
+        rt.pacing.interval = rt.pacing.active
+        return {"FINISHED"}
+
+
+def _shot_tag(context) -> str:
+    scene = context.scene
+    s = props.settings(scene)
+    if s.shot_source == "MARKER":
+        markers = [m for m in scene.timeline_markers if m.frame <= scene.frame_current]
+        if markers:
+            return max(markers, key=lambda m: m.frame).name
+    elif s.shot_source == "STRIP" and scene.sequence_editor is not None:
+        strip = scene.sequence_editor.active_strip
+        if strip is not None:
+            return strip.name
+    return scene.name
+
+
+class MOVIE_DIRECTOR_OT_generate(Operator):
+    """Send the workflow with this scene's settings to the server (returns at once; progress shows below)"""
+
+    bl_idname = "movie_director.generate"
+    bl_label = "Generate"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        s = props.settings(context.scene)
+        rt = bridge.runtime()
+        if not rt.owner.services():
+            view = next((v for v in rt.model.services.values() if v.blocked), None)
+            cls.poll_message_set(
+                f"'{view.name}' cannot be used: {view.blocked}" if view else "Set up a server in the preferences first"
+            )
+            return False
+        if s.service and s.service not in rt.owner.services():
+            view = rt.model.services.get(s.service)
+            why = view.blocked if view is not None and view.blocked else "it is not set up or not enabled"
+            cls.poll_message_set(f"Server '{s.service}' cannot be used: {why}")
+            return False
+        if not s.workflow:
+            cls.poll_message_set("Choose a workflow file (ComfyUI API format)")
+            return False
+        if not os.path.isfile(bpy.path.abspath(s.workflow)):
+            cls.poll_message_set("The workflow file does not exist")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        scene = context.scene
+        s = props.settings(scene)
+        service = s.service or next(iter(rt.owner.services()))
+        try:
+            workflow = mapping.load_workflow(bpy.path.abspath(s.workflow))
+        except (OSError, mapping.WorkflowFormatError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        width, height = props.size_for(scene)
+        seed = mapping.resolve_seed(s.seed, s.randomize_seed)
+        shot = mapping.ShotSettings(
+            prompt=s.prompt or None,
+            negative=s.negative or None,
+            seed=seed,
+            steps=s.steps or None,
+            cfg=s.cfg or None,
+            width=width,
+            height=height,
+            frames=props.frames_for(scene),
+            fps=props.fps_for(scene),
+        )
+        params = mapping.build_params(workflow, shot)
+        tag = bpy.path.clean_name(_shot_tag(context)) or "shot"
+        try:
+            job = rt.owner.hub.submit(service, workflow, params=params, tag=tag)
+        except Exception as exc:
+            rt.model.add_error(service, getattr(exc, "code", "submit_failed"), str(exc))
+            self.report({"ERROR"}, f"Could not submit: {exc}")
+            return {"CANCELLED"}
+        # Lock where the result lands now, so editing the timeline meanwhile does not move it.
+        frame = scene.frame_current
+        frames = props.frames_for(scene)
+        channel = s.channel or importer.free_channel(scene, frame, frame + frames - 1)
+        record = s.jobs.add()
+        record.name = job.id
+        record.service = service
+        record.tag = tag
+        record.state = job.state
+        record.frame = frame
+        record.channel = channel
+        record.target = s.target
+        record.submitted_at = time.time()
+        s.last_seed = seed
+        s.active_job = len(s.jobs) - 1
+        bridge.tag_redraw(rt, rt.model.track(job.id, service, tag, state=job.state))
+        rt.pacing.interval = rt.pacing.active
+        self.report({"INFO"}, f"Submitted {tag} to {service}")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_cancel(Operator):
+    """Cancel this job on the server (only this one)"""
+
+    bl_idname = "movie_director.cancel"
+    bl_label = "Cancel Job"
+
+    job_id: StringProperty(name="Job")
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if not bridge.current_model().active_jobs():
+            cls.poll_message_set("No job is running")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        view = rt.model.jobs.get(self.job_id)
+        if view is None or view.state not in st.ACTIVE_STATES:
+            self.report({"WARNING"}, "That job is not running")
+            return {"CANCELLED"}
+        try:
+            rt.owner.hub.cancel(self.job_id)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Could not cancel: {exc}")
+            return {"CANCELLED"}
+        view.cancel_requested = True
+        bridge.tag_redraw(rt, {st.JOBS})
+        return {"FINISHED"}
+
+
+def _finished_record(job_id: str):
+    scene, record = props.find_job(job_id)
+    return (scene, record) if record is not None and record.state == "completed" and record.paths else (None, None)
+
+
+class MOVIE_DIRECTOR_OT_import_result(Operator):
+    """Import this job's result: images as images, image sequences and videos as strips, audio as sound strips"""
+
+    bl_idname = "movie_director.import_result"
+    bl_label = "Import Result"
+
+    job_id: StringProperty(name="Job")
+
+    @classmethod
+    def poll(cls, context):
+        if not any(r.state == "completed" and r.paths for r in props.settings(context.scene).jobs):
+            cls.poll_message_set("No finished job with results in this scene")
+            return False
+        return True
+
+    def execute(self, context):
+        scene, record = _finished_record(self.job_id)
+        if record is None:
+            self.report({"WARNING"}, "That job has no results (yet)")
+            return {"CANCELLED"}
+        view = bridge.current_model().jobs.get(self.job_id) if bridge.current_model() else None
+        missing = [p for p in record.paths.splitlines() if p and not os.path.isfile(p)]
+        if missing:
+            self.report({"ERROR"}, f"Result file missing: {missing[0]}")
+            return {"CANCELLED"}
+        created = importer.import_job(scene, record, view.outputs if view is not None else [])
+        self.report({"INFO"}, f"Imported {len(created)} item(s)")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_open_output(Operator):
+    """Open the folder with this job's results (or the output folder) in the file browser"""
+
+    bl_idname = "movie_director.open_output"
+    bl_label = "Open Output Folder"
+
+    job_id: StringProperty(name="Job")
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        hub = bridge.current_hub()
+        if not os.path.isdir(hub.output_dir):
+            cls.poll_message_set("Nothing has been written yet")
+            return False
+        return True
+
+    def execute(self, context):
+        folder = bridge.current_hub().output_dir
+        _scene, record = props.find_job(self.job_id) if self.job_id else (None, None)
+        if record is not None and record.paths:
+            folder = os.path.dirname(record.paths.splitlines()[0])
+        if not os.path.isdir(folder):
+            self.report({"WARNING"}, f"{folder} does not exist")
+            return {"CANCELLED"}
+        if bpy.app.background:
+            self.report({"INFO"}, folder)
+            return {"FINISHED"}
+        bpy.ops.wm.path_open(filepath=folder)
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_copy_error(Operator):
+    """Copy the full error details to the clipboard (tokens and secrets removed)"""
+
+    bl_idname = "movie_director.copy_error"
+    bl_label = "Copy Error Details"
+
+    source: StringProperty(name="Job or service", description="Empty: the latest error")
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if not bridge.current_model().errors:
+            cls.poll_message_set("Nothing has gone wrong")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        entries = rt.model.errors_for(self.source) if self.source else list(rt.model.errors)
+        if not entries:
+            self.report({"WARNING"}, "No error recorded for that")
+            return {"CANCELLED"}
+        entry = entries[-1]
+        job = rt.model.jobs.get(entry.source)
+        service = rt.model.services.get(job.service if job else entry.source)
+        prefs = preferences.get(context)
+        secrets = rt.owner.secrets() + ([s.resolved_token() for s in prefs.services] if prefs else [])
+        text = redact.error_report(entry, job=job, service=service, versions=_versions(), secrets=secrets)
+        context.window_manager.clipboard = text
+        self.report({"INFO"}, "Error details copied")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_forget_job(Operator):
+    """Remove this job from the list (its files stay on disk)"""
+
+    bl_idname = "movie_director.forget_job"
+    bl_label = "Remove From List"
+    bl_options = {"INTERNAL"}
+
+    job_id: StringProperty(name="Job")
+
+    @classmethod
+    def poll(cls, context):
+        if len(props.settings(context.scene).jobs) == 0:
+            cls.poll_message_set("No job in this scene")
+            return False
+        return True
+
+    def execute(self, context):
+        s = props.settings(context.scene)
+        index = s.jobs.find(self.job_id)
+        view = bridge.current_model().jobs.get(self.job_id) if bridge.current_model() else None
+        if view is not None and view.active:
+            self.report({"WARNING"}, "Cancel the job first")
+            return {"CANCELLED"}
+        if index >= 0:
+            s.jobs.remove(index)
+        if bridge.current_model() is not None:
+            bridge.current_model().forget(self.job_id)
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_show_preferences(Operator):
+    """Open the add-on's preferences (servers, tokens, output folder)"""
+
+    bl_idname = "movie_director.show_preferences"
+    bl_label = "Server Settings"
+
+    def execute(self, context):
+        if bpy.app.background:
+            return {"CANCELLED"}
+        bpy.ops.screen.userpref_show("INVOKE_DEFAULT")
+        context.preferences.active_section = "ADDONS"
+        try:
+            bpy.ops.preferences.addon_show(module=preferences.ADDON_ID)
+        except Exception:
+            pass  # older Blender: the add-ons section is open, the user finds it by name
+        return {"FINISHED"}
+
+
+classes = (
+    MOVIE_DIRECTOR_OT_refresh,
+    MOVIE_DIRECTOR_OT_discover,
+    MOVIE_DIRECTOR_OT_add_service,
+    MOVIE_DIRECTOR_OT_remove_service,
+    MOVIE_DIRECTOR_OT_reconnect,
+    MOVIE_DIRECTOR_OT_generate,
+    MOVIE_DIRECTOR_OT_cancel,
+    MOVIE_DIRECTOR_OT_import_result,
+    MOVIE_DIRECTOR_OT_open_output,
+    MOVIE_DIRECTOR_OT_copy_error,
+    MOVIE_DIRECTOR_OT_forget_job,
+    MOVIE_DIRECTOR_OT_show_preferences,
+)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,203 @@
+"""Add-on preferences: the servers, their tokens, the timer's intervals, the output folder, discovery.
+
+Preferences live in Blender's user preferences (``userpref.blend``), never in the .blend of a project: a token
+typed here, or read from the environment variable named here, is never saved with a scene.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.types import AddonPreferences, PropertyGroup
+
+from . import format as fmt
+from .hub_owner import ServiceSpec, is_loopback
+
+ADDON_ID = __package__
+DEFAULT_DISCOVERY = "127.0.0.1:8188, 127.0.0.1:8000, 127.0.0.1:8189"
+SERVICE_KINDS = [("comfyui", "ComfyUI", "A ComfyUI server (HTTP + WebSocket)")]
+
+
+def _changed(_self, context) -> None:
+    from . import bridge
+
+    bridge.request_sync()
+
+
+class MOVIE_DIRECTOR_PG_service(PropertyGroup):
+    """One server: its kind, name, address, whether to use it, and how it authenticates."""
+
+    # ``name`` is PropertyGroup's built-in key (prop_search looks services up by it).
+    kind: EnumProperty(name="Kind", items=SERVICE_KINDS, default="comfyui", update=_changed)
+    url: StringProperty(
+        name="Address",
+        description="host, host:port or http(s)://host:port/base/",
+        default="127.0.0.1:8188",
+        update=_changed,
+    )
+    enabled: BoolProperty(name="Enabled", default=True, update=_changed)
+    token: StringProperty(
+        name="Token",
+        description="Bearer token sent to the server. Kept in the preferences only, never in a .blend",
+        subtype="PASSWORD",
+        default="",
+        update=_changed,
+    )
+    token_env: StringProperty(
+        name="Token variable",
+        description="Or: the environment variable that holds the token (e.g. COMFY_TOKEN)",
+        default="",
+        update=_changed,
+    )
+
+    def resolved_token(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        return None
+
+
+class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
+    bl_idname = ADDON_ID
+
+    services: CollectionProperty(type=MOVIE_DIRECTOR_PG_service)
+    initialized: BoolProperty(default=False, options={"HIDDEN"})
+    active_service: IntProperty(default=0)
+    output_dir: StringProperty(
+        name="Output folder",
+        description="Where results are written ('//' is next to the .blend; an unsaved file uses the temp folder)",
+        subtype="DIR_PATH",
+        default="//director_link/",
+    )
+    heartbeat: FloatProperty(
+        name="Heartbeat", description="Seconds between liveness checks", default=10.0, min=0.5, max=120.0
+    )
+    active_interval: FloatProperty(
+        name="Update interval",
+        description="Seconds between UI updates while events arrive",
+        default=0.05,
+        min=0.01,
+        max=1.0,
+    )
+    idle_interval: FloatProperty(
+        name="Idle interval",
+        description="Longest wait between checks when nothing is happening",
+        default=1.0,
+        min=0.1,
+        max=10.0,
+    )
+    auto_discover: BoolProperty(
+        name="Discover local servers",
+        description="Look for servers on this machine when the add-on starts and no server is set up",
+        default=True,
+    )
+    discovery_addresses: StringProperty(
+        name="Addresses", description="Where discovery looks (comma separated)", default=DEFAULT_DISCOVERY
+    )
+
+    def draw(self, context) -> None:
+        from . import bridge
+
+        layout = self.layout
+        online = online_access()
+        if not online and any(not is_loopback(s.url) for s in self.services if s.enabled):
+            box = layout.box()
+            box.alert = True
+            box.label(text="Online access is off: only servers on this machine are used.", icon="ERROR")
+            box.label(text="Turn it on in Preferences › System › Network to reach remote servers.")
+        layout.label(text="Servers")
+        model = bridge.current_model()
+        for index, svc in enumerate(self.services):
+            box = layout.box()
+            row = box.row(align=True)
+            row.prop(svc, "enabled", text="")
+            row.prop(svc, "name", text="")
+            row.prop(svc, "kind", text="")
+            op = row.operator("movie_director.remove_service", text="", icon="X")
+            op.index = index
+            box.prop(svc, "url")
+            row = box.row(align=True)
+            row.prop(svc, "token")
+            row.prop(svc, "token_env", text="or variable")
+            view = model.services.get(svc.name) if model is not None else None
+            if view is not None:
+                style = fmt.service_style(view.state, view.blocked)
+                line = box.row()
+                line.alert = style.alert
+                line.label(text=fmt.service_line(view.name, view.state, view.reason, view.blocked), icon=style.icon)
+        row = layout.row(align=True)
+        row.operator("movie_director.add_service", icon="ADD")
+        row.operator("movie_director.discover", icon="VIEWZOOM")
+        draw_discovered(layout, model)
+        layout.separator()
+        layout.prop(self, "output_dir")
+        row = layout.row()
+        row.prop(self, "auto_discover")
+        row.prop(self, "discovery_addresses", text="")
+        row = layout.row()
+        row.prop(self, "heartbeat")
+        row.prop(self, "active_interval")
+        row.prop(self, "idle_interval")
+
+
+def draw_discovered(layout, model) -> None:
+    """Discovery results with an Add button each (shared by the preferences and the sidebar)."""
+    if model is None:
+        return
+    if model.discovering:
+        layout.label(text="Looking for servers…", icon="SORTTIME")
+    for found in model.discovered:
+        row = layout.row()
+        usable = found.get("kind") == "comfyui"
+        row.label(
+            text=fmt.clip(str(found.get("summary") or found.get("url")), 70), icon="CHECKMARK" if usable else "DOT"
+        )
+        if usable:
+            op = row.operator("movie_director.add_service", text="Add", icon="ADD")
+            op.url = str(found.get("url") or "")
+
+
+def online_access() -> bool:
+    """``bpy.app.online_access`` (Blender 4.2+); older Blender has no such switch."""
+    return bool(getattr(bpy.app, "online_access", True))
+
+
+def get(context=None):
+    """The add-on's preferences, or None while it is not enabled."""
+    prefs = (context or bpy.context).preferences
+    addon = prefs.addons.get(ADDON_ID)
+    return addon.preferences if addon is not None else None
+
+
+def service_specs(prefs) -> list[ServiceSpec]:
+    return [
+        ServiceSpec(name=s.name, url=s.url, kind=s.kind, token=s.resolved_token(), enabled=s.enabled)
+        for s in prefs.services
+    ]
+
+
+def ensure_default_service(prefs) -> None:
+    """A fresh install gets one service, ComfyUI on this machine (once: removing it is respected)."""
+    if prefs.initialized:
+        return
+    prefs.initialized = True
+    if len(prefs.services) == 0:
+        svc = prefs.services.add()
+        svc.name = "local"
+        svc.url = "127.0.0.1:8188"
+
+
+classes = (MOVIE_DIRECTOR_PG_service, MOVIE_DIRECTOR_AP_preferences)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

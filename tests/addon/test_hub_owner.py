@@ -1,0 +1,176 @@
+"""The timer step and the hub's lifecycle, without Blender: a stand-in hub for pacing, the real Hub for threads."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace as E
+
+import director_link
+import pytest
+from movie_director import hub_owner as ho
+from movie_director import state as st
+
+
+class FakeHub:
+    def __init__(self, events=()):
+        self.queue = list(events)
+        self.closed = False
+        self.added = []
+        self.removed = []
+        self.snapshots = 0
+        self.probed = None
+
+    def poll(self, max_events=256):
+        out, self.queue = self.queue[:max_events], self.queue[max_events:]
+        return out
+
+    def snapshot(self):
+        self.snapshots += 1
+        return {"services": [], "jobs": []}
+
+    def add_service(self, kind, url, name=None, token=None):
+        if "bad" in url:
+            raise director_link.InvalidUrlError(f"cannot use {url!r}")
+        self.added.append((kind, url, name, token))
+        return name
+
+    def remove_service(self, name):
+        self.removed.append(name)
+
+    def probe(self, urls, timeout):
+        self.probed = (list(urls), timeout)
+        return [{"url": u, "kind": "none", "summary": "nothing answers"} for u in urls]
+
+    def close(self):
+        self.closed = True
+
+
+def progress(i):
+    return E(type="progress", job="j", node_id="1", value=i, max=1000, percentage=i / 10, eta_seconds=1.0, seq=i)
+
+
+def test_loopback_detection():
+    for url in ("127.0.0.1:8188", "http://localhost:8188/", "http://[::1]:8188", "127.5.5.5", "https://a.localhost"):
+        assert ho.is_loopback(url), url
+    for url in ("10.0.0.5:8188", "https://comfy.example.com", "http://192.168.1.2:8188", "", "http://[bad"):
+        assert not ho.is_loopback(url), url
+
+
+def test_tick_drains_everything_and_reports_areas():
+    hub = FakeHub([progress(i) for i in range(1000)])
+    model = st.ViewModel()
+    seen = []
+    pacing = ho.Pacing()
+    interval = ho.tick(hub, model, pacing, redraw=seen.append, now=100.0)
+    assert hub.queue == [] and model.events_applied == 1000
+    assert seen == [{st.JOBS}]
+    assert interval == pacing.active
+    assert model.jobs["j"].progress_value == 999
+
+
+def test_tick_leaves_the_rest_of_a_flood_for_the_next_tick():
+    total = ho.POLL_BATCH * ho.MAX_BATCHES_PER_TICK + 10
+    hub = FakeHub([progress(i % 1000) for i in range(total)])
+    model = st.ViewModel()
+    assert ho.tick(hub, model, ho.Pacing(), now=0.0) == 0.0  # more waiting: come back at once
+    assert len(hub.queue) == 10
+    ho.tick(hub, model, ho.Pacing(), now=0.0)
+    assert hub.queue == []
+
+
+def test_idle_back_off_and_snapshot_cadence():
+    hub = FakeHub()
+    model = st.ViewModel()
+    pacing = ho.Pacing()
+    intervals = [ho.tick(hub, model, pacing, now=float(i)) for i in range(20)]
+    assert intervals == sorted(intervals) and intervals[-1] == pacing.idle_max
+    assert hub.snapshots == 10  # every 2 s of the 20 simulated seconds
+    model.track("j", "s")  # a running job caps the back-off
+    assert ho.tick(hub, model, pacing, now=100.0) == pacing.busy
+    hub.queue.append(progress(1))
+    assert ho.tick(hub, model, pacing, now=100.1) == pacing.active
+
+
+def test_tick_on_a_closed_or_missing_hub():
+    hub = FakeHub()
+    hub.closed = True
+    assert ho.tick(hub, st.ViewModel()) == ho.Pacing().idle_max
+    assert ho.tick(None, st.ViewModel()) == ho.Pacing().idle_max
+
+
+def test_sync_services_adds_changes_removes_and_blocks():
+    owner = ho.HubOwner(factory=lambda **kw: FakeHub())
+    hub = owner.open("/tmp/out")
+    model = st.ViewModel()
+    specs = [
+        ho.ServiceSpec("local", "127.0.0.1:8188", token="t1"),
+        ho.ServiceSpec("farm", "http://10.1.2.3:8188"),
+        ho.ServiceSpec("off", "127.0.0.1:9999", enabled=False),
+        ho.ServiceSpec("broken", "http://127.0.0.1:bad"),
+    ]
+    changed = owner.sync_services(specs, model, online_access=False)
+    assert st.SERVICES in changed and st.ERRORS in changed
+    assert hub.added == [("comfyui", "127.0.0.1:8188", "local", "t1")]
+    assert "online access" in model.services["farm"].blocked
+    assert "cannot use" in model.services["broken"].blocked
+    assert "off" not in model.services
+    assert owner.secrets() == ["t1"]
+    # Online now: the farm is added; unchanged "local" is left alone.
+    owner.sync_services(specs, model, online_access=True)
+    assert hub.added[-1] == ("comfyui", "http://10.1.2.3:8188", "farm", None) and hub.removed == []
+    assert model.services["farm"].blocked is None
+    # A changed URL re-adds; a removed entry is removed from hub and panel.
+    owner.sync_services([ho.ServiceSpec("local", "127.0.0.1:8189", token="t1")], model, online_access=True)
+    assert set(hub.removed) == {"local", "farm"} and hub.added[-1][1] == "127.0.0.1:8189"
+    assert set(model.services) == {"local"}
+    owner.close()
+    assert hub.closed and not owner.is_open
+    owner.close()  # idempotent
+
+
+def test_discovery_runs_off_the_main_thread_and_lands_in_the_model():
+    hub = FakeHub()
+    model = st.ViewModel()
+    d = ho.Discovery()
+    assert d.start(hub, ["127.0.0.1:8188"], 0.5)
+    d.join(5)
+    changed = d.collect(model)
+    assert st.SERVICES in changed
+    assert model.discovered == [{"url": "127.0.0.1:8188", "kind": "none", "summary": "nothing answers"}]
+    assert hub.probed == (["127.0.0.1:8188"], 0.5)
+    assert d.collect(model) == set()
+
+
+def thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_real_hub_open_tick_close_leaves_no_thread(tmp_path):
+    before = thread_count()
+    for _ in range(5):
+        owner = ho.HubOwner()
+        hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
+        model = st.ViewModel()
+        owner.sync_services([ho.ServiceSpec("nobody", "127.0.0.1:9")], model)
+        ho.tick(hub, model, ho.Pacing(), now=0.0)
+        owner.close()
+    deadline = time.monotonic() + 5
+    while thread_count() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert thread_count() == before
+
+
+@pytest.mark.parametrize("pending", [0, 1000])
+def test_real_hub_tick_cost_is_small(tmp_path, pending):
+    """Not a benchmark (see bench/bench_addon.py): a generous bound that catches an accidental wait."""
+    owner = ho.HubOwner()
+    hub = owner.open(str(tmp_path / "out"))
+    try:
+        model = st.ViewModel()
+        ho.tick(hub, model, ho.Pacing(), now=0.0)
+        start = time.perf_counter()
+        ho.tick(hub, model, ho.Pacing(snapshot_every=1e9), now=1.0)
+        assert time.perf_counter() - start < 0.05
+    finally:
+        owner.close()
