@@ -1,0 +1,193 @@
+"""Every panel's ``draw`` in every state the link can be in, against a recording layout that checks each
+property, operator and icon name exists. No server is needed: states are fed to the view-model as events."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as E
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import addon_utils  # noqa: E402
+
+from .blender_support import ADDON, ManualTimers, RecordingLayout, draw_all_panels  # noqa: E402
+
+
+@pytest.fixture
+def addon(monkeypatch):
+    manual = ManualTimers()
+    monkeypatch.setattr(bpy.app.timers, "register", manual.register)
+    monkeypatch.setattr(bpy.app.timers, "unregister", manual.unregister)
+    monkeypatch.setattr(bpy.app.timers, "is_registered", manual.is_registered)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    addon_utils.enable(ADDON, default_set=True)
+    from movie_director import bridge
+
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.initialized = True
+    prefs.auto_discover = False
+    prefs.services.clear()
+    manual.step()
+    try:
+        yield bridge
+    finally:
+        addon_utils.disable(ADDON, default_set=True)
+
+
+def ev(type_, job=None, **kw):
+    return E(type=type_, job=job, seq=kw.pop("seq", 1), time=1000.0, **kw)
+
+
+def svc(state, previous="connecting", reason=None):
+    return ev("service_state_changed", service="local", state=state, previous=previous, reason=reason)
+
+
+def add_job_record(job_id, state="pending", paths=""):
+    s = bpy.context.scene.movie_director
+    record = s.jobs.add()
+    record.name = job_id
+    record.service = "local"
+    record.tag = "shot_010"
+    record.state = state
+    record.frame, record.channel = 12, 2
+    record.paths = paths
+    return record
+
+
+def feed(bridge, *events):
+    model = bridge.current_model()
+    model.apply(list(events))
+    return model
+
+
+def _state_no_server(bridge):
+    pass
+
+
+def _state_connecting(bridge):
+    feed(bridge, svc("connecting", "disconnected"))
+
+
+def _state_connected(bridge):
+    feed(bridge, svc("connected"), ev("queue_changed", service="local", queue_remaining=2))
+    bridge.current_model().apply_snapshot(
+        {
+            "services": [
+                {
+                    "name": "local",
+                    "state": "connected",
+                    "url": "http://127.0.0.1:8188/",
+                    "version": "0.3.64",
+                    "latency": {"p50_ms": 1.2, "p99_ms": 3.4},
+                    "http_latency": {"p50_ms": 2.0},
+                    "uptime_percent": 99.5,
+                    "recent_errors": ["timeout once"],
+                }
+            ]
+        }
+    )
+
+
+def _state_running(bridge):
+    _state_connected(bridge)
+    add_job_record("job-queued")
+    add_job_record("job-running")
+    bridge.current_model().track("job-queued", "local", "shot_010")
+    bridge.current_model().track("job-running", "local", "shot_010")
+    feed(
+        bridge,
+        ev("job_queued", "job-queued", service="local", position=1, pending_connection=False, node_errors=[]),
+        ev("job_started", "job-running", service="local", cached_nodes=[]),
+        ev("node_started", "job-running", node_id="3", node_type="KSampler"),
+        ev("progress", "job-running", node_id="3", value=7, max=20, percentage=35.0, eta_seconds=14.0),
+        ev("node_text", "job-running", node_id="3", text="sampling"),
+        ev("preview", "job-running", node_id="3", data=b"\xff\xd8", format="jpeg", seq=3),
+    )
+
+
+def _state_failed(bridge):
+    _state_connected(bridge)
+    add_job_record("job-failed", state="failed")
+    add_job_record("job-done", state="completed", paths="/nonexistent/a.png")
+    feed(
+        bridge,
+        ev(
+            "job_failed",
+            "job-failed",
+            code="execution_failed",
+            message="CUDA out of memory",
+            node_id="3",
+            node_type="KSampler",
+            error={"traceback": ["x"]},
+        ),
+        ev("job_completed", "job-done", outputs=[{"path": "/nonexistent/a.png"}], paths=[], ui={}, elapsed_seconds=1),
+    )
+
+
+def _state_circuit_open(bridge):
+    feed(
+        bridge,
+        svc("reconnecting", "connected", "connection reset"),
+        svc("circuit_open", "reconnecting", "dropped 5 times in 60 s"),
+    )
+
+
+STATES = {
+    "no server": _state_no_server,
+    "connecting": _state_connecting,
+    "connected": _state_connected,
+    "running": _state_running,
+    "failed": _state_failed,
+    "circuit open": _state_circuit_open,
+}
+
+EXPECTED = {
+    "no server": "No server set up",
+    "connecting": "local: Connecting…",
+    "connected": "local: Connected",
+    "running": "Running · KSampler (#3) · 35% · ~14 s",
+    "failed": "CUDA out of memory",
+    "circuit open": "local: Paused: server keeps dropping us",
+}
+
+
+@pytest.mark.parametrize("state", list(STATES))
+def test_every_panel_draws_in_every_state(addon, state):
+    STATES[state](addon)
+    layouts = draw_all_panels(bpy.context)
+    assert len(layouts) == 10  # 5 panels × (3D View, Sequencer)
+    texts = [t for layout in layouts.values() for t in layout.texts()]
+    assert EXPECTED[state] in texts, texts
+    ops = {op for layout in layouts.values() for op in layout.operators()}
+    if state == "running":
+        assert "movie_director.cancel" in ops
+    if state == "failed":
+        assert {"movie_director.copy_error", "movie_director.import_result"} <= ops
+    if state == "circuit open":
+        assert "movie_director.reconnect" in ops
+    # The preferences draw too, with the same names checked.
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    item = prefs.services.add()
+    item.name, item.url = "farm", "http://10.0.0.9:8188"
+    proxy = _WithLayout(prefs)
+    type(prefs).draw(proxy, bpy.context)
+    assert any("Online access is off" in t for t in proxy.layout.texts())
+
+
+class _WithLayout:
+    """``self`` for AddonPreferences.draw: the real preferences, with a recording layout."""
+
+    def __init__(self, target):
+        self.layout = RecordingLayout()
+        self._target = target
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
+def test_panels_poll_free_and_draw_without_the_addon_model(addon):
+    """Drawing never touches the network: drawing 100 times costs no hub call (the hub is closed here)."""
+    addon.current_hub().close()
+    for _ in range(100):
+        draw_all_panels(bpy.context)
