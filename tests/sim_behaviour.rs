@@ -450,3 +450,65 @@ async fn ws_limits_ping_and_generated_sid() {
     ws.send_text(&"y".repeat(4 * 1024 * 1024 + 1)).await;
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(Some(1009)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_exceptions_and_deep_chains() {
+    let sim = sim();
+    let c = http_client();
+    let u = sim.url();
+    // The output node itself links to a missing node: exception_during_validation under that node.
+    let p = json!({"prompt": {"3": {"class_type": "PreviewImage", "inputs": {"images": ["99", 0]}}}});
+    let r = post_json(&c, &format!("{u}/prompt"), &p).await.json();
+    assert_eq!(r["error"]["type"], "prompt_outputs_failed_validation");
+    assert_eq!(r["error"]["details"], "Exception when validating node: '99'");
+    let e = &r["node_errors"]["3"]["errors"][0];
+    assert_eq!(
+        (e["type"].as_str(), e["extra_info"]["exception_type"].as_str()),
+        (Some("exception_during_validation"), Some("KeyError"))
+    );
+    // A link slot past the node's outputs: IndexError, filed under the consumer's upstream like ComfyUI.
+    let p = json!({"prompt": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 3]}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }});
+    let r = post_json(&c, &format!("{u}/prompt"), &p).await.json();
+    assert_eq!(
+        r["node_errors"]["2"]["errors"][0]["details"],
+        "tuple index out of range"
+    );
+    // A very long chain fails like Python's recursion limit instead of overflowing a stack.
+    let chain = |n: usize| {
+        let mut prompt = serde_json::Map::new();
+        prompt.insert(
+            "0".into(),
+            json!({"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0}}),
+        );
+        for i in 1..n {
+            prompt.insert(
+                i.to_string(),
+                json!({"class_type": "ImageInvert", "inputs": {"image": [(i - 1).to_string(), 0]}}),
+            );
+        }
+        prompt.insert(
+            "out".into(),
+            json!({"class_type": "PreviewImage", "inputs": {"images": [(n - 1).to_string(), 0]}}),
+        );
+        json!({"prompt": prompt, "client_id": "deep"})
+    };
+    let r = post_json(&c, &format!("{u}/prompt"), &chain(1500)).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("RecursionError"),
+        "{}",
+        &r.text()[..300.min(r.text().len())]
+    );
+    let ws = Ws::connect(&ws_url(&sim, "deep")).await;
+    let r = post_json(&c, &format!("{u}/prompt"), &chain(100)).await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["prompt_id"].as_str().unwrap().to_string();
+    assert!(ws
+        .wait_type("execution_success", Some(&id), Duration::from_secs(20))
+        .await
+        .is_some());
+}

@@ -16,6 +16,14 @@ async fn replay(name: &str, opts: ReplayOptions) -> Option<Replay> {
     Some(r)
 }
 
+/// Byte-for-byte comparison of text frames on top of the shapes.
+fn raw() -> ReplayOptions {
+    ReplayOptions {
+        compare_raw: true,
+        ..ReplayOptions::default()
+    }
+}
+
 /// The prompt of `success_save_image` (EmptyImage → ImageInvert → SaveImage).
 fn success_prompt_body(client_id: &str) -> Value {
     json!({
@@ -30,7 +38,7 @@ fn success_prompt_body(client_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_save_image() {
-    let Some(r) = replay("success_save_image", ReplayOptions::default()).await else {
+    let Some(r) = replay("success_save_image", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -55,7 +63,7 @@ async fn cached_rerun() {
     // The recording ran right after success_save_image: the same prompt is in the cache.
     r.setup_prompt("setup", &success_prompt_body("nobody")).await;
     r.wait_idle().await;
-    r.run(&lines, &ReplayOptions::default()).await;
+    r.run(&lines, &raw()).await;
     r.assert_ok();
     // The cached re-run reports the first file and writes nothing new; the changed prompt writes _00002_.
     let files: Vec<String> = std::fs::read_dir(r.sim.output_dir().join("dl_accept"))
@@ -72,7 +80,7 @@ async fn cached_rerun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_preview_metadata() {
-    let Some(r) = replay("progress_preview_metadata", ReplayOptions::default()).await else {
+    let Some(r) = replay("progress_preview_metadata", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -80,7 +88,7 @@ async fn progress_preview_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_legacy_preview() {
-    let Some(r) = replay("progress_legacy_preview", ReplayOptions::default()).await else {
+    let Some(r) = replay("progress_legacy_preview", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -103,7 +111,7 @@ async fn execution_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_targeted() {
-    let Some(r) = replay("interrupt_targeted", ReplayOptions::default()).await else {
+    let Some(r) = replay("interrupt_targeted", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -111,7 +119,7 @@ async fn interrupt_targeted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_global() {
-    let Some(r) = replay("interrupt_global", ReplayOptions::default()).await else {
+    let Some(r) = replay("interrupt_global", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -156,7 +164,7 @@ async fn validation_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_ops() {
-    let Some(r) = replay("queue_ops", ReplayOptions::default()).await else {
+    let Some(r) = replay("queue_ops", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -228,7 +236,7 @@ async fn history_ops() {
         r.wait_idle().await;
     }
     assert!(entries.len() >= 3, "the recording shows at least three history entries");
-    r.run(&lines, &ReplayOptions::default()).await;
+    r.run(&lines, &raw()).await;
     r.assert_ok();
     let newest = r.reply("max_items=2", 0).json();
     assert_eq!(newest.as_object().unwrap().len(), 2);
@@ -238,7 +246,7 @@ async fn history_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_prompt_id() {
-    let Some(r) = replay("client_prompt_id", ReplayOptions::default()).await else {
+    let Some(r) = replay("client_prompt_id", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -247,7 +255,7 @@ async fn client_prompt_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_same_client_id() {
-    let Some(r) = replay("reconnect_same_client_id", ReplayOptions::default()).await else {
+    let Some(r) = replay("reconnect_same_client_id", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -255,7 +263,7 @@ async fn reconnect_same_client_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_client_id_race() {
-    let Some(r) = replay("duplicate_client_id_race", ReplayOptions::default()).await else {
+    let Some(r) = replay("duplicate_client_id_race", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -263,7 +271,7 @@ async fn duplicate_client_id_race() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_id_broadcast() {
-    let Some(r) = replay("no_client_id_broadcast", ReplayOptions::default()).await else {
+    let Some(r) = replay("no_client_id_broadcast", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -271,7 +279,7 @@ async fn no_client_id_broadcast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_isolation() {
-    let Some(r) = replay("two_clients_isolation", ReplayOptions::default()).await else {
+    let Some(r) = replay("two_clients_isolation", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -279,7 +287,7 @@ async fn two_clients_isolation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_protocol() {
-    let Some(r) = replay("ws_protocol", ReplayOptions::default()).await else {
+    let Some(r) = replay("ws_protocol", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -287,7 +295,7 @@ async fn ws_protocol() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cases() {
-    let Some(r) = replay("edge_cases", ReplayOptions::default()).await else {
+    let Some(r) = replay("edge_cases", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -331,7 +339,7 @@ async fn view_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_image() {
-    let mut opts = ReplayOptions::default();
+    let mut opts = raw();
     // The recorded files: two different 32x24 PNGs and an RGBA mask of the same size.
     opts.file_bytes.insert(95, png_bytes(32, 24, [200, 10, 10], None));
     opts.file_bytes.insert(94, png_bytes(32, 24, [10, 200, 10], None));
@@ -346,7 +354,7 @@ async fn upload_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_animated_and_ws_image() {
-    let Some(r) = replay("outputs_animated_and_ws_image", ReplayOptions::default()).await else {
+    let Some(r) = replay("outputs_animated_and_ws_image", raw()).await else {
         return;
     };
     r.assert_ok();
@@ -354,7 +362,7 @@ async fn outputs_animated_and_ws_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subgraph_ids_and_partial() {
-    let Some(r) = replay("subgraph_ids_and_partial", ReplayOptions::default()).await else {
+    let Some(r) = replay("subgraph_ids_and_partial", raw()).await else {
         return;
     };
     r.assert_ok();

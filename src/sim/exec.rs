@@ -179,6 +179,9 @@ impl RunCtx {
     }
 
     fn send_progress_state(&self) {
+        if !self.shared.inner.lock().has_recipient(self.client.target()) {
+            return;
+        }
         let msg = self.progress.lock().message(&self.prompt_id);
         self.shared
             .inner
@@ -378,7 +381,8 @@ fn signatures(shared: &Shared, prompt: &Map<String, Value>) -> HashMap<String, S
                 }
             }
         }
-        let s = pyjson::dumps(&parts);
+        // Hashed, so a node's key does not grow with (or re-escape) its whole upstream chain.
+        let s = format!("{:x}", Sha256::digest(pyjson::dumps(&parts).as_bytes()));
         memo.insert(id.to_string(), s.clone());
         s
     }

@@ -152,6 +152,7 @@ impl Simulator {
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("dl-sim-worker")
+                    .thread_stack_size(8 << 20)
                     .enable_all()
                     .build()
                 {

@@ -320,7 +320,18 @@ fn post_prompt(shared: &Shared, req: &Request) -> Response {
         info: &shared.object_info,
         dirs: &shared.dirs,
     };
-    let check = validate_prompt(&mut prompt, &partial, &specs);
+    // Validation recurses along links like ComfyUI's; a roomy thread keeps deep prompts off our worker stacks.
+    let check = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("dl-sim-validate".into())
+            .stack_size(256 << 20)
+            .spawn_scoped(scope, || validate_prompt(&mut prompt, &partial, &specs))
+            .ok()
+            .and_then(|h| h.join().ok())
+    });
+    let Some(check) = check else {
+        return Response::server_error();
+    };
     let mut extra_data = data.get("extra_data").cloned().unwrap_or_else(|| json!({}));
     if let Some(cid) = data.get("client_id") {
         match &mut extra_data {

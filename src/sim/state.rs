@@ -240,7 +240,18 @@ impl Inner {
     }
 
     pub fn send_json(&self, target: Target<'_>, kind: &str, data: Value) {
-        self.send(target, &json_message(kind, data));
+        if self.has_recipient(target) {
+            self.send(target, &json_message(kind, data));
+        }
+    }
+
+    /// Whether a message to `target` would reach anyone (so unread messages are not even serialized).
+    pub fn has_recipient(&self, target: Target<'_>) -> bool {
+        match target {
+            Target::All => !self.sockets.is_empty(),
+            Target::Sid(sid) => self.sockets.contains_key(sid),
+            Target::Nobody => false,
+        }
     }
 
     pub fn queue_remaining(&self) -> usize {

@@ -7,6 +7,9 @@ use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
+/// Link depth at which validation raises `RecursionError`, like Python's default recursion limit.
+const MAX_DEPTH: usize = 900;
+
 /// A Python exception raised while validating (becomes `exception_during_*validation`).
 #[derive(Debug, Clone)]
 pub(crate) struct PyExc {
@@ -294,7 +297,8 @@ impl Validator<'_, '_> {
         if let Some(done) = self.validated.get(id) {
             return Ok(result_of(done));
         }
-        if !self.visiting.insert(id.to_string()) {
+        // Python gives up near 1000 frames; so do we (a long chain must not overflow our stack).
+        if self.visiting.len() >= MAX_DEPTH || !self.visiting.insert(id.to_string()) {
             // A static cycle: Python recurses until it gives up.
             return Err(PyExc {
                 kind: "RecursionError",

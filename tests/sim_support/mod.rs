@@ -104,6 +104,8 @@ pub type Sink = futures_util::stream::SplitSink<
 pub struct Ws {
     pub sink: Sink,
     pub got: Arc<Mutex<Vec<Recv>>>,
+    /// Text frames exactly as received.
+    pub raw: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,11 +122,13 @@ impl Ws {
             .unwrap();
         let (sink, mut rx) = stream.split();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (g, rw) = (got.clone(), raw.clone());
         let task = tokio::spawn(async move {
             while let Some(m) = rx.next().await {
                 let item = match m {
                     Ok(Message::Text(t)) => {
+                        rw.lock().await.push(t.as_str().to_string());
                         Recv::Text(serde_json::from_str(t.as_str()).unwrap_or(json!({"unparsed": t.as_str()})))
                     }
                     Ok(Message::Binary(b)) => Recv::Binary(b.to_vec()),
@@ -142,7 +146,7 @@ impl Ws {
             }
             g.lock().await.push(Recv::Closed(None));
         });
-        Ws { sink, got, task }
+        Ws { sink, got, raw, task }
     }
 
     pub async fn snapshot(&self) -> Vec<Recv> {
@@ -403,6 +407,44 @@ pub struct ReplayOptions {
     pub file_bytes: HashMap<u64, Vec<u8>>,
     /// Down time used when the recording restarts the server.
     pub restart_down: f64,
+    /// Also compare text frames byte for byte (ids, timestamps and file names normalized).
+    pub compare_raw: bool,
+}
+
+/// Masks what differs by design: PreviewImage's random `ComfyUI_temp_xxxxx_NNNNN_` names and generated sids.
+fn mask_random(s: &str) -> String {
+    let mut out = s.to_string();
+    for marker in ["ComfyUI_temp_", "\"sid\": \""] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(marker).map(|i| i + from + marker.len()) {
+            let len = if marker.starts_with("Comfy") { 11 } else { 32 };
+            let tail: String = out[i..].chars().take(len).collect();
+            let random = if len == 11 {
+                tail.len() == 11 && tail[..5].chars().all(|c| c.is_ascii_lowercase())
+            } else {
+                tail.len() == 32 && tail.chars().all(|c| c.is_ascii_hexdigit())
+            };
+            if random {
+                out.replace_range(i..i + len, &"*".repeat(len));
+            }
+            from = i;
+        }
+    }
+    out
+}
+
+/// `"timestamp": 1795369742344` → `"timestamp": 0`.
+fn zero_timestamps(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("\"timestamp\": ") {
+        let (head, tail) = rest.split_at(i + 13);
+        out.push_str(head);
+        out.push('0');
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
 }
 
 pub struct Replay {
@@ -618,6 +660,7 @@ impl Replay {
     pub async fn run(&mut self, lines: &[Value], opts: &ReplayOptions) {
         let start = Instant::now();
         let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        let mut expected_raw: HashMap<String, Vec<String>> = HashMap::new();
         let mut expected_close: HashMap<String, u64> = HashMap::new();
         let mut pending: Option<(Value, HttpReply)> = None;
         for (i, line) in lines.iter().enumerate() {
@@ -672,16 +715,28 @@ impl Replay {
                     };
                     let _ = ws.sink.send(msg).await;
                 }
-                "ws_recv" => expected
-                    .entry(stream.clone())
-                    .or_default()
-                    .push(fixture_signature(line)),
+                "ws_recv" => {
+                    expected
+                        .entry(stream.clone())
+                        .or_default()
+                        .push(fixture_signature(line));
+                    if let Some(raw) = line["raw"].as_str() {
+                        expected_raw
+                            .entry(stream.clone())
+                            .or_default()
+                            .push(zero_timestamps(raw));
+                    }
+                }
                 "ws_close" if line["by"] == "client" => {
                     if let Some(mut ws) = self.streams.remove(&stream) {
                         let _ = ws.sink.send(Message::Close(None)).await;
                         let _ = tokio::time::timeout(Duration::from_secs(2), &mut ws.task).await;
                         let sigs: Vec<String> = ws.frames().await.iter().map(signature).collect();
                         self.compare_stream(&stream, expected.remove(&stream).unwrap_or_default(), sigs);
+                        if opts.compare_raw {
+                            let raws = ws.raw.lock().await.clone();
+                            self.compare_raw(&stream, expected_raw.remove(&stream).unwrap_or_default(), raws);
+                        }
                     }
                 }
                 "ws_close" => {
@@ -736,7 +791,39 @@ impl Replay {
                 }
             }
             let sigs: Vec<String> = frames.iter().map(signature).collect();
+            let raws = ws.raw.lock().await.clone();
             self.compare_stream(&name, expected.remove(&name).unwrap_or_default(), sigs);
+            if opts.compare_raw {
+                self.compare_raw(&name, expected_raw.remove(&name).unwrap_or_default(), raws);
+            }
+        }
+    }
+
+    fn compare_raw(&mut self, name: &str, want: Vec<String>, have: Vec<String>) {
+        let back: Vec<(String, String)> = self
+            .ids
+            .iter()
+            .chain(self.names.iter())
+            .map(|(f, o)| (o.clone(), f.clone()))
+            .collect();
+        for (k, (w, h)) in want.iter().zip(&have).enumerate() {
+            let mut h = zero_timestamps(h);
+            for (ours, theirs) in &back {
+                h = h.replace(ours.as_str(), theirs);
+            }
+            let (w, h) = (mask_random(w), mask_random(&h));
+            if w != h {
+                self.problems.push(format!(
+                    "stream {name} text frame {k} differs:\n  simulator: {h}\n  recorded:  {w}"
+                ));
+            }
+        }
+        if want.len() != have.len() {
+            self.problems.push(format!(
+                "stream {name}: {} text frames, recorded {}",
+                have.len(),
+                want.len()
+            ));
         }
     }
 
