@@ -331,7 +331,19 @@ impl<'a> Converter<'a> {
             }
             for input in &node.inputs {
                 let Some(link_id) = input.link else { continue };
-                match self.resolve_link(stack, link_id, &input.slot_type, 0) {
+                let resolved = self.resolve_link(stack, link_id, &input.slot_type, 0);
+                if resolved.is_none() && input.widget.is_none() && from_subgraph_input(frame.graph, link_id) {
+                    self.warn(
+                        "subgraph_input_unresolved",
+                        Some(&exec_id),
+                        format!(
+                            "input {} of node {exec_id} comes from a subgraph input that is neither connected nor \
+                             has a value we can read (its widget belongs to a class the server does not list?)",
+                            input.name
+                        ),
+                    );
+                }
+                match resolved {
                     Some(Resolved::Link(link)) => {
                         inputs.insert(input.input_name().to_string(), InputValue::Link(link));
                     }
@@ -408,21 +420,35 @@ impl<'a> Converter<'a> {
         if node_id == SUBGRAPH_INPUT_NODE {
             let (instance, def) = (frame.instance?, frame.def?);
             let sg_input = def.inputs.get(slot)?;
-            let outer = instance
-                .inputs
-                .iter()
-                .find(|i| i.name == sg_input.name)
-                .or_else(|| instance.inputs.get(slot));
+            // Saved instances list only connected widget inputs, so match by name; by index only when the lists
+            // line up.
+            let outer = instance.inputs.iter().find(|i| i.name == sg_input.name).or_else(|| {
+                (instance.inputs.len() == def.inputs.len())
+                    .then(|| instance.inputs.get(slot))
+                    .flatten()
+            });
             let parent = &stack[..stack.len() - 1];
             if let Some(link) = outer.and_then(|i| i.link) {
                 return self.resolve_link(parent, link, target_type, depth);
             }
             let exec = format!("{}{}", parent.last()?.prefix, instance.id);
-            return self
-                .promoted
-                .get(&exec)
-                .and_then(|p| p.get(&sg_input.name))
-                .cloned()
+            if let Some(v) = self.promoted.get(&exec).and_then(|p| p.get(&sg_input.name)) {
+                return Some(Resolved::Value(v.clone()));
+            }
+            // No value saved on the instance (newer `proxyWidgets` files): the promoted widget shows the value of
+            // the inner widget it was promoted from.
+            return sg_input
+                .link_ids
+                .iter()
+                .filter_map(|id| def.graph.links.get(id))
+                .find_map(|l| {
+                    let target = def.graph.node(&l.target_id)?;
+                    let widget = target.inputs.get(l.target_slot)?.widget.as_deref()?;
+                    self.widgets
+                        .get(&format!("{}{}", frame.prefix, target.id))?
+                        .get(widget)
+                        .cloned()
+                })
                 .map(Resolved::Value);
         }
         let Some(node) = frame.graph.node(node_id) else {
@@ -563,6 +589,13 @@ fn stack_clone<'a>(stack: &[Frame<'a>]) -> Vec<Frame<'a>> {
             def: f.def,
         })
         .collect()
+}
+
+fn from_subgraph_input(graph: &UiGraph, link_id: i64) -> bool {
+    graph
+        .links
+        .get(&link_id)
+        .is_some_and(|l| l.origin_id == SUBGRAPH_INPUT_NODE)
 }
 
 fn node_saves(class: &str) -> bool {

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod load;
 pub mod schema;
 pub mod ui;
+pub mod validate;
 
 pub use convert::{convert, CivilTime, Conversion, ConvertOptions, Warning};
 pub use error::{Error, ErrorKind};
@@ -18,3 +19,4 @@ pub use graph::{InputValue, Link, Prompt, PromptNode};
 pub use load::{load_file, load_png, load_str, load_value, PngWorkflow, Workflow};
 pub use schema::{InputSpec, InputType, NodeSchema, ObjectInfo};
 pub use ui::UiWorkflow;
+pub use validate::{validate, validate_with, Problem, Severity, ValidateOptions, ValidationReport};

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObjectInfo {
     classes: HashMap<String, NodeSchema>,
+    /// (lowercased name, its character histogram, name) for [`ObjectInfo::nearest`].
+    lowered: Vec<(String, Histogram, String)>,
 }
 
 /// One class.
@@ -173,11 +175,14 @@ impl ObjectInfo {
                 "object_info: expected a JSON object of classes",
             )
         })?;
-        let classes = obj
-            .iter()
-            .filter_map(|(name, entry)| parse_class(name, entry).map(|s| (name.clone(), s)))
-            .collect();
-        Ok(ObjectInfo { classes })
+        let mut info = ObjectInfo::default();
+        for (name, entry) in obj {
+            if let Some(schema) = parse_class(name, entry) {
+                info.classes.insert(name.clone(), schema);
+            }
+        }
+        info.reindex();
+        Ok(info)
     }
     pub fn from_json(text: &str) -> Result<ObjectInfo> {
         let value: Value = serde_json::from_str(text)
@@ -202,23 +207,32 @@ impl ObjectInfo {
     /// Adds or replaces a class (tests, or a server that reports one class at a time).
     pub fn insert(&mut self, schema: NodeSchema) {
         self.classes.insert(schema.name.clone(), schema);
+        self.reindex();
+    }
+    fn reindex(&mut self) {
+        self.lowered = self
+            .classes
+            .keys()
+            .map(|k| {
+                let lower = k.to_lowercase();
+                (lower.clone(), histogram(&lower), k.clone())
+            })
+            .collect();
+        self.lowered.sort();
     }
     /// Up to `n` known class names closest to `name` by edit distance (case-insensitive), closest first.
     pub fn nearest(&self, name: &str, n: usize) -> Vec<String> {
         let lower = name.to_lowercase();
+        let limit = (lower.chars().count() / 3).max(2);
+        let hist = histogram(&lower);
         let mut scored: Vec<(usize, &str)> = self
-            .classes
-            .keys()
-            .map(|k| (edit_distance(&lower, &k.to_lowercase()), k.as_str()))
+            .lowered
+            .iter()
+            .filter(|(_, h, _)| bag_distance(&hist, h) <= limit)
+            .filter_map(|(kl, _, k)| edit_distance_within(&lower, kl, limit).map(|d| (d, k.as_str())))
             .collect();
         scored.sort();
-        let limit = (name.chars().count() / 2).max(3);
-        scored
-            .into_iter()
-            .filter(|(d, _)| *d <= limit)
-            .take(n)
-            .map(|(_, k)| k.to_string())
-            .collect()
+        scored.into_iter().take(n).map(|(_, k)| k.to_string()).collect()
     }
 }
 
@@ -239,20 +253,71 @@ fn split_words(name: &str) -> String {
     out
 }
 
+type Histogram = [u16; 37];
+
+/// Counts of a–z, 0–9 and everything else.
+fn histogram(s: &str) -> Histogram {
+    let mut h = [0u16; 37];
+    for c in s.chars() {
+        let i = match c {
+            'a'..='z' => c as usize - 'a' as usize,
+            '0'..='9' => 26 + c as usize - '0' as usize,
+            _ => 36,
+        };
+        h[i] = h[i].saturating_add(1);
+    }
+    h
+}
+
+/// A cheap lower bound of the edit distance (the bag distance).
+fn bag_distance(a: &Histogram, b: &Histogram) -> usize {
+    let (mut more, mut less) = (0usize, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        if x > y {
+            more += usize::from(x - y);
+        } else {
+            less += usize::from(y - x);
+        }
+    }
+    more.max(less)
+}
+
 /// Levenshtein distance over chars.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    edit_distance_within(a, b, usize::MAX).unwrap_or(usize::MAX)
+}
+
+/// Levenshtein distance if it is at most `limit`: only the diagonal band of width `2·limit+1` is computed, and a
+/// row whose cells all exceed the limit ends the search.
+pub fn edit_distance_within(a: &str, b: &str, limit: usize) -> Option<usize> {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let far = limit.saturating_add(1);
+    let mut prev: Vec<usize> = (0..=b.len()).map(|j| if j <= limit { j } else { far }).collect();
+    let mut cur = vec![far; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        let row = i + 1;
+        let lo = row.saturating_sub(limit).max(1);
+        let hi = row.saturating_add(limit).min(b.len());
+        cur.fill(far);
+        cur[0] = if row <= limit { row } else { far };
+        let mut row_min = cur[0];
+        for j in lo..=hi {
+            let cost = usize::from(*ca != b[j - 1]);
+            let v = (prev[j - 1] + cost).min(prev[j] + 1).min(cur[j - 1] + 1).min(far);
+            cur[j] = v;
+            row_min = row_min.min(v);
+        }
+        if row_min > limit {
+            return None;
         }
         std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    let d = prev[b.len()];
+    (d <= limit).then_some(d)
 }
 
 fn parse_class(name: &str, entry: &Value) -> Option<NodeSchema> {
@@ -429,5 +494,9 @@ mod tests {
         assert_eq!(info.nearest("KSamplr", 3), ["KSampler"]);
         assert_eq!(split_words("CLIPTextEncodeSDXL"), "CLIP Text Encode SDXL");
         assert_eq!(split_words("ImageBlur"), "Image Blur");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance_within("kitten", "sitting", 2), None);
+        assert_eq!(edit_distance_within("flaw", "lawn", 2), Some(2));
+        assert_eq!(edit_distance_within("", "ab", 2), Some(2));
     }
 }
