@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod workflow_support;
 
+use director_link::workflow::params::resolve;
 use director_link::workflow::{
-    convert, load_file, validate, Conversion, ConvertOptions, ObjectInfo, Problem, Severity, Workflow,
+    convert, load_file, validate, Conversion, ConvertOptions, ObjectInfo, Problem, Prompt, Severity, Workflow,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -92,6 +93,76 @@ fn excuse(p: &Problem, conv: &Conversion, info: &ObjectInfo) -> Option<&'static 
     }
 }
 
+const ROLE_SELECTORS: &[&str] = &[
+    "positive.text",
+    "negative.text",
+    "sampler.seed",
+    "latent.width",
+    "frames.length",
+];
+
+/// Tries the role selectors: any answer must name an input the node has; with one KSampler whose positive input
+/// comes straight from a CLIPTextEncode, `positive.text` must be that node's text (or the literal feeding it).
+fn check_roles<'a>(
+    name: &str,
+    prompt: &Prompt,
+    counts: &mut BTreeMap<(&'a str, &'a str), usize>,
+    wrong: &mut Vec<String>,
+) {
+    for sel in ROLE_SELECTORS {
+        let outcome = match resolve(prompt, sel) {
+            Ok(t) => {
+                if !prompt.get(&t.node_id).is_some_and(|n| n.inputs.contains_key(&t.input)) {
+                    wrong.push(format!("{name}: {sel} → {t:?}, which the node does not have"));
+                }
+                "resolved"
+            }
+            Err(e) if e.code() == "ambiguous_selector" => "ambiguous",
+            Err(e) if e.code() == "selector_not_found" => "not_found",
+            Err(e) => {
+                wrong.push(format!("{name}: {sel}: unexpected {e:?}"));
+                "error"
+            }
+        };
+        *counts.entry((sel, outcome)).or_default() += 1;
+    }
+    let samplers = director_link::workflow::params::samplers(prompt);
+    if let [only] = samplers.as_slice() {
+        let node = prompt.get(only).unwrap();
+        let direct = node
+            .inputs
+            .get("positive")
+            .and_then(|v| v.as_link())
+            .filter(|l| prompt.get(&l.node).is_some_and(|n| n.class() == "CLIPTextEncode"));
+        let encoder = direct.and_then(|l| prompt.get(&l.node).map(|n| (l.node.clone(), n)));
+        if let (Some((enc_id, enc)), "KSampler") = (encoder, node.class()) {
+            if !enc.inputs.contains_key("text") {
+                return; // fed by something we could not resolve (warned during conversion)
+            }
+            // The text may come through string nodes feeding the encoder: the target must be upstream of it.
+            let mut upstream = vec![enc_id.clone()];
+            let mut i = 0;
+            while i < upstream.len() {
+                let links: Vec<String> = prompt.get(&upstream[i]).map_or(Vec::new(), |n| {
+                    n.inputs
+                        .values()
+                        .filter_map(|v| v.as_link())
+                        .map(|l| l.node.clone())
+                        .collect()
+                });
+                upstream.extend(links.into_iter().filter(|l| !upstream.contains(l)).collect::<Vec<_>>());
+                i += 1;
+            }
+            match resolve(prompt, "positive.text") {
+                Ok(t) if upstream.contains(&t.node_id) => {}
+                other => wrong.push(format!(
+                    "{name}: positive.text should be node {enc_id} or feed it: {other:?}"
+                )),
+            }
+        }
+    }
+}
+
 #[test]
 fn every_template_converts_and_known_nodes_validate() {
     let Some(files) = template_files() else { return };
@@ -100,6 +171,8 @@ fn every_template_converts_and_known_nodes_validate() {
     let (mut panics, mut unexplained) = (Vec::new(), Vec::new());
     let mut excused: BTreeMap<&str, usize> = BTreeMap::new();
     let mut valid = 0;
+    let mut roles: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut wrong_roles = Vec::new();
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let wf = match load_file(path) {
@@ -124,6 +197,7 @@ fn every_template_converts_and_known_nodes_validate() {
             with_unknown += 1;
         }
         let report = validate(&conv.prompt, info);
+        check_roles(&name, &conv.prompt, &mut roles, &mut wrong_roles);
         if report.is_valid() {
             valid += 1;
         }
@@ -143,6 +217,8 @@ fn every_template_converts_and_known_nodes_validate() {
         panics.len()
     );
     eprintln!("validation errors explained by missing server data: {excused:?}");
+    eprintln!("role selectors (selector, outcome) → templates: {roles:?}");
+    assert!(wrong_roles.is_empty(), "{wrong_roles:#?}");
     assert!(panics.is_empty(), "conversion panicked on {panics:?}");
     assert!(load_errors.is_empty(), "{load_errors:#?}");
     assert!(

@@ -685,7 +685,8 @@ enum Slot<'s> {
 fn widget_slots(schema: &NodeSchema, with_force_input: bool) -> Vec<Slot<'_>> {
     let mut slots = Vec::new();
     for spec in &schema.inputs {
-        let legacy_force = with_force_input && spec.force_input;
+        // Files saved before frontend 1.16 carry a value for `forceInput` widgets of widget types.
+        let legacy_force = with_force_input && spec.force_input && spec.has_widget_type();
         if !spec.is_widget() && !legacy_force {
             continue;
         }
@@ -725,7 +726,7 @@ pub fn map_widgets(node: &UiNode, schema: &NodeSchema) -> (IndexMap<String, Valu
         }
         WidgetsValues::List(values) => {
             let mut slots = widget_slots(schema, false);
-            let has_force = schema.inputs.iter().any(|s| s.force_input && !s.is_widget());
+            let has_force = schema.inputs.iter().any(|s| s.force_input && s.has_widget_type());
             if has_force && values.len() != slots.len() {
                 let legacy = widget_slots(schema, true);
                 if legacy.len() == values.len() {

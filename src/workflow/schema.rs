@@ -98,9 +98,10 @@ const FRONTEND_WIDGET_TYPES: &[&str] = &["WEBCAM", "AUDIO_RECORD", "LOAD_3D", "L
 impl InputSpec {
     /// Whether the frontend makes a widget for this input (and so a `widgets_values` slot).
     pub fn is_widget(&self) -> bool {
-        if self.force_input {
-            return false;
-        }
+        !self.force_input && self.has_widget_type()
+    }
+    /// Whether the type is one the frontend makes widgets for (ignoring `forceInput`).
+    pub fn has_widget_type(&self) -> bool {
         match &self.input_type {
             InputType::Int | InputType::Float | InputType::String | InputType::Boolean | InputType::Combo { .. } => {
                 true
