@@ -7,7 +7,8 @@
 //! emitted; format `%date:…%` in `filename_prefix`. Nodes whose class the server does not know are still emitted
 //! (with the links we can resolve) and listed in [`Conversion::unknown_classes`].
 use super::graph::{InputValue, Link, Meta, Prompt, PromptNode};
-use super::schema::{InputSpec, NodeSchema, ObjectInfo};
+use super::load::Workflow;
+use super::schema::{InputSpec, InputType, NodeSchema, ObjectInfo};
 use super::ui::{SubgraphDef, UiGraph, UiNode, UiWorkflow, WidgetsValues, SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE};
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -140,6 +141,27 @@ pub fn convert(workflow: &UiWorkflow, info: &ObjectInfo, options: &ConvertOption
     }
 }
 
+/// Either format to an API prompt: UI workflows are converted, API prompts pass through (their classes still
+/// checked against `info` for [`Conversion::unknown_classes`]).
+pub fn to_api(workflow: &Workflow, info: &ObjectInfo, options: &ConvertOptions) -> Conversion {
+    match workflow {
+        Workflow::Ui(ui) => convert(ui, info, options),
+        Workflow::Api(prompt) => {
+            let unknown: BTreeSet<String> = prompt
+                .nodes
+                .values()
+                .filter_map(|n| n.class_type.clone())
+                .filter(|c| !info.contains(c))
+                .collect();
+            Conversion {
+                prompt: prompt.clone(),
+                warnings: Vec::new(),
+                unknown_classes: unknown.into_iter().collect(),
+            }
+        }
+    }
+}
+
 /// One graph level while walking subgraphs: the root, or a definition entered through an instance node.
 struct Frame<'a> {
     graph: &'a UiGraph,
@@ -223,6 +245,23 @@ impl<'a> Converter<'a> {
             let (values, warning) = map_widgets(node, schema);
             if let Some(message) = warning {
                 self.warn("widget_count_mismatch", Some(&exec_id), message);
+            }
+            for spec in schema
+                .inputs
+                .iter()
+                .filter(|s| s.is_widget() && matches!(s.input_type, InputType::Other(_)))
+            {
+                self.warn(
+                    "browser_widget",
+                    Some(&exec_id),
+                    format!(
+                        "input {} of node {exec_id} ({}) is a {} widget whose value the browser makes (a capture or \
+                         upload); the saved value is sent as is",
+                        spec.name,
+                        node.node_type,
+                        spec.input_type.name()
+                    ),
+                );
             }
             self.widgets.insert(exec_id, values);
         }

@@ -14,7 +14,7 @@ pub mod schema;
 pub mod ui;
 pub mod validate;
 
-pub use convert::{convert, CivilTime, Conversion, ConvertOptions, Warning};
+pub use convert::{convert, to_api, CivilTime, Conversion, ConvertOptions, Warning};
 pub use error::{Error, ErrorKind};
 pub use graph::{InputValue, Link, Prompt, PromptNode};
 pub use load::{load_file, load_png, load_str, load_value, PngWorkflow, Workflow};
