@@ -134,7 +134,9 @@ def collect(hub, job_ids, timeout: float = 30.0, until=None) -> Collected:
                 hub.wait_for_events(0.05)
                 out.events.extend(hub.poll())
             return out
-    raise AssertionError(f"timed out after {timeout} s; unfinished jobs {pending}; got {[e.type for e in out.events]}")
+    stuck = [j for j in hub.snapshot()["jobs"] if j["id"] in pending]
+    types = [e.type for e in out.events if e.job in pending or e.job is None][-40:]
+    raise AssertionError(f"timed out after {timeout} s; unfinished jobs {stuck}; their last events {types}")
 
 
 def connect(hub, server: Server, name: str = "comfy", timeout: float = 15.0) -> str:

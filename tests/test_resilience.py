@@ -19,7 +19,15 @@ from .faultproxy import FaultProxy
 
 pytestmark = pytest.mark.sim_only
 
-FAST = dict(reconnect_initial=0.2, reconnect_max=1.0, heartbeat=0.5, connect_timeout=2.0)
+# The default schedule (1 s ×1.5 to 30 s; breaker: more than 5 failures in 60 s opens it for 30 s), ten times faster.
+FAST = dict(
+    reconnect_initial=0.1,
+    reconnect_max=3.0,
+    breaker_window=6.0,
+    breaker_open_for=3.0,
+    heartbeat=0.5,
+    connect_timeout=2.0,
+)
 
 
 @pytest.fixture
@@ -127,7 +135,7 @@ def test_http_polling_fallback_when_the_websocket_is_blocked(fast_hub, server):
 
 
 def test_the_circuit_opens_for_a_server_that_keeps_dropping_us(tmp_path, server):
-    hub = director_link.Hub(output_dir=str(tmp_path), reconnect_initial=0.05, reconnect_max=0.1, heartbeat=0.5)
+    hub = director_link.Hub(output_dir=str(tmp_path), **{**FAST, "reconnect_max": 0.2})
     try:
         proxy = FaultProxy(server.sim.port)
         try:
@@ -164,34 +172,41 @@ def test_chaos_every_job_ends_once_and_nothing_is_sent_twice(tmp_path, server, s
     stop = threading.Event()
     rng = random.Random(1234)
 
+    faults = Counter()
+
     def chaos():
+        # Drops at random moments 1–5 s apart (halved, to fit CI), one stall, one restart.
         sims = [server.sim, second_server.sim]
-        stalled = restarted = False
         started = time.monotonic()
         while not stop.wait(rng.uniform(1.0, 5.0) / 2):
             rng.choice(sims).drop_sockets()
+            faults["drops"] += 1
             elapsed = time.monotonic() - started
-            if not stalled and elapsed > 3:
+            if not faults["stalls"] and elapsed > 1.5:
                 server.sim.stall(1.5)
-                stalled = True
-            if not restarted and elapsed > 6:
+                faults["stalls"] += 1
+            if not faults["restarts"] and elapsed > 3:
                 second_server.sim.restart(down_seconds=1.0)
-                restarted = True
+                faults["restarts"] += 1
 
     try:
         names = [connect(hub, server, "a"), connect(hub, second_server, "b")]
         monkey = threading.Thread(target=chaos, daemon=True)
         monkey.start()
         submitted = {}
+        early = []
         for i in range(jobs_per_server):
             for name in names:
                 job = hub.submit(name, invert_prompt(prefix=f"chaos/{name}"))
                 submitted[job.id] = name
             if i % 10 == 0:
-                hub.poll()  # keep draining like the Blender timer does
-        got = collect(hub, list(submitted), timeout=240)
+                early.extend(hub.poll())  # keep draining like the Blender timer does
+        ended_early = {e.job for e in early if e.is_terminal}
+        got = collect(hub, [j for j in submitted if j not in ended_early], timeout=240)
+        got.events[:0] = early
         stop.set()
         monkey.join(10)
+        assert faults["stalls"] == 1 and faults["restarts"] == 1 and faults["drops"] >= 2, faults
 
         ends = Counter(e.job for e in got.events if e.is_terminal)
         assert set(ends) == set(submitted) and set(ends.values()) == {1}, "exactly one terminal event per job"

@@ -75,6 +75,9 @@ class Hub:
         reconnect_initial: float = 1.0,
         reconnect_max: float = 30.0,
         poll_interval: float = 1.0,
+        breaker_threshold: int = 5,
+        breaker_window: float = 60.0,
+        breaker_open_for: float = 30.0,
     ) -> Self:
         """Starts the hub's background runtime.
 
@@ -82,7 +85,9 @@ class Hub:
         `connect_timeout` are seconds (tiny values are raised to a few milliseconds). `event_capacity`: events
         that may wait for `poll()` before progress and previews are coalesced. `reconnect_initial` /
         `reconnect_max`: the reconnect back-off, in seconds. `poll_interval`: how often jobs are checked over
-        HTTP while a WebSocket cannot be opened. Raises `ValueError` for a negative or absurd number of seconds.
+        HTTP while a WebSocket cannot be opened. More than `breaker_threshold` failed connects (or sessions that
+        end at once) within `breaker_window` seconds open the circuit for `breaker_open_for` seconds (state
+        `circuit_open`; `reconnect()` tries at once). Raises `ValueError` for a negative or absurd number of seconds.
         """
 
     @property

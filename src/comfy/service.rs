@@ -192,10 +192,7 @@ impl ComfyService {
                     match end {
                         SessionEnd::Closed => break,
                         SessionEnd::Reconnect => reconnect_now = true,
-                        SessionEnd::Dropped(why) => {
-                            log::warn!("{}: connection lost: {why}", self.name);
-                            self.status.record_drop(&why);
-                        }
+                        SessionEnd::Dropped(why) => log::warn!("{}: connection lost: {why}", self.name),
                     }
                 }
                 Err(ConnectError::WebSocket(e)) => {
@@ -382,6 +379,12 @@ impl ComfyService {
                 }
             }
         };
+        if let SessionEnd::Dropped(why) = &end {
+            // Say so now: closing a dead or stalled peer's socket can take the whole close timeout.
+            self.connected = false;
+            self.status.record_drop(why);
+            self.status.set_state(&self.shared, ServiceState::Reconnecting, Some(why.clone()));
+        }
         ws::close_and_wait(socket).await;
         end
     }

@@ -74,7 +74,7 @@ pub struct Hub {
 impl Hub {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
-    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0))]
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0))]
     fn new(
         py: Python<'_>,
         output_dir: Option<PathBuf>,
@@ -84,6 +84,9 @@ impl Hub {
         reconnect_initial: f64,
         reconnect_max: f64,
         poll_interval: f64,
+        breaker_threshold: usize,
+        breaker_window: f64,
+        breaker_open_for: f64,
     ) -> PyResult<Hub> {
         let mut config = HubConfig::default();
         if let Some(dir) = output_dir {
@@ -95,6 +98,9 @@ impl Hub {
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
         config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
         config.poll_interval = duration(poll_interval, "poll_interval")?.max(Duration::from_millis(50));
+        config.breaker.threshold = breaker_threshold;
+        config.breaker.window = duration(breaker_window, "breaker_window")?;
+        config.breaker.open_for = duration(breaker_open_for, "breaker_open_for")?;
         let hub = Arc::new(py.detach(|| CoreHub::new(config)).py(py)?);
         super::logging::track(&hub);
         Ok(Hub { inner: hub })
