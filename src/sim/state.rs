@@ -420,6 +420,8 @@ impl Shared {
         inner.cache = ExecCache::default();
         drop(inner);
         self.interrupt.store(false, AtOrd::SeqCst);
+        // A fresh process is not stalled.
+        self.stall_tx.send_replace(None);
         self.epoch_tx.send_replace(epoch);
     }
 

@@ -179,14 +179,14 @@ async fn run_socket(shared: Arc<Shared>, mut ws: WebSocketStream<TcpStream>, cli
         }
         inner.conns.remove(&conn_id);
     }
-    if cut {
-        // End the TCP connection without a close frame (what a dying process looks like: 1006). FIN first and
-        // drain what the peer still sends, so a reset does not destroy frames it has not read yet.
+    if cut || close_code.is_some() {
+        // End the TCP connection without (more) frames: FIN first, then drain what the peer still sends, so a
+        // reset does not destroy frames it has not read yet (a cut looks like a dying process: 1006).
         let tcp = ws.get_mut();
         let _ = tcp.shutdown().await;
-        let mut sink = [0u8; 4096];
+        let mut sink = [0u8; 16 * 1024];
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
-        for _ in 0..1000 {
+        for _ in 0..10_000 {
             match tokio::time::timeout_at(deadline, tcp.read(&mut sink)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => break,
