@@ -568,6 +568,20 @@ impl JobRouter {
     }
 }
 
+/// Messages that change a job's lifecycle (as opposed to progress), worth holding for an unplaced prompt id.
+fn is_lifecycle(msg: &ServerMessage) -> bool {
+    matches!(
+        msg,
+        ServerMessage::ExecutionStart(_)
+            | ServerMessage::ExecutionCached(_)
+            | ServerMessage::Executing(_)
+            | ServerMessage::Executed(_)
+            | ServerMessage::ExecutionSuccess(_)
+            | ServerMessage::ExecutionError(_)
+            | ServerMessage::ExecutionInterrupted(_)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,18 +791,4 @@ mod tests {
         let eta = j.eta("3", 2.0, 11.0, t0 + std::time::Duration::from_secs(1));
         assert_eq!(eta.map(|e| e.round()), Some(9.0));
     }
-}
-
-/// Messages that change a job's lifecycle (as opposed to progress), worth holding for an unplaced prompt id.
-fn is_lifecycle(msg: &ServerMessage) -> bool {
-    matches!(
-        msg,
-        ServerMessage::ExecutionStart(_)
-            | ServerMessage::ExecutionCached(_)
-            | ServerMessage::Executing(_)
-            | ServerMessage::Executed(_)
-            | ServerMessage::ExecutionSuccess(_)
-            | ServerMessage::ExecutionError(_)
-            | ServerMessage::ExecutionInterrupted(_)
-    )
 }

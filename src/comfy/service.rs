@@ -383,7 +383,8 @@ impl ComfyService {
             // Say so now: closing a dead or stalled peer's socket can take the whole close timeout.
             self.connected = false;
             self.status.record_drop(why);
-            self.status.set_state(&self.shared, ServiceState::Reconnecting, Some(why.clone()));
+            self.status
+                .set_state(&self.shared, ServiceState::Reconnecting, Some(why.clone()));
         }
         ws::close_and_wait(socket).await;
         end
