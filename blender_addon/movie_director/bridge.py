@@ -75,8 +75,11 @@ def request_sync() -> None:
 
 def resolve_output_dir(prefs) -> str:
     raw = prefs.output_dir if prefs is not None else "//director_link/"
+    # While Blender starts, add-ons register with a restricted ``bpy.data`` (no filepath): use the temp folder
+    # until the .blend is loaded (``load_post`` then moves the hub next to it when nothing is running).
+    blend = getattr(bpy.data, "filepath", "")
     if raw.startswith("//"):
-        if bpy.data.filepath:
+        if blend:
             return os.path.normpath(bpy.path.abspath(raw))
         return os.path.join(tempfile.gettempdir(), "director_link", raw[2:].strip("/\\") or "")
     return os.path.normpath(bpy.path.abspath(raw))

@@ -140,13 +140,22 @@ class ViewModel:
         """Folds events (oldest first) into the model; returns the areas that changed."""
         changed: set[str] = set()
         handlers = self._handlers
-        count = 0
-        for event in events:
-            count += 1
-            handler = handlers.get(event.type)
+        batch = events if isinstance(events, list) else list(events)
+        types = [event.type for event in batch]
+        # Only the newest progress (and preview) of a job is visible, so older ones in the same batch are skipped
+        # without reading their fields (each field read crosses into the native module).
+        newest: dict[tuple[str, str | None], int] = {}
+        for index, kind in enumerate(types):
+            if kind == "progress" or kind == "preview":
+                newest[(kind, batch[index].job)] = index
+        for index, event in enumerate(batch):
+            kind = types[index]
+            if (kind == "progress" or kind == "preview") and newest.get((kind, event.job)) != index:
+                continue
+            handler = handlers.get(kind)
             if handler is not None:
                 handler(event, changed)
-        self.events_applied += count
+        self.events_applied += len(batch)
         return changed
 
     def apply_snapshot(self, snapshot: dict[str, Any]) -> set[str]:

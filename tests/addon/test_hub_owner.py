@@ -146,8 +146,22 @@ def thread_count():
     return len(os.listdir("/proc/self/task"))
 
 
+def settled_thread_count(timeout=5.0, quiet=0.5):
+    """The thread count once it has not changed for ``quiet`` seconds (earlier tests' threads take a moment)."""
+    deadline = time.monotonic() + timeout
+    count, since = thread_count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = thread_count()
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return count
+
+
 def test_real_hub_open_tick_close_leaves_no_thread(tmp_path):
-    before = thread_count()
+    before = settled_thread_count()
     for _ in range(5):
         owner = ho.HubOwner()
         hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
