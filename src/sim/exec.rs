@@ -502,6 +502,7 @@ fn format_value(v: &Val) -> Value {
         Val::Json(other) => json!(pyjson::py_repr(other)),
         Val::Image(img) => json!(img.describe()),
         Val::Mask(m) => json!(m.describe()),
+        Val::Opaque(o) => json!(o.describe()),
         Val::Int(i) => json!(i),
         Val::Str(s) => json!(s),
     }

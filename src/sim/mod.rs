@@ -16,6 +16,7 @@ mod faults;
 mod files;
 mod http;
 mod image;
+mod models;
 mod nodes;
 mod pyjson;
 mod routes;

@@ -1,7 +1,10 @@
 //! The node classes the simulator really runs: core image nodes on small float images and the four
 //! acceptance nodes (`fixtures/comfyui/tools/custom_nodes_acceptance`), behaving like their Python originals.
+//! Model nodes (loaders, text encoders, samplers, VAE, ControlNet, upscalers, LTX-Video) are cheap stand-ins in
+//! [`super::models`].
 use super::exec::{Failure, NodeCtx, Preview};
 use super::image::{self, Images, Masks, MAX_PIXELS};
+use super::models::{self, Opaque};
 use super::pyjson;
 use super::validate::annotated_path;
 use serde_json::{json, Map, Value};
@@ -19,6 +22,8 @@ pub(crate) enum Val {
     Mask(Arc<Masks>),
     Int(i64),
     Str(String),
+    /// A model handle, conditioning, latent, sampler or sigmas of the model stand-ins.
+    Opaque(Arc<Opaque>),
 }
 
 /// A node's inputs by name, in prompt order.
@@ -39,18 +44,18 @@ impl Args {
         self.items.iter().map(|(k, v)| (k, v))
     }
 
-    fn get(&self, name: &str) -> Option<&Val> {
+    pub(super) fn get(&self, name: &str) -> Option<&Val> {
         self.items.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    fn missing(name: &str) -> Failure {
+    pub(super) fn missing(name: &str) -> Failure {
         Failure::new(
             "TypeError",
             format!("run() missing 1 required positional argument: '{name}'"),
         )
     }
 
-    fn f64(&self, name: &str) -> Result<f64, Failure> {
+    pub(super) fn f64(&self, name: &str) -> Result<f64, Failure> {
         match self.get(name) {
             Some(Val::Json(Value::Number(n))) => Ok(n.as_f64().unwrap_or(0.0)),
             Some(Val::Json(Value::Bool(b))) => Ok(f64::from(u8::from(*b))),
@@ -63,11 +68,11 @@ impl Args {
         }
     }
 
-    fn i64(&self, name: &str) -> Result<i64, Failure> {
+    pub(super) fn i64(&self, name: &str) -> Result<i64, Failure> {
         self.f64(name).map(|f| f as i64)
     }
 
-    fn string(&self, name: &str) -> Result<String, Failure> {
+    pub(super) fn string(&self, name: &str) -> Result<String, Failure> {
         match self.get(name) {
             Some(Val::Json(v)) => Ok(pyjson::py_str(v)),
             Some(Val::Str(s)) => Ok(s.clone()),
@@ -80,7 +85,7 @@ impl Args {
         }
     }
 
-    fn bool(&self, name: &str) -> Result<bool, Failure> {
+    pub(super) fn bool(&self, name: &str) -> Result<bool, Failure> {
         match self.get(name) {
             Some(Val::Json(Value::Bool(b))) => Ok(*b),
             Some(_) => Ok(self.f64(name).map(|f| f != 0.0).unwrap_or(true)),
@@ -88,7 +93,7 @@ impl Args {
         }
     }
 
-    fn image(&self, name: &str) -> Result<Arc<Images>, Failure> {
+    pub(super) fn image(&self, name: &str) -> Result<Arc<Images>, Failure> {
         match self.get(name) {
             Some(Val::Image(img)) => Ok(img.clone()),
             Some(other) => Err(Failure::new(
@@ -100,13 +105,14 @@ impl Args {
     }
 }
 
-fn kind_of(v: &Val) -> &'static str {
+pub(super) fn kind_of(v: &Val) -> &'static str {
     match v {
         Val::None => "NoneType",
         Val::Json(j) => pyjson::type_name(j),
         Val::Image(_) | Val::Mask(_) => "Tensor",
         Val::Int(_) => "int",
         Val::Str(_) => "str",
+        Val::Opaque(o) => o.py_type(),
     }
 }
 
@@ -115,21 +121,21 @@ pub(crate) struct NodeResult {
     pub ui: Option<Map<String, Value>>,
 }
 
-fn out(values: Vec<Val>) -> Result<NodeResult, Failure> {
+pub(super) fn out(values: Vec<Val>) -> Result<NodeResult, Failure> {
     Ok(NodeResult {
         outputs: values,
         ui: None,
     })
 }
 
-fn ui_only(ui: Value) -> Result<NodeResult, Failure> {
+pub(super) fn ui_only(ui: Value) -> Result<NodeResult, Failure> {
     Ok(NodeResult {
         outputs: Vec::new(),
         ui: ui.as_object().cloned(),
     })
 }
 
-fn check_size(w: u32, h: u32, batch: u32) -> Result<(), Failure> {
+pub(super) fn check_size(w: u32, h: u32, batch: u32) -> Result<(), Failure> {
     if w as u64 * h as u64 * batch.max(1) as u64 > MAX_PIXELS {
         return Err(Failure::new(
             "RuntimeError",
@@ -139,7 +145,7 @@ fn check_size(w: u32, h: u32, batch: u32) -> Result<(), Failure> {
     Ok(())
 }
 
-fn clamp_u32(v: i64) -> u32 {
+pub(super) fn clamp_u32(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
 
@@ -214,6 +220,7 @@ pub(crate) async fn run(class: &str, args: &Args, ctx: &NodeCtx<'_>) -> Result<N
                 Some(Val::Int(i)) => i.to_string(),
                 Some(Val::Image(img)) => img.describe(),
                 Some(Val::Mask(m)) => m.describe(),
+                Some(Val::Opaque(o)) => o.describe(),
             };
             ui_only(json!({"text": [text]}))
         }
@@ -246,10 +253,13 @@ pub(crate) async fn run(class: &str, args: &Args, ctx: &NodeCtx<'_>) -> Result<N
                 ui: json!({"text": [text]}).as_object().cloned(),
             })
         }
-        other => Err(Failure::new(
-            "NotImplementedError",
-            format!("the Director Link simulator does not implement the node class {other}"),
-        )),
+        other => match models::run(other, args, ctx).await {
+            Some(result) => result,
+            None => Err(Failure::new(
+                "NotImplementedError",
+                format!("the Director Link simulator does not implement the node class {other}"),
+            )),
+        },
     }
 }
 
