@@ -82,6 +82,8 @@ impl fmt::Display for ErrorCode {
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// Structured details for callers (e.g. `{"problems": [...]}` for a workflow that failed validation).
+    pub details: Option<serde_json::Value>,
 }
 
 impl Error {
@@ -89,7 +91,13 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
     pub fn code(&self) -> &'static str {
         self.code.as_str()

@@ -86,7 +86,7 @@ pub struct OutputFile {
 }
 
 /// A per-node problem reported by the server's validation (`node_errors`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NodeProblem {
     pub node_id: String,
     pub class_type: Option<String>,

@@ -4,9 +4,10 @@ use crate::comfy::http::ComfyHttp;
 use crate::comfy::service::{ComfyConfig, ComfyService, Command};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::{Event, JobState, QueueStats};
+use crate::event::{Event, EventKind, JobError, JobState, QueueStats};
 use crate::service::{BackoffPolicy, BreakerPolicy, ServiceSnapshot, ServiceStatus};
-use crate::tracker::{JobSnapshot, Shared, DEFAULT_FINISHED_CAP};
+use crate::tracker::{JobSnapshot, Shared, Submission, DEFAULT_FINISHED_CAP};
+use crate::workflow::{prepare, ObjectInfo};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
@@ -67,7 +68,35 @@ struct ServiceHandle {
     status: Arc<ServiceStatus>,
     http: ComfyHttp,
     /// `/object_info` is ~0.5 MB and changes only when nodes are installed: fetched once, refreshed on request.
-    object_info: Arc<Mutex<Option<Arc<Value>>>>,
+    schema: SchemaSlot,
+}
+
+/// A service's node list: raw (as Python sees it) and parsed (for conversion and validation).
+pub struct Schema {
+    pub raw: Arc<Value>,
+    pub info: Arc<ObjectInfo>,
+}
+
+type SchemaSlot = Arc<Mutex<Option<Arc<Schema>>>>;
+
+async fn fetch_schema(http: &ComfyHttp, slot: &SchemaSlot) -> Result<Arc<Schema>> {
+    let raw = http.object_info().await?;
+    let info = ObjectInfo::from_value(&raw)?;
+    let schema = Arc::new(Schema {
+        raw: Arc::new(raw),
+        info: Arc::new(info),
+    });
+    *slot.lock() = Some(schema.clone());
+    Ok(schema)
+}
+
+/// A failure found before posting, as the job's error (with the problems per node when validation found them).
+fn job_error(e: Error) -> JobError {
+    let mut error = JobError::simple(e.code(), e.message.clone());
+    if let Some(problems) = e.details.as_ref().and_then(|d| d.get("node_errors")) {
+        error.node_errors = serde_json::from_value(problems.clone()).unwrap_or_default();
+    }
+    error
 }
 
 /// Per-service choices.
@@ -229,7 +258,7 @@ impl Hub {
                 commands: tx,
                 status,
                 http,
-                object_info: Arc::new(Mutex::new(None)),
+                schema: Arc::new(Mutex::new(None)),
             },
         );
         Ok(added)
@@ -237,15 +266,17 @@ impl Hub {
 
     /// Stops a service's connection; its unfinished jobs stay in the table as they are.
     pub fn remove_service(&self, name: &str) -> Result<()> {
-        self.services
-            .lock()
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| self.unknown_service(name))
+        let removed = self.services.lock().remove(name);
+        removed.map(|_| ()).ok_or_else(|| self.unknown_service(name))
     }
 
     fn unknown_service(&self, name: &str) -> Error {
-        let known: Vec<String> = self.services.lock().keys().cloned().collect();
+        self.unknown_service_in(&self.services.lock(), name)
+    }
+
+    /// For callers that hold the services lock already (it is not re-entrant).
+    fn unknown_service_in(&self, services: &BTreeMap<String, ServiceHandle>, name: &str) -> Error {
+        let known: Vec<String> = services.keys().cloned().collect();
         let hint = if known.is_empty() {
             "no services are added yet; call add_service first".to_string()
         } else {
@@ -259,43 +290,87 @@ impl Hub {
     }
 
     /// Queues a prompt (API format) on a service and returns the job id at once.
-    pub fn submit(&self, service: &str, prompt: Value, tag: Option<String>) -> Result<String> {
+    pub fn submit(
+        &self,
+        service: &str,
+        workflow: Value,
+        params: Vec<(String, Value)>,
+        tag: Option<String>,
+    ) -> Result<String> {
         self.ensure_open()?;
-        check_prompt(&prompt)?;
-        self.submit_checked(service, Arc::new(prompt), tag)
-    }
-
-    /// Submits a finished job's workflow again as a new job (same service, tag and parameters).
-    pub fn resubmit(&self, job_id: &str) -> Result<String> {
-        self.ensure_open()?;
-        let (service, tag, prompt) = self
-            .shared
-            .submission(job_id)
-            .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
-        self.submit_checked(&service, prompt, tag)
-    }
-
-    fn submit_checked(&self, service: &str, prompt: Arc<Value>, tag: Option<String>) -> Result<String> {
-        let services = self.services.lock();
-        let Some(handle) = services.get(service) else {
-            drop(services);
-            return Err(self.unknown_service(service));
+        let loaded = prepare::load(workflow.clone())?;
+        let (commands, http, slot) = {
+            let services = self.services.lock();
+            let h = services
+                .get(service)
+                .ok_or_else(|| self.unknown_service_in(&services, service))?;
+            (h.commands.clone(), h.http.clone(), h.schema.clone())
         };
-        let job_id = uuid::Uuid::new_v4().to_string();
+        let cached = slot.lock().clone();
+        let submission = Submission {
+            workflow: Arc::new(workflow),
+            params,
+        };
         let group = tag
             .clone()
             .filter(|t| !t.trim().is_empty())
             .unwrap_or_else(|| service.to_string());
-        self.shared.register(&job_id, service, tag, prompt.clone());
-        handle
-            .commands
+        let job_id = uuid::Uuid::new_v4().to_string();
+        if prepare::needs_object_info(&loaded) && cached.is_none() {
+            // A UI-format workflow waits for the server's node list; submit() itself never waits on the network.
+            self.shared.register(&job_id, service, tag, submission.clone());
+            let (shared, id) = (self.shared.clone(), job_id.clone());
+            let rt = self.runtime.lock();
+            let rt = rt
+                .as_ref()
+                .ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
+            rt.spawn(async move {
+                let prepared = async {
+                    let schema = fetch_schema(&http, &slot).await?;
+                    prepare::prepare(&loaded, &submission.params, Some(&schema.info))
+                }
+                .await;
+                match prepared {
+                    Ok(p) => {
+                        for w in &p.warnings {
+                            log::info!("job {id}: {w}");
+                        }
+                        let _ = commands.send(Command::Submit {
+                            job_id: id,
+                            prompt: Arc::new(p.prompt),
+                            group,
+                        });
+                    }
+                    Err(e) => shared.emit(EventKind::JobFailed {
+                        job_id: id,
+                        error: job_error(e),
+                    }),
+                }
+            });
+            return Ok(job_id);
+        }
+        let prepared = prepare::prepare(&loaded, &submission.params, cached.as_ref().map(|s| &*s.info))?;
+        for w in &prepared.warnings {
+            log::info!("job {job_id}: {w}");
+        }
+        self.shared.register(&job_id, service, tag, submission);
+        commands
             .send(Command::Submit {
                 job_id: job_id.clone(),
-                prompt,
+                prompt: Arc::new(prepared.prompt),
                 group,
             })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
         Ok(job_id)
+    }
+
+    /// Submits a job's workflow again as a new job (same service, tag and parameters).
+    pub fn resubmit(&self, job_id: &str) -> Result<String> {
+        let (service, tag, submission) = self
+            .shared
+            .submission(job_id)
+            .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
+        self.submit(&service, (*submission.workflow).clone(), submission.params, tag)
     }
 
     /// Asks for a job to be cancelled; `JobCancelled` follows once the server confirms.
@@ -441,57 +516,6 @@ fn default_name(kind: &str, endpoint: &Endpoint) -> String {
     }
 }
 
-/// The shape check every prompt gets before it is queued; deep validation is the workflow module's job.
-pub fn check_prompt(prompt: &Value) -> Result<()> {
-    let bad = |m: String| Err(Error::new(ErrorCode::InvalidWorkflow, m));
-    let Some(map) = prompt.as_object() else {
-        return bad("the workflow must be a JSON object of nodes (ComfyUI API format)".into());
-    };
-    if map.is_empty() {
-        return bad("the workflow has no nodes".into());
-    }
-    for (id, node) in map {
-        match node.get("class_type") {
-            Some(Value::String(_)) => {}
-            _ => {
-                return bad(format!(
-                    "node {id:?} has no class_type: this looks like a UI-format workflow or a broken file; \
-                     export it with \"Save (API Format)\" or convert it first"
-                ))
-            }
-        }
-        if node.get("inputs").is_some_and(|i| !i.is_object()) {
-            return bad(format!("node {id:?}: inputs must be an object"));
-        }
-    }
-    Ok(())
-}
-
-/// Applies `selector = value` parameters to an API-format prompt.
-pub fn apply_params(prompt: Value, params: &[(String, Value)]) -> Result<Value> {
-    let mut prompt = prompt;
-    for (selector, value) in params {
-        let (node, input) = selector.rsplit_once('.').ok_or_else(|| {
-            Error::new(
-                ErrorCode::InvalidParameter,
-                format!("parameter {selector:?} must look like NODE_ID.input"),
-            )
-        })?;
-        let inputs = prompt
-            .get_mut(node)
-            .and_then(|n| n.get_mut("inputs"))
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::InvalidParameter,
-                    format!("parameter {selector:?}: no node {node:?}"),
-                )
-            })?;
-        inputs.insert(input.to_string(), value.clone());
-    }
-    Ok(prompt)
-}
-
 impl Hub {
     /// Checks addresses for a ComfyUI (in parallel); blocks the calling thread up to about `timeout`.
     pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::probe::ProbeResult>> {
@@ -507,29 +531,29 @@ impl Hub {
     }
 
     fn service_http(&self, service: &str) -> Result<ComfyHttp> {
-        self.services
-            .lock()
-            .get(service)
-            .map(|h| h.http.clone())
-            .ok_or_else(|| self.unknown_service(service))
+        let http = self.services.lock().get(service).map(|h| h.http.clone());
+        http.ok_or_else(|| self.unknown_service(service))
     }
 
     /// The server's node schemas (`GET /object_info`), cached per service; `refresh` fetches them again.
     /// Blocks the calling thread (scripts and the CLI, not the UI thread).
     pub fn object_info(&self, service: &str, refresh: bool) -> Result<Arc<Value>> {
-        let (http, cache) = {
+        let (http, slot) = {
             let services = self.services.lock();
-            let h = services.get(service).ok_or_else(|| self.unknown_service(service))?;
-            (h.http.clone(), h.object_info.clone())
+            let h = services
+                .get(service)
+                .ok_or_else(|| self.unknown_service_in(&services, service))?;
+            (h.http.clone(), h.schema.clone())
         };
         if !refresh {
-            if let Some(hit) = cache.lock().clone() {
-                return Ok(hit);
+            if let Some(hit) = slot.lock().clone() {
+                return Ok(hit.raw.clone());
             }
         }
-        let info = Arc::new(self.block_on(async move { http.object_info().await })??);
-        *cache.lock() = Some(info.clone());
-        Ok(info)
+        Ok(self
+            .block_on(async move { fetch_schema(&http, &slot).await })??
+            .raw
+            .clone())
     }
 
     /// Uploads an image into the server's input folder; returns the name to put in a `LoadImage` node.

@@ -7,6 +7,13 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// What the user submitted (before conversion and parameters), so a job can be submitted again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Submission {
+    pub workflow: std::sync::Arc<Value>,
+    pub params: Vec<(String, Value)>,
+}
+
 /// What a user can ask about a job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobSnapshot {
@@ -30,7 +37,7 @@ pub struct JobSnapshot {
 struct Record {
     snap: JobSnapshot,
     /// What was submitted, for `resubmit`.
-    prompt: std::sync::Arc<Value>,
+    submission: Submission,
     created: Instant,
     ended: Option<Instant>,
 }
@@ -156,7 +163,7 @@ impl Shared {
     }
 
     /// Registers a new job before anything can be said about it.
-    pub fn register(&self, id: &str, service: &str, tag: Option<String>, prompt: std::sync::Arc<Value>) {
+    pub fn register(&self, id: &str, service: &str, tag: Option<String>, submission: Submission) {
         let snap = JobSnapshot {
             id: id.to_string(),
             service: service.to_string(),
@@ -177,18 +184,18 @@ impl Shared {
             id.to_string(),
             Record {
                 snap,
-                prompt,
+                submission,
                 created: Instant::now(),
                 ended: None,
             },
         );
     }
 
-    /// The service, tag and prompt a job was submitted with.
-    pub fn submission(&self, id: &str) -> Option<(String, Option<String>, std::sync::Arc<Value>)> {
+    /// The service, tag and submission of a job.
+    pub fn submission(&self, id: &str) -> Option<(String, Option<String>, Submission)> {
         let jobs = self.jobs.lock();
         let rec = jobs.records.get(id)?;
-        Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.prompt.clone()))
+        Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.submission.clone()))
     }
 
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.

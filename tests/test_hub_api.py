@@ -77,10 +77,13 @@ def test_submit_returns_at_once_and_waits_for_a_connection(hub):
 
 def test_invalid_workflows_and_parameters_raise_workflow_errors(hub, tmp_path):
     name = hub.add_service("comfyui", "127.0.0.1:8188")
-    ui_format = {"nodes": [], "links": [], "version": 0.4}
+    empty_ui = {"nodes": [], "links": [], "version": 0.4}
     with pytest.raises(errors.WorkflowError) as ui:
-        hub.submit(name, ui_format)
-    assert ui.value.code == "invalid_workflow"
+        hub.submit(name, empty_ui)
+    assert ui.value.code == "invalid_workflow" and "no nodes" in str(ui.value)
+    with pytest.raises(errors.WorkflowError) as neither:
+        hub.submit(name, {"hello": "world"})
+    assert neither.value.code == "invalid_workflow"
     with pytest.raises(errors.WorkflowError) as not_json:
         hub.submit(name, "{not json")
     assert not_json.value.code == "invalid_workflow"

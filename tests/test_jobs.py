@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -266,3 +267,54 @@ def test_object_info_is_fetched_once_and_cached(hub, server):
         hub.object_info(name, refresh=True)
         fetches = [r for r in server.sim.requests() if r["path"].removeprefix("/api") == "/object_info"]
         assert len(fetches) == 2
+
+
+def ui_invert_workflow() -> dict:
+    """EmptyImage → ImageInvert → SaveImage as ComfyUI's editor saves it (UI format, widgets by position)."""
+    return {
+        "last_node_id": 3,
+        "last_link_id": 2,
+        "nodes": [
+            {"id": 1, "type": "EmptyImage", "mode": 0, "inputs": [],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+             "widgets_values": [40, 24, 1, nonce() % (1 << 24)], "properties": {}},
+            {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}], "widgets_values": [], "properties": {}},
+            {"id": 3, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
+             "outputs": [], "widgets_values": ["dl_test/ui"], "properties": {}},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }  # fmt: skip
+
+
+def test_a_ui_format_workflow_is_converted_and_runs(hub, server):
+    name = connect(hub, server)
+    started = time.monotonic()
+    job = hub.submit(name, ui_invert_workflow(), params={"EmptyImage.width": 48})
+    assert time.monotonic() - started < 1.0, "conversion waits for the node list in the background"
+    done = collect(hub, [job.id]).terminal(job.id)
+    assert done.type == "job_completed", getattr(done, "message", "")
+    history = server.get(f"/history/{job.id}")[job.id]
+    inputs = history["prompt"][2]["1"]["inputs"]
+    assert inputs["width"] == 48 and inputs["height"] == 24, "widgets mapped by name, the parameter applied"
+    # Now the node list is cached: a bad parameter is caught at once, before anything is sent.
+    with pytest.raises(errors.WorkflowError) as bad:
+        hub.submit(name, ui_invert_workflow(), params={"EmptyImage.width": 10**9})
+    assert bad.value.code == "invalid_parameter" and "width" in str(bad.value)
+
+
+def test_validation_against_the_cached_node_list_raises_before_posting(hub, server):
+    name = connect(hub, server)
+    hub.object_info(name)
+    prompt = invert_prompt()
+    prompt["2"]["inputs"] = {}
+    with pytest.raises(errors.WorkflowError) as info:
+        hub.submit(name, prompt)
+    assert info.value.code == "validation_failed"
+    problem = info.value.node_errors[0]
+    assert (problem["node_id"], problem["input"], problem["code"]) == ("2", "image", "required_input_missing")
+    assert hub.snapshot()["jobs"] == []

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import atexit
 
-from . import errors, events
-from ._native import Hub, Job, __version__, _close_all
+from . import errors, events, workflows
+from ._native import Hub, Job, Workflow, __version__, _close_all
 from .errors import (
     DirectorLinkError,
     DuplicateServiceError,
@@ -53,8 +53,10 @@ __all__ = [
     "Timeout",
     "UnknownJobError",
     "UnknownServiceError",
+    "Workflow",
     "WorkflowError",
     "__version__",
     "errors",
     "events",
+    "workflows",
 ]

@@ -12,23 +12,25 @@ from typing import Any, Literal, TypeAlias, final
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
-    "_close_all",
-    "__version__",
+    "ComfySimulator",
+    "Event",
     "Hub",
     "Job",
-    "Event",
-    "ServiceStateChanged",
-    "QueueChanged",
-    "JobQueued",
-    "JobStarted",
-    "NodeStarted",
-    "Progress",
-    "Preview",
-    "NodeText",
-    "NodeOutput",
+    "JobCancelled",
     "JobCompleted",
     "JobFailed",
-    "JobCancelled",
+    "JobQueued",
+    "JobStarted",
+    "NodeOutput",
+    "NodeStarted",
+    "NodeText",
+    "Preview",
+    "Progress",
+    "QueueChanged",
+    "ServiceStateChanged",
+    "Workflow",
+    "__version__",
+    "_close_all",
 ]
 
 _StrPath: TypeAlias = str | os.PathLike[str]
@@ -60,6 +62,98 @@ __version__: str
 
 def _close_all() -> None:
     """Closes every hub still open (called at interpreter exit)."""
+
+@final
+class Workflow:
+    """A ComfyUI workflow in API or UI format.
+
+    `Workflow.load(source)` detects the format. A UI-format workflow is turned into the API format with
+    `convert(object_info)` (the server's node list: `hub.object_info(name)` or a saved file); `hub.submit` also
+    converts by itself. `set()` and `parameters()` use selectors: `3.seed`, `KSampler.steps`,
+    `"Positive Prompt".text` or roles such as `positive.text`, `sampler.seed`, `latent.width`, `frames.length`.
+    """
+
+    @staticmethod
+    def load(source: Workflow | dict[str, Any] | str | os.PathLike[str]) -> Workflow:
+        """Loads a workflow from a dict, a JSON string, or a path to a `.json` file or a ComfyUI `.png`."""
+
+    @property
+    def format(self) -> Literal["api", "ui"]:
+        """`"api"` or `"ui"`."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the conversion could not reproduce exactly (empty for a workflow that was not converted)."""
+
+    def convert(self, object_info: dict[str, Any] | _StrPath) -> Workflow:
+        """The API-format version (UI format converted like ComfyUI's frontend does), as a new `Workflow`."""
+
+    def validate(self, object_info: dict[str, Any] | _StrPath) -> list[dict[str, Any]]:
+        """Checks the workflow against a node list like the server would; returns the problems (empty when valid)."""
+
+    def set(self, selector: str, value: Any, object_info: dict[str, Any] | _StrPath | None = None) -> str:
+        """Sets an input by selector (checked when `object_info` is given); returns `"<id>.<input>"`."""
+
+    def get(self, selector: str) -> Any:
+        """The value an input selector points at (None for a linked input)."""
+
+    def parameters(self, object_info: dict[str, Any] | _StrPath | None = None) -> list[dict[str, Any]]:
+        """Every settable input with its type, range/options, default, value and selector."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The workflow as a JSON-ready dict (API prompt, or the UI file as loaded)."""
+
+@final
+class ComfySimulator:
+    """A local ComfyUI 0.3.64 simulator on 127.0.0.1 (an ephemeral port) for tests and demos."""
+
+    def __new__(cls, time_scale: float = 1.0, preview_size: int = 64) -> Self: ...
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def output_dir(self) -> str:
+        """Where SaveImage writes (a temporary folder, removed by `close()`)."""
+
+    @property
+    def input_dir(self) -> str:
+        """Where uploads land and LoadImage reads."""
+
+    def close(self) -> None:
+        """Stops the server, joins its threads and removes its folder. Safe to call twice."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> bool: ...
+    def drop_sockets_after(self, n: int) -> None:
+        """Cuts every open WebSocket (no close frame) after `n` more messages to it."""
+
+    def drop_sockets(self) -> None:
+        """Cuts every open WebSocket now (the client sees 1006)."""
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Refuses connections for `seconds`, then listens again on the same port."""
+
+    def restart(self, down_seconds: float = 0.5) -> None:
+        """Like a process restart: sockets cut, queue/history/cache lost, down for `down_seconds`."""
+
+    def stall(self, seconds: float) -> None:
+        """For `seconds`, nothing is sent, HTTP gets no answer and execution pauses."""
+
+    def send_garbage(self, kind: str) -> None:
+        """Sends malformed frames to every socket (`invalid_json`, `nan_json`, `unknown_type`, `wrong_types`,
+        `truncated_binary`, `unknown_binary`, `huge_text`, `huge_binary`)."""
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every HTTP request so far: `[{"method", "path", "query", "json"}, ...]`."""
+
+    def clear_requests(self) -> None:
+        """Forgets the request log."""
+
+    def stats(self) -> dict[str, Any]:
+        """Sockets, connections, prompts received/executed, queue and the running prompt."""
 
 @disjoint_base
 class Hub:
@@ -129,13 +223,16 @@ class Hub:
     def submit(
         self,
         service: str,
-        workflow: dict[str, Any] | str | os.PathLike[str],
+        workflow: Workflow | dict[str, Any] | str | os.PathLike[str],
         params: dict[str, Any] | None = None,
         tag: str | None = None,
     ) -> Job:
         """Queues a workflow and returns its `Job` at once (nothing waits on the network).
 
-        `workflow`: an API-format dict, a JSON string or a path. `params`: `{"NODE_ID.input": value, ...}`.
+        `workflow`: a `Workflow`, an API- or UI-format dict, a JSON string, or a path to a `.json` / ComfyUI `.png`
+        (UI format is converted with the server's node list, fetched in the background the first time).
+        `params`: `{selector: value}` with selectors like `3.seed`, `KSampler.steps`, `positive.text`. Raises
+        `WorkflowError` for a workflow or parameter that is invalid (checked against the node list once known).
         `tag`: a label (e.g. the shot name) that also names the output sub-folder.
         """
 

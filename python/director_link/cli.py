@@ -1,4 +1,4 @@
-"""The ``director-link`` command: doctor, run, watch, cancel, demo.
+"""The ``director-link`` command: doctor, run, watch, cancel, convert, validate, params, demo.
 
 Exit codes: 0 done, 2 bad input, 3 cannot connect, 4 job failed, 5 timeout.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from ._native import Hub
+from ._native import Hub, Workflow
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
 DEFAULT_PORTS = (8188, 8189, 8190)
@@ -172,17 +172,7 @@ def cmd_doctor(args) -> int:
     return EXIT_OK
 
 
-def _load_workflow(path: str) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise errors.WorkflowError(f"no workflow file at {path}", "invalid_workflow")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise errors.WorkflowError(f"{path} is not valid JSON: {e}", "invalid_workflow") from e
-
-
-def _run_on(hub: Hub, url: str, workflow: dict, params: dict, args, printer: _Printer) -> int:
+def _run_on(hub: Hub, url: str, workflow, params: dict, args, printer: _Printer) -> int:
     name = hub.add_service("comfyui", url, name="server", token=os.environ.get("DIRECTOR_LINK_TOKEN"))
     if not _wait_connected(hub, name, printer, args.connect_timeout):
         snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
@@ -195,7 +185,7 @@ def _run_on(hub: Hub, url: str, workflow: dict, params: dict, args, printer: _Pr
 def cmd_run(args) -> int:
     printer = _Printer(args.json)
     try:
-        workflow = _load_workflow(args.workflow)
+        workflow = _workflow(args.workflow)
         params = _parse_sets(args.set or [])
         with Hub(output_dir=args.out) as hub:
             return _run_on(hub, args.server, workflow, params, args, printer)
@@ -266,6 +256,94 @@ def cmd_cancel(args) -> int:
     return EXIT_OK
 
 
+def _object_info(args) -> dict | None:
+    """The node list for convert/validate/params: --object-info FILE, or fetched from --server."""
+    source = getattr(args, "object_info", None)
+    if source:
+        if Path(source).is_file():
+            return source
+        args.server = source
+    if getattr(args, "server", None):
+        with Hub() as hub:
+            name = hub.add_service("comfyui", args.server, name="server")
+            return hub.object_info(name)
+    return None
+
+
+def _workflow(path: str) -> Workflow:
+    if not Path(path).exists():
+        raise errors.WorkflowError(f"no workflow file at {path}", "invalid_workflow")
+    return Workflow.load(path)
+
+
+def cmd_convert(args) -> int:
+    wf = _workflow(args.workflow)
+    info = _object_info(args)
+    if wf.format == "ui":
+        if info is None:
+            print("error: converting a UI-format workflow needs the node list: pass --object-info FILE or --server URL")
+            return EXIT_BAD_INPUT
+        wf = wf.convert(info)
+    for warning in wf.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = json.dumps(wf.to_dict(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output} ({len(wf.to_dict())} nodes)")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    wf = _workflow(args.workflow)
+    info = _object_info(args)
+    if info is None:
+        print("error: validating needs the node list: pass --server URL or --object-info FILE")
+        return EXIT_BAD_INPUT
+    if wf.format == "ui":
+        wf = wf.convert(info)
+    problems = wf.validate(info)
+    if args.json:
+        print(json.dumps({"problems": problems, "warnings": wf.warnings}))
+    for p in problems if not args.json else []:
+        where = f"node {p['node_id']} ({p['class_type']})" if p["node_id"] else "workflow"
+        what = f" input {p['input']}" if p["input"] else ""
+        hint = f" — {p['suggestion']}" if p["suggestion"] else ""
+        print(f"{p['severity'].upper():7} {where}{what}: [{p['code']}] {p['message']}{hint}")
+    errors_found = [p for p in problems if p["severity"] == "error"]
+    if not args.json:
+        print("valid" if not errors_found else f"{len(errors_found)} error(s)")
+    return EXIT_OK if not errors_found else EXIT_BAD_INPUT
+
+
+def cmd_params(args) -> int:
+    wf = _workflow(args.workflow)
+    info = _object_info(args)
+    if wf.format == "ui":
+        if info is None:
+            print("error: a UI-format workflow needs the node list: pass --object-info FILE or --server URL")
+            return EXIT_BAD_INPUT
+        wf = wf.convert(info)
+    params = wf.parameters(info)
+    if args.json:
+        print(json.dumps(params))
+        return EXIT_OK
+    print(f"{'selector':<28} {'type':<8} {'value':<32} range / options")
+    for p in params:
+        if p["options"]:
+            extra = ", ".join(map(str, p["options"][:6])) + (" …" if len(p["options"]) > 6 else "")
+        elif p["min"] is not None or p["max"] is not None:
+            extra = f"{p['min']} … {p['max']}"
+        else:
+            extra = ""
+        value = json.dumps(p["value"])
+        value = value if len(value) <= 32 else value[:29] + "..."
+        title = f"  ({p['title']})" if p["title"] else ""
+        print(f"{p['selector']:<28} {p['input_type']:<8} {value:<32} {extra}{title}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from . import demo
 
@@ -305,6 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job_id")
     c.add_argument("--server", default="127.0.0.1:8188")
     c.set_defaults(func=cmd_cancel)
+
+    cv = sub.add_parser("convert", help="convert a UI-format workflow to the API format, like ComfyUI's frontend")
+    cv.add_argument("workflow")
+    cv.add_argument("-o", "--output", help="write here instead of printing")
+    cv.add_argument("--object-info", help="the node list: a .json(.gz) file or a server URL")
+    cv.add_argument("--server", default=None, help="fetch the node list from this ComfyUI")
+    cv.set_defaults(func=cmd_convert)
+
+    v = sub.add_parser("validate", help="check a workflow against a server's node list before running it")
+    v.add_argument("workflow")
+    v.add_argument("--server", default=None)
+    v.add_argument("--object-info", help="the node list as a .json(.gz) file instead of a server")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    pa = sub.add_parser("params", help="list a workflow's settable inputs (selectors for --set)")
+    pa.add_argument("workflow")
+    pa.add_argument("--server", default=None)
+    pa.add_argument("--object-info", help="the node list as a .json(.gz) file instead of a server")
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_params)
 
     m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
     m.add_argument("--server", default=None, help="use this ComfyUI instead of looking on 127.0.0.1:8188")

@@ -34,7 +34,13 @@ fn make(py: Python<'_>, class: &str, message: &str, code: &str, details: Option<
 }
 
 pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
-    make(py, class_for(err.code), &err.message, err.code.as_str(), None)
+    // Details (e.g. `problems`) become attributes of the exception.
+    let details = err
+        .details
+        .as_ref()
+        .and_then(|d| super::convert::ser_to_py(py, d).ok())
+        .and_then(|d| d.into_bound(py).cast_into::<PyDict>().ok());
+    make(py, class_for(err.code), &err.message, err.code.as_str(), details)
 }
 
 /// Shorthand for `map_err` on core results.

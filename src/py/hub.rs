@@ -3,10 +3,10 @@ use super::convert::{from_py, ser_to_py};
 use super::errors::{job_error, IntoPyResult};
 use super::events::to_python;
 use crate::event::JobState;
-use crate::hub::{apply_params, Hub as CoreHub, HubConfig};
+use crate::hub::{Hub as CoreHub, HubConfig};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,49 +19,6 @@ fn duration(secs: f64, what: &str) -> PyResult<Duration> {
             "{what} must be a number of seconds ≥ 0, not {secs}"
         )))
     }
-}
-
-/// Reads a workflow given as a dict (API format), a JSON string, or a path to a .json file.
-fn workflow_value(py: Python<'_>, workflow: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
-    if workflow.is_instance_of::<PyDict>() {
-        return from_py(workflow);
-    }
-    let text: Option<String> = if let Ok(s) = workflow.cast::<PyString>() {
-        let s = s.to_str()?.to_string();
-        if s.trim_start().starts_with('{') {
-            Some(s)
-        } else {
-            None
-        }
-    } else {
-        None
-    };
-    let text = match text {
-        Some(t) => t,
-        None => {
-            let path: PathBuf = workflow.extract().map_err(|_| {
-                PyTypeError::new_err("workflow must be a dict (API format), a JSON string or a path to a .json file")
-            })?;
-            std::fs::read_to_string(&path).map_err(|e| {
-                super::errors::to_pyerr(
-                    py,
-                    crate::Error::new(
-                        crate::ErrorCode::InvalidWorkflow,
-                        format!("cannot read {}: {e}", path.display()),
-                    ),
-                )
-            })?
-        }
-    };
-    serde_json::from_str(&text).map_err(|e| {
-        super::errors::to_pyerr(
-            py,
-            crate::Error::new(
-                crate::ErrorCode::InvalidWorkflow,
-                format!("the workflow is not valid JSON: {e}"),
-            ),
-        )
-    })
 }
 
 /// The link to your AI servers. Owns background threads; `close()` (or `with Hub() as hub:`) stops them.
@@ -156,7 +113,7 @@ impl Hub {
         params: Option<&Bound<'_, PyDict>>,
         tag: Option<String>,
     ) -> PyResult<Job> {
-        let prompt = workflow_value(py, workflow)?;
+        let prompt = super::workflow::workflow_json(py, workflow)?;
         let mut pairs = Vec::new();
         if let Some(p) = params {
             for (k, v) in p.iter() {
@@ -166,8 +123,7 @@ impl Hub {
                 pairs.push((key, from_py(&v)?));
             }
         }
-        let prompt = apply_params(prompt, &pairs).py(py)?;
-        let id = self.inner.submit(service, prompt, tag.clone()).py(py)?;
+        let id = self.inner.submit(service, prompt, pairs, tag.clone()).py(py)?;
         Ok(Job {
             hub: self.inner.clone(),
             id,

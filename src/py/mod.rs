@@ -5,6 +5,7 @@ mod events;
 mod hub;
 mod logging;
 mod sim;
+mod workflow;
 
 use pyo3::prelude::*;
 
@@ -17,6 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;
     m.add_class::<sim::ComfySimulator>()?;
+    m.add_class::<workflow::PyWorkflow>()?;
     events::register(m)?;
     Ok(())
 }

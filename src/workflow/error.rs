@@ -101,7 +101,9 @@ impl From<Error> for crate::Error {
             | ErrorKind::NotAWorkflow
             | ErrorKind::InvalidWorkflow
             | ErrorKind::NoEmbeddedWorkflow
-            | ErrorKind::InvalidObjectInfo => ErrorCode::InvalidWorkflow,
+            | ErrorKind::InvalidObjectInfo
+            // The only files this layer reads are workflows: a missing one is bad input, not an output error.
+            | ErrorKind::Io => ErrorCode::InvalidWorkflow,
             ErrorKind::InvalidSelector
             | ErrorKind::SelectorNotFound
             | ErrorKind::AmbiguousSelector
@@ -109,9 +111,10 @@ impl From<Error> for crate::Error {
             | ErrorKind::ValueOutOfRange
             | ErrorKind::ValueNotInList
             | ErrorKind::InputLinked => ErrorCode::InvalidParameter,
-            ErrorKind::Io => ErrorCode::Io,
         };
-        crate::Error::new(code, err.message)
+        // The precise kind and the alternatives travel as details (Python: `e.reason`, `e.candidates`).
+        let details = serde_json::json!({ "reason": err.kind.as_str(), "candidates": err.candidates });
+        crate::Error::new(code, err.message).with_details(details)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod graph;
 pub mod load;
 pub mod params;
+pub mod prepare;
 pub mod schema;
 pub mod ui;
 pub mod validate;
