@@ -1,6 +1,6 @@
 //! Every template of `comfyui-workflow-templates-json==0.1.123` converts without a panic, and every validation
-//! error on what it converts to is explained by data the recorded server does not have. Point
-//! `DIRECTOR_LINK_TEMPLATES` at the package's `templates/` directory; unset → skipped.
+//! error on what it converts to is explained by data the recorded server does not have. The templates come from
+//! `DIRECTOR_LINK_TEMPLATES` or the installed Python package; without either the test is skipped with a note.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod workflow_support;
 
@@ -12,9 +12,26 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use workflow_support::object_info;
 
+/// `DIRECTOR_LINK_TEMPLATES`, else the `templates/` folder of the Python package, which the README's test
+/// command installs (`pip install -e '.[test]'` pins `comfyui-workflow-templates-json`).
+fn templates_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DIRECTOR_LINK_TEMPLATES") {
+        return Some(PathBuf::from(dir));
+    }
+    let probe = "import os, comfyui_workflow_templates_json as t; print(os.path.join(os.path.dirname(t.__file__), 'templates'))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", probe])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && dir.is_dir()).then_some(dir)
+}
+
 fn template_files() -> Option<Vec<PathBuf>> {
-    let Some(dir) = std::env::var_os("DIRECTOR_LINK_TEMPLATES").map(PathBuf::from) else {
-        eprintln!("note: DIRECTOR_LINK_TEMPLATES is unset (a directory of UI workflow .json files); test skipped");
+    let Some(dir) = templates_dir() else {
+        eprintln!(
+            "note: no templates: set DIRECTOR_LINK_TEMPLATES or pip install comfyui-workflow-templates-json; skipped"
+        );
         return None;
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
