@@ -17,12 +17,13 @@ from .conftest import ROOT, collect, connect
 
 pytestmark = pytest.mark.sim_only
 
-TEMPLATES = ["sd_basic", "ltx_video", "upscale_4x", "controlnet_pose"]
+TEMPLATES = ["sd_basic", "ltx_video", "ltx_img2video", "upscale_4x", "controlnet_pose"]
 
 # Small sizes and few steps keep each run well under a second of node time at the suite's time scale.
 FAST = {
     "sd_basic": {"latent.width": 256, "latent.height": 192, "sampler.steps": 6},
     "ltx_video": {"latent.width": 128, "latent.height": 96, "frames.length": 17, "sampler.steps": 4},
+    "ltx_img2video": {"latent.width": 128, "latent.height": 96, "frames.length": 9, "sampler.steps": 3},
     "upscale_4x": {},
     "controlnet_pose": {"latent.width": 192, "latent.height": 256, "sampler.steps": 5},
 }
@@ -165,6 +166,21 @@ def test_ltx_video_runs_and_saves_every_frame(hub, server):
     _, _, other = run(hub, svc, "ltx_video", {"frames.length": 20, "sampler.seed": 4}, "ltx2")
     other_data = Path(other.paths[0]).read_bytes()
     assert frame_count(other_data) == 17 and pixels(Path(other.paths[0])) != pixels(path)
+
+
+def test_ltx_img2video_animates_the_uploaded_frame(hub, server):
+    svc = connect(hub, server)
+    start = upload(hub, svc, "dl_test_start.png", 64, 48, seed=2)
+    job, got, done = run(hub, svc, "ltx_img2video", {'"Start Frame".image': start}, "i2v")
+    sampler_events(got, job, "72", 3)
+    started = {e.node_type for e in got.of(job.id) if e.type == "node_started"}
+    assert {"LoadImage", "LTXVPreprocess", "LTXVImgToVideo", "SamplerCustom"} <= started
+    [path] = [Path(p) for p in done.paths]
+    data = path.read_bytes()
+    assert path.suffix == ".webp" and frame_count(data) == 9 and png_size(data) == (128, 96)
+    other = upload(hub, svc, "dl_test_start2.png", 64, 48, seed=77)
+    _, _, again = run(hub, svc, "ltx_img2video", {'"Start Frame".image': other}, "i2v2")
+    assert pixels(Path(again.paths[0])) != pixels(path), "another start frame, other frames"
 
 
 def test_ltx_checkpoint_has_no_text_encoder(hub, server):
