@@ -72,15 +72,10 @@ def bindings(name: str) -> dict:
     return json.loads((ROOT / "workflows" / f"{name}.bindings.json").read_text())
 
 
-def to_ids(name: str, params: dict) -> dict:
-    """Role/title/class selectors → ``NODE_ID.input``, resolved by ``Workflow.set`` on the template."""
-    wf = workflows.load(name)
-    return {wf.set(sel, value): value for sel, value in params.items()}
-
-
 def run(hub, svc: str, name: str, params: dict, tag: str, timeout: float = 60.0):
+    """Submits the template file with role/title/class selectors as ``params`` and waits for it to complete."""
     params = {**FAST[name], **params}
-    job = hub.submit(svc, str(ROOT / "workflows" / f"{name}.json"), params=to_ids(name, params), tag=tag)
+    job = hub.submit(svc, str(ROOT / "workflows" / f"{name}.json"), params=params, tag=tag)
     got = collect(hub, [job.id], timeout=timeout)
     done = got.terminal(job.id)
     assert done.type == "job_completed", [(e.type, getattr(e, "message", "")) for e in got.of(job.id)]
