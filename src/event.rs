@@ -83,6 +83,8 @@ pub struct OutputFile {
     /// `output` or `temp`.
     pub file_type: String,
     pub size: u64,
+    /// Hex SHA-256 of the bytes written.
+    pub sha256: String,
 }
 
 /// A per-node problem reported by the server's validation (`node_errors`).

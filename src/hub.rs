@@ -69,6 +69,8 @@ struct ServiceHandle {
     http: ComfyHttp,
     /// `/object_info` is ~0.5 MB and changes only when nodes are installed: fetched once, refreshed on request.
     schema: SchemaSlot,
+    /// SHA-256 of uploaded bytes → the name the server gave them: the same file is never uploaded twice.
+    uploads: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// A service's node list: raw (as Python sees it) and parsed (for conversion and validation).
@@ -259,6 +261,7 @@ impl Hub {
                 status,
                 http,
                 schema: Arc::new(Mutex::new(None)),
+                uploads: Arc::default(),
             },
         );
         Ok(added)
@@ -556,10 +559,27 @@ impl Hub {
             .clone())
     }
 
-    /// Uploads an image into the server's input folder; returns the name to put in a `LoadImage` node.
+    /// Uploads an image into the server's input folder; returns the name to put in a `LoadImage` node. Bytes
+    /// uploaded before to this service are not sent again.
     pub fn upload_image(&self, service: &str, name: &str, bytes: Vec<u8>) -> Result<String> {
-        let http = self.service_http(service)?;
+        use sha2::Digest;
+        let (http, uploads) = {
+            let services = self.services.lock();
+            let h = services
+                .get(service)
+                .ok_or_else(|| self.unknown_service_in(&services, service))?;
+            (h.http.clone(), h.uploads.clone())
+        };
+        let key: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(known) = uploads.lock().get(&key) {
+            return Ok(known.clone());
+        }
         let name = crate::comfy::outputs::safe_component(name, "upload.png");
-        self.block_on(async move { http.upload_image(&name, bytes).await })?
+        let stored = self.block_on(async move { http.upload_image(&name, bytes).await })??;
+        uploads.lock().insert(key, stored.clone());
+        Ok(stored)
     }
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import urllib.parse
 import urllib.request
@@ -64,7 +65,14 @@ def test_a_successful_run_yields_ordered_events_and_the_file(hub, server):
     assert Path(hub.output_dir) in path.parents and "shot_010" in path.parts
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(server_bytes(server, done.outputs[0])).digest()
     assert done.outputs[0]["size"] == path.stat().st_size
-    assert not list(path.parent.glob("*.part")) and not list(path.parent.glob(".*tmp*")), "no temp files left"
+    assert not list(path.parent.glob("*.part")) and not list(path.parent.glob(".*part")), "no temp files left"
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert manifest["job_id"] == job.id and manifest["server"].rstrip("/") == server.url.rstrip("/")
+    assert manifest["workflow"]["2"]["class_type"] == "ImageInvert" and manifest["tag"] == "shot_010"
+    (entry,) = manifest["files"]
+    assert entry["path"] == path.name and entry["size"] == path.stat().st_size
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == done.outputs[0]["sha256"]
+    assert manifest["finished_at"] >= manifest["submitted_at"]
     info = job.wait(timeout=5)
     assert info["state"] == "completed" and info["outputs"][0]["path"] == str(path)
     assert job.outputs == [str(path)]
@@ -241,8 +249,11 @@ def test_upload_an_image_and_load_it(hub, server, tmp_path):
     png = Path(collect(hub, [first.id]).terminal(first.id).paths[0])
     uploaded = hub.upload_image(name, str(png))
     assert uploaded.endswith(".png")
-    again = hub.upload_image(name, png.read_bytes(), name=uploaded)
-    assert again == uploaded, "identical bytes are deduplicated by the server"
+    again = hub.upload_image(name, png.read_bytes(), name="other-name.png")
+    assert again == uploaded, "the same bytes are not uploaded twice"
+    if server.sim is not None:
+        uploads = [r for r in server.sim.requests() if r["path"].removeprefix("/api") == "/upload/image"]
+        assert len(uploads) == 1
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": uploaded}},
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},

@@ -93,8 +93,8 @@ pub async fn download_all(http: &ComfyHttp, dir: &Path, refs: &[FileRef]) -> Res
         let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| write_error(&e))?;
         let result = http.download(&r.filename, &r.subfolder, &r.file_type, &mut file).await;
         drop(file);
-        let size = match result {
-            Ok(size) => size,
+        let (size, sha256) = match result {
+            Ok(done) => done,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e);
@@ -112,6 +112,7 @@ pub async fn download_all(http: &ComfyHttp, dir: &Path, refs: &[FileRef]) -> Res
             subfolder: r.subfolder.clone(),
             file_type: r.file_type.clone(),
             size,
+            sha256,
         });
     }
     Ok(files)
@@ -148,4 +149,62 @@ mod tests {
         assert_eq!(unique_path(dir.path(), "a.png"), dir.path().join("a (1).png"));
         assert_eq!(unique_path(dir.path(), "b.png"), dir.path().join("b.png"));
     }
+}
+
+/// What `manifest.json` in a job's folder records, so a shot can be made again exactly.
+#[derive(Debug, serde::Serialize)]
+pub struct Manifest<'a> {
+    pub job_id: &'a str,
+    pub prompt_id: &'a str,
+    pub server: &'a str,
+    pub tag: &'a str,
+    /// The API prompt as posted (conversion and parameters applied).
+    pub workflow: &'a serde_json::Value,
+    pub submitted_at: f64,
+    pub finished_at: f64,
+    pub elapsed_seconds: f64,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ManifestFile {
+    /// Relative to the manifest.
+    pub path: String,
+    pub node_id: String,
+    pub kind: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Writes `manifest.json` next to the job's files (temp file + rename, like the files themselves).
+pub async fn write_manifest(dir: &Path, manifest: &Manifest<'_>) -> Result<PathBuf> {
+    let text = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| crate::Error::new(crate::ErrorCode::Io, format!("cannot encode the manifest: {e}")))?;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| write_error(&e))?;
+    let path = dir.join("manifest.json");
+    let tmp = dir.join(format!(".manifest.{}.part", uuid::Uuid::new_v4().simple()));
+    tokio::fs::write(&tmp, text).await.map_err(|e| write_error(&e))?;
+    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(write_error(&e));
+    }
+    Ok(path)
+}
+
+pub fn manifest_files(dir: &Path, outputs: &[OutputFile]) -> Vec<ManifestFile> {
+    outputs
+        .iter()
+        .map(|o| ManifestFile {
+            path: o
+                .path
+                .strip_prefix(dir)
+                .unwrap_or(&o.path)
+                .to_string_lossy()
+                .into_owned(),
+            node_id: o.node_id.clone(),
+            kind: o.kind.clone(),
+            size: o.size,
+            sha256: o.sha256.clone(),
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 //! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
 use super::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
 use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
-use super::outputs::{download_all, job_dir};
+use super::outputs::{download_all, job_dir, manifest_files, write_manifest, Manifest};
 use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
 use crate::error::{ErrorCode, Result};
@@ -576,6 +576,8 @@ impl ComfyService {
         let dir = job_dir(&self.config.output_dir, &job.group, &job.job_id);
         let http = self.http.clone();
         let id = prompt_id.to_string();
+        let (job_id, group, prompt) = (job.job_id.clone(), job.group.clone(), job.prompt.clone());
+        let submitted_at = crate::event::now_epoch() - job.submitted.elapsed().as_secs_f64();
         self.spawn(async move {
             let result = async {
                 let refs = if from_history {
@@ -590,7 +592,21 @@ impl ComfyService {
                 } else {
                     refs
                 };
-                download_all(&http, &dir, &refs).await
+                let files = download_all(&http, &dir, &refs).await?;
+                let finished_at = crate::event::now_epoch();
+                let manifest = Manifest {
+                    job_id: &job_id,
+                    prompt_id: &id,
+                    server: http.endpoint().base(),
+                    tag: &group,
+                    workflow: &prompt,
+                    submitted_at,
+                    finished_at,
+                    elapsed_seconds: finished_at - submitted_at,
+                    files: manifest_files(&dir, &files),
+                };
+                write_manifest(&dir, &manifest).await?;
+                Ok(files)
             }
             .await;
             Internal::Finished { prompt_id: id, result }
