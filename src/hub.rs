@@ -367,12 +367,46 @@ impl Hub {
         Ok(job_id)
     }
 
+    /// Follows a job that an earlier hub submitted (e.g. before Blender was restarted), by its id: the server is
+    /// asked where it is, and its events and results arrive like any other job's. Returns at once.
+    pub fn track(&self, service: &str, job_id: &str, tag: Option<String>) -> Result<String> {
+        self.ensure_open()?;
+        if self.shared.job(job_id).is_some() {
+            return Ok(job_id.to_string());
+        }
+        let commands = {
+            let services = self.services.lock();
+            services
+                .get(service)
+                .map(|h| h.commands.clone())
+                .ok_or_else(|| self.unknown_service_in(&services, service))?
+        };
+        let group = tag
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| service.to_string());
+        self.shared.register(job_id, service, tag, Submission::default());
+        commands
+            .send(Command::Track {
+                job_id: job_id.to_string(),
+                group,
+            })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
+        Ok(job_id.to_string())
+    }
+
     /// Submits a job's workflow again as a new job (same service, tag and parameters).
     pub fn resubmit(&self, job_id: &str) -> Result<String> {
         let (service, tag, submission) = self
             .shared
             .submission(job_id)
             .ok_or_else(|| Error::new(ErrorCode::UnknownJob, format!("no job with id {job_id:?}")))?;
+        if submission.workflow.is_null() {
+            return Err(Error::new(
+                ErrorCode::UnknownJob,
+                format!("job {job_id} was tracked, not submitted here: its workflow is not known to this hub"),
+            ));
+        }
         self.submit(&service, (*submission.workflow).clone(), submission.params, tag)
     }
 

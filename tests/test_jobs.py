@@ -329,3 +329,32 @@ def test_validation_against_the_cached_node_list_raises_before_posting(hub, serv
     problem = info.value.node_errors[0]
     assert (problem["node_id"], problem["input"], problem["code"]) == ("2", "image", "required_input_missing")
     assert hub.snapshot()["jobs"] == []
+
+
+def test_a_job_submitted_by_an_earlier_hub_is_tracked_to_its_end(server, tmp_path):
+    import uuid
+
+    import director_link
+
+    with director_link.Hub(output_dir=str(tmp_path / "first")) as first:
+        name = connect(first, server)
+        job = first.submit(name, progress_prompt(steps=8, step_seconds=0.1, preview=False))
+        collect(first, [], timeout=10, until=lambda evs: any(e.type == "job_started" for e in evs))
+    # Blender restarted: a new hub only knows the id saved in the .blend.
+    with director_link.Hub(output_dir=str(tmp_path / "second")) as second:
+        name = connect(second, server)
+        tracked = second.track(name, job.id, tag="shot_020")
+        assert tracked.id == job.id
+        lost = second.track(name, str(uuid.uuid4()))
+        got = collect(second, [job.id, lost.id], timeout=30)
+        done = got.terminal(job.id)
+        assert done.type == "job_completed" and len(done.paths) == 1
+        path = Path(done.paths[0])
+        assert path.is_file() and (tmp_path / "second") in path.parents and "shot_020" in path.parts
+        failed = got.terminal(lost.id)
+        assert failed.type == "job_failed" and failed.code == "server_restarted"
+        with pytest.raises(errors.UnknownJobError):
+            second.resubmit(job.id)  # its workflow never passed through this hub
+        if server.sim is not None:
+            posts = [r for r in server.sim.requests() if r["path"].removeprefix("/api") == "/prompt"]
+            assert [(r["json"] or {}).get("prompt_id") for r in posts].count(job.id) == 1, "never posted twice"

@@ -208,6 +208,12 @@ class Hub:
         that a server restart lost is sent again automatically instead of failing with `server_restarted`.
         """
 
+    def track(self, service: str, job_id: str, tag: str | None = None) -> Job:
+        """Follows a job submitted earlier by another hub (e.g. before Blender restarted) by its id.
+
+        Returns its `Job` at once; the server is asked where it is and its events and results arrive as usual.
+        """
+
     def resubmit(self, job_id: str) -> Job:
         """Submits a job's workflow again as a new `Job` (same service, parameters and tag).
 

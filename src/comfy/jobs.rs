@@ -35,6 +35,9 @@ pub struct ActiveJob {
     pub needs_history: bool,
     /// The POST may have reached the server (its answer was lost): check before sending again.
     pub maybe_sent: bool,
+    /// Submitted under another client id (tracked by id): the server sends its messages elsewhere, so its fate
+    /// is polled over HTTP.
+    pub foreign: bool,
     /// Kept until the job ends, to send it after a reconnect.
     pub prompt: std::sync::Arc<Value>,
     /// The output sub-directory (tag or service name).
@@ -64,6 +67,7 @@ impl ActiveJob {
             started: None,
             submitted: now,
             needs_history: false,
+            foreign: false,
             maybe_sent: false,
             prompt,
             group: group.to_string(),
@@ -165,6 +169,10 @@ impl JobRouter {
 
     pub fn len(&self) -> usize {
         self.jobs.len()
+    }
+
+    pub fn has_foreign(&self) -> bool {
+        self.jobs.values().any(|j| j.foreign)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -43,6 +43,11 @@ pub enum Command {
     Cancel {
         job_id: String,
     },
+    /// Follow a job submitted earlier (by another session of the hub): reconcile it from the server.
+    Track {
+        job_id: String,
+        group: String,
+    },
     Reconnect,
 }
 
@@ -288,16 +293,22 @@ impl ComfyService {
                     Some(cmd) => self.on_command(cmd),
                 },
                 Some(report) = self.internal_rx.recv() => self.on_internal(report),
-                _ = poll.tick(), if self.polling => self.poll_jobs(),
+                _ = poll.tick(), if self.polling => self.poll_jobs(false),
             }
         }
     }
 
     /// Polling mode: ask the server about every job we follow (one request chain per job at a time).
-    fn poll_jobs(&mut self) {
+    fn poll_jobs(&mut self, only_foreign: bool) {
         for prompt_id in self.router.prompt_ids() {
-            let phase = self.router.get(&prompt_id).map(|j| j.phase);
-            if matches!(phase, Some(Phase::Queued | Phase::Running)) && !self.checking.contains(&prompt_id) {
+            let Some(job) = self.router.get(&prompt_id) else {
+                continue;
+            };
+            let (phase, foreign) = (job.phase, job.foreign);
+            if matches!(phase, Phase::Queued | Phase::Running)
+                && (foreign || !only_foreign)
+                && !self.checking.contains(&prompt_id)
+            {
                 self.reconcile(&prompt_id);
             }
         }
@@ -311,6 +322,8 @@ impl ComfyService {
         let mut ping = tokio::time::interval(heartbeat);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = Instant::now();
         // One ping in flight at a time: its payload is a counter, so a late pong is not mistaken for a new one.
         let mut ping_seq: u64 = 0;
@@ -364,6 +377,7 @@ impl ComfyService {
                     Some(cmd) => self.on_command(cmd),
                 },
                 Some(report) = self.internal_rx.recv() => self.on_internal(report),
+                _ = poll.tick(), if self.router.has_foreign() => self.poll_jobs(true),
                 _ = ping.tick() => {
                     // The previous ping got no pong within an interval and nothing else arrived: the peer is gone
                     // (or stalled with TCP open). Detected within two intervals.
@@ -418,6 +432,17 @@ impl ComfyService {
                 }
             }
             Command::Cancel { job_id } => self.cancel(&job_id),
+            Command::Track { job_id, group } => {
+                let mut job = ActiveJob::new(&job_id, Arc::new(Value::Null), &group, Instant::now());
+                // Known to have been posted: its fate is asked of the server, never posted again.
+                job.phase = Phase::Queued;
+                job.needs_history = true;
+                job.foreign = true;
+                self.router.track(job);
+                if self.connected || self.polling {
+                    self.reconcile(&job_id);
+                }
+            }
             Command::Reconnect => {}
         }
     }

@@ -132,6 +132,19 @@ impl Hub {
         })
     }
 
+    /// Follows a job submitted earlier by another hub (e.g. before Blender restarted) by its id: returns its `Job`
+    /// at once; the server is asked where it is and its events and results arrive as usual.
+    #[pyo3(signature = (service, job_id, tag=None))]
+    fn track(&self, py: Python<'_>, service: &str, job_id: &str, tag: Option<String>) -> PyResult<Job> {
+        let id = self.inner.track(service, job_id, tag.clone()).py(py)?;
+        Ok(Job {
+            hub: self.inner.clone(),
+            id,
+            service: service.to_string(),
+            tag,
+        })
+    }
+
     /// Submits a job's workflow again as a new `Job` (same service, parameters and tag), e.g. after
     /// `server_restarted`.
     fn resubmit(&self, py: Python<'_>, job_id: &str) -> PyResult<Job> {
