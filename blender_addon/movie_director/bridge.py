@@ -80,9 +80,11 @@ def resolve_output_dir(prefs) -> str:
     blend = getattr(bpy.data, "filepath", "")
     if raw.startswith("//"):
         if blend:
-            return os.path.normpath(bpy.path.abspath(raw))
+            # Resolved by hand: bpy.path.abspath reads bpy.data.filepath, which register() may not be allowed to.
+            return os.path.normpath(os.path.join(os.path.dirname(blend), raw[2:]))
         return os.path.join(tempfile.gettempdir(), "director_link", raw[2:].strip("/\\") or "")
-    return os.path.normpath(bpy.path.abspath(raw))
+    # Not relative to the .blend: no need to ask bpy.data (which may be restricted right now).
+    return os.path.normpath(os.path.expanduser(raw))
 
 
 def start() -> None:
@@ -128,12 +130,14 @@ def _on_load_post(*_args) -> None:
 
 
 def adopt_scene_jobs() -> set[str]:
-    """Lists the jobs stored in the open .blend's scenes that the hub still knows (same Blender session)."""
+    """Follows the jobs stored in the open .blend's scenes: known to this hub, or tracked on their server by id."""
     rt = _runtime
     if rt is None or not rt.owner.is_open:
         return set()
     changed: set[str] = set()
     hub = rt.owner.hub
+    prefs = preferences.get()
+    configured = {svc.name for svc in prefs.services} if prefs is not None else set()
     for scene in bpy.data.scenes:
         for record in scene.movie_director.jobs:
             if record.name in rt.model.jobs:
@@ -151,10 +155,14 @@ def adopt_scene_jobs() -> set[str]:
                 if job.state in st.TERMINAL_STATES and not record.imported:
                     view.outputs = [{"path": p} for p in info.get("outputs") or ()]
                     rt.model._finished.append(record.name)
-            elif record.state in st.ACTIVE_STATES:
-                # A new Blender session: this hub never saw the job (see README: reconciliation needs the server).
+            elif record.state in st.ACTIVE_STATES and record.service in hub.services():
+                # A new Blender session: ask the server where the job is; its result arrives like any other.
+                hub.track(record.service, record.name, tag=record.tag or None)
+                changed |= rt.model.track(record.name, record.service, record.tag or None, state="pending")
+            elif record.state in st.ACTIVE_STATES and record.service not in configured:
                 record.state = "unknown"
-                record.message = "not known to this Blender session; check the server's history"
+                record.message = f"its server {record.service!r} is not configured in the preferences"
+            # Configured but not added to the hub yet: the next service sync adopts it.
     return changed
 
 
@@ -172,6 +180,7 @@ def timer_callback() -> float | None:
         if rt.needs_sync and prefs is not None:
             rt.needs_sync = False
             sync_services(rt, prefs)
+            adopt_scene_jobs()
         interval = hub_owner.tick(
             rt.owner.hub, rt.model, rt.pacing, redraw=lambda areas: tag_redraw(rt, areas), discovery=rt.owner.discovery
         )

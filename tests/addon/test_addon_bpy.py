@@ -349,3 +349,34 @@ def test_save_reopen_restores_settings_finds_the_running_job_and_never_stores_th
     assert (int(strip.frame_start), strip.channel) == (5, 2)
     bpy.ops.wm.save_mainfile(compress=False)
     assert TOKEN.encode() not in blend.read_bytes()
+
+
+def test_a_job_survives_a_blender_restart(addon, server):
+    """The .blend remembers the job id; a new hub (the add-on disabled and enabled = a new session) finds it."""
+    add_server(addon, server.url)
+    s = bpy.context.scene.movie_director
+    s.workflow = workflow_file(addon.tmp, "progress", progress_workflow(steps=12, step_seconds=0.4))
+    bpy.context.scene.frame_current = 9
+    bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = 128, 72
+    s.channel = 4
+    wait_connected(addon)
+    job_id = generate(addon)
+    addon.timers.run_until(lambda: job_view(addon, job_id).state in ("queued", "running"), 10, "the job to start")
+    blend = addon.tmp / "restart.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), compress=False)
+    addon_utils.disable(ADDON, default_set=True)  # the hub that submitted the job is gone
+    addon_utils.enable(ADDON, default_set=True)
+    # Blender restores the preferences from userpref.blend at start; module mode does not, so set them again.
+    prefs = _prefs()
+    prefs.auto_discover = False
+    prefs.output_dir = str(addon.tmp / "out2")
+    svc = prefs.services.add()
+    svc.name, svc.url = "sim", server.url
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    wait_connected(addon)
+    addon.timers.run_until(lambda: job_view(addon, job_id).state == "completed", 30, "the tracked job to finish")
+    addon.timers.step()
+    record = bpy.context.scene.movie_director.jobs[job_id]
+    assert record.state == "completed" and record.imported
+    strip = next(st for st in bpy.context.scene.sequence_editor.strips_all if st.type == "IMAGE")
+    assert (int(strip.frame_start), strip.channel) == (9, 4)
