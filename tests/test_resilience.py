@@ -199,6 +199,8 @@ def test_chaos_every_job_ends_once_and_nothing_is_sent_twice(tmp_path, server, s
             for name in names:
                 job = hub.submit(name, invert_prompt(prefix=f"chaos/{name}"))
                 submitted[job.id] = name
+            # Submissions spread over ~6 s, so that drops, the stall and the restart land among them.
+            time.sleep(0.04)
             if i % 10 == 0:
                 early.extend(hub.poll())  # keep draining like the Blender timer does
         ended_early = {e.job for e in early if e.is_terminal}
