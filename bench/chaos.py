@@ -71,6 +71,17 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
     outcomes: Counter = Counter()
     lifecycle: Counter = Counter()
     submitted: dict[str, str] = {}
+    def drain() -> int:
+        """Counts waiting events; returns how many jobs ended."""
+        ended = 0
+        for ev in hub.poll(10_000):
+            lifecycle[ev.type] += 1
+            if ev.is_terminal:
+                terminal[ev.job] += 1
+                outcomes[ev.type if ev.type != "job_failed" else f"failed:{ev.code}"] += 1
+                ended += 1
+        return ended
+
     try:
         names = [hub.add_service("comfyui", s.url, name=f"sim{i}") for i, s in enumerate(sims)]
         monkey = threading.Thread(target=chaos_monkey, args=(sims, stop, rng, faults, soak is None), daemon=True)
@@ -88,12 +99,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
                 submitted[job.id] = name
                 in_flight += 1
             hub.wait_for_events(0.05)
-            for ev in hub.poll(10_000):
-                lifecycle[ev.type] += 1
-                if ev.is_terminal:
-                    terminal[ev.job] += 1
-                    outcomes[ev.type if ev.type != "job_failed" else f"failed:{ev.code}"] += 1
-                    in_flight -= 1
+            in_flight -= drain()
             if time.monotonic() - last_rss > 60:
                 rss.append((f"{time.monotonic() - started:.0f}s", rss_mib()))
                 last_rss = time.monotonic()
@@ -103,12 +109,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
         settle = time.monotonic() + 120
         while in_flight > 0 and time.monotonic() < settle:
             hub.wait_for_events(0.1)
-            for ev in hub.poll(10_000):
-                lifecycle[ev.type] += 1
-                if ev.is_terminal:
-                    terminal[ev.job] += 1
-                    outcomes[ev.type if ev.type != "job_failed" else f"failed:{ev.code}"] += 1
-                    in_flight -= 1
+            in_flight -= drain()
         elapsed = time.monotonic() - started
         stop.set()
         monkey.join(10)

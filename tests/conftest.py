@@ -65,16 +65,20 @@ def _start_sim() -> Server:
     return Server(sim.url, sim, TIME_SCALE)
 
 
-@pytest.fixture
-def server():
-    if REAL_URL:
-        yield Server(REAL_URL)
-        return
+def _simulated():
     srv = _start_sim()
     try:
         yield srv
     finally:
         srv.sim.close()
+
+
+@pytest.fixture
+def server():
+    if REAL_URL:
+        yield Server(REAL_URL)
+        return
+    yield from _simulated()
 
 
 @pytest.fixture
@@ -82,11 +86,7 @@ def second_server():
     """Another, independent ComfyUI (a second simulator)."""
     if REAL_URL:
         pytest.skip("needs two servers")
-    srv = _start_sim()
-    try:
-        yield srv
-    finally:
-        srv.sim.close()
+    yield from _simulated()
 
 
 @pytest.fixture
