@@ -4,8 +4,8 @@
     python3 bench/chaos.py --soak 3600             # one hour of steady load with drops; RSS sampled every minute
 
 Prints what the test suite asserts (one terminal event per job, one POST per prompt id, files on disk) plus
-throughput and the process's resident memory at the start and the end. The simulators run in this process, so
-the RSS figure includes them (and their request logs, which grow by one entry per HTTP request).
+throughput and the client process's resident memory at the start, every minute and at the end (the simulators run
+in a child process, so their history and request logs do not count).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +23,55 @@ from collections import Counter
 from pathlib import Path
 
 import director_link
+
+# The simulators run in a child process, so this process's RSS is the client's alone. It obeys one command per
+# line on stdin and answers one JSON line: "drop I", "stall I S", "restart I S", "posts" (prompt ids POSTed).
+SIM_SERVER = r"""
+import json, sys
 from director_link.testing import ComfySimulator
+sims = [ComfySimulator(time_scale=0.0), ComfySimulator(time_scale=0.0)]
+print(json.dumps([s.url for s in sims]), flush=True)
+for line in sys.stdin:
+    cmd, *args = line.split()
+    if cmd == "drop":
+        sims[int(args[0])].drop_sockets()
+    elif cmd == "stall":
+        sims[int(args[0])].stall(float(args[1]))
+    elif cmd == "restart":
+        sims[int(args[0])].restart(down_seconds=float(args[1]))
+    elif cmd == "posts":
+        ids = [(r["json"] or {}).get("prompt_id") for s in sims for r in s.requests()
+               if r["method"] == "POST" and r["path"].removeprefix("/api") == "/prompt"]
+        print(json.dumps(ids), flush=True)
+        continue
+    print("{}", flush=True)
+for s in sims:
+    s.close()
+"""
+
+
+class Sims:
+    """Two simulators in a child process."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SIM_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.urls = json.loads(self.proc.stdout.readline())
+        self.lock = threading.Lock()
+
+    def call(self, line: str):
+        with self.lock:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
 
 
 def rss_mib() -> float:
@@ -43,26 +93,26 @@ def prompt(prefix: str, rng: random.Random) -> dict:
     }
 
 
-def chaos_monkey(sims, stop: threading.Event, rng: random.Random, faults: Counter, with_stall_restart: bool) -> None:
+def chaos_monkey(sims: Sims, stop: threading.Event, rng: random.Random, faults: Counter, stall_restart: bool) -> None:
     started = time.monotonic()
-    stalled = restarted = not with_stall_restart
+    stalled = restarted = not stall_restart
     while not stop.wait(rng.uniform(1.0, 5.0)):
-        rng.choice(sims).drop_sockets()
+        sims.call(f"drop {rng.randrange(2)}")
         faults["drops"] += 1
         elapsed = time.monotonic() - started
         if not stalled and elapsed > 5:
-            sims[0].stall(2.0)
+            sims.call("stall 0 2.0")
             faults["stalls"] += 1
             stalled = True
         if not restarted and elapsed > 12:
-            sims[1].restart(down_seconds=2.0)
+            sims.call("restart 1 2.0")
             faults["restarts"] += 1
             restarted = True
 
 
 def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
     rng = random.Random(seed)
-    sims = [ComfySimulator(time_scale=0.0), ComfySimulator(time_scale=0.0)]
+    sims = Sims()
     hub = director_link.Hub(output_dir=str(out), reconnect_initial=0.2, reconnect_max=2.0, heartbeat=1.0)
     stop = threading.Event()
     faults: Counter = Counter()
@@ -71,6 +121,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
     outcomes: Counter = Counter()
     lifecycle: Counter = Counter()
     submitted: dict[str, str] = {}
+
     def drain() -> int:
         """Counts waiting events; returns how many jobs ended."""
         ended = 0
@@ -83,7 +134,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
         return ended
 
     try:
-        names = [hub.add_service("comfyui", s.url, name=f"sim{i}") for i, s in enumerate(sims)]
+        names = [hub.add_service("comfyui", url, name=f"sim{i}") for i, url in enumerate(sims.urls)]
         monkey = threading.Thread(target=chaos_monkey, args=(sims, stop, rng, faults, soak is None), daemon=True)
         started = time.monotonic()
         monkey.start()
@@ -113,11 +164,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
         elapsed = time.monotonic() - started
         stop.set()
         monkey.join(10)
-        posts: Counter = Counter()
-        for s in sims:
-            for r in s.requests():
-                if r["method"] == "POST" and r["path"].removeprefix("/api") == "/prompt":
-                    posts[(r["json"] or {}).get("prompt_id")] += 1
+        posts = Counter(sims.call("posts"))
         rss.append(("end", rss_mib()))
         files = sum(1 for _ in out.rglob("*.png"))
         return {
@@ -140,8 +187,7 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
     finally:
         stop.set()
         hub.close()
-        for s in sims:
-            s.close()
+        sims.close()
 
 
 def main() -> None:
