@@ -412,7 +412,11 @@ class QueueChanged(Event):
 
 @final
 class JobQueued(Event):
-    """The job is queued: on the server, or locally until the service connects (pending_connection)."""
+    """The job is queued: on the server, or locally until the service connects (pending_connection).
+
+    A job submitted while disconnected gets one with `pending_connection=True` at once and another with its queue
+    `position` when the server has it.
+    """
 
     @property
     def job_id(self) -> str: ...

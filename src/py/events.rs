@@ -78,7 +78,8 @@ event_class!(ServiceStateChanged, "A service changed connection state." {
     service: String, state: String, previous: String, reason: Option<String>
 });
 event_class!(QueueChanged, "The server's queue length changed." { service: String, queue_remaining: u64 });
-event_class!(JobQueued, "The job is queued: on the server, or locally until the service connects (pending_connection)." {
+event_class!(JobQueued, "The job is queued: on the server, or locally until the service connects (pending_connection; then \
+    a second JobQueued follows with the position once the server has it)." {
     job_id: String, service: String, position: Option<u32>, pending_connection: bool, node_errors: Py<PyAny>
 });
 event_class!(JobStarted, "The server started the job." { job_id: String, service: String, cached_nodes: Vec<String> });
