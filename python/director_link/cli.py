@@ -67,7 +67,12 @@ class _Printer:
             reason = f" — {ev.reason}" if ev.reason else ""
             self.line(f"[{ev.service}] {ev.state}{reason}")
         elif kind == "job_queued":
-            where = "waiting for the server" if ev.pending_connection else f"position {ev.position}"
+            if ev.pending_connection:
+                where = "waiting for the server"
+            elif ev.position is None:
+                where = "on the server"
+            else:
+                where = "next to run" if ev.position == 0 else f"{ev.position} ahead of it"
             self.line(f"queued {ev.job_id} ({where})")
             for problem in ev.node_errors:
                 self.line(f"  skipped output: node {problem['node_id']}: {problem['message']}")

@@ -8,6 +8,7 @@ import sys
 
 from . import cli
 from ._native import Hub
+from .testing import ComfySimulator, api_workflow
 
 LOCAL = "127.0.0.1:8188"
 
@@ -22,21 +23,21 @@ def _find_local(hub: Hub) -> str | None:
 
 def run(args) -> int:
     printer = cli._Printer(args.json)
-    with Hub(output_dir=args.out) as hub:
-        server = args.server or (None if args.simulator else _find_local(hub))
-        if server:
-            printer.line(f"Director Link demo on the ComfyUI at {server}")
-            # Core nodes only, so it runs on any ComfyUI without models; a random colour defeats the cache.
-            from .testing import api_workflow
-
-            workflow = api_workflow("invert", color=random.randrange(1 << 24))
-            return _run(hub, server, workflow, args, printer)
-        from .testing import ComfySimulator, api_workflow
-
-        printer.line("No ComfyUI answers on 127.0.0.1:8188: running the demo on the built-in simulator.")
-        with ComfySimulator() as sim:
-            printer.line(f"simulator listening on {sim.url}")
-            workflow = api_workflow("progress", steps=12, step_seconds=0.15, nonce=random.randrange(1 << 31))
+    if not args.server and not args.simulator:
+        with Hub() as probe:
+            args.server = _find_local(probe)
+    if args.server:
+        printer.line(f"Director Link demo on the ComfyUI at {args.server}")
+        # Core nodes only, so it runs on any ComfyUI without models; a random colour defeats the cache.
+        workflow = api_workflow("invert", color=random.randrange(1 << 24))
+        with Hub(output_dir=args.out) as hub:
+            return _run(hub, args.server, workflow, args, printer)
+    printer.line("No ComfyUI answers on 127.0.0.1:8188: running the demo on the built-in simulator.")
+    # The simulator outlives the hub, so the link is closed by us, not cut by the server going away.
+    with ComfySimulator() as sim:
+        printer.line(f"simulator listening on {sim.url}")
+        workflow = api_workflow("progress", steps=12, step_seconds=0.15, nonce=random.randrange(1 << 31))
+        with Hub(output_dir=args.out) as hub:
             return _run(hub, sim.url, workflow, args, printer)
 
 
