@@ -526,6 +526,17 @@ impl Hub {
         self.block_on(crate::probe::probe_all(client, urls, timeout))
     }
 
+    /// Finds the servers on `hosts` (known ports of bare hosts, or the one port given) in parallel; blocks the
+    /// calling thread up to about `options.timeout`. One finding per address, "nothing there" included.
+    pub fn discover(
+        &self,
+        hosts: &[String],
+        options: &crate::discovery::DiscoveryOptions,
+    ) -> Result<Vec<crate::discovery::Finding>> {
+        self.ensure_open()?;
+        self.block_on(crate::discovery::discover(hosts, options))?
+    }
+
     /// Cancels a job by id on a server, including one submitted by another client or process.
     pub fn cancel_remote(&self, service: &str, prompt_id: &str) -> Result<crate::comfy::http::CancelOutcome> {
         let http = self.service_http(service)?;

@@ -267,6 +267,23 @@ class Hub:
         Returns one dict per address: url, kind ("comfyui", "unknown", "none"), version, devices, latency_ms, summary.
         """
 
+    def discover(
+        self,
+        hosts: Sequence[str] | None = None,
+        timeout: float = 1.5,
+        *,
+        concurrency: int = 32,
+        connect_timeout: float = 0.3,
+    ) -> list[dict[str, Any]]:
+        """Finds the servers running on `hosts` (default ``["127.0.0.1"]``), blocking without the GIL.
+
+        A bare host is probed at every known port (ComfyUI 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870), a
+        ``host:port`` or URL entry at that port only. Returns one dict per address: url, host, port, kind
+        ("comfyui", "litellm", "wan2gp", "rvc", "audioldm", "gradio", "unknown", "none"), name, version,
+        app_version, latency_ms, simulator, devices, login_required, protocol, api_prefix, server_header,
+        service_kind and summary.
+        """
+
     def cancel_remote(self, service: str, job_id: str) -> Literal["removed", "interrupting", "not_on_server"]:
         """Cancels a job by id on a service even if another client submitted it.
 

@@ -147,23 +147,35 @@ def _drive(hub: Hub, job, printer: _Printer, timeout: float | None, url: str) ->
                 return {"job_completed": EXIT_OK, "job_cancelled": EXIT_FAILED}.get(ev.type, EXIT_FAILED)
 
 
-def _probe_urls(hub: Hub, urls: list[str], timeout: float) -> list[dict]:
-    return hub.probe(urls, timeout)
+_MARKS = {"none": " - ", "unknown": "?? "}
+
+
+def _print_finding(r: dict) -> None:
+    mark = _MARKS.get(r["kind"], "OK ")
+    latency = f"  ({r['latency_ms']:.0f} ms)" if r.get("latency_ms") is not None else ""
+    print(f"  {mark} {r['url']:<28} {r['kind']:<9} {r['summary']}{latency}")
 
 
 def cmd_doctor(args) -> int:
-    urls = args.server or [f"127.0.0.1:{p}" for p in DEFAULT_PORTS]
+    explicit = bool(args.server)
+    hosts = list(args.server or []) if explicit else ["127.0.0.1", *(args.host or [])]
     with Hub(output_dir=args.out) as hub:
         started = time.monotonic()
-        results = _probe_urls(hub, urls, args.timeout)
+        results = hub.discover(hosts, args.timeout)
         took = time.monotonic() - started
     if args.json:
         print(json.dumps({"results": results, "seconds": took}))
         return EXIT_OK
-    print(f"Director Link doctor — checked {len(urls)} address(es) in {took:.2f} s")
+    where = "the given address(es)" if explicit else ", ".join(hosts)
+    print(f"Director Link doctor — probed {len(results)} address(es) on {where} in {took:.2f} s")
+    silent = 0
     for r in results:
-        mark = {"comfyui": "OK ", "unknown": "?? ", "none": " - "}.get(r["kind"], "   ")
-        print(f"  {mark} {r['url']:<28} {r['summary']}")
+        if r["kind"] == "none" and not explicit:
+            silent += 1
+            continue
+        _print_finding(r)
+    if silent:
+        print(f"   -  {silent} other known port(s): nothing there")
     if not any(r["kind"] == "comfyui" for r in results):
         print(
             "\nNo ComfyUI answered. Start one with `python main.py` in your ComfyUI folder (it listens on "
@@ -355,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", help="find local servers and say how they are")
-    d.add_argument("--server", action="append", help="address to check (repeatable); default: local ports")
+    d.add_argument(
+        "--server", action="append", help="only check this address (repeatable; a bare host = all known ports)"
+    )
+    d.add_argument("--host", action="append", help="scan this host's known ports too (repeatable)")
     d.add_argument("--timeout", type=float, default=2.0)
     d.add_argument("--json", action="store_true")
     d.add_argument("--out", default=None, help=argparse.SUPPRESS)

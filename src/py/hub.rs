@@ -200,6 +200,35 @@ impl Hub {
         ser_to_py(py, &results)
     }
 
+    /// Finds the servers running on `hosts` (default `["127.0.0.1"]`): every known port of a bare host (ComfyUI
+    /// 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870), or just the port of a `host:port` / URL entry. Probes run
+    /// in parallel (at most `concurrency` at once, `connect_timeout` per connection); the call blocks, without
+    /// the GIL, up to about `timeout` seconds.
+    ///
+    /// Returns one dict per address: url, host, port, kind ("comfyui", "litellm", "wan2gp", "rvc", "audioldm",
+    /// "gradio", "unknown", "none"), name, version, app_version, latency_ms, simulator, devices, login_required,
+    /// protocol, api_prefix, server_header, service_kind (the `add_service` kind, if any) and summary.
+    #[pyo3(signature = (hosts=None, timeout=1.5, *, concurrency=32, connect_timeout=0.3))]
+    fn discover(
+        &self,
+        py: Python<'_>,
+        hosts: Option<Vec<String>>,
+        timeout: f64,
+        concurrency: usize,
+        connect_timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let options = crate::discovery::DiscoveryOptions {
+            timeout: duration(timeout, "timeout")?.max(Duration::from_millis(10)),
+            connect_timeout: duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(10)),
+            concurrency: concurrency.max(1),
+            ..Default::default()
+        };
+        let hosts = hosts.unwrap_or_else(|| vec!["127.0.0.1".to_string()]);
+        let hub = self.inner.clone();
+        let found = py.detach(move || hub.discover(&hosts, &options)).py(py)?;
+        ser_to_py(py, &found)
+    }
+
     /// Cancels a job by id on a service even if another client submitted it. Returns "removed" (was queued),
     /// "interrupting" (was running) or "not_on_server" (already finished or unknown).
     fn cancel_remote(&self, py: Python<'_>, service: &str, job_id: &str) -> PyResult<&'static str> {
