@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod openai;
 pub mod probe;
 pub mod service;
 pub mod sim;

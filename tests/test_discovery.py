@@ -81,11 +81,19 @@ def test_litellm_proxy(litellm_server):
 def test_generic_and_login_protected_gradio_apps(backend_tmp):
     python = venv_python("DIRECTOR_LINK_GRADIO5_PYTHON")
     plain = start_gradio(
-        python, "127.0.0.2", free_port("127.0.0.2"), backend_tmp, HERE / "plain_gradio_app.py",
+        python,
+        "127.0.0.2",
+        free_port("127.0.0.2"),
+        backend_tmp,
+        HERE / "plain_gradio_app.py",
         GRADIO_APP_TITLE="Storyboard",
     )
     locked = start_gradio(
-        python, "127.0.0.2", free_port("127.0.0.2"), backend_tmp, GRADIO_APP_TITLE="Locked",
+        python,
+        "127.0.0.2",
+        free_port("127.0.0.2"),
+        backend_tmp,
+        GRADIO_APP_TITLE="Locked",
         GRADIO_APP_AUTH="director:secret",
     )
     try:

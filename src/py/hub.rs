@@ -74,6 +74,10 @@ impl Hub {
     /// `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
     /// that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
     /// that a server restart lost is sent again automatically instead of failing with `server_restarted`.
+    ///
+    /// Kinds: "comfyui" (default port 8188) and "openai" (alias "litellm"; default port 4000; the URL may also
+    /// end in `/v1` for Ollama, LM Studio or vLLM). For "openai" without `token`, the key is read from the
+    /// environment variable `DIRECTOR_LINK_OPENAI_KEY`.
     #[pyo3(signature = (kind, url, name=None, token=None, *, resubmit_on_restart=false))]
     fn add_service(
         &self,
@@ -198,6 +202,67 @@ impl Hub {
         let hub = self.inner.clone();
         let results = py.detach(move || hub.probe(&urls, t)).py(py)?;
         ser_to_py(py, &results)
+    }
+
+    /// Starts a chat on an OpenAI-compatible service (`add_service("openai", ...)`) and returns its `Job` at once.
+    ///
+    /// `messages`: a list of `{"role", "content"}` dicts, or a plain string (one user message). `model`: None
+    /// uses the server's first listed model. The answer arrives as `TextDelta` events (in order), then
+    /// `JobCompleted` whose `ui` is `{"text", "usage", "model", "finish_reason", "id"}`; `job.wait()` returns the
+    /// same. Failures end the job `JobFailed` with code `rate_limited`, `server_error`, `auth_failed`,
+    /// `bad_request`, `connection_failed`, `timeout` or `protocol_error`. 429/5xx/connection failures before the
+    /// first token are retried up to `max_retries` times, honouring `Retry-After`. Other keyword arguments
+    /// (`temperature=`, `max_tokens=`, ...) are sent in the request as they are.
+    #[pyo3(signature = (service, messages, model=None, stream=true, *, max_retries=2, tag=None, **options))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments.
+    fn chat(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        messages: &Bound<'_, PyAny>,
+        model: Option<String>,
+        stream: bool,
+        max_retries: u32,
+        tag: Option<String>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Job> {
+        let messages = if let Ok(text) = messages.extract::<String>() {
+            serde_json::json!([{ "role": "user", "content": text }])
+        } else {
+            from_py(messages)?
+        };
+        let mut extra = serde_json::Map::new();
+        if let Some(o) = options {
+            for (k, v) in o.iter() {
+                let key: String = k
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("option names must be strings"))?;
+                extra.insert(key, from_py(&v)?);
+            }
+        }
+        let request = crate::openai::service::ChatRequest {
+            messages,
+            model,
+            stream,
+            options: extra,
+            max_retries,
+        };
+        let id = self.inner.chat(service, request, tag.clone()).py(py)?;
+        Ok(Job {
+            hub: self.inner.clone(),
+            id,
+            service: service.to_string(),
+            tag,
+        })
+    }
+
+    /// The models an OpenAI-compatible service offers (`GET /v1/models`): a list of dicts with `id`, `object`,
+    /// `created`, `owned_by`. Blocks without the GIL. Raises `ServiceError` (`auth_failed` for a bad key).
+    fn models(&self, py: Python<'_>, service: &str) -> PyResult<Py<PyAny>> {
+        let hub = self.inner.clone();
+        let service = service.to_string();
+        let models = py.detach(move || hub.models(&service)).py(py)?;
+        ser_to_py(py, &models)
     }
 
     /// Finds the servers running on `hosts` (default `["127.0.0.1"]`): every known port of a bare host (ComfyUI

@@ -98,8 +98,16 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start(name: str, cmd: list[str], host: str, port: int, known: bool, ready_path: str, env: dict | None = None,
-          log_dir: Path | None = None) -> Running:
+def start(
+    name: str,
+    cmd: list[str],
+    host: str,
+    port: int,
+    known: bool,
+    ready_path: str,
+    env: dict | None = None,
+    log_dir: Path | None = None,
+) -> Running:
     assert ipaddress.ip_address(host).is_loopback, "test servers stay on loopback"
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log = log_dir / f"director-link-{name}-{host}-{port}.log"
@@ -130,12 +138,18 @@ def start(name: str, cmd: list[str], host: str, port: int, known: bool, ready_pa
 
 def start_gradio(python: str, host: str, preferred: int, tmp: Path, app: Path | None = None, **app_env: str) -> Running:
     port, known = pick_port(host, preferred)
-    env = {"GRADIO_APP_HOST": host, "GRADIO_APP_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_APP_STEP_S": "0.05", **app_env}
+    env = {
+        "GRADIO_APP_HOST": host,
+        "GRADIO_APP_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_APP_STEP_S": "0.05",
+        **app_env,
+    }
     app = app or FIXTURES / "gradio" / "tools" / "gradio_app.py"
     cmd = [python, str(HERE / "gradio_host.py"), str(app)]
-    return start(f"gradio-{app_env.get('GRADIO_APP_TITLE', 'wangp').lower()}", cmd, host, port, known, "config",
-                 env, tmp)
+    return start(
+        f"gradio-{app_env.get('GRADIO_APP_TITLE', 'wangp').lower()}", cmd, host, port, known, "config", env, tmp
+    )
 
 
 def start_litellm(python: str, host: str, preferred: int, tmp: Path) -> Running:
