@@ -134,3 +134,25 @@ def test_bad_hosts_are_refused_before_any_probe():
         assert e.value.code == "invalid_url"
         with pytest.raises(director_link.InvalidUrlError):
             hub.discover(["ftp://127.0.0.1"])
+
+
+def test_gradio_3_apps_rvc_and_wangp(backend_tmp):
+    """The 3.x family (RVC WebUI, AudioLDM): no `protocol` in /config, so the WebSocket queue."""
+    python = venv_python("DIRECTOR_LINK_GRADIO3_PYTHON")
+    rvc = start_gradio(
+        python, "127.0.0.3", 7865, backend_tmp, HERE / "plain_gradio_app.py", GRADIO_APP_TITLE="RVC WebUI"
+    )
+    wangp = start_gradio(python, "127.0.0.2", free_port("127.0.0.2"), backend_tmp)
+    try:
+        with director_link.Hub() as hub:
+            results, took = scan(hub, [rvc.address, f"127.0.0.2:{wangp.port}"])
+    finally:
+        rvc.stop()
+        wangp.stop()
+    print(f"\nscan of two Gradio 3.50.2 apps: {took * 1000:.0f} ms")
+    found = by_url(results)
+    voice = found[rvc.url]
+    assert voice["kind"] == "rvc" and voice["name"] == "RVC WebUI" and voice["version"] == "3.50.2"
+    assert voice["protocol"] == "ws" and voice["api_prefix"] is None
+    video = found[wangp.url]
+    assert video["kind"] == "wan2gp" and video["summary"] == "WanGP v0.0 (Gradio 3.50.2)"
