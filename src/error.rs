@@ -43,6 +43,14 @@ pub enum ErrorCode {
     Closed,
     /// Any other local I/O problem.
     Io,
+    /// The server refused the key (missing, wrong or without access).
+    AuthFailed,
+    /// The server (or its upstream) is rate limiting (HTTP 429).
+    RateLimited,
+    /// The server or its upstream model failed (HTTP 5xx).
+    ServerError,
+    /// The server refused the request as malformed (HTTP 4xx: unknown model, bad options).
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -67,6 +75,10 @@ impl ErrorCode {
             ErrorCode::OutputWrite => "output_write_failed",
             ErrorCode::Closed => "hub_closed",
             ErrorCode::Io => "io_error",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::BadRequest => "bad_request",
         }
     }
 }

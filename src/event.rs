@@ -185,6 +185,15 @@ pub enum EventKind {
         node_id: String,
         output: Value,
     },
+    /// A piece of generated text (chat jobs), in order. Never coalesced or dropped.
+    TextDelta {
+        job_id: String,
+        text: String,
+        /// 0, 1, 2, ... per job: the position of this piece in the answer.
+        index: u64,
+        /// Which of the answer's choices it belongs to (0 unless `n` > 1 was asked).
+        choice: u32,
+    },
     JobCompleted {
         job_id: String,
         outputs: Vec<OutputFile>,
@@ -213,6 +222,7 @@ impl EventKind {
             EventKind::Preview { .. } => "preview",
             EventKind::NodeText { .. } => "node_text",
             EventKind::NodeOutput { .. } => "node_output",
+            EventKind::TextDelta { .. } => "text_delta",
             EventKind::JobCompleted { .. } => "job_completed",
             EventKind::JobFailed { .. } => "job_failed",
             EventKind::JobCancelled { .. } => "job_cancelled",
@@ -227,6 +237,7 @@ impl EventKind {
             | EventKind::Progress { job_id, .. }
             | EventKind::Preview { job_id, .. }
             | EventKind::NodeOutput { job_id, .. }
+            | EventKind::TextDelta { job_id, .. }
             | EventKind::JobCompleted { job_id, .. }
             | EventKind::JobFailed { job_id, .. }
             | EventKind::JobCancelled { job_id } => Some(job_id),

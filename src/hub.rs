@@ -5,6 +5,8 @@ use crate::comfy::service::{ComfyConfig, ComfyService, Command};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{Event, EventKind, JobError, JobState, QueueStats};
+use crate::openai::http::OpenAiHttp;
+use crate::openai::service::{ChatRequest, Command as OpenAiCommand, OpenAiConfig, OpenAiService};
 use crate::service::{BackoffPolicy, BreakerPolicy, ServiceSnapshot, ServiceStatus};
 use crate::tracker::{JobSnapshot, Shared, Submission, DEFAULT_FINISHED_CAP};
 use crate::workflow::{prepare, ObjectInfo};
@@ -17,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Longest silence inside a streamed chat answer before the job fails `timeout`.
+const STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -58,19 +63,75 @@ pub fn default_output_dir() -> PathBuf {
         .join("director-link-output")
 }
 
-/// The service kinds this build can talk to.
-pub const KINDS: &[&str] = &["comfyui"];
+/// The service kinds this build can talk to (`litellm` is another name for `openai`).
+pub const KINDS: &[&str] = &["comfyui", "openai", "litellm"];
+
+/// A kind as stored: aliases resolved.
+fn canonical_kind(kind: &str) -> &str {
+    match kind {
+        "litellm" => "openai",
+        other => other,
+    }
+}
+
+fn default_port(kind: &str) -> u16 {
+    match kind {
+        "openai" => crate::openai::DEFAULT_PORT,
+        _ => 8188,
+    }
+}
 
 struct ServiceHandle {
     kind: String,
     endpoint: Endpoint,
-    commands: mpsc::UnboundedSender<Command>,
     status: Arc<ServiceStatus>,
+    link: Link,
+}
+
+/// The per-kind half of a service: how to reach its actor and its HTTP API.
+enum Link {
+    Comfy(ComfyLink),
+    OpenAi(OpenAiLink),
+}
+
+struct ComfyLink {
+    commands: mpsc::UnboundedSender<Command>,
     http: ComfyHttp,
     /// `/object_info` is ~0.5 MB and changes only when nodes are installed: fetched once, refreshed on request.
     schema: SchemaSlot,
     /// SHA-256 of uploaded bytes → the name the server gave them: the same file is never uploaded twice.
     uploads: Arc<Mutex<std::collections::HashMap<String, String>>>,
+}
+
+struct OpenAiLink {
+    commands: mpsc::UnboundedSender<OpenAiCommand>,
+    http: OpenAiHttp,
+}
+
+impl ServiceHandle {
+    fn wrong_kind(&self, name: &str, needs: &str, instead: &str) -> Error {
+        Error::new(
+            ErrorCode::WrongService,
+            format!(
+                "service {name:?} is a {} service; this needs {needs} ({instead})",
+                self.kind
+            ),
+        )
+    }
+
+    fn comfy(&self, name: &str) -> Result<&ComfyLink> {
+        match &self.link {
+            Link::Comfy(c) => Ok(c),
+            Link::OpenAi(_) => Err(self.wrong_kind(name, "a ComfyUI", "use chat() for OpenAI-compatible servers")),
+        }
+    }
+
+    fn openai(&self, name: &str) -> Result<&OpenAiLink> {
+        match &self.link {
+            Link::OpenAi(o) => Ok(o),
+            Link::Comfy(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for ComfyUI")),
+        }
+    }
 }
 
 /// A service's node list: raw (as Python sees it) and parsed (for conversion and validation).
@@ -194,6 +255,7 @@ impl Hub {
     ) -> Result<ServiceAdded> {
         self.ensure_open()?;
         let kind = kind.trim().to_ascii_lowercase();
+        let kind = canonical_kind(&kind).to_string();
         if !KINDS.contains(&kind.as_str()) {
             return Err(Error::new(
                 ErrorCode::UnknownService,
@@ -203,7 +265,7 @@ impl Hub {
                 ),
             ));
         }
-        let endpoint = Endpoint::parse(url, 8188)?;
+        let endpoint = Endpoint::parse(url, default_port(&kind))?;
         let name = match name.map(str::trim) {
             Some("") => return Err(Error::new(ErrorCode::InvalidUrl, "a service name cannot be empty")),
             Some(n) => n.to_string(),
@@ -219,11 +281,78 @@ impl Hub {
         }
         let client_id = format!("director-link-{}", uuid::Uuid::new_v4().simple());
         let status = Arc::new(ServiceStatus::new(&name, &kind, endpoint.base(), &client_id));
+        let link = if kind == "openai" {
+            self.spawn_openai(&name, &endpoint, token, &status)?
+        } else {
+            self.spawn_comfy(&name, &endpoint, token, &status, client_id, &options)?
+        };
+        let added = ServiceAdded {
+            name: name.clone(),
+            url: endpoint.base().to_string(),
+            understood: endpoint.describe(),
+        };
+        services.insert(
+            name,
+            ServiceHandle {
+                kind,
+                endpoint,
+                status,
+                link,
+            },
+        );
+        Ok(added)
+    }
+
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+        let rt = self.runtime.lock();
+        let rt = rt
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
+        rt.spawn(fut);
+        Ok(())
+    }
+
+    fn spawn_openai(
+        &self,
+        name: &str,
+        endpoint: &Endpoint,
+        token: Option<String>,
+        status: &Arc<ServiceStatus>,
+    ) -> Result<Link> {
+        let key = crate::openai::http::ApiKey::given_or_env(token);
+        let http =
+            OpenAiHttp::new(self.http.clone(), endpoint.clone(), key)?.with_latency(status.http_latency_window());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = OpenAiService::new(
+            name,
+            http.clone(),
+            self.shared.clone(),
+            status.clone(),
+            OpenAiConfig {
+                heartbeat: self.config.heartbeat,
+                backoff: self.config.backoff.clone(),
+                stream_idle: STREAM_IDLE,
+            },
+            rx,
+        );
+        self.spawn(actor.run())?;
+        Ok(Link::OpenAi(OpenAiLink { commands: tx, http }))
+    }
+
+    fn spawn_comfy(
+        &self,
+        name: &str,
+        endpoint: &Endpoint,
+        token: Option<String>,
+        status: &Arc<ServiceStatus>,
+        client_id: String,
+        options: &ServiceOptions,
+    ) -> Result<Link> {
         let (tx, rx) = mpsc::unbounded_channel();
         let http = ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone())
             .with_latency(status.http_latency_window());
         let actor = ComfyService::new(
-            &name,
+            name,
             http.clone(),
             token,
             self.shared.clone(),
@@ -240,31 +369,13 @@ impl Hub {
             client_id,
             rx,
         );
-        {
-            let rt = self.runtime.lock();
-            let rt = rt
-                .as_ref()
-                .ok_or_else(|| Error::new(ErrorCode::Closed, "this hub is closed"))?;
-            rt.spawn(actor.run());
-        }
-        let added = ServiceAdded {
-            name: name.clone(),
-            url: endpoint.base().to_string(),
-            understood: endpoint.describe(),
-        };
-        services.insert(
-            name,
-            ServiceHandle {
-                kind,
-                endpoint,
-                commands: tx,
-                status,
-                http,
-                schema: Arc::new(Mutex::new(None)),
-                uploads: Arc::default(),
-            },
-        );
-        Ok(added)
+        self.spawn(actor.run())?;
+        Ok(Link::Comfy(ComfyLink {
+            commands: tx,
+            http,
+            schema: Arc::new(Mutex::new(None)),
+            uploads: Arc::default(),
+        }))
     }
 
     /// Stops a service's connection; its unfinished jobs stay in the table as they are.
@@ -307,7 +418,8 @@ impl Hub {
             let h = services
                 .get(service)
                 .ok_or_else(|| self.unknown_service_in(&services, service))?;
-            (h.commands.clone(), h.http.clone(), h.schema.clone())
+            let c = h.comfy(service)?;
+            (c.commands.clone(), c.http.clone(), c.schema.clone())
         };
         let cached = slot.lock().clone();
         let submission = Submission {
@@ -427,12 +539,13 @@ impl Hub {
                 format!("the job's service {:?} was removed", job.service),
             )
         })?;
-        handle
-            .commands
-            .send(Command::Cancel {
-                job_id: job_id.to_string(),
-            })
-            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped"))
+        let job_id = job_id.to_string();
+        let sent = match &handle.link {
+            Link::Comfy(c) => c.commands.send(Command::Cancel { job_id }).is_ok(),
+            Link::OpenAi(o) => o.commands.send(OpenAiCommand::Cancel { job_id }).is_ok(),
+        };
+        sent.then_some(())
+            .ok_or_else(|| Error::new(ErrorCode::Closed, "the service has stopped"))
     }
 
     /// Drops the connection and connects again at once (skips the backoff wait).
@@ -441,7 +554,14 @@ impl Hub {
         let handle = services
             .get(service)
             .ok_or_else(|| Error::new(ErrorCode::UnknownService, format!("no service named {service:?}")))?;
-        let _ = handle.commands.send(Command::Reconnect);
+        match &handle.link {
+            Link::Comfy(c) => {
+                let _ = c.commands.send(Command::Reconnect);
+            }
+            Link::OpenAi(o) => {
+                let _ = o.commands.send(OpenAiCommand::Reconnect);
+            }
+        }
         Ok(())
     }
 
@@ -546,7 +666,7 @@ impl Drop for Hub {
 }
 
 fn default_name(kind: &str, endpoint: &Endpoint) -> String {
-    if endpoint.is_loopback() && endpoint.port() == 8188 {
+    if endpoint.is_loopback() && endpoint.port() == default_port(kind) {
         kind.to_string()
     } else {
         format!("{kind}@{}:{}", endpoint.host(), endpoint.port())
@@ -560,6 +680,60 @@ impl Hub {
         self.block_on(crate::probe::probe_all(client, urls, timeout))
     }
 
+    /// Finds the servers on `hosts` (known ports of bare hosts, or the one port given) in parallel; blocks the
+    /// calling thread up to about `options.timeout`. One finding per address, "nothing there" included.
+    pub fn discover(
+        &self,
+        hosts: &[String],
+        options: &crate::discovery::DiscoveryOptions,
+    ) -> Result<Vec<crate::discovery::Finding>> {
+        self.ensure_open()?;
+        self.block_on(crate::discovery::discover(hosts, options))?
+    }
+
+    /// Starts a chat completion on an OpenAI-compatible service and returns the job id at once. The answer
+    /// arrives as `TextDelta` events, then `JobCompleted` with `ui = {"text", "usage", "model", "finish_reason"}`.
+    pub fn chat(&self, service: &str, request: ChatRequest, tag: Option<String>) -> Result<String> {
+        self.ensure_open()?;
+        if !request.messages.is_array() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "messages must be a list of {\"role\": ..., \"content\": ...} objects",
+            ));
+        }
+        let services = self.services.lock();
+        let h = services
+            .get(service)
+            .ok_or_else(|| self.unknown_service_in(&services, service))?;
+        let link = h.openai(service)?;
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let submission = Submission {
+            workflow: Arc::new(request.messages.clone()),
+            params: Vec::new(),
+        };
+        self.shared.register(&job_id, service, tag, submission);
+        link.commands
+            .send(OpenAiCommand::Chat {
+                job_id: job_id.clone(),
+                request,
+            })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
+        Ok(job_id)
+    }
+
+    /// The models an OpenAI-compatible service offers (`GET /v1/models`). Blocks the calling thread.
+    pub fn models(&self, service: &str) -> Result<Vec<crate::openai::protocol::Model>> {
+        let http = {
+            let services = self.services.lock();
+            let h = services
+                .get(service)
+                .ok_or_else(|| self.unknown_service_in(&services, service))?;
+            h.openai(service)?.http.clone()
+        };
+        let list = self.block_on(async move { http.models().await })?;
+        Ok(list.map_err(Error::from)?.data)
+    }
+
     /// Cancels a job by id on a server, including one submitted by another client or process.
     pub fn cancel_remote(&self, service: &str, prompt_id: &str) -> Result<crate::comfy::http::CancelOutcome> {
         let http = self.service_http(service)?;
@@ -568,8 +742,11 @@ impl Hub {
     }
 
     fn service_http(&self, service: &str) -> Result<ComfyHttp> {
-        let http = self.services.lock().get(service).map(|h| h.http.clone());
-        http.ok_or_else(|| self.unknown_service(service))
+        let services = self.services.lock();
+        let h = services
+            .get(service)
+            .ok_or_else(|| self.unknown_service_in(&services, service))?;
+        Ok(h.comfy(service)?.http.clone())
     }
 
     /// The server's node schemas (`GET /object_info`), cached per service; `refresh` fetches them again.
@@ -580,7 +757,8 @@ impl Hub {
             let h = services
                 .get(service)
                 .ok_or_else(|| self.unknown_service_in(&services, service))?;
-            (h.http.clone(), h.schema.clone())
+            let c = h.comfy(service)?;
+            (c.http.clone(), c.schema.clone())
         };
         if !refresh {
             if let Some(hit) = slot.lock().clone() {
@@ -602,7 +780,8 @@ impl Hub {
             let h = services
                 .get(service)
                 .ok_or_else(|| self.unknown_service_in(&services, service))?;
-            (h.http.clone(), h.uploads.clone())
+            let c = h.comfy(service)?;
+            (c.http.clone(), c.uploads.clone())
         };
         let key: String = sha2::Sha256::digest(&bytes)
             .iter()

@@ -3,10 +3,12 @@
 //! The core is plain Rust (`cargo test` needs no Python); the pyo3 binding lives in `py/` behind the
 //! `python` feature. Start with [`hub::Hub`].
 pub mod comfy;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod openai;
 pub mod probe;
 pub mod service;
 pub mod sim;

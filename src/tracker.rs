@@ -106,6 +106,7 @@ impl JobTable {
                     s.current_node.clone_from(node_id);
                 }
             }
+            EventKind::TextDelta { .. } => s.state = JobState::Running,
             EventKind::JobCompleted { outputs, ui, .. } => {
                 s.state = JobState::Completed;
                 s.outputs = outputs.clone();

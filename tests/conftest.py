@@ -13,6 +13,8 @@ from pathlib import Path
 import director_link
 import pytest
 
+from .backends.servers import backend_tmp, litellm_server, unrelated_server, wangp_server  # noqa: F401
+
 REAL_URL = os.environ.get("DIRECTOR_LINK_COMFYUI_URL", "").strip()
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"job_completed", "job_failed", "job_cancelled"}

@@ -28,6 +28,7 @@ __all__ = [
     "Progress",
     "QueueChanged",
     "ServiceStateChanged",
+    "TextDelta",
     "Workflow",
     "__version__",
     "_close_all",
@@ -52,6 +53,7 @@ _EventType: TypeAlias = Literal[
     "preview",
     "node_text",
     "node_output",
+    "text_delta",
     "job_completed",
     "job_failed",
     "job_cancelled",
@@ -206,6 +208,10 @@ class Hub:
         `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
         that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
         that a server restart lost is sent again automatically instead of failing with `server_restarted`.
+
+        Kinds: ``"comfyui"`` (default port 8188) and ``"openai"`` (alias ``"litellm"``; default port 4000; the
+        URL may also end in ``/v1`` for Ollama, LM Studio or vLLM). For ``"openai"`` without `token`, the key is
+        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``.
         """
 
     def track(self, service: str, job_id: str, tag: str | None = None) -> Job:
@@ -271,6 +277,52 @@ class Hub:
         """Checks addresses for a ComfyUI in parallel (blocks up to about `timeout`, without the GIL).
 
         Returns one dict per address: url, kind ("comfyui", "unknown", "none"), version, devices, latency_ms, summary.
+        """
+
+    def chat(
+        self,
+        service: str,
+        messages: str | Sequence[dict[str, Any]],
+        model: str | None = None,
+        stream: bool = True,
+        *,
+        max_retries: int = 2,
+        tag: str | None = None,
+        **options: Any,
+    ) -> Job:
+        """Starts a chat on an OpenAI-compatible service and returns its `Job` at once.
+
+        `messages`: a list of ``{"role", "content"}`` dicts, or a plain string (one user message). `model`: None
+        uses the server's first listed model. The answer arrives as `TextDelta` events (in order), then
+        `JobCompleted` whose `ui` is ``{"text", "usage", "model", "finish_reason", "id"}``; `job.wait()` returns
+        the same. Failures end the job `JobFailed` with code ``rate_limited``, ``server_error``, ``auth_failed``,
+        ``bad_request``, ``connection_failed``, ``timeout`` or ``protocol_error``. 429/5xx/connection failures
+        before the first token are retried up to `max_retries` times, honouring ``Retry-After``. Other keyword
+        arguments (``temperature=``, ``max_tokens=``, ...) are sent in the request as they are.
+        """
+
+    def models(self, service: str) -> list[dict[str, Any]]:
+        """The models an OpenAI-compatible service offers (``GET /v1/models``), blocking without the GIL.
+
+        A list of dicts with ``id``, ``object``, ``created``, ``owned_by``. Raises `ServiceError`
+        (``auth_failed`` for a bad or missing key).
+        """
+
+    def discover(
+        self,
+        hosts: Sequence[str] | None = None,
+        timeout: float = 1.5,
+        *,
+        concurrency: int = 32,
+        connect_timeout: float = 0.3,
+    ) -> list[dict[str, Any]]:
+        """Finds the servers running on `hosts` (default ``["127.0.0.1"]``), blocking without the GIL.
+
+        A bare host is probed at every known port (ComfyUI 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870), a
+        ``host:port`` or URL entry at that port only. Returns one dict per address: url, host, port, kind
+        ("comfyui", "litellm", "wan2gp", "rvc", "audioldm", "gradio", "unknown", "none"), name, version,
+        app_version, latency_ms, simulator, devices, login_required, protocol, api_prefix, server_header,
+        service_kind and summary.
         """
 
     def cancel_remote(self, service: str, job_id: str) -> Literal["removed", "interrupting", "not_on_server"]:
@@ -531,6 +583,19 @@ class NodeOutput(Event):
     @property
     def output(self) -> Any:
         """The node's output as the server sent it (usually a dict)."""
+
+@final
+class TextDelta(Event):
+    """A piece of a chat answer, in order: `index` counts the pieces of the job, `choice` says which choice."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def choice(self) -> int: ...
 
 @final
 class JobCompleted(Event):

@@ -1,4 +1,4 @@
-"""The ``director-link`` command: doctor, run, watch, cancel, convert, validate, params, demo.
+"""The ``director-link`` command: doctor, run, watch, cancel, chat, convert, validate, params, demo.
 
 Exit codes: 0 done, 2 bad input, 3 cannot connect, 4 job failed, 5 timeout.
 """
@@ -152,29 +152,81 @@ def _drive(hub: Hub, job, printer: _Printer, timeout: float | None, url: str) ->
                 return {"job_completed": EXIT_OK, "job_cancelled": EXIT_FAILED}.get(ev.type, EXIT_FAILED)
 
 
-def _probe_urls(hub: Hub, urls: list[str], timeout: float) -> list[dict]:
-    return hub.probe(urls, timeout)
+_MARKS = {"none": " - ", "unknown": "?? "}
+
+
+def _print_finding(r: dict) -> None:
+    mark = _MARKS.get(r["kind"], "OK ")
+    latency = f"  ({r['latency_ms']:.0f} ms)" if r.get("latency_ms") is not None else ""
+    print(f"  {mark} {r['url']:<28} {r['kind']:<9} {r['summary']}{latency}")
 
 
 def cmd_doctor(args) -> int:
-    urls = args.server or [f"127.0.0.1:{p}" for p in DEFAULT_PORTS]
+    explicit = bool(args.server)
+    hosts = list(args.server or []) if explicit else ["127.0.0.1", *(args.host or [])]
     with Hub(output_dir=args.out) as hub:
         started = time.monotonic()
-        results = _probe_urls(hub, urls, args.timeout)
+        results = hub.discover(hosts, args.timeout)
         took = time.monotonic() - started
     if args.json:
         print(json.dumps({"results": results, "seconds": took}))
         return EXIT_OK
-    print(f"Director Link doctor — checked {len(urls)} address(es) in {took:.2f} s")
+    where = "the given address(es)" if explicit else ", ".join(hosts)
+    print(f"Director Link doctor — probed {len(results)} address(es) on {where} in {took:.2f} s")
+    silent = 0
     for r in results:
-        mark = {"comfyui": "OK ", "unknown": "?? ", "none": " - "}.get(r["kind"], "   ")
-        print(f"  {mark} {r['url']:<28} {r['summary']}")
+        if r["kind"] == "none" and not explicit:
+            silent += 1
+            continue
+        _print_finding(r)
+    if silent:
+        print(f"   -  {silent} other known port(s): nothing there")
     if not any(r["kind"] == "comfyui" for r in results):
         print(
             "\nNo ComfyUI answered. Start one with `python main.py` in your ComfyUI folder (it listens on "
             "127.0.0.1:8188), or try `director-link demo`, which uses the built-in simulator."
         )
     return EXIT_OK
+
+
+def cmd_chat(args) -> int:
+    """Streams an answer from an OpenAI-compatible server (LiteLLM, Ollama, ...) to stdout."""
+    messages: list[dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": " ".join(args.prompt)})
+    options: dict[str, Any] = {}
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    with Hub() as hub:
+        name = hub.add_service("openai", args.server, token=args.key)
+        job = hub.chat(name, messages, model=args.model, stream=not args.no_stream, **options)
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                job.cancel()
+                print(f"\nerror [timeout]: no complete answer within {args.timeout:.0f} s", file=sys.stderr)
+                return EXIT_TIMEOUT
+            hub.wait_for_events(0.2)
+            for ev in hub.poll():
+                if ev.job != job.id:
+                    continue
+                if ev.type == "text_delta":
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+                elif ev.type == "job_completed":
+                    sys.stdout.write("\n")
+                    usage = ev.ui.get("usage") or {}
+                    if args.verbose and usage:
+                        print(f"[{ev.ui.get('model')}: {usage.get('total_tokens', '?')} tokens]", file=sys.stderr)
+                    return EXIT_OK
+                elif ev.type == "job_failed":
+                    print(f"\nerror [{ev.code}]: {ev.message}", file=sys.stderr)
+                    return EXIT_CONNECT if ev.code == "connection_failed" else EXIT_FAILED
+                elif ev.type == "job_cancelled":
+                    return EXIT_FAILED
 
 
 def _run_on(hub: Hub, url: str, workflow, params: dict, args, printer: _Printer) -> int:
@@ -360,7 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", help="find local servers and say how they are")
-    d.add_argument("--server", action="append", help="address to check (repeatable); default: local ports")
+    d.add_argument(
+        "--server", action="append", help="only check this address (repeatable; a bare host = all known ports)"
+    )
+    d.add_argument("--host", action="append", help="scan this host's known ports too (repeatable)")
     d.add_argument("--timeout", type=float, default=2.0)
     d.add_argument("--json", action="store_true")
     d.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -388,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job_id")
     c.add_argument("--server", default="127.0.0.1:8188")
     c.set_defaults(func=cmd_cancel)
+
+    ch = sub.add_parser("chat", help="ask an OpenAI-compatible server (LiteLLM, Ollama, ...) and stream the answer")
+    ch.add_argument("prompt", nargs="+", help='e.g. "write a shot list for a foggy harbour"')
+    ch.add_argument("--server", default="127.0.0.1:4000", help="the server (a URL ending in /v1 works too)")
+    ch.add_argument("--model", default=None, help="default: the server's first listed model")
+    ch.add_argument("--key", default=None, help="API key (default: $DIRECTOR_LINK_OPENAI_KEY)")
+    ch.add_argument("--system", default=None, help="a system message")
+    ch.add_argument("--temperature", type=float, default=None)
+    ch.add_argument("--max-tokens", type=int, default=None)
+    ch.add_argument("--no-stream", action="store_true", help="ask for the whole answer at once")
+    ch.add_argument("--timeout", type=float, default=None, help="seconds to wait for the answer")
+    ch.add_argument("-v", "--verbose", action="store_true", help="print the token usage to stderr")
+    ch.set_defaults(func=cmd_chat)
 
     cv = sub.add_parser("convert", help="convert a UI-format workflow to the API format, like ComfyUI's frontend")
     cv.add_argument("workflow")

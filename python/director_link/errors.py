@@ -54,7 +54,9 @@ class UnknownJobError(DirectorLinkError, LookupError):
 class ServiceError(DirectorLinkError, ConnectionError):
     """The server cannot be reached or is not what it should be.
 
-    Codes: ``connection_failed``, ``wrong_service``, ``http_status``, ``protocol_error``.
+    Codes: ``connection_failed``, ``wrong_service``, ``http_status``, ``protocol_error``; from OpenAI-compatible
+    servers also ``auth_failed`` (bad or missing key), ``rate_limited`` (429), ``server_error`` (5xx) and
+    ``bad_request`` (e.g. an unknown model).
     """
 
     code = "connection_failed"

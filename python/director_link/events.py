@@ -17,6 +17,7 @@ from ._native import (
     Progress,
     QueueChanged,
     ServiceStateChanged,
+    TextDelta,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "Progress",
     "QueueChanged",
     "ServiceStateChanged",
+    "TextDelta",
 ]

@@ -12,9 +12,14 @@ fn class_for(code: ErrorCode) -> &'static str {
         ErrorCode::DuplicateService => "DuplicateServiceError",
         ErrorCode::UnknownJob => "UnknownJobError",
         ErrorCode::InvalidWorkflow | ErrorCode::InvalidParameter | ErrorCode::ValidationFailed => "WorkflowError",
-        ErrorCode::ConnectionFailed | ErrorCode::WrongService | ErrorCode::HttpStatus | ErrorCode::Protocol => {
-            "ServiceError"
-        }
+        ErrorCode::ConnectionFailed
+        | ErrorCode::WrongService
+        | ErrorCode::HttpStatus
+        | ErrorCode::Protocol
+        | ErrorCode::AuthFailed
+        | ErrorCode::RateLimited
+        | ErrorCode::ServerError
+        | ErrorCode::BadRequest => "ServiceError",
         ErrorCode::ExecutionFailed | ErrorCode::Interrupted | ErrorCode::ServerRestarted => "JobFailed",
         ErrorCode::Cancelled => "JobCancelled",
         ErrorCode::Timeout => "Timeout",

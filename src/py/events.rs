@@ -58,6 +58,7 @@ fn class_name(kind: &EventKind) -> &'static str {
         EventKind::Preview { .. } => "Preview",
         EventKind::NodeText { .. } => "NodeText",
         EventKind::NodeOutput { .. } => "NodeOutput",
+        EventKind::TextDelta { .. } => "TextDelta",
         EventKind::JobCompleted { .. } => "JobCompleted",
         EventKind::JobFailed { .. } => "JobFailed",
         EventKind::JobCancelled { .. } => "JobCancelled",
@@ -92,6 +93,9 @@ event_class!(Preview, "A preview image (JPEG or PNG bytes)." {
 });
 event_class!(NodeText, "Progress text a node sent." { job_id: Option<String>, node_id: String, text: String });
 event_class!(NodeOutput, "A node's UI output (the `executed` message)." { job_id: String, node_id: String, output: Py<PyAny> });
+event_class!(TextDelta, "A piece of a chat answer, in order: `index` counts the pieces of the job, `choice` says which choice." {
+    job_id: String, text: String, index: u64, choice: u32
+});
 event_class!(JobCompleted, "The job finished; its files are on disk (`outputs`, `paths`)." {
     job_id: String, outputs: Py<PyAny>, paths: Vec<String>, ui: Py<PyAny>, elapsed_seconds: f64
 });
@@ -246,6 +250,21 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             }),
         )?
         .into_any(),
+        EventKind::TextDelta {
+            job_id,
+            text,
+            index,
+            choice,
+        } => Py::new(
+            py,
+            base.add_subclass(TextDelta {
+                job_id: job_id.clone(),
+                text: text.clone(),
+                index: *index,
+                choice: *choice,
+            }),
+        )?
+        .into_any(),
         EventKind::JobCompleted {
             job_id,
             outputs,
@@ -292,6 +311,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Preview>()?;
     m.add_class::<NodeText>()?;
     m.add_class::<NodeOutput>()?;
+    m.add_class::<TextDelta>()?;
     m.add_class::<JobCompleted>()?;
     m.add_class::<JobFailed>()?;
     m.add_class::<JobCancelled>()?;

@@ -74,6 +74,10 @@ impl Hub {
     /// `url` may be `host`, `host:port` or `http(s)://host:port/base/`. Raises `InvalidUrlError` for an address
     /// that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
     /// that a server restart lost is sent again automatically instead of failing with `server_restarted`.
+    ///
+    /// Kinds: "comfyui" (default port 8188) and "openai" (alias "litellm"; default port 4000; the URL may also
+    /// end in `/v1` for Ollama, LM Studio or vLLM). For "openai" without `token`, the key is read from the
+    /// environment variable `DIRECTOR_LINK_OPENAI_KEY`.
     #[pyo3(signature = (kind, url, name=None, token=None, *, resubmit_on_restart=false))]
     fn add_service(
         &self,
@@ -211,6 +215,96 @@ impl Hub {
         let hub = self.inner.clone();
         let results = py.detach(move || hub.probe(&urls, t)).py(py)?;
         ser_to_py(py, &results)
+    }
+
+    /// Starts a chat on an OpenAI-compatible service (`add_service("openai", ...)`) and returns its `Job` at once.
+    ///
+    /// `messages`: a list of `{"role", "content"}` dicts, or a plain string (one user message). `model`: None
+    /// uses the server's first listed model. The answer arrives as `TextDelta` events (in order), then
+    /// `JobCompleted` whose `ui` is `{"text", "usage", "model", "finish_reason", "id"}`; `job.wait()` returns the
+    /// same. Failures end the job `JobFailed` with code `rate_limited`, `server_error`, `auth_failed`,
+    /// `bad_request`, `connection_failed`, `timeout` or `protocol_error`. 429/5xx/connection failures before the
+    /// first token are retried up to `max_retries` times, honouring `Retry-After`. Other keyword arguments
+    /// (`temperature=`, `max_tokens=`, ...) are sent in the request as they are.
+    #[pyo3(signature = (service, messages, model=None, stream=true, *, max_retries=2, tag=None, **options))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments.
+    fn chat(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        messages: &Bound<'_, PyAny>,
+        model: Option<String>,
+        stream: bool,
+        max_retries: u32,
+        tag: Option<String>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Job> {
+        let messages = if let Ok(text) = messages.extract::<String>() {
+            serde_json::json!([{ "role": "user", "content": text }])
+        } else {
+            from_py(messages)?
+        };
+        let mut extra = serde_json::Map::new();
+        if let Some(o) = options {
+            for (k, v) in o.iter() {
+                let key: String = k
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("option names must be strings"))?;
+                extra.insert(key, from_py(&v)?);
+            }
+        }
+        let request = crate::openai::service::ChatRequest {
+            messages,
+            model,
+            stream,
+            options: extra,
+            max_retries,
+        };
+        let id = self.inner.chat(service, request, tag.clone()).py(py)?;
+        Ok(Job {
+            hub: self.inner.clone(),
+            id,
+            service: service.to_string(),
+            tag,
+        })
+    }
+
+    /// The models an OpenAI-compatible service offers (`GET /v1/models`): a list of dicts with `id`, `object`,
+    /// `created`, `owned_by`. Blocks without the GIL. Raises `ServiceError` (`auth_failed` for a bad key).
+    fn models(&self, py: Python<'_>, service: &str) -> PyResult<Py<PyAny>> {
+        let hub = self.inner.clone();
+        let service = service.to_string();
+        let models = py.detach(move || hub.models(&service)).py(py)?;
+        ser_to_py(py, &models)
+    }
+
+    /// Finds the servers running on `hosts` (default `["127.0.0.1"]`): every known port of a bare host (ComfyUI
+    /// 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870), or just the port of a `host:port` / URL entry. Probes run
+    /// in parallel (at most `concurrency` at once, `connect_timeout` per connection); the call blocks, without
+    /// the GIL, up to about `timeout` seconds.
+    ///
+    /// Returns one dict per address: url, host, port, kind ("comfyui", "litellm", "wan2gp", "rvc", "audioldm",
+    /// "gradio", "unknown", "none"), name, version, app_version, latency_ms, simulator, devices, login_required,
+    /// protocol, api_prefix, server_header, service_kind (the `add_service` kind, if any) and summary.
+    #[pyo3(signature = (hosts=None, timeout=1.5, *, concurrency=32, connect_timeout=0.3))]
+    fn discover(
+        &self,
+        py: Python<'_>,
+        hosts: Option<Vec<String>>,
+        timeout: f64,
+        concurrency: usize,
+        connect_timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let options = crate::discovery::DiscoveryOptions {
+            timeout: duration(timeout, "timeout")?.max(Duration::from_millis(10)),
+            connect_timeout: duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(10)),
+            concurrency: concurrency.max(1),
+            ..Default::default()
+        };
+        let hosts = hosts.unwrap_or_else(|| vec!["127.0.0.1".to_string()]);
+        let hub = self.inner.clone();
+        let found = py.detach(move || hub.discover(&hosts, &options)).py(py)?;
+        ser_to_py(py, &found)
     }
 
     /// Cancels a job by id on a service even if another client submitted it. Returns "removed" (was queued),
