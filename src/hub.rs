@@ -488,10 +488,10 @@ impl Hub {
         }
         let commands = {
             let services = self.services.lock();
-            services
+            let h = services
                 .get(service)
-                .map(|h| h.commands.clone())
-                .ok_or_else(|| self.unknown_service_in(&services, service))?
+                .ok_or_else(|| self.unknown_service_in(&services, service))?;
+            h.comfy(service)?.commands.clone()
         };
         let group = tag
             .clone()

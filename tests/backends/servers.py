@@ -1,6 +1,6 @@
 """Real servers for the backend tests, started as subprocesses on loopback aliases (127.0.0.2, 127.0.0.3 stand in
 for other hosts). Each is found through an environment variable naming the Python of the venv it is installed in
-(``ci/backends.sh`` makes them); a test that needs a missing one is skipped and says which variable to set.
+(``.ci/backends.sh`` makes them); a test that needs a missing one is skipped and says which variable to set.
 
 A server is bound on its real default port when that port is free on the alias (so a bare-host scan finds it),
 else on a free port (then tests probe ``host:port``). Startup waits are bounded; every process is stopped at the
@@ -82,9 +82,9 @@ def pick_port(host: str, preferred: int) -> tuple[int, bool]:
 def venv_python(var: str) -> str:
     path = os.environ.get(var, "").strip()
     if not path:
-        pytest.skip(f"{var} is not set (run `source ci/backends.sh` to install the server and set it)")
+        pytest.skip(f"{var} is not set (run `source .ci/backends.sh` to install the server and set it)")
     if not Path(path).exists():
-        pytest.skip(f"{var}={path} does not exist (run ci/backends.sh again)")
+        pytest.skip(f"{var}={path} does not exist (run .ci/backends.sh again)")
     return path
 
 

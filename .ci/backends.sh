@@ -6,8 +6,8 @@
 #   DIRECTOR_LINK_GRADIO3_PYTHON   gradio==3.50.2 (the 3.x family of RVC WebUI and AudioLDM; with the FastAPI,
 #                                  Pydantic and httpx of its day: newer Starlette breaks its page and so its launch)
 #
-#   source ci/backends.sh          # from .ci/run: installs (or reuses) and exports the variables
-#   bash ci/backends.sh            # installs and prints the export lines
+#   source .ci/backends.sh         # from .ci/run: installs (or reuses) and exports the variables
+#   bash .ci/backends.sh           # installs and prints the export lines
 #
 # Venvs live in $DIRECTOR_LINK_VENVS (default ~/.cache/director-link/venvs) and are reused while their pins are
 # unchanged (a stamp file per venv). Installs use uv (itself from PyPI, in a venv of its own) when it can be had,
