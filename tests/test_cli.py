@@ -157,3 +157,18 @@ def test_watch_shows_the_servers_events(server):
     assert "connected" in states
     queue = [e["queue_remaining"] for e in events if e["type"] == "queue_changed"]
     assert 1 in queue, f"the other client's prompt showed in the queue: {queue}"
+
+
+def test_run_uploads_at_file_values(server, tmp_path):
+    first = cli("run", str(ROOT / "workflows" / "invert.json"), "--server", server.url, "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    image = next((tmp_path / "a").rglob("*.png"))
+    wf = write(tmp_path, {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "dl_test/loaded"}},
+    })  # fmt: skip
+    res = cli("run", wf, "--server", server.url, "--set", f"LoadImage.image=@{image}", "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "uploaded" in res.stdout and list((tmp_path / "b").rglob("*.png"))
+    missing = cli("run", wf, "--server", server.url, "--set", "LoadImage.image=@/no/such.png", "--out", str(tmp_path))
+    assert missing.returncode == 2 and "no such file" in missing.stdout

@@ -235,8 +235,23 @@ def _run_on(hub: Hub, url: str, workflow, params: dict, args, printer: _Printer)
         snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
         printer.line(f"cannot connect to {url}: {snap.get('last_error') or 'no answer'}")
         return EXIT_CONNECT
+    params = _upload_files(hub, name, params, printer)
     job = hub.submit(name, workflow, params=params, tag=args.tag)
     return _drive(hub, job, printer, args.timeout, url)
+
+
+def _upload_files(hub: Hub, service: str, params: dict, printer: _Printer) -> dict:
+    """`--set "Load Image".image=@shot.png`: uploads the file (once per content) and sets the name the server gave."""
+    out = {}
+    for selector, value in params.items():
+        if isinstance(value, str) and value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            if not path.is_file():
+                raise errors.WorkflowError(f"--set {selector}=@{path}: no such file", "invalid_parameter")
+            value = hub.upload_image(service, str(path))
+            printer.line(f"uploaded {path} as {value}")
+        out[selector] = value
+    return out
 
 
 def cmd_run(args) -> int:
@@ -424,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a workflow (API format JSON) and download its results")
     r.add_argument("workflow")
     r.add_argument("--server", default="127.0.0.1:8188")
-    r.add_argument("--set", action="append", metavar="SELECTOR=VALUE", help="e.g. --set 3.seed=7 (repeatable)")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="SELECTOR=VALUE",
+        help="e.g. --set 3.seed=7 or --set positive.text='a fox'; a value @FILE uploads that image (repeatable)",
+    )
     r.add_argument("--out", default="director-link-output", help="output directory")
     r.add_argument("--tag", default=None, help="label for the job (names the output sub-folder)")
     r.add_argument("--json", action="store_true", help="one JSON line per event")
