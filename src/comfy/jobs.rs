@@ -121,6 +121,8 @@ pub struct JobRouter {
     /// The message stream, paused while a POST answer is awaited for a prompt the server already talks about
     /// (or, on an old server that ignores our ids, for a prompt id we cannot place yet). Replayed in order.
     held: std::collections::VecDeque<Held>,
+    /// How many tracked jobs are `foreign`: the session loop asks on every message, so it must not scan.
+    foreign: usize,
 }
 
 #[derive(Debug)]
@@ -141,7 +143,10 @@ impl JobRouter {
     }
 
     pub fn track(&mut self, job: ActiveJob) {
-        self.jobs.insert(job.prompt_id.clone(), job);
+        self.foreign += usize::from(job.foreign);
+        if let Some(old) = self.jobs.insert(job.prompt_id.clone(), job) {
+            self.foreign -= usize::from(old.foreign);
+        }
     }
 
     pub fn get(&self, prompt_id: &str) -> Option<&ActiveJob> {
@@ -160,7 +165,9 @@ impl JobRouter {
         if self.running.as_deref() == Some(prompt_id) {
             self.running = None;
         }
-        self.jobs.remove(prompt_id)
+        let job = self.jobs.remove(prompt_id)?;
+        self.foreign -= usize::from(job.foreign);
+        Some(job)
     }
 
     pub fn prompt_ids(&self) -> Vec<String> {
@@ -172,7 +179,7 @@ impl JobRouter {
     }
 
     pub fn has_foreign(&self) -> bool {
-        self.jobs.values().any(|j| j.foreign)
+        self.foreign > 0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -789,6 +796,20 @@ mod tests {
             Some(vec!["1".to_string(), "2".to_string()]),
             "the cached list is kept"
         );
+    }
+
+    #[test]
+    fn foreign_jobs_are_counted_as_they_come_and_go() {
+        let mut r = router_with("ours");
+        assert!(!r.has_foreign());
+        let mut j = ActiveJob::new("theirs", std::sync::Arc::new(Value::Null), "g", Instant::now());
+        j.foreign = true;
+        r.track(j);
+        assert!(r.has_foreign());
+        r.move_job("theirs", "renamed");
+        assert!(r.has_foreign(), "moving a job keeps it");
+        assert!(r.remove("renamed").is_some());
+        assert!(!r.has_foreign());
     }
 
     #[test]
