@@ -183,6 +183,18 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Python's `bool(value)` for a JSON value (how ComfyUI coerces BOOLEAN inputs and tests `prompt_id`).
+pub(crate) fn py_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

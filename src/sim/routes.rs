@@ -2,7 +2,7 @@
 //! aiohttp's 404/405 behaviour.
 use super::files;
 use super::http::{percent_decode, Request, Response};
-use super::pyjson::py_str;
+use super::pyjson::{py_str, py_truthy};
 use super::state::{heapify, heappush, QNum, QueueItem, Shared};
 use super::validate::{validate_prompt, Partial, PromptCheck, Specs};
 use serde_json::{json, Map, Value};
@@ -249,17 +249,6 @@ fn number_value(v: &Value) -> Option<f64> {
     }
 }
 
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
 /// `server.post_prompt`.
 fn post_prompt(shared: &Shared, req: &Request) -> Response {
     let Some(body) = req.json() else {
@@ -289,7 +278,7 @@ fn post_prompt(shared: &Shared, req: &Request) -> Response {
             let mut inner = shared.inner.lock();
             let n = inner.number;
             inner.number += 1;
-            if data.get("front").is_some_and(truthy) {
+            if data.get("front").is_some_and(py_truthy) {
                 QNum::Int(-n)
             } else {
                 QNum::Int(n)
@@ -381,7 +370,7 @@ fn post_queue(shared: &Shared, req: &Request) -> Response {
         return Response::server_error();
     };
     let mut inner = shared.inner.lock();
-    if data.get("clear").is_some_and(truthy) {
+    if data.get("clear").is_some_and(py_truthy) {
         inner.queue.clear();
         inner.queue_updated();
     }
@@ -421,7 +410,7 @@ fn post_interrupt(shared: &Shared, req: &Request) -> Response {
     let Some(Value::Object(data)) = data else {
         return Response::server_error();
     };
-    let target = data.get("prompt_id").filter(|v| truthy(v));
+    let target = data.get("prompt_id").filter(|v| py_truthy(v));
     match target {
         Some(id) => {
             let running = shared.inner.lock().running.as_ref().map(|r| r.prompt_id.clone());
@@ -471,7 +460,7 @@ fn post_history(shared: &Shared, req: &Request) -> Response {
         return Response::server_error();
     };
     let mut inner = shared.inner.lock();
-    if data.get("clear").is_some_and(truthy) {
+    if data.get("clear").is_some_and(py_truthy) {
         inner.history.clear();
     }
     if let Some(list) = data.get("delete") {
@@ -492,7 +481,7 @@ fn post_free(shared: &Shared, req: &Request) -> Response {
     let Some(Value::Object(data)) = req.json() else {
         return Response::server_error();
     };
-    if data.get("free_memory").is_some_and(truthy) {
+    if data.get("free_memory").is_some_and(py_truthy) {
         shared.inner.lock().cache = super::exec::ExecCache::default();
     }
     Response::empty(200)

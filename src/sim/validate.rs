@@ -1,7 +1,7 @@
 //! `POST /prompt` validation, ported from ComfyUI 0.3.64 `execution.validate_prompt` / `validate_inputs`
 //! against the node schemas in `object_info_core.json`: same error types, messages and quirks (coercion with
 //! `int()`/`float()`, V3 COMBO unchecked, errors filed under the node that holds a bad link, ...).
-use super::pyjson::{py_repr, py_str, str_repr, type_name};
+use super::pyjson::{py_repr, py_str, py_truthy, str_repr, type_name};
 use super::state::Dirs;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -216,17 +216,6 @@ pub(crate) fn py_float(v: &Value) -> Result<Value, String> {
     serde_json::Number::from_f64(f)
         .map(Value::Number)
         .ok_or_else(|| format!("cannot represent {f}"))
-}
-
-fn py_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 fn as_num(v: &Value) -> Option<f64> {
