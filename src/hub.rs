@@ -5,6 +5,8 @@ use crate::comfy::service::{ComfyConfig, ComfyService, Command};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{Event, EventKind, JobError, JobState, QueueStats};
+use crate::mcp::client::McpClient;
+use crate::mcp::service::{Command as WanGpCommand, WanGpConfig, WanGpService};
 use crate::openai::http::OpenAiHttp;
 use crate::openai::service::{ChatRequest, Command as OpenAiCommand, OpenAiConfig, OpenAiService};
 use crate::service::{BackoffPolicy, BreakerPolicy, ServiceSnapshot, ServiceStatus};
@@ -63,13 +65,15 @@ pub fn default_output_dir() -> PathBuf {
         .join("director-link-output")
 }
 
-/// The service kinds this build can talk to (`litellm` is another name for `openai`).
-pub const KINDS: &[&str] = &["comfyui", "openai", "litellm"];
+/// The service kinds this build can talk to (`litellm` is another name for `openai`; `wangp_mcp` is WanGP's MCP
+/// server mode, also called `wan2gp_mcp`).
+pub const KINDS: &[&str] = &["comfyui", "openai", "litellm", "wangp_mcp", "wan2gp_mcp"];
 
 /// A kind as stored: aliases resolved.
 fn canonical_kind(kind: &str) -> &str {
     match kind {
         "litellm" => "openai",
+        "wan2gp_mcp" | "wangp-mcp" | "wan2gp-mcp" => "wangp_mcp",
         other => other,
     }
 }
@@ -77,6 +81,7 @@ fn canonical_kind(kind: &str) -> &str {
 fn default_port(kind: &str) -> u16 {
     match kind {
         "openai" => crate::openai::DEFAULT_PORT,
+        "wangp_mcp" => crate::mcp::DEFAULT_PORT,
         _ => 8188,
     }
 }
@@ -92,6 +97,7 @@ struct ServiceHandle {
 enum Link {
     Comfy(ComfyLink),
     OpenAi(OpenAiLink),
+    WanGp(mpsc::UnboundedSender<WanGpCommand>),
 }
 
 struct ComfyLink {
@@ -123,13 +129,14 @@ impl ServiceHandle {
         match &self.link {
             Link::Comfy(c) => Ok(c),
             Link::OpenAi(_) => Err(self.wrong_kind(name, "a ComfyUI", "use chat() for OpenAI-compatible servers")),
+            Link::WanGp(_) => Err(self.wrong_kind(name, "a ComfyUI", "submit a WanGP settings dict instead")),
         }
     }
 
     fn openai(&self, name: &str) -> Result<&OpenAiLink> {
         match &self.link {
             Link::OpenAi(o) => Ok(o),
-            Link::Comfy(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for ComfyUI")),
+            _ => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for this kind")),
         }
     }
 }
@@ -283,6 +290,8 @@ impl Hub {
         let status = Arc::new(ServiceStatus::new(&name, &kind, endpoint.base(), &client_id));
         let link = if kind == "openai" {
             self.spawn_openai(&name, &endpoint, token, &status)?
+        } else if kind == "wangp_mcp" {
+            self.spawn_wangp(&name, &endpoint, &status)?
         } else {
             self.spawn_comfy(&name, &endpoint, token, &status, client_id, &options)?
         };
@@ -337,6 +346,31 @@ impl Hub {
         );
         self.spawn(actor.run())?;
         Ok(Link::OpenAi(OpenAiLink { commands: tx, http }))
+    }
+
+    fn spawn_wangp(&self, name: &str, endpoint: &Endpoint, status: &Arc<ServiceStatus>) -> Result<Link> {
+        let bad = |e: url::ParseError| Error::new(ErrorCode::InvalidUrl, format!("{}: {e}", endpoint.base()));
+        let mut url = url::Url::parse(endpoint.base()).map_err(bad)?;
+        // A bare server address means FastMCP's default path; a pasted ".../mcp" is kept as given.
+        if url.path() == "/" {
+            url = url.join(crate::mcp::DEFAULT_PATH).map_err(bad)?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = WanGpService::new(
+            name,
+            McpClient::new(self.http.clone(), url),
+            self.shared.clone(),
+            status.clone(),
+            WanGpConfig {
+                heartbeat: self.config.heartbeat,
+                backoff: self.config.backoff.clone(),
+                poll_interval: self.config.poll_interval.min(Duration::from_millis(500)),
+                output_dir: self.config.output_dir.clone(),
+            },
+            rx,
+        );
+        self.spawn(actor.run())?;
+        Ok(Link::WanGp(tx))
     }
 
     fn spawn_comfy(
@@ -412,6 +446,9 @@ impl Hub {
         tag: Option<String>,
     ) -> Result<String> {
         self.ensure_open()?;
+        if let Some(wangp) = self.wangp_link(service)? {
+            return self.submit_wangp(service, wangp, workflow, tag);
+        }
         let loaded = prepare::load(workflow.clone())?;
         let (commands, http, slot) = {
             let services = self.services.lock();
@@ -473,6 +510,52 @@ impl Hub {
             .send(Command::Submit {
                 job_id: job_id.clone(),
                 prompt: Arc::new(prepared.prompt),
+                group,
+            })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
+        Ok(job_id)
+    }
+
+    /// The command channel when `service` is a WanGP MCP server.
+    fn wangp_link(&self, service: &str) -> Result<Option<mpsc::UnboundedSender<WanGpCommand>>> {
+        let services = self.services.lock();
+        let h = services
+            .get(service)
+            .ok_or_else(|| self.unknown_service_in(&services, service))?;
+        Ok(match &h.link {
+            Link::WanGp(tx) => Some(tx.clone()),
+            _ => None,
+        })
+    }
+
+    /// A WanGP generation: `source` is what `wangp_generate` takes (a settings dict, a task dict or a task list).
+    fn submit_wangp(
+        &self,
+        service: &str,
+        commands: mpsc::UnboundedSender<WanGpCommand>,
+        source: Value,
+        tag: Option<String>,
+    ) -> Result<String> {
+        if !(source.is_object() || source.is_array()) {
+            return Err(Error::new(
+                ErrorCode::InvalidWorkflow,
+                "a WanGP job is a settings dict (or a list of tasks), e.g. {\"model_type\": \"t2v_1.3B\", \"prompt\": \"...\"}",
+            ));
+        }
+        let group = tag
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| service.to_string());
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let submission = Submission {
+            workflow: Arc::new(source.clone()),
+            params: Vec::new(),
+        };
+        self.shared.register(&job_id, service, tag, submission);
+        commands
+            .send(WanGpCommand::Generate {
+                job_id: job_id.clone(),
+                source,
                 group,
             })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
@@ -543,6 +626,7 @@ impl Hub {
         let sent = match &handle.link {
             Link::Comfy(c) => c.commands.send(Command::Cancel { job_id }).is_ok(),
             Link::OpenAi(o) => o.commands.send(OpenAiCommand::Cancel { job_id }).is_ok(),
+            Link::WanGp(tx) => tx.send(WanGpCommand::Cancel { job_id }).is_ok(),
         };
         sent.then_some(())
             .ok_or_else(|| Error::new(ErrorCode::Closed, "the service has stopped"))
@@ -560,6 +644,9 @@ impl Hub {
             }
             Link::OpenAi(o) => {
                 let _ = o.commands.send(OpenAiCommand::Reconnect);
+            }
+            Link::WanGp(tx) => {
+                let _ = tx.send(WanGpCommand::Reconnect);
             }
         }
         Ok(())

@@ -4,10 +4,12 @@
 //! `python` feature. Start with [`hub::Hub`].
 pub mod comfy;
 pub mod discovery;
+pub mod download;
 pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod mcp;
 pub mod openai;
 pub mod probe;
 pub mod service;

@@ -211,7 +211,9 @@ class Hub:
 
         Kinds: ``"comfyui"`` (default port 8188) and ``"openai"`` (alias ``"litellm"``; default port 4000; the
         URL may also end in ``/v1`` for Ollama, LM Studio or vLLM). For ``"openai"`` without `token`, the key is
-        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``.
+        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``. ``"wangp_mcp"`` (alias
+        ``"wan2gp_mcp"``; default port 8000, path ``/mcp``): WanGP run as an MCP server (``wgp.py --mcp
+        --mcp-transport streamable-http``); submit a WanGP settings dict (or task list) to it.
         """
 
     def track(self, service: str, job_id: str, tag: str | None = None) -> Job:
@@ -235,11 +237,15 @@ class Hub:
     def submit(
         self,
         service: str,
-        workflow: Workflow | dict[str, Any] | str | os.PathLike[str],
+        workflow: Workflow | dict[str, Any] | list[Any] | str | os.PathLike[str],
         params: dict[str, Any] | None = None,
         tag: str | None = None,
     ) -> Job:
         """Queues a workflow and returns its `Job` at once (nothing waits on the network).
+
+        On a ``"wangp_mcp"`` service `workflow` is what WanGP's ``wangp_generate`` takes: a settings dict
+        (``{"model_type": ..., "prompt": ...}``) or a list of tasks; progress arrives as `Progress` events with
+        WanGP's status line as `NodeText`, and the videos are downloaded into the job's output folder.
 
         `workflow`: a `Workflow`, an API- or UI-format dict, a JSON string, or a path to a `.json` / ComfyUI `.png`
         (UI format is converted with the server's node list, fetched in the background the first time).

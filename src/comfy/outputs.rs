@@ -59,7 +59,7 @@ pub fn job_dir(output_dir: &Path, group: &str, job_id: &str) -> PathBuf {
 }
 
 /// A name not yet taken in `dir` ("a.png", "a (1).png", ...).
-fn unique_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn unique_path(dir: &Path, name: &str) -> PathBuf {
     let first = dir.join(name);
     if !first.exists() {
         return first;

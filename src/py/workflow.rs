@@ -20,7 +20,8 @@ pub fn workflow_json(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Valu
     if let Ok(wf) = source.cast::<PyWorkflow>() {
         return Ok(wf.get().json());
     }
-    if source.is_instance_of::<PyDict>() {
+    // A list is a WanGP task list; a ComfyUI service refuses it with a clear message.
+    if source.is_instance_of::<PyDict>() || source.is_instance_of::<pyo3::types::PyList>() {
         return from_py(source);
     }
     if let Ok(s) = source.cast::<PyString>() {

@@ -160,6 +160,14 @@ def start_litellm(python: str, host: str, preferred: int, tmp: Path) -> Running:
     return start("litellm", cmd, host, port, known, "health/liveliness", env, tmp)
 
 
+def start_wangp_mcp(python: str, host: str, port: int, tmp: Path, out: Path) -> Running:
+    """The WanGP look-alike MCP server (``wangp_mcp_app.py``, official ``mcp`` SDK) writing its videos to ``out``."""
+    env = {"WANGP_MCP_HOST": host, "WANGP_MCP_PORT": str(port), "WANGP_MCP_OUT": str(out)}
+    cmd = [python, str(HERE / "wangp_mcp_app.py")]
+    # GET /mcp/ answers 406 (it wants POSTs): a sign of life.
+    return start("wangp-mcp", cmd, host, port, False, "mcp/", env, tmp)
+
+
 def start_http_server(host: str, preferred: int, tmp: Path) -> Running:
     port, known = pick_port(host, preferred)
     cmd = [sys.executable, "-m", "http.server", "--bind", host, str(port)]

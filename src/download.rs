@@ -1,0 +1,57 @@
+//! Bringing a result file home from any server: streamed to a temporary name with its SHA-256, made durable, then
+//! renamed, so a crash or a full disk never leaves a short file under the final name.
+use crate::comfy::http::write_error;
+use crate::comfy::outputs::unique_path;
+use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Downloads `url` into `dir` as `name` (or "name (1)" when taken). Returns the path, size and hex SHA-256.
+pub async fn to_dir(client: &reqwest::Client, url: url::Url, dir: &Path, name: &str) -> Result<(PathBuf, u64, String)> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let what = format!("downloading {name}");
+    tokio::fs::create_dir_all(dir).await.map_err(|e| write_error(&e))?;
+    let mut resp = client
+        .get(url)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| describe_http_error(e, &what))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(Error::new(
+            ErrorCode::HttpStatus,
+            format!("{what}: the server answered HTTP {status}"),
+        ));
+    }
+    let final_path = unique_path(dir, name);
+    let tmp = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let written = async {
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| write_error(&e))?;
+        let mut total = 0u64;
+        let mut hash = sha2::Sha256::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, &what))? {
+            file.write_all(&chunk).await.map_err(|e| write_error(&e))?;
+            hash.update(&chunk);
+            total += chunk.len() as u64;
+        }
+        file.flush().await.map_err(|e| write_error(&e))?;
+        file.sync_all().await.map_err(|e| write_error(&e))?;
+        tokio::fs::rename(&tmp, &final_path)
+            .await
+            .map_err(|e| write_error(&e))?;
+        Ok::<_, Error>((
+            total,
+            hash.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        ))
+    }
+    .await;
+    match written {
+        Ok((size, sha)) => Ok((final_path, size, sha)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}
