@@ -8,9 +8,8 @@ import hashlib
 import time
 from pathlib import Path
 
-import pytest
-
 import director_link
+import pytest
 
 from .backends.servers import free_port, start_http_server, start_wangp_mcp, venv_python
 from .conftest import collect
