@@ -138,6 +138,16 @@ pub enum EventKind {
         service: String,
         queue_remaining: u64,
     },
+    /// A scan (`Hub.discover`) found something answering at an address.
+    ServiceDiscovered {
+        url: String,
+        /// `comfyui`, `litellm`, `wan2gp`, `wangp_mcp`, `rvc`, `audioldm`, `gradio` or `unknown`.
+        kind: String,
+        name: Option<String>,
+        summary: String,
+        /// The `Hub.add_service` kind that talks to it, when this build has one.
+        service_kind: Option<String>,
+    },
     JobQueued {
         job_id: String,
         service: String,
@@ -215,6 +225,7 @@ impl EventKind {
         match self {
             EventKind::ServiceStateChanged { .. } => "service_state_changed",
             EventKind::QueueChanged { .. } => "queue_changed",
+            EventKind::ServiceDiscovered { .. } => "service_discovered",
             EventKind::JobQueued { .. } => "job_queued",
             EventKind::JobStarted { .. } => "job_started",
             EventKind::NodeStarted { .. } => "node_started",
@@ -242,7 +253,9 @@ impl EventKind {
             | EventKind::JobFailed { job_id, .. }
             | EventKind::JobCancelled { job_id } => Some(job_id),
             EventKind::NodeText { job_id, .. } => job_id.as_deref(),
-            EventKind::ServiceStateChanged { .. } | EventKind::QueueChanged { .. } => None,
+            EventKind::ServiceStateChanged { .. }
+            | EventKind::QueueChanged { .. }
+            | EventKind::ServiceDiscovered { .. } => None,
         }
     }
 

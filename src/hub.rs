@@ -775,7 +775,17 @@ impl Hub {
         options: &crate::discovery::DiscoveryOptions,
     ) -> Result<Vec<crate::discovery::Finding>> {
         self.ensure_open()?;
-        self.block_on(crate::discovery::discover(hosts, options))?
+        let found = self.block_on(crate::discovery::discover(hosts, options))??;
+        for f in found.iter().filter(|f| f.kind != crate::discovery::ServerKind::None) {
+            self.shared.emit(EventKind::ServiceDiscovered {
+                url: f.url.clone(),
+                kind: f.kind.as_str().to_string(),
+                name: f.name.clone(),
+                summary: f.summary.clone(),
+                service_kind: f.service_kind.map(str::to_string),
+            });
+        }
+        Ok(found)
     }
 
     /// Starts a chat completion on an OpenAI-compatible service and returns the job id at once. The answer

@@ -11,9 +11,9 @@ import director_link
 import pytest
 from director_link.testing import ComfySimulator
 
-from .backends.servers import HERE, free_port, start_gradio, venv_python
+from .backends.servers import HERE, free_port, pick_port, start_gradio, start_wangp_mcp, venv_python
 
-KNOWN_PORT_COUNT = 16
+KNOWN_PORT_COUNT = 17
 
 
 def by_url(results: list[dict]) -> dict[str, dict]:
@@ -156,3 +156,24 @@ def test_gradio_3_apps_rvc_and_wangp(backend_tmp):
     assert voice["protocol"] == "ws" and voice["api_prefix"] is None
     video = found[wangp.url]
     assert video["kind"] == "wan2gp" and video["summary"] == "WanGP v0.0 (Gradio 3.50.2)"
+
+
+def test_wangp_mcp_mode_on_ipv6_loopback_is_found_and_announced(backend_tmp):
+    """WanGP's MCP mode (FastMCP, port 8000) answers the `initialize` POST with serverInfo "WanGP". WanGP binds
+    `localhost`, so the default scan also looks on [::1]."""
+    python = venv_python("DIRECTOR_LINK_MCP_PYTHON")
+    port, on_default = pick_port("::1", 8000)
+    mcp = start_wangp_mcp(python, "::1", port, backend_tmp, backend_tmp, known=on_default)
+    try:
+        with director_link.Hub() as hub:
+            results, took = scan(hub, None if on_default else [mcp.address])
+            announced = [e for e in hub.poll() if e.type == "service_discovered"]
+    finally:
+        mcp.stop()
+    print(f"\nscan finding WanGP MCP on [::1] ({'default hosts' if on_default else 'explicit'}): {took * 1000:.0f} ms")
+    found = by_url(results)[mcp.url]
+    assert found["kind"] == "wangp_mcp" and found["service_kind"] == "wangp_mcp", found
+    assert found["version"] == "1.10.1" and "MCP server mode" in found["summary"]
+    assert [e.url for e in announced if e.kind == "wangp_mcp"] == [mcp.url]
+    assert all(e.kind != "none" for e in announced)
+    assert next(e for e in announced if e.url == mcp.url).service_kind == "wangp_mcp"

@@ -27,9 +27,11 @@ __all__ = [
     "Preview",
     "Progress",
     "QueueChanged",
+    "ServiceDiscovered",
     "ServiceStateChanged",
     "TextDelta",
     "Workflow",
+    "DEFAULT_SCAN_HOSTS",
     "__version__",
     "_close_all",
 ]
@@ -60,6 +62,8 @@ _EventType: TypeAlias = Literal[
 ]
 
 __version__: str
+DEFAULT_SCAN_HOSTS: list[str]
+"""What `Hub.discover()` probes without hosts: 127.0.0.1, and WanGP's ports on [::1]."""
 """The version of the native module (the crate's version)."""
 
 def _close_all() -> None:
@@ -322,13 +326,15 @@ class Hub:
         concurrency: int = 32,
         connect_timeout: float = 0.3,
     ) -> list[dict[str, Any]]:
-        """Finds the servers running on `hosts` (default ``["127.0.0.1"]``), blocking without the GIL.
+        """Finds the servers running on `hosts`, blocking without the GIL.
 
-        A bare host is probed at every known port (ComfyUI 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870), a
-        ``host:port`` or URL entry at that port only. Returns one dict per address: url, host, port, kind
-        ("comfyui", "litellm", "wan2gp", "rvc", "audioldm", "gradio", "unknown", "none"), name, version,
-        app_version, latency_ms, simulator, devices, login_required, protocol, api_prefix, server_header,
-        service_kind and summary.
+        Default: every known port of ``127.0.0.1`` plus ``[::1]:7860`` and ``[::1]:8000`` (WanGP binds
+        ``localhost``). A bare host is probed at every known port (ComfyUI 8188–8190, LiteLLM 4000–4001, Gradio
+        7860–7870, WanGP's MCP mode 8000), a ``host:port`` or URL entry at that port only. Returns one dict per
+        address: url, host, port, kind ("comfyui", "litellm", "wan2gp", "wangp_mcp", "rvc", "audioldm", "gradio",
+        "unknown", "none"), name, version, app_version, latency_ms, simulator, devices, login_required, protocol,
+        api_prefix, server_header, service_kind and summary. Each address where something answers is also
+        reported as a `ServiceDiscovered` event.
         """
 
     def cancel_remote(self, service: str, job_id: str) -> Literal["removed", "interrupting", "not_on_server"]:
@@ -467,6 +473,30 @@ class QueueChanged(Event):
     @property
     def queue_remaining(self) -> int:
         """Jobs left in the server's queue."""
+
+@final
+class ServiceDiscovered(Event):
+    """A scan (`Hub.discover`) found something answering at an address."""
+
+    @property
+    def url(self) -> str:
+        """`http://host:port/`."""
+
+    @property
+    def kind(self) -> str:
+        """`comfyui`, `litellm`, `wan2gp`, `wangp_mcp`, `rvc`, `audioldm`, `gradio` or `unknown`."""
+
+    @property
+    def name(self) -> str | None:
+        """"ComfyUI", "WanGP", "Gradio app <title>", ..."""
+
+    @property
+    def summary(self) -> str:
+        """What a person should read: "ComfyUI 0.3.64, 1 device (cpu)", ..."""
+
+    @property
+    def service_kind(self) -> str | None:
+        """The `Hub.add_service` kind that talks to it, when this build has one."""
 
 @final
 class JobQueued(Event):

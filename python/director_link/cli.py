@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from ._native import Hub, Workflow
+from ._native import DEFAULT_SCAN_HOSTS, Hub, Workflow
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
 DEFAULT_PORTS = (8188, 8189, 8190)
@@ -163,7 +163,10 @@ def _print_finding(r: dict) -> None:
 
 def cmd_doctor(args) -> int:
     explicit = bool(args.server)
-    hosts = list(args.server or []) if explicit else ["127.0.0.1", *(args.host or [])]
+    # None: the default scan (127.0.0.1, and [::1] where WanGP may listen).
+    hosts = list(args.server or []) if explicit else (
+        [*DEFAULT_SCAN_HOSTS, *args.host] if args.host else None
+    )
     with Hub(output_dir=args.out) as hub:
         started = time.monotonic()
         results = hub.discover(hosts, args.timeout)
@@ -171,7 +174,7 @@ def cmd_doctor(args) -> int:
     if args.json:
         print(json.dumps({"results": results, "seconds": took}))
         return EXIT_OK
-    where = "the given address(es)" if explicit else ", ".join(hosts)
+    where = "the given address(es)" if explicit else ", ".join(hosts or ["127.0.0.1 (+ [::1] for WanGP)"])
     print(f"Director Link doctor — probed {len(results)} address(es) on {where} in {took:.2f} s")
     silent = 0
     for r in results:

@@ -16,6 +16,7 @@ from ._native import (
     Preview,
     Progress,
     QueueChanged,
+    ServiceDiscovered,
     ServiceStateChanged,
     TextDelta,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Preview",
     "Progress",
     "QueueChanged",
+    "ServiceDiscovered",
     "ServiceStateChanged",
     "TextDelta",
 ]

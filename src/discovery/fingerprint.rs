@@ -19,6 +19,8 @@ pub enum ServerKind {
     Audioldm,
     /// Any other Gradio app.
     Gradio,
+    /// WanGP run as an MCP server (`wgp.py --mcp`).
+    WangpMcp,
     /// Something answers HTTP, but none of the fingerprints matched.
     Unknown,
     /// Nothing listens (connection refused) or nothing answered in time.
@@ -34,6 +36,7 @@ impl ServerKind {
             ServerKind::Rvc => "rvc",
             ServerKind::Audioldm => "audioldm",
             ServerKind::Gradio => "gradio",
+            ServerKind::WangpMcp => "wangp_mcp",
             ServerKind::Unknown => "unknown",
             ServerKind::None => "none",
         }
@@ -44,6 +47,7 @@ impl ServerKind {
         match self {
             ServerKind::Comfyui => Some("comfyui"),
             ServerKind::Litellm => Some("openai"),
+            ServerKind::WangpMcp => Some("wangp_mcp"),
             _ => None,
         }
     }
@@ -69,6 +73,26 @@ pub fn comfyui(body: &[u8]) -> Option<ComfyFingerprint> {
         simulator: stats.system.argv.iter().any(|a| a == SIMULATOR_ARGV),
         devices: stats.devices.into_iter().filter_map(|d| d.name).collect(),
     })
+}
+
+/// `POST /mcp/` with `initialize` → the server's `serverInfo` (`{"name": "WanGP", "version": "1.10.1"}`), from
+/// a JSON answer or the `data:` line of an SSE one.
+pub fn mcp_server_info(body: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let json = if text.trim_start().starts_with('{') {
+        text.to_string()
+    } else {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|l| l.contains("serverInfo"))?
+            .to_string()
+    };
+    let v: Value = serde_json::from_str(&json).ok()?;
+    let info = v.get("result")?.get("serverInfo")?;
+    let name = info.get("name")?.as_str()?.to_string();
+    let version = info.get("version").and_then(Value::as_str).unwrap_or("").to_string();
+    Some((name, version))
 }
 
 /// `GET /health/liveliness` → LiteLLM when the body is the JSON string "I'm alive!" (or that text bare).

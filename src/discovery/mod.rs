@@ -20,12 +20,14 @@ pub enum PortRole {
     Comfyui,
     Litellm,
     Gradio,
+    /// FastMCP's default port (WanGP's MCP mode).
+    Mcp,
     /// A port the user gave.
     Any,
 }
 
 /// The ports probed on a bare host: ComfyUI 8188–8190, LiteLLM 4000–4001, Gradio 7860–7870 (Wan2GP 7860,
-/// RVC 7865 and upward, AudioLDM the first free one from 7860).
+/// RVC 7865 and upward, AudioLDM the first free one from 7860), and 8000 for WanGP's MCP mode.
 pub const KNOWN_PORTS: &[(u16, PortRole)] = &[
     (8188, PortRole::Comfyui),
     (8189, PortRole::Comfyui),
@@ -43,7 +45,14 @@ pub const KNOWN_PORTS: &[(u16, PortRole)] = &[
     (7868, PortRole::Gradio),
     (7869, PortRole::Gradio),
     (7870, PortRole::Gradio),
+    (8000, PortRole::Mcp),
 ];
+
+/// What a scan without hosts probes: every known port of 127.0.0.1, plus WanGP's two ports on `[::1]`, because
+/// WanGP binds `localhost`, which may be only the IPv6 loopback.
+pub fn default_hosts() -> Vec<String> {
+    ["127.0.0.1", "[::1]:7860", "[::1]:8000"].map(String::from).to_vec()
+}
 
 /// How a scan runs.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ enum Check {
     Comfy,
     Litellm,
     Gradio,
+    Mcp,
 }
 
 impl Check {
@@ -22,6 +23,7 @@ impl Check {
             Check::Comfy => "system_stats",
             Check::Litellm => "health/liveliness",
             Check::Gradio => "config",
+            Check::Mcp => "mcp/",
         }
     }
 
@@ -33,14 +35,20 @@ impl Check {
     }
 }
 
-/// The likeliest fingerprint first; every port still gets all three (never trust the port).
-fn order(role: PortRole) -> [Check; 3] {
+/// The likeliest fingerprint first; every port still gets the three GETs (never trust the port). The MCP
+/// `initialize` POST goes only to MCP's port and to ports the user named.
+fn order(role: PortRole) -> &'static [Check] {
     match role {
-        PortRole::Comfyui | PortRole::Any => [Check::Comfy, Check::Litellm, Check::Gradio],
-        PortRole::Litellm => [Check::Litellm, Check::Comfy, Check::Gradio],
-        PortRole::Gradio => [Check::Gradio, Check::Comfy, Check::Litellm],
+        PortRole::Comfyui => &[Check::Comfy, Check::Litellm, Check::Gradio],
+        PortRole::Any => &[Check::Comfy, Check::Litellm, Check::Gradio, Check::Mcp],
+        PortRole::Litellm => &[Check::Litellm, Check::Comfy, Check::Gradio],
+        PortRole::Gradio => &[Check::Gradio, Check::Comfy, Check::Litellm],
+        PortRole::Mcp => &[Check::Mcp, Check::Comfy, Check::Litellm, Check::Gradio],
     }
 }
+
+/// What an MCP client says first; a stateless server (WanGP) answers it on its own.
+const MCP_INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"director-link-discovery","version":"1"}}}"#;
 
 /// What `Finding::found` keeps of an answer.
 pub(super) struct AnswerMeta {
@@ -74,7 +82,15 @@ async fn get(client: &reqwest::Client, target: &Target, check: Check, deadline: 
         .join(check.path())
         .map_err(|e| Failure::Garbled(e.to_string()))?;
     let started = Instant::now();
-    let sent = client.get(url).timeout(left).send().await;
+    let request = match check {
+        Check::Mcp => client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
+            .body(MCP_INITIALIZE),
+        _ => client.get(url),
+    };
+    let sent = request.timeout(left).send().await;
     let resp = sent.map_err(|e| {
         let e = e.without_url();
         if e.is_connect() {
@@ -134,7 +150,7 @@ pub async fn probe(client: reqwest::Client, target: Target, deadline: Instant) -
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1))
         .as_secs_f64();
-    for check in order(target.role) {
+    for &check in order(target.role) {
         let answer = match get(&client, &target, check, deadline).await {
             Ok(a) => a,
             Err(Failure::Nothing(why)) => {
@@ -255,6 +271,31 @@ async fn classify(
             f.app_version = app.app_version;
             f.protocol = Some(config.protocol_name().to_string());
             f.api_prefix = config.api_prefix.clone().filter(|p| !p.is_empty());
+            Some(f)
+        }
+        Check::Mcp if answer.status == 200 => {
+            let (name, version) = fingerprint::mcp_server_info(&answer.body)?;
+            if name != "WanGP" {
+                // Some other MCP server: named, not guessed at.
+                let mut f = Finding::found(
+                    target,
+                    ServerKind::Unknown,
+                    &format!("MCP server {name}"),
+                    &answer.meta,
+                    format!("an MCP server calling itself '{name}' (not one this build drives)"),
+                );
+                f.version = Some(version).filter(|v| !v.is_empty());
+                return Some(f);
+            }
+            let mut f = Finding::found(
+                target,
+                ServerKind::WangpMcp,
+                "WanGP (MCP)",
+                &answer.meta,
+                format!("WanGP in MCP server mode (mcp {version})"),
+            );
+            f.version = Some(version).filter(|v| !v.is_empty());
+            f.protocol = Some("mcp".into());
             Some(f)
         }
         _ => None,

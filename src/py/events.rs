@@ -51,6 +51,7 @@ fn class_name(kind: &EventKind) -> &'static str {
     match kind {
         EventKind::ServiceStateChanged { .. } => "ServiceStateChanged",
         EventKind::QueueChanged { .. } => "QueueChanged",
+        EventKind::ServiceDiscovered { .. } => "ServiceDiscovered",
         EventKind::JobQueued { .. } => "JobQueued",
         EventKind::JobStarted { .. } => "JobStarted",
         EventKind::NodeStarted { .. } => "NodeStarted",
@@ -79,6 +80,9 @@ event_class!(ServiceStateChanged, "A service changed connection state." {
     service: String, state: String, previous: String, reason: Option<String>
 });
 event_class!(QueueChanged, "The server's queue length changed." { service: String, queue_remaining: u64 });
+event_class!(ServiceDiscovered, "A scan (Hub.discover) found something answering at an address." {
+    url: String, kind: String, name: Option<String>, summary: String, service_kind: Option<String>
+});
 event_class!(JobQueued, "The job is queued: on the server, or locally until the service connects (pending_connection; then \
     a second JobQueued follows with the position once the server has it)." {
     job_id: String, service: String, position: Option<u32>, pending_connection: bool, node_errors: Py<PyAny>
@@ -148,6 +152,23 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             base.add_subclass(QueueChanged {
                 service: service.clone(),
                 queue_remaining: *queue_remaining,
+            }),
+        )?
+        .into_any(),
+        EventKind::ServiceDiscovered {
+            url,
+            kind,
+            name,
+            summary,
+            service_kind,
+        } => Py::new(
+            py,
+            base.add_subclass(ServiceDiscovered {
+                url: url.clone(),
+                kind: kind.clone(),
+                name: name.clone(),
+                summary: summary.clone(),
+                service_kind: service_kind.clone(),
             }),
         )?
         .into_any(),
@@ -304,6 +325,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Event>()?;
     m.add_class::<ServiceStateChanged>()?;
     m.add_class::<QueueChanged>()?;
+    m.add_class::<ServiceDiscovered>()?;
     m.add_class::<JobQueued>()?;
     m.add_class::<JobStarted>()?;
     m.add_class::<NodeStarted>()?;

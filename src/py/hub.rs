@@ -301,7 +301,7 @@ impl Hub {
             concurrency: concurrency.max(1),
             ..Default::default()
         };
-        let hosts = hosts.unwrap_or_else(|| vec!["127.0.0.1".to_string()]);
+        let hosts = hosts.unwrap_or_else(crate::discovery::default_hosts);
         let hub = self.inner.clone();
         let found = py.detach(move || hub.discover(&hosts, &options)).py(py)?;
         ser_to_py(py, &found)

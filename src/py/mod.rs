@@ -15,6 +15,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install(m.py());
     m.add_function(wrap_pyfunction!(logging::_close_all, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_SCAN_HOSTS", crate::discovery::default_hosts())?;
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;
     m.add_class::<sim::ComfySimulator>()?;

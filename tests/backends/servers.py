@@ -43,12 +43,12 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"http://{url_host(self.host)}:{self.port}/"
 
     @property
     def address(self) -> str:
         """What to pass to ``hub.discover``: the bare host when on its known port, else ``host:port``."""
-        return self.host if self.on_known_port else f"{self.host}:{self.port}"
+        return self.host if self.on_known_port else f"{url_host(self.host)}:{self.port}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -60,8 +60,17 @@ class Running:
                 self.proc.wait(timeout=10)
 
 
+def url_host(host: str) -> str:
+    """An IPv6 address in brackets, as URLs want it."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
+    with socket.socket(_family(host)) as s:
         try:
             s.bind((host, port))
         except OSError:
@@ -70,7 +79,7 @@ def port_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str) -> int:
-    with socket.socket() as s:
+    with socket.socket(_family(host)) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -122,7 +131,7 @@ def start(
             cwd=log_dir,
         )
     server = Running(name, host, port, proc, log, 0.0, known)
-    url = f"http://{host}:{port}/{ready_path}"
+    url = f"http://{url_host(host)}:{port}/{ready_path}"
     while time.monotonic() - started < STARTUP_LIMIT:
         if proc.poll() is not None:
             break
@@ -160,12 +169,12 @@ def start_litellm(python: str, host: str, preferred: int, tmp: Path) -> Running:
     return start("litellm", cmd, host, port, known, "health/liveliness", env, tmp)
 
 
-def start_wangp_mcp(python: str, host: str, port: int, tmp: Path, out: Path) -> Running:
+def start_wangp_mcp(python: str, host: str, port: int, tmp: Path, out: Path, known: bool = False) -> Running:
     """The WanGP look-alike MCP server (``wangp_mcp_app.py``, official ``mcp`` SDK) writing its videos to ``out``."""
     env = {"WANGP_MCP_HOST": host, "WANGP_MCP_PORT": str(port), "WANGP_MCP_OUT": str(out)}
     cmd = [python, str(HERE / "wangp_mcp_app.py")]
     # GET /mcp/ answers 406 (it wants POSTs): a sign of life.
-    return start("wangp-mcp", cmd, host, port, False, "mcp/", env, tmp)
+    return start("wangp-mcp", cmd, host, port, known, "mcp/", env, tmp)
 
 
 def start_http_server(host: str, preferred: int, tmp: Path) -> Running:
