@@ -187,6 +187,8 @@ pub struct ServiceAdded {
 /// Everything a UI needs in one call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
+    /// Every service's state in one word, for a status bar.
+    pub studio: crate::service::StudioHealth,
     pub services: Vec<ServiceSnapshot>,
     pub jobs: Vec<JobSnapshot>,
     pub events: QueueStats,
@@ -690,8 +692,9 @@ impl Hub {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let services = self.services.lock().values().map(|h| h.status.snapshot()).collect();
+        let services: Vec<ServiceSnapshot> = self.services.lock().values().map(|h| h.status.snapshot()).collect();
         Snapshot {
+            studio: crate::service::StudioHealth::of(&services),
             services,
             jobs: self.shared.jobs(),
             events: self.shared.events.stats(),

@@ -119,14 +119,18 @@ def test_a_stopped_server_flips_health_and_a_restarted_one_comes_back(mcp_python
             server.stop()
             flipped = wait_state(hub, name, "reconnecting", timeout=10)
             assert flipped <= 2 * HEARTBEAT + 1.0, f"health flipped after {flipped:.2f} s"
+            studio = hub.snapshot()["studio"]
+            assert studio["state"] == "down" and [u["name"] for u in studio["unhealthy"]] == [name], studio
             svc = next(s for s in hub.snapshot()["services"] if s["name"] == name)
-            assert svc["last_error"], svc
+            assert svc["last_error"] and svc["consecutive_failures"] >= 1, svc
             server = start_wangp_mcp(mcp_python, "127.0.0.1", port, tmp_path, out)
             wait_state(hub, name, "connected", timeout=20)
             # The restarted server does not know the job any more: it fails with a reason, not a hang.
             failed = collect(hub, [job], timeout=30).terminal(job)
             assert failed.type == "job_failed" and failed.error["code"] == "server_restarted", failed.error
-            assert next(s for s in hub.snapshot()["services"] if s["name"] == name)["reconnects"] >= 1
+            svc = next(s for s in hub.snapshot()["services"] if s["name"] == name)
+            assert svc["reconnects"] >= 1 and svc["consecutive_failures"] == 0, svc
+            assert hub.snapshot()["studio"]["state"] == "healthy"
     finally:
         server.stop()
 

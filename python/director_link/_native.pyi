@@ -279,8 +279,11 @@ class Hub:
     def snapshot(self) -> dict[str, Any]:
         """Services (state, url, version, queue, errors) and jobs (state, position, progress, node, outputs, error).
 
-        A dict with `services` (a list of dicts), `jobs` (a list of job info dicts, as `Job.info()` returns) and
-        `events` (queue statistics: `pending`, `pushed`, `coalesced`, `dropped`).
+        A dict with `studio` (the whole studio in one word: `state` "empty" / "healthy" / "degraded" / "down",
+        `services`, `connected`, `unhealthy` [{name, state, reason}], `queued_on_servers`), `services` (a list
+        of dicts: state, reason, version, queue_remaining, latency and http_latency p50/p99, uptime_percent,
+        consecutive_failures, recent_errors, ...), `jobs` (a list of job info dicts, as `Job.info()` returns)
+        and `events` (queue statistics: `pending`, `pushed`, `coalesced`, `dropped`).
         """
 
     def probe(self, urls: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:

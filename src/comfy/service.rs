@@ -203,7 +203,7 @@ impl ComfyService {
                 Err(ConnectError::WebSocket(e)) => {
                     // HTTP answers, so jobs can still be followed by polling while the socket is retried.
                     log::info!("{}: WebSocket unavailable, following jobs over HTTP: {e}", self.name);
-                    self.status.record_error(&e.message);
+                    self.status.record_failure(&e.message);
                     breaker.record_failure(Instant::now());
                     if !self.polling {
                         self.polling = true;
@@ -221,7 +221,7 @@ impl ComfyService {
                 Err(ConnectError::Http(e)) => {
                     log::info!("{}: cannot connect: {e}", self.name);
                     self.polling = false;
-                    self.status.record_error(&e.message);
+                    self.status.record_failure(&e.message);
                     breaker.record_failure(Instant::now());
                     let state = if ever_connected {
                         ServiceState::Reconnecting

@@ -135,7 +135,7 @@ impl OpenAiService {
                             self.config.heartbeat
                         }
                         Err(e) => {
-                            self.status.record_error(&e.message);
+                            self.status.record_failure(&e.message);
                             let state = if ever_up { ServiceState::Reconnecting } else { ServiceState::Connecting };
                             self.status.set_state(&self.shared, state, Some(e.message.clone()));
                             let delay = backoff.next_delay();

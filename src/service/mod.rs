@@ -1,9 +1,11 @@
 //! What every backend shares: connection status for `snapshot()`, reconnect backoff, link latency.
 pub mod backoff;
 pub mod breaker;
+pub mod health;
 pub mod metrics;
 pub mod status;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use breaker::{BreakerPolicy, CircuitBreaker};
+pub use health::{StudioHealth, StudioState};
 pub use status::{ServiceSnapshot, ServiceStatus};

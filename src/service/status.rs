@@ -25,6 +25,8 @@ pub struct ServiceSnapshot {
     pub queue_remaining: Option<u64>,
     pub last_error: Option<String>,
     pub recent_errors: Vec<ErrorRecord>,
+    /// Failed connection attempts / health checks in a row; 0 once connected.
+    pub consecutive_failures: u32,
     pub connected_since: Option<f64>,
     pub reconnects: u64,
     pub messages_received: u64,
@@ -84,6 +86,7 @@ impl ServiceStatus {
                 queue_remaining: None,
                 last_error: None,
                 recent_errors: Vec::new(),
+                consecutive_failures: 0,
                 connected_since: None,
                 reconnects: 0,
                 messages_received: 0,
@@ -159,6 +162,7 @@ impl ServiceStatus {
             }
         }
         if state == ServiceState::Connected {
+            s.consecutive_failures = 0;
             s.connected_since = Some(now_epoch());
             if previous == ServiceState::Reconnecting {
                 s.reconnects += 1;
@@ -176,6 +180,12 @@ impl ServiceStatus {
             previous,
             reason,
         });
+    }
+
+    /// A connection attempt or health check failed: counted in `consecutive_failures` and kept in the history.
+    pub fn record_failure(&self, message: &str) {
+        self.inner.lock().consecutive_failures += 1;
+        self.record_error(message);
     }
 
     pub fn record_error(&self, message: &str) {
