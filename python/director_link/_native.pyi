@@ -328,6 +328,7 @@ class Hub:
         *,
         concurrency: int = 32,
         connect_timeout: float = 0.3,
+        mdns: float = 0.0,
     ) -> list[dict[str, Any]]:
         """Finds the servers running on `hosts`, blocking without the GIL.
 
@@ -337,7 +338,10 @@ class Hub:
         address: url, host, port, kind ("comfyui", "litellm", "wan2gp", "wangp_mcp", "rvc", "audioldm", "gradio",
         "unknown", "none"), name, version, app_version, latency_ms, simulator, devices, login_required, protocol,
         api_prefix, server_header, service_kind and summary. Each address where something answers is also
-        reported as a `ServiceDiscovered` event.
+        reported as a `ServiceDiscovered` event. `mdns` > 0 (opt-in; off by default because the query is
+        multicast and leaves the machine): first listen that many seconds for DNS-SD announcements
+        (``_comfyui._tcp``, ``_gradio._tcp``, ``_litellm._tcp``, ``_wangp._tcp``, ``_director-link._tcp``,
+        ``_http._tcp``) and probe the addresses they name too.
         """
 
     def cancel_remote(self, service: str, job_id: str) -> Literal["removed", "interrupting", "not_on_server"]:

@@ -169,7 +169,7 @@ def cmd_doctor(args) -> int:
     )
     with Hub(output_dir=args.out) as hub:
         started = time.monotonic()
-        results = hub.discover(hosts, args.timeout)
+        results = hub.discover(hosts, args.timeout, mdns=args.mdns)
         took = time.monotonic() - started
     if args.json:
         print(json.dumps({"results": results, "seconds": took}))
@@ -435,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--host", action="append", help="scan this host's known ports too (repeatable)")
     d.add_argument("--timeout", type=float, default=2.0)
+    d.add_argument(
+        "--mdns",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also listen this long for servers announced over mDNS/DNS-SD (off by default: multicast)",
+    )
     d.add_argument("--json", action="store_true")
     d.add_argument("--out", default=None, help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_doctor)

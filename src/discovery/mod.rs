@@ -2,9 +2,10 @@
 //! short connect timeouts) and classified by fingerprint, never by port (PROTOCOL-BACKENDS §7).
 //!
 //! None of these servers announces itself over mDNS today, so discovery is port probing plus fingerprints plus
-//! the addresses a user lists. A host with a port (`"10.0.0.5:7861"`, `"http://box:9000/"`) is probed at that
+//! the addresses a user lists; DNS-SD browsing (`mdns`) is there for studios that announce them, opt-in. A host with a port (`"10.0.0.5:7861"`, `"http://box:9000/"`) is probed at that
 //! port only; a bare host at every known port.
 pub mod fingerprint;
+pub mod mdns;
 mod probe;
 
 pub use fingerprint::ServerKind;
@@ -65,6 +66,9 @@ pub struct DiscoveryOptions {
     pub concurrency: usize,
     /// Ports for bare hosts (defaults to `KNOWN_PORTS`).
     pub ports: Vec<(u16, PortRole)>,
+    /// Opt-in: listen this long for mDNS/DNS-SD announcements first and probe what they name. Off by default
+    /// (a multicast query leaves the machine).
+    pub mdns: Option<Duration>,
 }
 
 impl Default for DiscoveryOptions {
@@ -74,6 +78,7 @@ impl Default for DiscoveryOptions {
             connect_timeout: Duration::from_millis(300),
             concurrency: 32,
             ports: KNOWN_PORTS.to_vec(),
+            mdns: None,
         }
     }
 }
@@ -252,7 +257,21 @@ pub fn client(options: &DiscoveryOptions) -> Result<reqwest::Client> {
 /// Probes every target of `hosts` concurrently (at most `options.concurrency` at once) and returns one finding
 /// per address, in `targets` order, within about `options.timeout`.
 pub async fn discover(hosts: &[String], options: &DiscoveryOptions) -> Result<Vec<Finding>> {
-    let targets = targets(hosts, &options.ports)?;
+    let mut targets = targets(hosts, &options.ports)?;
+    if let Some(wait) = options.mdns {
+        match mdns::browse(wait).await {
+            Ok(found) => {
+                let announced: Vec<String> = found.iter().map(mdns::Announcement::address).collect();
+                log::info!("mDNS: {} announcement(s): {announced:?}", announced.len());
+                for t in self::targets(&announced, &options.ports)? {
+                    if !targets.iter().any(|k| k.base == t.base) {
+                        targets.push(t);
+                    }
+                }
+            }
+            Err(e) => log::warn!("mDNS browsing failed ({e}); probing the listed hosts only"),
+        }
+    }
     let client = client(options)?;
     let deadline = Instant::now() + options.timeout;
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.clamp(1, 256)));
@@ -292,6 +311,11 @@ pub async fn discover(hosts: &[String], options: &DiscoveryOptions) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mdns_is_off_unless_asked_for() {
+        assert_eq!(DiscoveryOptions::default().mdns, None);
+    }
 
     #[test]
     fn bare_hosts_get_every_known_port_and_explicit_ports_one() {

@@ -286,7 +286,7 @@ impl Hub {
     /// Returns one dict per address: url, host, port, kind ("comfyui", "litellm", "wan2gp", "rvc", "audioldm",
     /// "gradio", "unknown", "none"), name, version, app_version, latency_ms, simulator, devices, login_required,
     /// protocol, api_prefix, server_header, service_kind (the `add_service` kind, if any) and summary.
-    #[pyo3(signature = (hosts=None, timeout=1.5, *, concurrency=32, connect_timeout=0.3))]
+    #[pyo3(signature = (hosts=None, timeout=1.5, *, concurrency=32, connect_timeout=0.3, mdns=0.0))]
     fn discover(
         &self,
         py: Python<'_>,
@@ -294,11 +294,14 @@ impl Hub {
         timeout: f64,
         concurrency: usize,
         connect_timeout: f64,
+        mdns: f64,
     ) -> PyResult<Py<PyAny>> {
+        let mdns = duration(mdns, "mdns")?;
         let options = crate::discovery::DiscoveryOptions {
             timeout: duration(timeout, "timeout")?.max(Duration::from_millis(10)),
             connect_timeout: duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(10)),
             concurrency: concurrency.max(1),
+            mdns: (!mdns.is_zero()).then_some(mdns),
             ..Default::default()
         };
         let hosts = hosts.unwrap_or_else(crate::discovery::default_hosts);

@@ -94,7 +94,10 @@ mod tests {
         let names: Vec<_> = h.unhealthy.iter().map(|u| (u.name.as_str(), u.state)).collect();
         assert_eq!(names, vec![("wan", ServiceState::Reconnecting)]);
         let polling = service("comfy", ServiceState::Polling, None);
-        assert_eq!(StudioHealth::of(std::slice::from_ref(&polling)).state, StudioState::Degraded);
+        assert_eq!(
+            StudioHealth::of(std::slice::from_ref(&polling)).state,
+            StudioState::Degraded
+        );
         assert_eq!(
             StudioHealth::of(&[down, service("x", ServiceState::CircuitOpen, None)]).state,
             StudioState::Down
