@@ -1,4 +1,5 @@
-"""The workflow templates that ship with Director Link (``workflows/`` in the repository).
+"""The workflow templates that ship with Director Link, inside the package (``director_link/templates/``; the
+repository's ``workflows/`` points there).
 
     >>> from director_link import workflows
     >>> workflows.names()                      # doctest: +SKIP
@@ -6,8 +7,7 @@
     >>> wf = workflows.load("sd_basic")        # a director_link.Workflow
     >>> workflows.bindings("sd_basic")["parameters"]   # doctest: +SKIP
 
-Templates are looked up in ``$DIRECTOR_LINK_WORKFLOWS``, then next to the package (``templates/``), then in the
-source checkout's ``workflows/`` folder.
+Templates are looked up in ``$DIRECTOR_LINK_WORKFLOWS``, then in the package's ``templates/``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ._native import Workflow
 def search_path() -> list[Path]:
     here = Path(__file__).resolve().parent
     paths = [Path(p) for p in os.environ.get("DIRECTOR_LINK_WORKFLOWS", "").split(os.pathsep) if p]
-    return [*paths, here / "templates", here.parent.parent / "workflows"]
+    return [*paths, here / "templates"]
 
 
 def _find(name: str, suffix: str) -> Path:
