@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+pub mod gradio;
 pub mod hub;
 pub mod openai;
 pub mod probe;
