@@ -14,6 +14,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "ComfySimulator",
     "Event",
+    "GradioCall",
     "Hub",
     "Job",
     "JobCancelled",
@@ -235,11 +236,14 @@ class Hub:
     def submit(
         self,
         service: str,
-        workflow: Workflow | dict[str, Any] | str | os.PathLike[str],
+        workflow: Workflow | GradioCall | dict[str, Any] | str | os.PathLike[str],
         params: dict[str, Any] | None = None,
         tag: str | None = None,
     ) -> Job:
         """Queues a workflow and returns its `Job` at once (nothing waits on the network).
+
+        For a Gradio app (`add_service("gradio", ...)`), pass a `GradioCall` instead (and no `params`): its files
+        are downloaded into the output folder, its plain values are in the result's `ui["data"]`.
 
         `workflow`: a `Workflow`, an API- or UI-format dict, a JSON string, or a path to a `.json` / ComfyUI `.png`
         (UI format is converted with the server's node list, fetched in the background the first time).
@@ -350,6 +354,32 @@ class Hub:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> Literal[False]:
         """Closes the hub; exceptions are never suppressed."""
+
+@final
+class GradioCall:
+    """A call of a Gradio app's endpoint, for `Hub.submit()`.
+
+    `api_name` ("/generate_video" or "generate_video") or `fn_index` (events without a name, e.g. AudioLDM v1);
+    `inputs`: one value per input component; `{"path": "/local/file"}` (see `director_link.gradio_file`) is
+    uploaded first. `session_hash=None` shares the service's session, so `gr.State` carries over between calls.
+    """
+
+    def __new__(
+        cls,
+        api_name: str | None = None,
+        fn_index: int | None = None,
+        inputs: Sequence[Any] | None = None,
+        *,
+        session_hash: str | None = None,
+    ) -> Self: ...
+    @property
+    def api_name(self) -> str | None: ...
+    @property
+    def fn_index(self) -> int | None: ...
+    @property
+    def inputs(self) -> list[Any]: ...
+    @property
+    def session_hash(self) -> str | None: ...
 
 @final
 class Job:
@@ -519,7 +549,8 @@ class NodeStarted(Event):
 
 @final
 class Progress(Event):
-    """Progress of the running node, with percentage and an ETA from the observed step rate."""
+    """Progress of the running node, with percentage, an ETA from the observed step rate, and the server's own
+    words when it sends some (`text`: Gradio's progress `desc`)."""
 
     @property
     def job_id(self) -> str: ...
@@ -540,6 +571,10 @@ class Progress(Event):
     @property
     def eta_seconds(self) -> float | None:
         """Seconds left for this node, from the observed step rate."""
+
+    @property
+    def text(self) -> str | None:
+        """What the server says it is doing (Gradio's `desc`, e.g. "Denoising | 0:12 / 1:40"), if anything."""
 
 @final
 class Preview(Event):

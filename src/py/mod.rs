@@ -2,6 +2,7 @@
 mod convert;
 mod errors;
 mod events;
+mod gradio;
 mod hub;
 mod logging;
 mod sim;
@@ -17,6 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;
+    m.add_class::<gradio::GradioCall>()?;
     m.add_class::<sim::ComfySimulator>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     events::register(m)?;
