@@ -422,10 +422,14 @@ pub fn apply_diff(value: &Value, diff: &Value) -> Result<Value, String> {
     let edits = diff.as_array().ok_or("a diff is not a list of edits")?;
     let mut out = value.clone();
     for edit in edits {
-        let parts = edit.as_array().filter(|p| p.len() == 3).ok_or("an edit is not [action, path, value]")?;
+        // `[action, path, value]`; a `delete` may come without its (null) value.
+        let parts = edit
+            .as_array()
+            .filter(|p| p.len() == 3 || p.len() == 2)
+            .ok_or("an edit is not [action, path, value]")?;
         let action = parts[0].as_str().ok_or("an edit's action is not a string")?;
         let path = parts[1].as_array().ok_or("an edit's path is not a list")?;
-        apply_edit(&mut out, path, action, parts[2].clone())?;
+        apply_edit(&mut out, path, action, parts.get(2).cloned().unwrap_or(Value::Null))?;
     }
     Ok(out)
 }
