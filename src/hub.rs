@@ -68,7 +68,9 @@ pub fn default_output_dir() -> PathBuf {
 
 /// The service kinds this build can talk to (`litellm` is another name for `openai`; `wan2gp`, `wangp`, `rvc`
 /// and `audioldm` are Gradio apps).
-pub const KINDS: &[&str] = &["comfyui", "openai", "litellm", "gradio", "wan2gp", "wangp", "rvc", "audioldm"];
+pub const KINDS: &[&str] = &[
+    "comfyui", "openai", "litellm", "gradio", "wan2gp", "wangp", "rvc", "audioldm",
+];
 
 /// A kind as stored: aliases resolved.
 fn canonical_kind(kind: &str) -> &str {

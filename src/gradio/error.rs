@@ -52,7 +52,10 @@ impl GradioError {
                 ErrorCode::BadRequest,
                 format!("{what}: the file is larger than the app accepts (HTTP 413, max_file_size)"),
             ),
-            422 => (ErrorCode::BadRequest, format!("{what}: the inputs were refused (HTTP 422: {detail})")),
+            422 => (
+                ErrorCode::BadRequest,
+                format!("{what}: the inputs were refused (HTTP 422: {detail})"),
+            ),
             503 => (
                 ErrorCode::RateLimited,
                 format!("{what}: the app's queue is full (HTTP 503); try again later"),
@@ -146,12 +149,21 @@ mod tests {
         assert_eq!(e.code, ErrorCode::AuthFailed);
         assert!(e.message.contains("user:password"), "{}", e.message);
         let six = r#"{"detail":{"error":"Not authenticated","auth_message":null}}"#;
-        assert_eq!(GradioError::from_status("x", 401, six, true).code, ErrorCode::AuthFailed);
+        assert_eq!(
+            GradioError::from_status("x", 401, six, true).code,
+            ErrorCode::AuthFailed
+        );
         let e = GradioError::from_status("joining", 500, "Internal Server Error", false);
         assert_eq!(e.code, ErrorCode::ServerError);
         let e = GradioError::from_status("joining", 400, r#"{"detail":"Session hash not found."}"#, false);
         assert!(e.message.contains("session_hash"));
-        assert_eq!(GradioError::from_status("j", 503, "", false).code, ErrorCode::RateLimited);
-        assert_eq!(detail_text(r#"{"detail":"File not allowed: /etc/passwd."}"#), "File not allowed: /etc/passwd.");
+        assert_eq!(
+            GradioError::from_status("j", 503, "", false).code,
+            ErrorCode::RateLimited
+        );
+        assert_eq!(
+            detail_text(r#"{"detail":"File not allowed: /etc/passwd."}"#),
+            "File not allowed: /etc/passwd."
+        );
     }
 }

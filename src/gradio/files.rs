@@ -36,7 +36,10 @@ pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool
             ));
         }
         let server_path = http.upload(&local).await?;
-        let orig = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let orig = local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
         let value = if legacy {
             json!({"name": server_path, "data": null, "is_file": true, "orig_name": orig, "size": size})
@@ -88,7 +91,11 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
     }
     let p = Path::new(name);
     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
-    let ext = p.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let ext = p
+        .extension()
+        .and_then(|s| s.to_str())
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
     (1..10_000)
         .map(|i| dir.join(format!("{stem} ({i}){ext}")))
         .find(|c| !c.exists())
@@ -133,7 +140,11 @@ pub async fn download_outputs(
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(write(e));
             }
-            let kind = kinds.get(i).map(|k| k.0.clone()).filter(|k| !k.is_empty()).unwrap_or_else(|| "file".into());
+            let kind = kinds
+                .get(i)
+                .map(|k| k.0.clone())
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "file".into());
             files.push(OutputFile {
                 node_id: i.to_string(),
                 kind,
@@ -178,12 +189,21 @@ mod tests {
     fn markers_are_only_bare_paths() {
         let m = |v: Value| v.as_object().and_then(upload_marker);
         assert_eq!(m(json!({"path": "/a.wav"})), Some(PathBuf::from("/a.wav")));
-        assert_eq!(m(json!({"path": "/a.wav", "orig_name": "a.wav"})), Some(PathBuf::from("/a.wav")));
-        assert_eq!(m(json!({"path": "/tmp/gradio/x", "meta": {"_type": "gradio.FileData"}})), None);
+        assert_eq!(
+            m(json!({"path": "/a.wav", "orig_name": "a.wav"})),
+            Some(PathBuf::from("/a.wav"))
+        );
+        assert_eq!(
+            m(json!({"path": "/tmp/gradio/x", "meta": {"_type": "gradio.FileData"}})),
+            None
+        );
         let mut done = HashMap::new();
         done.insert(PathBuf::from("/a.wav"), json!({"name": "/srv/a.wav", "is_file": true}));
         let mut v = json!(["x", [{"path": "/a.wav"}], {"path": "/b"}]);
         substitute(&mut v, &done);
-        assert_eq!(v, json!(["x", [{"name": "/srv/a.wav", "is_file": true}], {"path": "/b"}]));
+        assert_eq!(
+            v,
+            json!(["x", [{"name": "/srv/a.wav", "is_file": true}], {"path": "/b"}])
+        );
     }
 }

@@ -15,7 +15,10 @@ fn fixtures() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipped: no Gradio fixtures at {} (set DIRECTOR_LINK_FIXTURES)", dir.display());
+        eprintln!(
+            "skipped: no Gradio fixtures at {} (set DIRECTOR_LINK_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -107,7 +110,10 @@ fn every_recorded_queue_message_parses_into_a_known_variant() {
         "heartbeat",
         "close_stream",
     ] {
-        assert!(seen.get(needed).copied().unwrap_or(0) > 0, "no {needed} in the fixtures: {seen:?}");
+        assert!(
+            seen.get(needed).copied().unwrap_or(0) > 0,
+            "no {needed} in the fixtures: {seen:?}"
+        );
     }
     assert!(total > 250, "only {total} messages found");
 }
@@ -142,7 +148,11 @@ fn raw_sse_frames_decode_to_the_recorded_data() {
 fn errors_are_unquoted_and_hidden_ones_explained() {
     let Some(dir) = fixtures() else { return };
     for version in VERSIONS {
-        let file = if version == "3.50.2" { "ws_error_call.jsonl" } else { "error_call.jsonl" };
+        let file = if version == "3.50.2" {
+            "ws_error_call.jsonl"
+        } else {
+            "error_call.jsonl"
+        };
         let failed: Vec<String> = messages(&dir, version)
             .into_iter()
             .filter(|(f, _)| f == file)
@@ -157,12 +167,20 @@ fn errors_are_unquoted_and_hidden_ones_explained() {
             })
             .collect();
         assert_eq!(failed.len(), 2, "{version}: {failed:?}");
-        assert!(failed[0].ends_with("Out of VRAM while rendering 'a red fox'"), "{version}: {}", failed[0]);
+        assert!(
+            failed[0].ends_with("Out of VRAM while rendering 'a red fox'"),
+            "{version}: {}",
+            failed[0]
+        );
         assert!(!failed[0].contains('"'), "{version}: still quoted: {}", failed[0]);
         if matches!(version, "5.29.0" | "6.31.0") {
             assert_eq!(failed[0], "Generation failed: Out of VRAM while rendering 'a red fox'");
         }
-        assert!(failed[1].contains("hides its message (show_error=False)"), "{version}: {}", failed[1]);
+        assert!(
+            failed[1].contains("hides its message (show_error=False)"),
+            "{version}: {}",
+            failed[1]
+        );
     }
 }
 
@@ -192,12 +210,25 @@ fn configs_resolve_endpoints_and_protocols() {
         let config = Config::parse(&body).unwrap_or_else(|e| panic!("{version}: {e}"));
         assert_eq!(config.version, version);
         assert!(config.app_id().is_some(), "{version}: app_id is a u64");
-        let expected = if version == "3.50.2" { Protocol::Ws } else { Protocol::Sse { diffs: true } };
+        let expected = if version == "3.50.2" {
+            Protocol::Ws
+        } else {
+            Protocol::Sse { diffs: true }
+        };
         assert_eq!(config.protocol(), expected, "{version}");
-        let prefix = if version.starts_with('5') || version.starts_with('6') { Some("/gradio_api") } else { None };
+        let prefix = if version.starts_with('5') || version.starts_with('6') {
+            Some("/gradio_api")
+        } else {
+            None
+        };
         assert_eq!(config.api_prefix.as_deref(), prefix, "{version}");
-        let gen = config.resolve(Some("/generate_video"), None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((gen.fn_index, gen.trigger_id, gen.generator, gen.inputs), (0, Some(5), false, 2));
+        let gen = config
+            .resolve(Some("/generate_video"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (gen.fn_index, gen.trigger_id, gen.generator, gen.inputs),
+            (0, Some(5), false, 2)
+        );
         let kinds: Vec<&str> = gen.outputs.iter().map(|o| o.0.as_str()).collect();
         assert_eq!(kinds, ["file", "textbox"], "{version}");
         let by_index = config.resolve(None, Some(5)).unwrap_or_else(|e| panic!("{e}"));
@@ -213,7 +244,11 @@ fn configs_resolve_endpoints_and_protocols() {
 fn generator_diffs_replay_to_the_final_value() {
     let Some(dir) = fixtures() else { return };
     for version in VERSIONS {
-        let file = if version == "3.50.2" { "ws_generator_call.jsonl" } else { "generator_call.jsonl" };
+        let file = if version == "3.50.2" {
+            "ws_generator_call.jsonl"
+        } else {
+            "generator_call.jsonl"
+        };
         let diffs = version != "3.50.2";
         let mut current: Option<Vec<Value>> = None;
         let mut final_value = None;
@@ -246,7 +281,11 @@ fn generator_diffs_replay_to_the_final_value() {
 fn output_files_are_found_by_path_not_url() {
     let Some(dir) = fixtures() else { return };
     for version in VERSIONS {
-        let file = if version == "3.50.2" { "ws_progress_call.jsonl" } else { "progress_call.jsonl" };
+        let file = if version == "3.50.2" {
+            "ws_progress_call.jsonl"
+        } else {
+            "progress_call.jsonl"
+        };
         let output = messages(&dir, version)
             .into_iter()
             .filter(|(f, _)| f == file)
@@ -258,7 +297,11 @@ fn output_files_are_found_by_path_not_url() {
         let mut refs = Vec::new();
         files_in(&output["data"], &mut refs);
         assert_eq!(refs.len(), 1, "{version}: {output}");
-        assert!(refs[0].path.starts_with("/tmp/gradio/") && refs[0].path.ends_with(".gif"), "{:?}", refs[0]);
+        assert!(
+            refs[0].path.starts_with("/tmp/gradio/") && refs[0].path.ends_with(".gif"),
+            "{:?}",
+            refs[0]
+        );
         assert!(refs[0].orig_name.as_deref().is_some_and(|n| n.starts_with("wangp_")));
     }
     // 4.44.1's /call route gives a wrong `url`; the path is still right.
@@ -290,10 +333,19 @@ fn progress_maps_index_length_and_fraction() {
         progress_of(&[u(Some(3.0), Some(10.0), None, "Denoising | 0:12 / 1:40")]),
         Some((3.0, 10.0, Some("Denoising | 0:12 / 1:40".into())))
     );
-    assert_eq!(progress_of(&[u(None, None, Some(0.25), "Loading")]), Some((0.25, 1.0, Some("Loading".into()))));
-    let nested = [u(Some(1.0), Some(2.0), None, "Shot"), u(Some(5.0), Some(20.0), None, "Denoising")];
+    assert_eq!(
+        progress_of(&[u(None, None, Some(0.25), "Loading")]),
+        Some((0.25, 1.0, Some("Loading".into())))
+    );
+    let nested = [
+        u(Some(1.0), Some(2.0), None, "Shot"),
+        u(Some(5.0), Some(20.0), None, "Denoising"),
+    ];
     assert_eq!(progress_of(&nested), Some((5.0, 20.0, Some("Shot / Denoising".into()))));
-    assert_eq!(progress_of(&[u(None, None, None, "VAE Decoding")]), Some((0.0, 0.0, Some("VAE Decoding".into()))));
+    assert_eq!(
+        progress_of(&[u(None, None, None, "VAE Decoding")]),
+        Some((0.0, 0.0, Some("VAE Decoding".into())))
+    );
     assert_eq!(progress_of(&[]), None);
 }
 
@@ -311,9 +363,18 @@ fn diff_edits() {
         apply_diff(&v, &d).map_err(|e| eprintln!("{e}")).ok(),
         Some(json!({"a": [9, 3, 4], "t": "xyz", "new": {"k": true}}))
     );
-    assert_eq!(apply_diff(&json!("ab"), &json!([["append", [], "c"]])).ok(), Some(json!("abc")));
-    assert_eq!(apply_diff(&json!([1]), &json!([["append", [], [2]]])).ok(), Some(json!([1, 2])));
-    assert_eq!(apply_diff(&json!(1), &json!([["replace", [], "z"]])).ok(), Some(json!("z")));
+    assert_eq!(
+        apply_diff(&json!("ab"), &json!([["append", [], "c"]])).ok(),
+        Some(json!("abc"))
+    );
+    assert_eq!(
+        apply_diff(&json!([1]), &json!([["append", [], [2]]])).ok(),
+        Some(json!([1, 2]))
+    );
+    assert_eq!(
+        apply_diff(&json!(1), &json!([["replace", [], "z"]])).ok(),
+        Some(json!("z"))
+    );
     assert!(apply_diff(&json!([1]), &json!([["delete", [5]]])).is_err());
     assert!(apply_diff(&json!({}), &json!([["explode", ["a"], 1]])).is_err());
     assert!(apply_diff(&json!({}), &json!("not a list")).is_err());

@@ -156,7 +156,13 @@ impl GradioHttp {
         self.bearer.as_deref()
     }
 
-    fn build(&self, method: reqwest::Method, url: url::Url, body: &Body, timeout: Option<Duration>) -> reqwest::RequestBuilder {
+    fn build(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        body: &Body,
+        timeout: Option<Duration>,
+    ) -> reqwest::RequestBuilder {
         let mut rb = self.client.request(method, url);
         if let Some(c) = self.cookie_header() {
             rb = rb.header(reqwest::header::COOKIE, c);
@@ -193,7 +199,10 @@ impl GradioHttp {
                 Ok(r) => r,
                 Err(e) if idempotent && !tried_again && !e.is_timeout() && !e.is_connect() => {
                     tried_again = true;
-                    log::debug!("{what}: {}; sending once more", crate::error::root_cause(&e.without_url()));
+                    log::debug!(
+                        "{what}: {}; sending once more",
+                        crate::error::root_cause(&e.without_url())
+                    );
                     continue;
                 }
                 Err(e) => return Err(describe_http_error(e, what).into()),
@@ -263,14 +272,24 @@ impl GradioHttp {
     pub async fn config(&self) -> Result<Config, GradioError> {
         let what = "reading the Gradio /config";
         let resp = self
-            .send(reqwest::Method::GET, self.root_url("config")?, Body::None, Some(CONFIG_TIMEOUT), what, true)
+            .send(
+                reqwest::Method::GET,
+                self.root_url("config")?,
+                Body::None,
+                Some(CONFIG_TIMEOUT),
+                what,
+                true,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.failure(what, resp).await);
         }
         let body = read_capped(resp, CONFIG_CAP).await?;
         let config = Config::parse(&body).map_err(|why| {
-            GradioError::new(ErrorCode::WrongService, format!("{} is not a Gradio app: /config is {why}", self.endpoint))
+            GradioError::new(
+                ErrorCode::WrongService,
+                format!("{} is not a Gradio app: /config is {why}", self.endpoint),
+            )
         })?;
         self.set_prefix(config.api_prefix.as_deref());
         Ok(config)
@@ -280,7 +299,14 @@ impl GradioHttp {
     pub async fn queue_status(&self) -> Result<Option<u64>, GradioError> {
         let what = "checking the Gradio queue";
         let resp = self
-            .send(reqwest::Method::GET, self.api_url("queue/status")?, Body::None, Some(SHORT_TIMEOUT), what, true)
+            .send(
+                reqwest::Method::GET,
+                self.api_url("queue/status")?,
+                Body::None,
+                Some(SHORT_TIMEOUT),
+                what,
+                true,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.failure(what, resp).await);
@@ -294,7 +320,14 @@ impl GradioHttp {
     pub async fn app_id(&self) -> Result<Option<u64>, GradioError> {
         let what = "checking the Gradio app_id";
         let resp = self
-            .send(reqwest::Method::GET, self.api_url("app_id")?, Body::None, Some(SHORT_TIMEOUT), what, true)
+            .send(
+                reqwest::Method::GET,
+                self.api_url("app_id")?,
+                Body::None,
+                Some(SHORT_TIMEOUT),
+                what,
+                true,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.failure(what, resp).await);
@@ -308,7 +341,14 @@ impl GradioHttp {
     pub async fn join(&self, body: Value) -> Result<String, GradioError> {
         let what = "joining the Gradio queue";
         let resp = self
-            .send(reqwest::Method::POST, self.api_url("queue/join")?, Body::Json(body), Some(SHORT_TIMEOUT * 3), what, false)
+            .send(
+                reqwest::Method::POST,
+                self.api_url("queue/join")?,
+                Body::Json(body),
+                Some(SHORT_TIMEOUT * 3),
+                what,
+                false,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.failure(what, resp).await);
@@ -326,7 +366,9 @@ impl GradioHttp {
         let what = "opening the Gradio queue stream";
         let mut url = self.api_url("queue/data")?;
         url.query_pairs_mut().append_pair("session_hash", session_hash);
-        let resp = self.send(reqwest::Method::GET, url, Body::None, None, what, true).await?;
+        let resp = self
+            .send(reqwest::Method::GET, url, Body::None, None, what, true)
+            .await?;
         if !resp.status().is_success() {
             return Err(self.failure(what, resp).await);
         }
@@ -339,7 +381,14 @@ impl GradioHttp {
         let what = "cancelling the Gradio job";
         let body = json!({"session_hash": session_hash, "fn_index": fn_index, "event_id": event_id});
         let resp = self
-            .send(reqwest::Method::POST, self.api_url("cancel")?, Body::Json(body), Some(SHORT_TIMEOUT), what, true)
+            .send(
+                reqwest::Method::POST,
+                self.api_url("cancel")?,
+                Body::Json(body),
+                Some(SHORT_TIMEOUT),
+                what,
+                true,
+            )
             .await?;
         let status = resp.status().as_u16();
         if status == 404 || status == 405 {
@@ -350,7 +399,14 @@ impl GradioHttp {
         }
         let reset = json!({ "event_id": event_id });
         if let Ok(r) = self
-            .send(reqwest::Method::POST, self.api_url("reset")?, Body::Json(reset), Some(SHORT_TIMEOUT), what, true)
+            .send(
+                reqwest::Method::POST,
+                self.api_url("reset")?,
+                Body::Json(reset),
+                Some(SHORT_TIMEOUT),
+                what,
+                true,
+            )
             .await
         {
             log::debug!("reset {event_id}: HTTP {}", r.status());
@@ -362,7 +418,14 @@ impl GradioHttp {
     pub async fn predict(&self, body: Value, timeout: Duration) -> Result<Value, GradioError> {
         let what = "calling the Gradio app";
         let resp = self
-            .send(reqwest::Method::POST, self.api_url("run/predict")?, Body::Json(body), Some(timeout), what, false)
+            .send(
+                reqwest::Method::POST,
+                self.api_url("run/predict")?,
+                Body::Json(body),
+                Some(timeout),
+                what,
+                false,
+            )
             .await?;
         let status = resp.status();
         let bytes = read_capped(resp, CONFIG_CAP).await?;
@@ -373,7 +436,12 @@ impl GradioHttp {
         if v.get("error").is_some() {
             return Err(GradioError::app(super::protocol::error_text(&v, None)));
         }
-        Err(GradioError::from_status(what, status.as_u16(), &String::from_utf8_lossy(&bytes), self.logged_in()))
+        Err(GradioError::from_status(
+            what,
+            status.as_u16(),
+            &String::from_utf8_lossy(&bytes),
+            self.logged_in(),
+        ))
     }
 
     /// `POST {api_root}/upload` (multipart field `files`) → the server path of the file.
@@ -384,20 +452,30 @@ impl GradioHttp {
             .unwrap_or_else(|| "upload.bin".into());
         let what = format!("uploading {name}");
         let bytes = tokio::fs::read(local).await.map_err(|e| {
-            GradioError::new(ErrorCode::Io, format!("cannot read {} to upload it: {e}", local.display()))
+            GradioError::new(
+                ErrorCode::Io,
+                format!("cannot read {} to upload it: {e}", local.display()),
+            )
         })?;
         let mut tried_login = false;
         loop {
             let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
             let form = reqwest::multipart::Form::new().part("files", part);
-            let mut rb = self.client.post(self.api_url("upload")?).multipart(form).timeout(Duration::from_secs(600));
+            let mut rb = self
+                .client
+                .post(self.api_url("upload")?)
+                .multipart(form)
+                .timeout(Duration::from_secs(600));
             if let Some(c) = self.cookie_header() {
                 rb = rb.header(reqwest::header::COOKIE, c);
             }
             if let Some(b) = &self.bearer {
                 rb = rb.bearer_auth(b);
             }
-            let resp = rb.send().await.map_err(|e| GradioError::from(describe_http_error(e, &what)))?;
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| GradioError::from(describe_http_error(e, &what)))?;
             if resp.status().as_u16() == 401 && self.credentials.is_some() && !tried_login {
                 tried_login = true;
                 self.login().await?;
@@ -423,7 +501,14 @@ impl GradioHttp {
         let what = format!("downloading {server_path}");
         let url = self.file_url(server_path)?;
         let mut resp = self
-            .send(reqwest::Method::GET, url, Body::None, Some(Duration::from_secs(600)), &what, true)
+            .send(
+                reqwest::Method::GET,
+                url,
+                Body::None,
+                Some(Duration::from_secs(600)),
+                &what,
+                true,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.failure(&what, resp).await);
@@ -490,22 +575,43 @@ mod tests {
     #[test]
     fn urls_follow_the_api_prefix() {
         let h = http("127.0.0.1:7860", None);
-        assert_eq!(h.api_url("queue/join").map(|u| u.to_string()).ok().as_deref(), Some("http://127.0.0.1:7860/queue/join"));
+        assert_eq!(
+            h.api_url("queue/join").map(|u| u.to_string()).ok().as_deref(),
+            Some("http://127.0.0.1:7860/queue/join")
+        );
         h.set_prefix(Some("/gradio_api"));
         let u = |p: &str| h.api_url(p).map(|u| u.to_string()).unwrap_or_default();
         assert_eq!(u("queue/join"), "http://127.0.0.1:7860/gradio_api/queue/join");
         assert_eq!(u("upload"), "http://127.0.0.1:7860/gradio_api/upload");
-        assert_eq!(h.root_url("config").map(|u| u.to_string()).unwrap_or_default(), "http://127.0.0.1:7860/config");
-        assert_eq!(h.root_url("login").map(|u| u.to_string()).unwrap_or_default(), "http://127.0.0.1:7860/login");
-        let f = h.file_url("/tmp/gradio/ab12/my shot#1?.gif").map(|u| u.to_string()).unwrap_or_default();
-        assert_eq!(f, "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/ab12/my%20shot%231%3F.gif");
+        assert_eq!(
+            h.root_url("config").map(|u| u.to_string()).unwrap_or_default(),
+            "http://127.0.0.1:7860/config"
+        );
+        assert_eq!(
+            h.root_url("login").map(|u| u.to_string()).unwrap_or_default(),
+            "http://127.0.0.1:7860/login"
+        );
+        let f = h
+            .file_url("/tmp/gradio/ab12/my shot#1?.gif")
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            f,
+            "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/ab12/my%20shot%231%3F.gif"
+        );
         let w = h.ws_url().map(|u| u.to_string()).unwrap_or_default();
         assert_eq!(w, "ws://127.0.0.1:7860/gradio_api/queue/join");
         let sub = http("http://127.0.0.1:7860/app/", None);
         sub.set_prefix(Some("/gradio_api/"));
-        assert_eq!(sub.api_url("info").map(|u| u.to_string()).unwrap_or_default(), "http://127.0.0.1:7860/app/gradio_api/info");
+        assert_eq!(
+            sub.api_url("info").map(|u| u.to_string()).unwrap_or_default(),
+            "http://127.0.0.1:7860/app/gradio_api/info"
+        );
         sub.set_prefix(None);
-        assert_eq!(sub.file_url("x.wav").map(|u| u.to_string()).unwrap_or_default(), "http://127.0.0.1:7860/app/file=x.wav");
+        assert_eq!(
+            sub.file_url("x.wav").map(|u| u.to_string()).unwrap_or_default(),
+            "http://127.0.0.1:7860/app/file=x.wav"
+        );
     }
 
     #[test]

@@ -155,7 +155,11 @@ impl JobCtx {
             Message::Progress { units, .. } => {
                 self.emit_started();
                 if let Some((value, max, text)) = progress_of(&units) {
-                    let percentage = if max > 0.0 { (value / max * 100.0).clamp(0.0, 100.0) } else { 0.0 };
+                    let percentage = if max > 0.0 {
+                        (value / max * 100.0).clamp(0.0, 100.0)
+                    } else {
+                        0.0
+                    };
                     let eta_seconds = self.eta(value, max);
                     self.shared.emit(EventKind::Progress {
                         job_id: self.job_id.clone(),
@@ -182,10 +186,7 @@ impl JobCtx {
                 }
             }
             Message::Completed {
-                output,
-                success,
-                title,
-                ..
+                output, success, title, ..
             } => {
                 if !success {
                     return Some(Outcome::Failed(GradioError::app(error_text(&output, title.as_deref()))));
@@ -236,7 +237,10 @@ impl JobCtx {
 
     /// Full values the first time (and always without diffs), edits after that.
     fn generated_values(&mut self, output: &Value) -> Result<(), String> {
-        let data = output.get("data").and_then(Value::as_array).ok_or("a generator update without data")?;
+        let data = output
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or("a generator update without data")?;
         let values = match (&self.generating, self.diffs) {
             (Some(prev), true) => {
                 let mut next = Vec::with_capacity(data.len());
@@ -266,14 +270,24 @@ impl JobCtx {
                 self.shared.emit(EventKind::JobCancelled { job_id: self.job_id });
             }
             Outcome::Failed(e) => {
-                log::warn!("{}: job {} failed [{}]: {}", self.service, self.job_id, e.code.as_str(), e.message);
+                log::warn!(
+                    "{}: job {} failed [{}]: {}",
+                    self.service,
+                    self.job_id,
+                    e.code.as_str(),
+                    e.message
+                );
                 self.shared.emit(EventKind::JobFailed {
                     job_id: self.job_id,
                     error: e.to_job_error(),
                 });
             }
             Outcome::Completed(output) => {
-                let data: Vec<Value> = output.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+                let data: Vec<Value> = output
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 match super::files::download_outputs(&self.http, &self.dir, &data, &self.endpoint.outputs).await {
                     Ok((files, values)) => {
                         let elapsed = self.started_at.elapsed().as_secs_f64();
@@ -317,9 +331,13 @@ async fn write_manifest(ctx: &JobCtx, files: &[crate::event::OutputFile], elapse
         "elapsed_seconds": elapsed,
         "files": crate::comfy::outputs::manifest_files(&ctx.dir, files),
     });
-    let Ok(text) = serde_json::to_vec_pretty(&manifest) else { return };
+    let Ok(text) = serde_json::to_vec_pretty(&manifest) else {
+        return;
+    };
     let path = ctx.dir.join("manifest.json");
-    let tmp = ctx.dir.join(format!(".manifest.{}.part", uuid::Uuid::new_v4().simple()));
+    let tmp = ctx
+        .dir
+        .join(format!(".manifest.{}.part", uuid::Uuid::new_v4().simple()));
     if tokio::fs::write(&tmp, text).await.is_ok() && tokio::fs::rename(&tmp, &path).await.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     }

@@ -3,9 +3,9 @@
 //! session stream, `ws3` the 3.x WebSocket queue, `sync` the synchronous route, `files` upload/download of call
 //! values, `job` one call's events, `service` the per-app actor, `error` this layer's one error type.
 pub mod error;
+pub mod files;
 #[cfg(test)]
 mod fixture_tests;
-pub mod files;
 pub mod http;
 pub mod job;
 pub mod protocol;

@@ -103,7 +103,8 @@ pub struct Endpoint {
 impl Config {
     pub fn parse(body: &[u8]) -> Result<Config, String> {
         let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-        if !value.get("dependencies").is_some_and(Value::is_array) || !value.get("components").is_some_and(Value::is_array)
+        if !value.get("dependencies").is_some_and(Value::is_array)
+            || !value.get("components").is_some_and(Value::is_array)
         {
             return Err("not a Gradio config (no components/dependencies)".into());
         }
@@ -136,7 +137,9 @@ impl Config {
 
     fn component(&self, id: &Value) -> Option<&Component> {
         let want = as_u64(id)?;
-        self.components.iter().find(|c| c.id.as_ref().and_then(as_u64) == Some(want))
+        self.components
+            .iter()
+            .find(|c| c.id.as_ref().and_then(as_u64) == Some(want))
     }
 
     fn endpoint_at(&self, position: usize) -> Option<Endpoint> {
@@ -190,7 +193,11 @@ impl Config {
                         .collect();
                     Err(format!(
                         "the app has no endpoint named {want:?}; it has: {}",
-                        if known.is_empty() { "none with a name (use fn_index)".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none with a name (use fn_index)".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ))
                 }
             };
@@ -294,7 +301,10 @@ impl Message {
     }
 
     pub fn from_value(v: &Value) -> Result<Message, String> {
-        let msg = v.get("msg").and_then(Value::as_str).ok_or("a message without \"msg\"")?;
+        let msg = v
+            .get("msg")
+            .and_then(Value::as_str)
+            .ok_or("a message without \"msg\"")?;
         let event_id = opt_str(v, "event_id");
         Ok(match msg {
             "send_hash" => Message::SendHash,

@@ -36,8 +36,14 @@ pub const IDLE: Duration = Duration::from_secs(45);
 
 #[derive(Debug)]
 pub enum Command {
-    Call { job_id: String, call: GradioCall, group: String },
-    Cancel { job_id: String },
+    Call {
+        job_id: String,
+        call: GradioCall,
+        group: String,
+    },
+    Cancel {
+        job_id: String,
+    },
     Reconnect,
 }
 
@@ -216,7 +222,8 @@ impl GradioService {
 
     fn restarted(&mut self, old: u64, new: u64) {
         log::warn!("{}: the app was restarted (app_id {old} → {new})", self.name);
-        let why = "the Gradio app was restarted (its app_id changed) while the job ran; the job is lost — submit it again";
+        let why =
+            "the Gradio app was restarted (its app_id changed) while the job ran; the job is lost — submit it again";
         for h in self.jobs.values() {
             let _ = h.control.send(Control::Restarted(why.to_string()));
         }
@@ -286,7 +293,13 @@ struct JobRun {
 
 impl JobRun {
     fn fail(&self, e: GradioError) {
-        log::warn!("{}: job {} failed [{}]: {}", self.service, self.job_id, e.code.as_str(), e.message);
+        log::warn!(
+            "{}: job {} failed [{}]: {}",
+            self.service,
+            self.job_id,
+            e.code.as_str(),
+            e.message
+        );
         self.shared.emit(EventKind::JobFailed {
             job_id: self.job_id.clone(),
             error: e.to_job_error(),
@@ -294,14 +307,19 @@ impl JobRun {
     }
 
     /// The app's config, waiting (bounded) for the first successful `/config`.
-    async fn config(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Result<Option<Arc<Config>>, GradioError> {
+    async fn config(
+        &mut self,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Result<Option<Arc<Config>>, GradioError> {
         let deadline = tokio::time::Instant::now() + self.options.connect_wait;
         let mut said_pending = false;
         loop {
             let state = self.app.borrow_and_update().clone();
             match state {
                 AppState::Ready(c) => return Ok(Some(c)),
-                AppState::Down(e) if matches!(e.code, ErrorCode::AuthFailed | ErrorCode::WrongService) => return Err(e),
+                AppState::Down(e) if matches!(e.code, ErrorCode::AuthFailed | ErrorCode::WrongService) => {
+                    return Err(e)
+                }
                 AppState::Down(_) | AppState::Unknown => {}
             }
             if !said_pending {
@@ -339,14 +357,22 @@ impl JobRun {
     async fn run(mut self, call: GradioCall, mut control: mpsc::UnboundedReceiver<Control>) {
         let config = match self.config(&mut control).await {
             Ok(Some(c)) => c,
-            Ok(None) => return self.shared.emit(EventKind::JobCancelled { job_id: self.job_id.clone() }),
+            Ok(None) => {
+                return self.shared.emit(EventKind::JobCancelled {
+                    job_id: self.job_id.clone(),
+                })
+            }
             Err(e) => return self.fail(e),
         };
         let endpoint = match config.resolve(call.api_name.as_deref(), call.fn_index) {
             Ok(e) => e,
             Err(why) => return self.fail(GradioError::new(ErrorCode::InvalidParameter, why)),
         };
-        let protocol = if endpoint.queued { config.protocol() } else { Protocol::Sync };
+        let protocol = if endpoint.queued {
+            config.protocol()
+        } else {
+            Protocol::Sync
+        };
         let legacy = protocol == Protocol::Ws || config.version.starts_with("3.");
         let mut data = call.inputs.clone();
         if let Err(e) = super::files::upload_inputs(&self.http, &mut data, legacy).await {

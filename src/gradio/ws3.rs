@@ -31,7 +31,12 @@ pub async fn run(
     };
     let mut request = match url.as_str().into_client_request() {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(GradioError::new(ErrorCode::InvalidUrl, format!("WebSocket request: {e}"))),
+        Err(e) => {
+            return Outcome::Failed(GradioError::new(
+                ErrorCode::InvalidUrl,
+                format!("WebSocket request: {e}"),
+            ))
+        }
     };
     if let Some(c) = ctx.http.cookie_header().and_then(|c| c.parse().ok()) {
         request.headers_mut().insert("Cookie", c);
@@ -44,7 +49,12 @@ pub async fn run(
         .max_message_size(Some(MAX_FRAME));
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Err(_) => return Outcome::Failed(GradioError::new(ErrorCode::Timeout, "the 3.x queue WebSocket did not open in time")),
+        Err(_) => {
+            return Outcome::Failed(GradioError::new(
+                ErrorCode::Timeout,
+                "the 3.x queue WebSocket did not open in time",
+            ))
+        }
         Ok(Err(e)) => {
             return Outcome::Failed(GradioError::new(
                 ErrorCode::ConnectionFailed,

@@ -38,7 +38,9 @@ impl GradioCall {
             None => serde_json::Value::Array(Vec::new()),
         };
         if !value.is_array() {
-            return Err(PyValueError::new_err("inputs must be a list (one value per input component)"));
+            return Err(PyValueError::new_err(
+                "inputs must be a list (one value per input component)",
+            ));
         }
         Ok(GradioCall {
             api_name,
@@ -49,12 +51,7 @@ impl GradioCall {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let inputs = self
-            .inputs
-            .bind(py)
-            .repr()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+        let inputs = self.inputs.bind(py).repr().map(|r| r.to_string()).unwrap_or_default();
         format!(
             "GradioCall(api_name={:?}, fn_index={:?}, inputs={inputs})",
             self.api_name, self.fn_index

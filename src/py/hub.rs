@@ -122,7 +122,9 @@ impl Hub {
     ) -> PyResult<Job> {
         if let Ok(call) = workflow.cast::<super::gradio::GradioCall>() {
             if params.is_some_and(|p| !p.is_empty()) {
-                return Err(PyTypeError::new_err("params are for workflows; put a GradioCall's values in its inputs"));
+                return Err(PyTypeError::new_err(
+                    "params are for workflows; put a GradioCall's values in its inputs",
+                ));
             }
             let call = call.get().to_core(py)?;
             let id = self.inner.call(service, call, tag.clone()).py(py)?;
