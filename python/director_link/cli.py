@@ -294,7 +294,9 @@ def cmd_call(args) -> int:
     try:
         inputs = _call_inputs(args.args)
         target = args.api_name
-        call = GradioCall(fn_index=int(target), inputs=inputs) if target.isdigit() else GradioCall(target, inputs=inputs)
+        call = (
+            GradioCall(fn_index=int(target), inputs=inputs) if target.isdigit() else GradioCall(target, inputs=inputs)
+        )
         token = args.token or os.environ.get("DIRECTOR_LINK_TOKEN")
         with Hub(output_dir=args.out) as hub:
             name = hub.add_service(args.kind, args.url, name="app", token=token)
@@ -507,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("url", help="the app, e.g. 127.0.0.1:7860")
     g.add_argument("api_name", help="the endpoint, e.g. /generate_video (a number is taken as the fn_index)")
     g.add_argument("args", nargs="*", help="one per input: JSON when it parses, else a string; @FILE uploads a file")
-    g.add_argument("--token", default=None, help="user:password for an app launched with auth= (or $DIRECTOR_LINK_TOKEN)")
+    g.add_argument(
+        "--token", default=None, help="user:password for an app launched with auth= (or $DIRECTOR_LINK_TOKEN)"
+    )
     g.add_argument("--out", default="director-link-output", help="output directory")
     g.add_argument("--tag", default=None, help="label for the job (names the output sub-folder)")
     g.add_argument("--json", action="store_true", help="one JSON line per event")

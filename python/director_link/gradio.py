@@ -1,7 +1,7 @@
 """Helpers for calling Gradio apps (Wan2GP, RVC WebUI, AudioLDM, any Gradio app) through ``Hub.submit``.
 
-    >>> from director_link import GradioCall, gradio_file
-    >>> call = GradioCall("/infer_convert", inputs=[0, gradio_file("take_03.wav"), 0, "rmvpe"])  # doctest: +SKIP
+>>> from director_link import GradioCall, gradio_file
+>>> call = GradioCall("/infer_convert", inputs=[0, gradio_file("take_03.wav"), 0, "rmvpe"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
