@@ -44,6 +44,7 @@ impl ServerKind {
         match self {
             ServerKind::Comfyui => Some("comfyui"),
             ServerKind::Litellm => Some("openai"),
+            ServerKind::Wan2gp | ServerKind::Rvc | ServerKind::Audioldm | ServerKind::Gradio => Some("gradio"),
             _ => None,
         }
     }
