@@ -18,7 +18,7 @@ import director_link
 import pytest
 from director_link import GradioCall, gradio_file
 
-from .backends.servers import ROOT, start_gradio, venv_python
+from .backends.servers import FIXTURES, HERE, ROOT, start, start_gradio, venv_python
 
 VERSIONS = {
     "6.31.0": "DIRECTOR_LINK_GRADIO6_PYTHON",
@@ -234,3 +234,45 @@ def test_cli_call_end_to_end(app, tmp_path):
     assert r.returncode == 4 and "Out of VRAM while rendering 'x'" in r.stdout
     r = _cli("call", "gradio", app.url, "inspect_file", "@/no/such/file.wav", cwd=tmp_path)
     assert r.returncode == 2 and "no such file" in r.stdout
+
+
+@pytest.mark.parametrize("version", ["5.29.0", "3.50.2"])
+def test_server_gone_mid_job_then_back(version, backend_tmp, tmp_path):
+    """Killing the app fails the running job with a typed error; a new app on the same port is picked up again."""
+    python = venv_python(VERSIONS[version])
+    port = {"5.29.0": 7964, "3.50.2": 7965}[version]
+    first = start_gradio(python, "127.0.0.1", port, backend_tmp, GRADIO_APP_STEP_S="0.3")
+    with director_link.Hub(output_dir=str(tmp_path / "out"), heartbeat=0.5, reconnect_max=1.0) as hub:
+        try:
+            name = hub.add_service("gradio", first.url, name="app")
+            job = hub.submit(name, GradioCall("/generate_video", inputs=["doomed", 40]))
+            drain(hub, job.id, until=lambda e: e.type == "progress" and e.max == 40)
+        finally:
+            first.stop()
+        with pytest.raises(director_link.JobFailed) as e:
+            job.wait(timeout=WAIT)
+        assert e.value.code in ("connection_failed", "server_restarted", "timeout"), (e.value.code, str(e.value))
+        assert "stopped" in str(e.value) or "restarted" in str(e.value) or "gone" in str(e.value)
+        # Same port (uvicorn binds with SO_REUSEADDR, so the old connections in TIME_WAIT do not matter).
+        second = start(
+            "gradio-again",
+            [python, str(HERE / "gradio_host.py"), str(FIXTURES / "gradio" / "tools" / "gradio_app.py")],
+            "127.0.0.1",
+            first.port,
+            False,
+            "config",
+            {"GRADIO_APP_HOST": "127.0.0.1", "GRADIO_APP_PORT": str(first.port), "GRADIO_APP_STEP_S": "0.05"},
+            backend_tmp,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = {s["name"]: s for s in hub.snapshot()["services"]}[name]
+                if state["state"] == "connected" and state["reconnects"] >= 1:
+                    break
+                time.sleep(0.2)
+            assert state["state"] == "connected", state
+            info = hub.submit(name, GradioCall("/generate_video", inputs=["alive", 2])).wait(timeout=WAIT)
+            assert info["state"] == "completed" and len(info["outputs"]) == 1
+        finally:
+            second.stop()
