@@ -212,7 +212,9 @@ class Hub:
 
         Kinds: ``"comfyui"`` (default port 8188) and ``"openai"`` (alias ``"litellm"``; default port 4000; the
         URL may also end in ``/v1`` for Ollama, LM Studio or vLLM). For ``"openai"`` without `token`, the key is
-        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``.
+        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``. ``"gradio"`` (aliases ``"wan2gp"``,
+        ``"wangp"``, ``"rvc"``, ``"audioldm"``; default port 7860, RVC 7865) is any Gradio 3.x–6.x app, called with
+        ``submit(name, GradioCall(...))``; its `token` ``"user:password"`` logs in to an app launched with ``auth=``.
         """
 
     def track(self, service: str, job_id: str, tag: str | None = None) -> Job:

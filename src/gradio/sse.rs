@@ -272,7 +272,10 @@ pub async fn run(
                     }
                 }
                 Some(StreamItem::Lost(e)) => break if ctx.cancel_requested { Outcome::Cancelled } else { Outcome::Failed(e) },
-                None => break Outcome::Failed(GradioError::protocol("the queue stream reader stopped")),
+                None => break Outcome::Failed(GradioError::new(
+                    ErrorCode::ConnectionFailed,
+                    "the queue stream was closed (the app restarted or the service was removed)",
+                )),
             },
             c = control.recv() => match c {
                 Some(Control::Cancel) if !ctx.cancel_requested => {
