@@ -276,3 +276,25 @@ def test_server_gone_mid_job_then_back(version, backend_tmp, tmp_path):
             assert info["state"] == "completed" and len(info["outputs"]) == 1
         finally:
             second.stop()
+
+
+def test_jobs_share_one_session_stream(app, hub):
+    """Several calls at once on the service's one session: one queue stream carries them all, each job gets its own."""
+    name = hub.add_service("gradio", app.url, name="wangp")
+    jobs = [hub.submit(name, GradioCall("/generate_video", inputs=[f"shot {i}", 2 + i])) for i in range(3)]
+    jobs.append(hub.submit(name, GradioCall("stream_status", inputs=["x"])))
+    infos = [j.wait(timeout=WAIT) for j in jobs]
+    for i in range(3):
+        assert infos[i]["ui"]["data"][1] == f"Generated {2 + i} steps for prompt: 'shot {i}'"
+        assert len(infos[i]["outputs"]) == 1
+    assert infos[3]["ui"]["data"] == ["queued rendering done"]
+    assert len({info["ui"]["session_hash"] for info in infos}) == 1
+
+
+def test_a_quiet_job_outlives_the_heartbeat_interval(app, hub):
+    """16 s without progress: heartbeats (4.x+) or pings (3.x) keep the job alive."""
+    if app.version == "5.29.0":
+        pytest.skip("same protocol as 6.31.0; one sse_v3 run is enough")
+    name = hub.add_service("gradio", app.url, name="wangp")
+    info = hub.submit(name, GradioCall("sleep_quietly", inputs=[16])).wait(timeout=WAIT)
+    assert info["ui"]["data"] == ["slept 16.0s"]
