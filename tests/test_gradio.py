@@ -75,7 +75,11 @@ def test_progress_job_downloads_its_file(app, hub):
     assert types[-1] == "job_completed", types
     assert "job_started" in types and types.index("job_started") < types.index("progress")
     progress = [e for e in events if e.type == "progress"]
-    assert progress[0].text == "Loading model"
+    # The server coalesces progress (latest only, every 10 ms): "Loading model" may be overtaken, never reordered.
+    texts = [e.text for e in progress]
+    assert set(texts) <= {"Loading model", "Denoising"} and texts[-1] == "Denoising", texts
+    if "Loading model" in texts:
+        assert texts.index("Loading model") == 0
     steps = [e for e in progress if e.max == 6]
     assert len(steps) >= 3, [(e.value, e.max, e.text) for e in progress]
     assert all(e.text == "Denoising" and e.node_id == "generate_video" for e in steps)
