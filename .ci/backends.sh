@@ -2,6 +2,7 @@
 # Installs the real servers the backend tests run against, each pinned and in its own venv, and exports where
 # their Pythons are:
 #   DIRECTOR_LINK_LITELLM_PYTHON   litellm[proxy]==1.106.2 (+ prisma, which its auth-error path imports)
+#   DIRECTOR_LINK_GRADIO6_PYTHON   gradio==6.31.0 (the newest Gradio; + requests)
 #   DIRECTOR_LINK_GRADIO5_PYTHON   gradio==5.29.0 (the version Wan2GP pins; + requests, which it imports)
 #   DIRECTOR_LINK_GRADIO3_PYTHON   gradio==3.50.2 (the 3.x family of RVC WebUI and AudioLDM; with the FastAPI,
 #                                  Pydantic and httpx of its day: newer Starlette breaks its page and so its launch)
@@ -30,6 +31,7 @@ _dl_backends() {
     # name|pins
     local specs=(
         "litellm|litellm[proxy]==1.106.2 prisma>=0.11,<1"
+        "gradio6|gradio==6.31.0 requests"
         "gradio5|gradio==5.29.0 requests"
         "gradio3|gradio==3.50.2 fastapi==0.104.1 pydantic==2.5.3 httpx<0.28 requests"
         "mcp|mcp==1.10.1 pydantic>=2.7,<2.12"
@@ -66,6 +68,7 @@ _dl_backends() {
     done
 
     [ -x "$root/litellm/bin/python" ] && export DIRECTOR_LINK_LITELLM_PYTHON="$root/litellm/bin/python"
+    [ -x "$root/gradio6/bin/python" ] && export DIRECTOR_LINK_GRADIO6_PYTHON="$root/gradio6/bin/python"
     [ -x "$root/gradio5/bin/python" ] && export DIRECTOR_LINK_GRADIO5_PYTHON="$root/gradio5/bin/python"
     [ -x "$root/gradio3/bin/python" ] && export DIRECTOR_LINK_GRADIO3_PYTHON="$root/gradio3/bin/python"
     [ -x "$root/mcp/bin/python" ] && export DIRECTOR_LINK_MCP_PYTHON="$root/mcp/bin/python"
@@ -77,7 +80,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -uo pipefail
     _dl_backends
     rc=$?
-    for v in DIRECTOR_LINK_LITELLM_PYTHON DIRECTOR_LINK_GRADIO5_PYTHON DIRECTOR_LINK_GRADIO3_PYTHON DIRECTOR_LINK_MCP_PYTHON; do
+    for v in DIRECTOR_LINK_LITELLM_PYTHON DIRECTOR_LINK_GRADIO6_PYTHON DIRECTOR_LINK_GRADIO5_PYTHON DIRECTOR_LINK_GRADIO3_PYTHON DIRECTOR_LINK_MCP_PYTHON; do
         [ -n "${!v:-}" ] && echo "export $v=${!v}"
     done
     exit $rc

@@ -176,6 +176,9 @@ pub enum EventKind {
         percentage: f64,
         /// Seconds left for this node, from the observed step rate.
         eta_seconds: Option<f64>,
+        /// What the server says it is doing (Gradio's `desc`, e.g. WanGP's "Denoising | 0:12 / 1:40"); None when
+        /// it says nothing (ComfyUI).
+        text: Option<String>,
     },
     Preview {
         job_id: String,
@@ -492,6 +495,7 @@ mod tests {
             max: 10.0,
             percentage: v * 10.0,
             eta_seconds: None,
+            text: None,
         }
     }
     fn started(job: &str) -> EventKind {

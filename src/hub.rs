@@ -5,6 +5,9 @@ use crate::comfy::service::{ComfyConfig, ComfyService, Command};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{Event, EventKind, JobError, JobState, QueueStats};
+use crate::gradio::http::GradioHttp;
+use crate::gradio::service::{Command as GradioCommand, GradioOptions, GradioService};
+use crate::gradio::GradioCall;
 use crate::mcp::client::McpClient;
 use crate::mcp::service::{Command as WanGpCommand, WanGpConfig, WanGpService};
 use crate::openai::http::OpenAiHttp;
@@ -65,15 +68,27 @@ pub fn default_output_dir() -> PathBuf {
         .join("director-link-output")
 }
 
-/// The service kinds this build can talk to (`litellm` is another name for `openai`; `wangp_mcp` is WanGP's MCP
-/// server mode, also called `wan2gp_mcp`).
-pub const KINDS: &[&str] = &["comfyui", "openai", "litellm", "wangp_mcp", "wan2gp_mcp"];
+/// The service kinds this build can talk to (`litellm` is another name for `openai`; `wan2gp`, `wangp`, `rvc`
+/// and `audioldm` are Gradio apps; `wangp_mcp` is WanGP's MCP server mode, also called `wan2gp_mcp`).
+pub const KINDS: &[&str] = &[
+    "comfyui",
+    "openai",
+    "litellm",
+    "gradio",
+    "wan2gp",
+    "wangp",
+    "rvc",
+    "audioldm",
+    "wangp_mcp",
+    "wan2gp_mcp",
+];
 
 /// A kind as stored: aliases resolved.
 fn canonical_kind(kind: &str) -> &str {
     match kind {
         "litellm" => "openai",
         "wan2gp_mcp" | "wangp-mcp" | "wan2gp-mcp" => "wangp_mcp",
+        "wan2gp" | "wangp" | "rvc" | "audioldm" => "gradio",
         other => other,
     }
 }
@@ -82,9 +97,14 @@ fn default_port(kind: &str) -> u16 {
     match kind {
         "openai" => crate::openai::DEFAULT_PORT,
         "wangp_mcp" => crate::mcp::DEFAULT_PORT,
+        "gradio" | "wan2gp" | "wangp" | "audioldm" => crate::gradio::DEFAULT_PORT,
+        "rvc" => 7865,
         _ => 8188,
     }
 }
+
+/// How long a Gradio call waits for its app's first `/config` before it fails.
+const GRADIO_CONNECT_WAIT: Duration = Duration::from_secs(30);
 
 struct ServiceHandle {
     kind: String,
@@ -98,6 +118,11 @@ enum Link {
     Comfy(ComfyLink),
     OpenAi(OpenAiLink),
     WanGp(mpsc::UnboundedSender<WanGpCommand>),
+    Gradio(GradioLink),
+}
+
+struct GradioLink {
+    commands: mpsc::UnboundedSender<GradioCommand>,
 }
 
 struct ComfyLink {
@@ -130,13 +155,25 @@ impl ServiceHandle {
             Link::Comfy(c) => Ok(c),
             Link::OpenAi(_) => Err(self.wrong_kind(name, "a ComfyUI", "use chat() for OpenAI-compatible servers")),
             Link::WanGp(_) => Err(self.wrong_kind(name, "a ComfyUI", "submit a WanGP settings dict instead")),
+            Link::Gradio(_) => Err(self.wrong_kind(name, "a ComfyUI", "submit a GradioCall to Gradio apps")),
         }
     }
 
     fn openai(&self, name: &str) -> Result<&OpenAiLink> {
         match &self.link {
             Link::OpenAi(o) => Ok(o),
-            _ => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for this kind")),
+            Link::Comfy(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for ComfyUI")),
+            Link::Gradio(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "submit a GradioCall")),
+            Link::WanGp(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "submit WanGP settings")),
+        }
+    }
+
+    fn gradio(&self, name: &str) -> Result<&GradioLink> {
+        match &self.link {
+            Link::Gradio(g) => Ok(g),
+            Link::Comfy(_) => Err(self.wrong_kind(name, "a Gradio app", "submit a workflow to ComfyUI")),
+            Link::OpenAi(_) => Err(self.wrong_kind(name, "a Gradio app", "use chat() for OpenAI-compatible servers")),
+            Link::WanGp(_) => Err(self.wrong_kind(name, "a Gradio app", "submit WanGP settings to its MCP server")),
         }
     }
 }
@@ -263,8 +300,8 @@ impl Hub {
         options: ServiceOptions,
     ) -> Result<ServiceAdded> {
         self.ensure_open()?;
-        let kind = kind.trim().to_ascii_lowercase();
-        let kind = canonical_kind(&kind).to_string();
+        let requested = kind.trim().to_ascii_lowercase();
+        let kind = canonical_kind(&requested).to_string();
         if !KINDS.contains(&kind.as_str()) {
             return Err(Error::new(
                 ErrorCode::UnknownService,
@@ -274,7 +311,7 @@ impl Hub {
                 ),
             ));
         }
-        let endpoint = Endpoint::parse(url, default_port(&kind))?;
+        let endpoint = Endpoint::parse(url, default_port(&requested))?;
         let name = match name.map(str::trim) {
             Some("") => return Err(Error::new(ErrorCode::InvalidUrl, "a service name cannot be empty")),
             Some(n) => n.to_string(),
@@ -294,6 +331,8 @@ impl Hub {
             self.spawn_openai(&name, &endpoint, token, &status)?
         } else if kind == "wangp_mcp" {
             self.spawn_wangp(&name, &endpoint, &status)?
+        } else if kind == "gradio" {
+            self.spawn_gradio(&name, &endpoint, token, &status)?
         } else {
             self.spawn_comfy(&name, &endpoint, token, &status, client_id, &options)?
         };
@@ -373,6 +412,34 @@ impl Hub {
         );
         self.spawn(actor.run())?;
         Ok(Link::WanGp(tx))
+    }
+
+    fn spawn_gradio(
+        &self,
+        name: &str,
+        endpoint: &Endpoint,
+        token: Option<String>,
+        status: &Arc<ServiceStatus>,
+    ) -> Result<Link> {
+        let http =
+            GradioHttp::new(self.http.clone(), endpoint.clone(), token)?.with_latency(status.http_latency_window());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = GradioService::new(
+            name,
+            http,
+            self.shared.clone(),
+            status.clone(),
+            GradioOptions {
+                heartbeat: self.config.heartbeat,
+                backoff: self.config.backoff.clone(),
+                idle: crate::gradio::service::IDLE,
+                output_dir: self.config.output_dir.clone(),
+                connect_wait: GRADIO_CONNECT_WAIT,
+            },
+            rx,
+        );
+        self.spawn(actor.run())?;
+        Ok(Link::Gradio(GradioLink { commands: tx }))
     }
 
     fn spawn_comfy(
@@ -604,6 +671,16 @@ impl Hub {
                 format!("job {job_id} was tracked, not submitted here: its workflow is not known to this hub"),
             ));
         }
+        if self.service_kind(&service).is_some_and(|(k, _)| k == "gradio") {
+            let w = &*submission.workflow;
+            let call = GradioCall {
+                api_name: w.get("api_name").and_then(Value::as_str).map(str::to_string),
+                fn_index: w.get("fn_index").and_then(Value::as_u64),
+                inputs: w.get("inputs").and_then(Value::as_array).cloned().unwrap_or_default(),
+                session_hash: None,
+            };
+            return self.call(&service, call, tag);
+        }
         self.submit(&service, (*submission.workflow).clone(), submission.params, tag)
     }
 
@@ -629,6 +706,7 @@ impl Hub {
             Link::Comfy(c) => c.commands.send(Command::Cancel { job_id }).is_ok(),
             Link::OpenAi(o) => o.commands.send(OpenAiCommand::Cancel { job_id }).is_ok(),
             Link::WanGp(tx) => tx.send(WanGpCommand::Cancel { job_id }).is_ok(),
+            Link::Gradio(g) => g.commands.send(GradioCommand::Cancel { job_id }).is_ok(),
         };
         sent.then_some(())
             .ok_or_else(|| Error::new(ErrorCode::Closed, "the service has stopped"))
@@ -649,6 +727,9 @@ impl Hub {
             }
             Link::WanGp(tx) => {
                 let _ = tx.send(WanGpCommand::Reconnect);
+            }
+            Link::Gradio(g) => {
+                let _ = g.commands.send(GradioCommand::Reconnect);
             }
         }
         Ok(())
@@ -816,6 +897,46 @@ impl Hub {
             .send(OpenAiCommand::Chat {
                 job_id: job_id.clone(),
                 request,
+            })
+            .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
+        Ok(job_id)
+    }
+
+    /// Calls an endpoint of a Gradio app (by `api_name` or `fn_index`) and returns the job id at once. Progress
+    /// arrives as `Progress` events (with the app's `desc` text), gr.Info/Warning as `NodeText` (`log.info`, …),
+    /// generator values as `NodeOutput`, then `JobCompleted` with the downloaded files and `ui = {"data": [...]}`.
+    pub fn call(&self, service: &str, call: GradioCall, tag: Option<String>) -> Result<String> {
+        self.ensure_open()?;
+        if call.api_name.as_deref().is_none_or(|n| n.trim().is_empty()) && call.fn_index.is_none() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "a Gradio call needs api_name (e.g. \"/generate\") or fn_index",
+            ));
+        }
+        let services = self.services.lock();
+        let h = services
+            .get(service)
+            .ok_or_else(|| self.unknown_service_in(&services, service))?;
+        let link = h.gradio(service)?;
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let group = tag
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| service.to_string());
+        let submission = Submission {
+            workflow: Arc::new(serde_json::json!({
+                "api_name": call.api_name,
+                "fn_index": call.fn_index,
+                "inputs": call.inputs,
+            })),
+            params: Vec::new(),
+        };
+        self.shared.register(&job_id, service, tag, submission);
+        link.commands
+            .send(GradioCommand::Call {
+                job_id: job_id.clone(),
+                call,
+                group,
             })
             .map_err(|_| Error::new(ErrorCode::Closed, "the service has stopped; add it again"))?;
         Ok(job_id)

@@ -8,6 +8,7 @@ pub mod download;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+pub mod gradio;
 pub mod hub;
 pub mod mcp;
 pub mod openai;

@@ -63,7 +63,7 @@ def test_generation_reports_progress_and_brings_the_video_home(linked, wangp):
     steps = [(e.value, e.max) for e in got.of(job) if e.type == "progress"]
     assert steps and all(m == 6 for _, m in steps), steps
     assert [v for v, _ in steps] == sorted(v for v, _ in steps) and steps[-1][0] == 6, steps
-    texts = [e.text for e in got.of(job) if e.type == "node_text"]
+    texts = [e.text for e in got.of(job) if e.type == "progress"]
     assert any(t.startswith("Denoising |") for t in texts), texts
     done = got.terminal(job)
     assert len(done.outputs) == 1, done.outputs

@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 
 from . import errors, events, workflows
-from ._native import Hub, Job, Workflow, __version__, _close_all
+from ._native import GradioCall, Hub, Job, Workflow, __version__, _close_all
 from .errors import (
     DirectorLinkError,
     DuplicateServiceError,
@@ -34,6 +34,7 @@ from .errors import (
     WorkflowError,
 )
 from .events import Event
+from .gradio import gradio_file
 
 # Background threads must be stopped before the interpreter finalizes.
 atexit.register(_close_all)
@@ -42,6 +43,7 @@ __all__ = [
     "DirectorLinkError",
     "DuplicateServiceError",
     "Event",
+    "GradioCall",
     "Hub",
     "HubClosed",
     "InvalidUrlError",
@@ -58,5 +60,6 @@ __all__ = [
     "__version__",
     "errors",
     "events",
+    "gradio_file",
     "workflows",
 ]

@@ -14,6 +14,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "ComfySimulator",
     "Event",
+    "GradioCall",
     "Hub",
     "Job",
     "JobCancelled",
@@ -215,7 +216,10 @@ class Hub:
 
         Kinds: ``"comfyui"`` (default port 8188) and ``"openai"`` (alias ``"litellm"``; default port 4000; the
         URL may also end in ``/v1`` for Ollama, LM Studio or vLLM). For ``"openai"`` without `token`, the key is
-        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``. ``"wangp_mcp"`` (alias
+        read from the environment variable ``DIRECTOR_LINK_OPENAI_KEY``. ``"gradio"`` (aliases ``"wan2gp"``,
+        ``"wangp"``, ``"rvc"``, ``"audioldm"``; default port 7860, RVC 7865) is any Gradio 3.x–6.x app, called with
+        ``submit(name, GradioCall(...))``; its `token` ``"user:password"`` logs in to an app launched with ``auth=``.
+        ``"wangp_mcp"`` (alias
         ``"wan2gp_mcp"``; default port 8000, path ``/mcp``): WanGP run as an MCP server (``wgp.py --mcp
         --mcp-transport streamable-http``); submit a WanGP settings dict (or task list) to it.
         """
@@ -241,15 +245,17 @@ class Hub:
     def submit(
         self,
         service: str,
-        workflow: Workflow | dict[str, Any] | list[Any] | str | os.PathLike[str],
+        workflow: Workflow | GradioCall | dict[str, Any] | list[Any] | str | os.PathLike[str],
         params: dict[str, Any] | None = None,
         tag: str | None = None,
     ) -> Job:
         """Queues a workflow and returns its `Job` at once (nothing waits on the network).
 
+        For a Gradio app (`add_service("gradio", ...)`), pass a `GradioCall` instead (and no `params`): its files
+        are downloaded into the output folder, its plain values are in the result's `ui["data"]`.
         On a ``"wangp_mcp"`` service `workflow` is what WanGP's ``wangp_generate`` takes: a settings dict
         (``{"model_type": ..., "prompt": ...}``) or a list of tasks; progress arrives as `Progress` events with
-        WanGP's status line as `NodeText`, and the videos are downloaded into the job's output folder.
+        WanGP's status line in `text`, and the videos are downloaded into the job's output folder.
 
         `workflow`: a `Workflow`, an API- or UI-format dict, a JSON string, or a path to a `.json` / ComfyUI `.png`
         (UI format is converted with the server's node list, fetched in the background the first time).
@@ -369,6 +375,32 @@ class Hub:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> Literal[False]:
         """Closes the hub; exceptions are never suppressed."""
+
+@final
+class GradioCall:
+    """A call of a Gradio app's endpoint, for `Hub.submit()`.
+
+    `api_name` ("/generate_video" or "generate_video") or `fn_index` (events without a name, e.g. AudioLDM v1);
+    `inputs`: one value per input component; `{"path": "/local/file"}` (see `director_link.gradio_file`) is
+    uploaded first. `session_hash=None` shares the service's session, so `gr.State` carries over between calls.
+    """
+
+    def __new__(
+        cls,
+        api_name: str | None = None,
+        fn_index: int | None = None,
+        inputs: Sequence[Any] | None = None,
+        *,
+        session_hash: str | None = None,
+    ) -> Self: ...
+    @property
+    def api_name(self) -> str | None: ...
+    @property
+    def fn_index(self) -> int | None: ...
+    @property
+    def inputs(self) -> list[Any]: ...
+    @property
+    def session_hash(self) -> str | None: ...
 
 @final
 class Job:
@@ -562,7 +594,8 @@ class NodeStarted(Event):
 
 @final
 class Progress(Event):
-    """Progress of the running node, with percentage and an ETA from the observed step rate."""
+    """Progress of the running node, with percentage, an ETA from the observed step rate, and the server's own
+    words when it sends some (`text`: Gradio's progress `desc`)."""
 
     @property
     def job_id(self) -> str: ...
@@ -583,6 +616,10 @@ class Progress(Event):
     @property
     def eta_seconds(self) -> float | None:
         """Seconds left for this node, from the observed step rate."""
+
+    @property
+    def text(self) -> str | None:
+        """What the server says it is doing (Gradio's `desc`, e.g. "Denoising | 0:12 / 1:40"), if anything."""
 
 @final
 class Preview(Event):

@@ -1,4 +1,4 @@
-"""The ``director-link`` command: doctor, run, watch, cancel, chat, convert, validate, params, demo.
+"""The ``director-link`` command: doctor, run, call, watch, cancel, chat, convert, validate, params, demo.
 
 Exit codes: 0 done, 2 bad input, 3 cannot connect, 4 job failed, 5 timeout.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from ._native import DEFAULT_SCAN_HOSTS, Hub, Workflow
+from ._native import DEFAULT_SCAN_HOSTS, GradioCall, Hub, Workflow
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
 DEFAULT_PORTS = (8188, 8189, 8190)
@@ -99,13 +99,15 @@ class _Printer:
             key = (ev.job_id, ev.node_id)
             if self._last_quarter.get(key, -1) < quarter:
                 self._last_quarter[key] = quarter
-                self.line(f"  node {ev.node_id}: {ev.percentage:.0f}% ({ev.value:g}/{ev.max:g})")
+                said = f" {ev.text}" if getattr(ev, "text", None) else ""
+                self.line(f"  node {ev.node_id}: {ev.percentage:.0f}% ({ev.value:g}/{ev.max:g}){said}")
             return
         width = 30
         filled = int(width * ev.percentage / 100)
         eta = f" ETA {ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else ""
         node = f" node {ev.node_id}" if ev.node_id else ""
-        text = f"\r  [{'#' * filled}{'.' * (width - filled)}] {ev.percentage:5.1f}%{node}{eta}   "
+        said = f" {ev.text}" if getattr(ev, "text", None) else ""
+        text = f"\r  [{'#' * filled}{'.' * (width - filled)}] {ev.percentage:5.1f}%{node}{said}{eta}   "
         self.stream.write(text)
         self.stream.flush()
         self._bar_shown = True
@@ -268,6 +270,56 @@ def cmd_run(args) -> int:
         printer.line(f"error [{e.code}]: {e}")
         if args.json:
             print(json.dumps({"type": "error", "code": e.code, "message": str(e)}))
+        return EXIT_BAD_INPUT
+
+
+def _call_inputs(values: list[str]) -> list[Any]:
+    """`call` arguments: JSON when they parse, else strings; `@FILE` uploads that file."""
+    out: list[Any] = []
+    for text in values:
+        if text.startswith("@") and len(text) > 1:
+            path = Path(text[1:]).expanduser()
+            if not path.is_file():
+                raise errors.WorkflowError(f"argument {text!r}: no such file", "invalid_parameter")
+            out.append({"path": str(path.resolve())})
+        else:
+            out.append(_parse_value(text))
+    return out
+
+
+def _plain_values(value: Any) -> bool:
+    return not (isinstance(value, dict) and ("local_path" in value or "path" in value or "is_file" in value))
+
+
+def cmd_call(args) -> int:
+    """Calls an endpoint of a Gradio app (Wan2GP, RVC, AudioLDM, ...) and saves its files into --out."""
+    printer = _Printer(args.json)
+    try:
+        inputs = _call_inputs(args.args)
+        target = args.api_name
+        call = (
+            GradioCall(fn_index=int(target), inputs=inputs) if target.isdigit() else GradioCall(target, inputs=inputs)
+        )
+        token = args.token or os.environ.get("DIRECTOR_LINK_TOKEN")
+        with Hub(output_dir=args.out) as hub:
+            name = hub.add_service(args.kind, args.url, name="app", token=token)
+            if not _wait_connected(hub, name, printer, args.connect_timeout):
+                snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
+                printer.line(f"cannot connect to {args.url}: {snap.get('last_error') or 'no answer'}")
+                return EXIT_CONNECT
+            job = hub.submit(name, call, tag=args.tag)
+            code = _drive(hub, job, printer, args.timeout, args.url)
+            info = job.info() or {}
+            data = (info.get("ui") or {}).get("data") if code == EXIT_OK else None
+            for i, value in enumerate(data or []):
+                if _plain_values(value):
+                    printer.line(f"  output {i}: {json.dumps(value, default=str)[:2000]}")
+            return code
+    except (errors.WorkflowError, errors.InvalidUrlError, errors.UnknownServiceError, ValueError) as e:
+        code_name = getattr(e, "code", "invalid_parameter")
+        printer.line(f"error [{code_name}]: {e}")
+        if args.json:
+            print(json.dumps({"type": "error", "code": code_name, "message": str(e)}))
         return EXIT_BAD_INPUT
 
 
@@ -461,6 +513,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="seconds to wait for the job")
     r.add_argument("--connect-timeout", type=float, default=CONNECT_WAIT)
     r.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("call", help="call an endpoint of a Gradio app (Wan2GP, RVC, AudioLDM) and save its files")
+    g.add_argument("kind", choices=["gradio", "wan2gp", "wangp", "rvc", "audioldm"], help="the kind of app")
+    g.add_argument("url", help="the app, e.g. 127.0.0.1:7860")
+    g.add_argument("api_name", help="the endpoint, e.g. /generate_video (a number is taken as the fn_index)")
+    g.add_argument("args", nargs="*", help="one per input: JSON when it parses, else a string; @FILE uploads a file")
+    g.add_argument(
+        "--token", default=None, help="user:password for an app launched with auth= (or $DIRECTOR_LINK_TOKEN)"
+    )
+    g.add_argument("--out", default="director-link-output", help="output directory")
+    g.add_argument("--tag", default=None, help="label for the job (names the output sub-folder)")
+    g.add_argument("--json", action="store_true", help="one JSON line per event")
+    g.add_argument("--timeout", type=float, default=None, help="seconds to wait for the job")
+    g.add_argument("--connect-timeout", type=float, default=CONNECT_WAIT)
+    g.set_defaults(func=cmd_call)
 
     w = sub.add_parser("watch", help="show a server's events")
     w.add_argument("--server", default="127.0.0.1:8188")

@@ -389,6 +389,7 @@ impl JobRouter {
                         max: p.max,
                         percentage,
                         eta_seconds: eta,
+                        text: None,
                     }));
                 }
             }

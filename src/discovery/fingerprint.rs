@@ -48,6 +48,7 @@ impl ServerKind {
             ServerKind::Comfyui => Some("comfyui"),
             ServerKind::Litellm => Some("openai"),
             ServerKind::WangpMcp => Some("wangp_mcp"),
+            ServerKind::Wan2gp | ServerKind::Rvc | ServerKind::Audioldm | ServerKind::Gradio => Some("gradio"),
             _ => None,
         }
     }

@@ -425,14 +425,8 @@ impl Follow {
                         max,
                         percentage,
                         eta_seconds: None,
+                        text: p.text(),
                     });
-                    if let Some(text) = p.text() {
-                        run.shared.emit(EventKind::NodeText {
-                            job_id: Some(run.job_id.clone()),
-                            node_id: "status".into(),
-                            text,
-                        });
-                    }
                 }
                 "status" | "info" => {
                     if let Some(text) = event.data.as_str().filter(|t| !t.trim().is_empty()) {

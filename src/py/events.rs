@@ -89,8 +89,10 @@ event_class!(JobQueued, "The job is queued: on the server, or locally until the 
 });
 event_class!(JobStarted, "The server started the job." { job_id: String, service: String, cached_nodes: Vec<String> });
 event_class!(NodeStarted, "A node began to execute." { job_id: String, node_id: String, node_type: Option<String> });
-event_class!(Progress, "Progress of the running node, with percentage and an ETA from the observed step rate." {
-    job_id: String, node_id: Option<String>, value: f64, max: f64, percentage: f64, eta_seconds: Option<f64>
+event_class!(Progress, "Progress of the running node, with percentage, an ETA from the observed step rate, and the \
+    server's own words when it sends some (`text`: Gradio's progress `desc`)." {
+    job_id: String, node_id: Option<String>, value: f64, max: f64, percentage: f64, eta_seconds: Option<f64>,
+    text: Option<String>
 });
 event_class!(Preview, "A preview image (JPEG or PNG bytes)." {
     job_id: String, node_id: Option<String>, mime: String, data: Py<PyBytes>
@@ -222,6 +224,7 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             max,
             percentage,
             eta_seconds,
+            text,
         } => Py::new(
             py,
             base.add_subclass(Progress {
@@ -231,6 +234,7 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
                 max: *max,
                 percentage: *percentage,
                 eta_seconds: *eta_seconds,
+                text: text.clone(),
             }),
         )?
         .into_any(),

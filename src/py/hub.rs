@@ -75,9 +75,10 @@ impl Hub {
     /// that cannot be used. `token` is sent as a bearer token (never logged). With `resubmit_on_restart`, a job
     /// that a server restart lost is sent again automatically instead of failing with `server_restarted`.
     ///
-    /// Kinds: "comfyui" (default port 8188) and "openai" (alias "litellm"; default port 4000; the URL may also
-    /// end in `/v1` for Ollama, LM Studio or vLLM). For "openai" without `token`, the key is read from the
-    /// environment variable `DIRECTOR_LINK_OPENAI_KEY`.
+    /// Kinds: "comfyui" (default port 8188), "openai" (alias "litellm"; default port 4000; the URL may also
+    /// end in `/v1` for Ollama, LM Studio or vLLM) and "gradio" (aliases "wan2gp", "wangp", "rvc", "audioldm";
+    /// default port 7860, RVC 7865). For "openai" without `token`, the key is read from the environment variable
+    /// `DIRECTOR_LINK_OPENAI_KEY`. For "gradio", `token="user:password"` logs in to an app launched with `auth=`.
     #[pyo3(signature = (kind, url, name=None, token=None, *, resubmit_on_restart=false))]
     fn add_service(
         &self,
@@ -107,6 +108,8 @@ impl Hub {
     /// Queues a workflow and returns its `Job` at once (nothing waits on the network).
     ///
     /// `workflow`: an API-format dict, a JSON string or a path. `params`: `{"NODE_ID.input": value, ...}`.
+    /// For a Gradio app (`add_service("gradio", ...)`), pass a `GradioCall` instead: the job's files are downloaded
+    /// into the output folder and its plain values are in `ui["data"]`.
     /// `tag`: a label (e.g. the shot name) that also names the output sub-folder.
     #[pyo3(signature = (service, workflow, params=None, tag=None))]
     fn submit(
@@ -117,6 +120,21 @@ impl Hub {
         params: Option<&Bound<'_, PyDict>>,
         tag: Option<String>,
     ) -> PyResult<Job> {
+        if let Ok(call) = workflow.cast::<super::gradio::GradioCall>() {
+            if params.is_some_and(|p| !p.is_empty()) {
+                return Err(PyTypeError::new_err(
+                    "params are for workflows; put a GradioCall's values in its inputs",
+                ));
+            }
+            let call = call.get().to_core(py)?;
+            let id = self.inner.call(service, call, tag.clone()).py(py)?;
+            return Ok(Job {
+                hub: self.inner.clone(),
+                id,
+                service: service.to_string(),
+                tag,
+            });
+        }
         let prompt = super::workflow::workflow_json(py, workflow)?;
         let mut pairs = Vec::new();
         if let Some(p) = params {

@@ -2,6 +2,7 @@
 mod convert;
 mod errors;
 mod events;
+mod gradio;
 mod hub;
 mod logging;
 mod sim;
@@ -18,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_SCAN_HOSTS", crate::discovery::default_hosts())?;
     m.add_class::<hub::Hub>()?;
     m.add_class::<hub::Job>()?;
+    m.add_class::<gradio::GradioCall>()?;
     m.add_class::<sim::ComfySimulator>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     events::register(m)?;
