@@ -139,13 +139,26 @@ struct OpenAiLink {
     http: OpenAiHttp,
 }
 
+impl Link {
+    /// How a service of this kind is used, for errors that name the wrong one.
+    fn usage(&self) -> &'static str {
+        match self {
+            Link::Comfy(_) => "submit a ComfyUI workflow to it",
+            Link::OpenAi(_) => "use chat() with it",
+            Link::Gradio(_) => "submit a GradioCall to it",
+            Link::WanGp(_) => "submit a WanGP settings dict to it",
+        }
+    }
+}
+
 impl ServiceHandle {
-    fn wrong_kind(&self, name: &str, needs: &str, instead: &str) -> Error {
+    fn wrong_kind(&self, name: &str, needs: &str) -> Error {
         Error::new(
             ErrorCode::WrongService,
             format!(
-                "service {name:?} is a {} service; this needs {needs} ({instead})",
-                self.kind
+                "service {name:?} is a {} service; this needs {needs} ({})",
+                self.kind,
+                self.link.usage()
             ),
         )
     }
@@ -153,27 +166,21 @@ impl ServiceHandle {
     fn comfy(&self, name: &str) -> Result<&ComfyLink> {
         match &self.link {
             Link::Comfy(c) => Ok(c),
-            Link::OpenAi(_) => Err(self.wrong_kind(name, "a ComfyUI", "use chat() for OpenAI-compatible servers")),
-            Link::WanGp(_) => Err(self.wrong_kind(name, "a ComfyUI", "submit a WanGP settings dict instead")),
-            Link::Gradio(_) => Err(self.wrong_kind(name, "a ComfyUI", "submit a GradioCall to Gradio apps")),
+            _ => Err(self.wrong_kind(name, "a ComfyUI")),
         }
     }
 
     fn openai(&self, name: &str) -> Result<&OpenAiLink> {
         match &self.link {
             Link::OpenAi(o) => Ok(o),
-            Link::Comfy(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "use submit() for ComfyUI")),
-            Link::Gradio(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "submit a GradioCall")),
-            Link::WanGp(_) => Err(self.wrong_kind(name, "an OpenAI-compatible server", "submit WanGP settings")),
+            _ => Err(self.wrong_kind(name, "an OpenAI-compatible server")),
         }
     }
 
     fn gradio(&self, name: &str) -> Result<&GradioLink> {
         match &self.link {
             Link::Gradio(g) => Ok(g),
-            Link::Comfy(_) => Err(self.wrong_kind(name, "a Gradio app", "submit a workflow to ComfyUI")),
-            Link::OpenAi(_) => Err(self.wrong_kind(name, "a Gradio app", "use chat() for OpenAI-compatible servers")),
-            Link::WanGp(_) => Err(self.wrong_kind(name, "a Gradio app", "submit WanGP settings to its MCP server")),
+            _ => Err(self.wrong_kind(name, "a Gradio app")),
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{file_ref, files_in, FileRef};
-use crate::comfy::outputs::safe_component;
+use crate::comfy::outputs::{safe_component, unique_path};
 use crate::event::OutputFile;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -81,25 +81,6 @@ fn substitute(v: &mut Value, done: &HashMap<PathBuf, Value>) {
         Value::Array(a) => a.iter_mut().for_each(|x| substitute(x, done)),
         _ => {}
     }
-}
-
-/// A name not yet taken in `dir` ("a.gif", "a (1).gif", ...).
-fn unique_path(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
-    let p = Path::new(name);
-    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
-    let ext = p
-        .extension()
-        .and_then(|s| s.to_str())
-        .map(|e| format!(".{e}"))
-        .unwrap_or_default();
-    (1..10_000)
-        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
-        .find(|c| !c.exists())
-        .unwrap_or(first)
 }
 
 /// Downloads the files of `data` (one value per output component, `kinds` their component types) into `dir`.

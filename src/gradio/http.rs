@@ -297,32 +297,22 @@ impl GradioHttp {
 
     /// `GET {api_root}/queue/status` → the queue length.
     pub async fn queue_status(&self) -> Result<Option<u64>, GradioError> {
-        let what = "checking the Gradio queue";
-        let resp = self
-            .send(
-                reqwest::Method::GET,
-                self.api_url("queue/status")?,
-                Body::None,
-                Some(SHORT_TIMEOUT),
-                what,
-                true,
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self.failure(what, resp).await);
-        }
-        let body = read_capped(resp, ERROR_BODY_CAP).await?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Ok(v.get("queue_size").and_then(super::protocol::as_u64))
+        self.small_number("queue/status", "queue_size", "checking the Gradio queue")
+            .await
     }
 
     /// `GET {api_root}/app_id` (4.x+) → the id that changes on every launch.
     pub async fn app_id(&self) -> Result<Option<u64>, GradioError> {
-        let what = "checking the Gradio app_id";
+        self.small_number("app_id", "app_id", "checking the Gradio app_id")
+            .await
+    }
+
+    /// One number from a small JSON answer below the API root (None when the field is missing).
+    async fn small_number(&self, path: &str, field: &str, what: &str) -> Result<Option<u64>, GradioError> {
         let resp = self
             .send(
                 reqwest::Method::GET,
-                self.api_url("app_id")?,
+                self.api_url(path)?,
                 Body::None,
                 Some(SHORT_TIMEOUT),
                 what,
@@ -334,7 +324,7 @@ impl GradioHttp {
         }
         let body = read_capped(resp, ERROR_BODY_CAP).await?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Ok(v.get("app_id").and_then(super::protocol::as_u64))
+        Ok(v.get(field).and_then(super::protocol::as_u64))
     }
 
     /// `POST {api_root}/queue/join` → event_id. Not retried: a 5xx fails the job.
