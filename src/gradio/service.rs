@@ -10,7 +10,7 @@ use super::protocol::{Config, Protocol};
 use super::sse::{new_session_hash, Session};
 use crate::error::ErrorCode;
 use crate::event::{EventKind, ServiceState};
-use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
+use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -108,12 +108,7 @@ impl GradioService {
     }
 
     pub async fn run(mut self) {
-        let seed = self
-            .name
-            .bytes()
-            .fold(0x6772_6164_696f_u64, |h, b| h.rotate_left(7) ^ u64::from(b));
-        let mut backoff = Backoff::new(self.options.backoff.clone(), seed);
-        let mut ever_up = false;
+        let mut rhythm = HealthRhythm::new(&self.name, self.options.backoff.clone(), self.options.heartbeat);
         let mut need_config = true;
         self.status.set_state(&self.shared, ServiceState::Connecting, None);
         let mut next_check = tokio::time::Instant::now();
@@ -132,28 +127,14 @@ impl GradioService {
                     self.jobs.remove(&done);
                 }
                 _ = tokio::time::sleep_until(next_check) => {
-                    self.status.count_attempt();
-                    let wait = match self.check(&mut need_config).await {
-                        Ok(()) => {
-                            ever_up = true;
-                            backoff.reset();
-                            self.status.set_next_attempt(None);
-                            self.status.set_state(&self.shared, ServiceState::Connected, None);
-                            self.options.heartbeat
+                    let checked = self.check(&mut need_config).await;
+                    let wait = rhythm.after(&self.status, &self.shared, checked.as_ref().map(|()| None).map_err(|e| e.message.as_str()));
+                    if let Err(e) = checked {
+                        need_config = true;
+                        if !rhythm.ever_up() {
+                            self.app.send_replace(AppState::Down(e));
                         }
-                        Err(e) => {
-                            need_config = true;
-                            self.status.record_error(&e.message);
-                            let state = if ever_up { ServiceState::Reconnecting } else { ServiceState::Connecting };
-                            self.status.set_state(&self.shared, state, Some(e.message.clone()));
-                            if !ever_up {
-                                self.app.send_replace(AppState::Down(e));
-                            }
-                            let delay = backoff.next_delay();
-                            self.status.set_next_attempt(Some(delay));
-                            delay
-                        }
-                    };
+                    }
                     next_check = tokio::time::Instant::now() + wait;
                 }
             }

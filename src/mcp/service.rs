@@ -6,7 +6,7 @@ use super::wangp::{self, DownloadTicket, GenerationResult, JobSnapshot, Progress
 use crate::comfy::outputs::{job_dir, safe_component};
 use crate::error::{Error, ErrorCode};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
-use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
+use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -83,12 +83,7 @@ impl WanGpService {
     }
 
     pub async fn run(mut self) {
-        let seed = self
-            .name
-            .bytes()
-            .fold(0x2545_f491_4f6c_dd1du64, |h, b| h.rotate_left(5) ^ u64::from(b));
-        let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
-        let mut ever_up = false;
+        let mut rhythm = HealthRhythm::new(&self.name, self.config.backoff.clone(), self.config.heartbeat);
         let mut introduced = false;
         self.status.set_state(&self.shared, ServiceState::Connecting, None);
         let mut next_check = tokio::time::Instant::now();
@@ -104,7 +99,6 @@ impl WanGpService {
                     self.jobs.remove(&done);
                 }
                 _ = tokio::time::sleep_until(next_check) => {
-                    self.status.count_attempt();
                     let started = Instant::now();
                     let checked = if introduced {
                         self.client.ping(PROBE_TIMEOUT).await
@@ -116,27 +110,13 @@ impl WanGpService {
                             self.status.set_version(format!("{} (MCP {})", info.name, info.version), Vec::new());
                         })
                     };
-                    let wait = match checked {
-                        Ok(()) => {
-                            introduced = true;
-                            ever_up = true;
-                            backoff.reset();
-                            self.status.record_rtt(started.elapsed());
-                            self.status.set_next_attempt(None);
-                            self.status.set_state(&self.shared, ServiceState::Connected, None);
-                            self.config.heartbeat
-                        }
-                        Err(e) => {
-                            // A restarted server is introduced to again.
-                            introduced = false;
-                            self.status.record_failure(&e.message);
-                            let state = if ever_up { ServiceState::Reconnecting } else { ServiceState::Connecting };
-                            self.status.set_state(&self.shared, state, Some(e.message.clone()));
-                            let delay = backoff.next_delay();
-                            self.status.set_next_attempt(Some(delay));
-                            delay
-                        }
+                    // A restarted server is introduced to again.
+                    introduced = checked.is_ok();
+                    let outcome = match &checked {
+                        Ok(()) => Ok(Some(started.elapsed())),
+                        Err(e) => Err(e.message.as_str()),
                     };
+                    let wait = rhythm.after(&self.status, &self.shared, outcome);
                     next_check = tokio::time::Instant::now() + wait;
                 }
             }

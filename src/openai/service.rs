@@ -6,7 +6,7 @@ use super::http::{OpenAiHttp, MAX_RETRY_AFTER};
 use super::protocol::{ChatCompletion, Frame, SseDecoder};
 use crate::error::ErrorCode;
 use crate::event::{EventKind, ServiceState};
-use crate::service::{Backoff, BackoffPolicy, ServiceStatus};
+use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -104,12 +104,7 @@ impl OpenAiService {
     }
 
     pub async fn run(mut self) {
-        let seed = self
-            .name
-            .bytes()
-            .fold(0x51_7cc1_b727_220au64, |h, b| h.rotate_left(7) ^ u64::from(b));
-        let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
-        let mut ever_up = false;
+        let mut rhythm = HealthRhythm::new(&self.name, self.config.backoff.clone(), self.config.heartbeat);
         self.status.set_state(&self.shared, ServiceState::Connecting, None);
         let mut next_check = tokio::time::Instant::now();
         loop {
@@ -124,25 +119,12 @@ impl OpenAiService {
                     self.jobs.remove(&done);
                 }
                 _ = tokio::time::sleep_until(next_check) => {
-                    self.status.count_attempt();
-                    let wait = match self.http.health().await {
-                        Ok(h) => {
-                            ever_up = true;
-                            backoff.reset();
-                            self.status.record_rtt(Duration::from_secs_f64(h.latency_ms / 1000.0));
-                            self.status.set_next_attempt(None);
-                            self.status.set_state(&self.shared, ServiceState::Connected, None);
-                            self.config.heartbeat
-                        }
-                        Err(e) => {
-                            self.status.record_failure(&e.message);
-                            let state = if ever_up { ServiceState::Reconnecting } else { ServiceState::Connecting };
-                            self.status.set_state(&self.shared, state, Some(e.message.clone()));
-                            let delay = backoff.next_delay();
-                            self.status.set_next_attempt(Some(delay));
-                            delay
-                        }
+                    let checked = self.http.health().await;
+                    let outcome = match &checked {
+                        Ok(h) => Ok(Some(Duration::from_secs_f64(h.latency_ms / 1000.0))),
+                        Err(e) => Err(e.message.as_str()),
                     };
+                    let wait = rhythm.after(&self.status, &self.shared, outcome);
                     next_check = tokio::time::Instant::now() + wait;
                 }
             }

@@ -3,9 +3,11 @@ pub mod backoff;
 pub mod breaker;
 pub mod health;
 pub mod metrics;
+pub mod rhythm;
 pub mod status;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use breaker::{BreakerPolicy, CircuitBreaker};
 pub use health::{StudioHealth, StudioState};
+pub use rhythm::HealthRhythm;
 pub use status::{ServiceSnapshot, ServiceStatus};
