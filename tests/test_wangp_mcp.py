@@ -119,6 +119,8 @@ def test_a_stopped_server_flips_health_and_a_restarted_one_comes_back(mcp_python
             server.stop()
             flipped = wait_state(hub, name, "reconnecting", timeout=10)
             assert flipped <= 2 * HEARTBEAT + 1.0, f"health flipped after {flipped:.2f} s"
+            said = [e for e in hub.poll() if e.type == "service_state_changed" and e.service == name]
+            assert any(e.state == "reconnecting" and e.previous == "connected" and e.reason for e in said), said
             studio = hub.snapshot()["studio"]
             assert studio["state"] == "down" and [u["name"] for u in studio["unhealthy"]] == [name], studio
             svc = next(s for s in hub.snapshot()["services"] if s["name"] == name)
