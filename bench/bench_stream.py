@@ -378,14 +378,14 @@ def main(argv: list[str] | None = None) -> int:
             steps, preview = spec[size], spec[3]
             run_null(srv, steps // 4 or 1, preview)  # warm-up: page faults, the server's code paths
             block = {}
-            for name, fn in (
-                ("null", lambda: run_null(srv, steps, preview)),
-                ("ours", lambda: run_ours(srv, steps, preview, out_dir)),
-                ("websockets", lambda: run_websockets(srv, steps, preview)),
-                ("websocket-client", lambda: run_websocket_client(srv, steps, preview)),
+            for name, fn, extra in (
+                ("null", run_null, ()),
+                ("ours", run_ours, (out_dir,)),
+                ("websockets", run_websockets, ()),
+                ("websocket-client", run_websocket_client, ()),
             ):
                 s0 = srv.stats()
-                r = fn()
+                r = fn(srv, steps, preview, *extra)
                 # The server's sending thread: CPU / wall while it wrote this stream. Near 1 would mean the server
                 # is the bottleneck; well below 1, it waits for the client to read.
                 s1 = srv.stats()

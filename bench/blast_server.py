@@ -15,10 +15,11 @@ A prompt's node ``"1"`` inputs say what to stream once ``batch`` prompts of that
 ``progress_state`` and a ``progress`` text frame and, with ``preview_bytes`` > 0, a binary
 ``PREVIEW_IMAGE_WITH_METADATA`` frame carrying a JPEG-sized payload (sizes vary ±50 % around ``preview_bytes``).
 The prompts of a batch are interleaved step by step, as if they ran side by side. The whole stream is encoded
-into one buffer *before* the first byte is sent, then written with ``sendall`` in 1 MiB slices, so the server's
-per-message cost while streaming is nil (the benchmark checks this with a null client and the server's CPU time).
+into ~1 MiB slices (ending on frame boundaries) *before* the first byte is sent, then written with ``sendall``, so
+the server's per-message cost while streaming is nil (the benchmark checks this with a null client and the server's CPU time).
 
-Loopback only; every wait is bounded; stops when stdin closes.
+Commands on stdin: ``stats`` (send statistics as one JSON line), ``stall S`` (HTTP gets no answer for S seconds,
+at most 120; the WebSocket stays up). Loopback only; every wait is bounded; stops when stdin closes.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class Server:
         self.pending: dict[str, list[tuple[str, dict]]] = {}  # client id -> [(prompt id, inputs)]
         self.history: set[str] = set()
         self.queue_served = threading.Event()
+        self.stall_until = 0.0  # HTTP requests get no answer until then (the WebSocket stays up)
         self.stats = {"blasts": 0, "frames": 0, "bytes": 0, "send_s": 0.0, "send_cpu_s": 0.0}
 
     def serve(self) -> None:
@@ -164,6 +166,8 @@ class Server:
                     headers[k.strip().lower()] = v.strip()
                 body = f.read(int(headers.get("content-length", "0") or 0)) if "content-length" in headers else b""
                 path, _, query = target.partition("?")
+                while time.monotonic() < self.stall_until:
+                    time.sleep(0.05)
                 path = path.removeprefix("/api")
                 if path == "/ws" and headers.get("upgrade", "").lower() == "websocket":
                     cid = dict(p.partition("=")[::2] for p in query.split("&") if p).get("clientId") or uuid.uuid4().hex
@@ -227,6 +231,7 @@ class WsConn:
     def __init__(self, server: Server, conn: socket.socket, f, key: str, cid: str) -> None:
         self.server, self.conn, self.f, self.cid = server, conn, f, cid
         self.wlock = threading.Lock()
+        self.blast_lock = threading.Lock()
         accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
         conn.sendall(
             (
@@ -257,23 +262,35 @@ class WsConn:
             parts.extend(s.steps[i] for s in streams if i < len(s.steps))
         parts.extend(s.tail for s in streams)
         parts.append(text_frame({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}}))
-        buf = memoryview(b"".join(parts))
-        del parts
+        # Slices end on frame boundaries, so a pong written between two slices never splits a frame.
+        chunks, cur, size = [], [], 0
+        for part in parts:
+            cur.append(part)
+            size += len(part)
+            if size >= SLICE:
+                chunks.append(b"".join(cur))
+                cur, size = [], 0
+        if cur:
+            chunks.append(b"".join(cur))
+        del parts, cur
         with self.server.lock:
             self.server.history.update(pid for pid, _ in batch)
-        t0, c0 = time.perf_counter(), time.thread_time()
-        try:
-            for off in range(0, len(buf), SLICE):
-                self.send(buf[off : off + SLICE])
-        except OSError:
-            return
+        total = sum(len(c) for c in chunks)
+        with self.blast_lock:  # one stream at a time per socket
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                for chunk in chunks:
+                    self.send(chunk)
+            except OSError:
+                return
+            send_s, send_cpu = time.perf_counter() - t0, time.thread_time() - c0
         with self.server.lock:
             st = self.server.stats
             st["blasts"] += 1
             st["frames"] += sum(s.frames for s in streams) + 1
-            st["bytes"] += len(buf)
-            st["send_s"] += time.perf_counter() - t0
-            st["send_cpu_s"] += time.thread_time() - c0
+            st["bytes"] += total
+            st["send_s"] += send_s
+            st["send_cpu_s"] += send_cpu
 
     def run(self) -> None:
         """Reads client frames: pings get pongs, close gets close, the rest is ignored."""
@@ -308,11 +325,16 @@ def main() -> None:
     server = Server()
     threading.Thread(target=server.serve, daemon=True).start()
     print(f"http://127.0.0.1:{server.port}", flush=True)
-    # One command a line on stdin: "stats" prints the send statistics; EOF stops the server.
+    # One command a line on stdin: "stats" prints the send statistics, "stall S" stops answering HTTP for S
+    # seconds (at most 120); EOF stops the server.
     for line in sys.stdin:
-        if line.strip() == "stats":
+        cmd, *rest = line.split() or [""]
+        if cmd == "stats":
             with server.lock:
                 print(json.dumps(server.stats | {"cpu_s": sum(os.times()[:2])}), flush=True)
+        elif cmd == "stall":
+            server.stall_until = time.monotonic() + min(120.0, float(rest[0]))
+            print("{}", flush=True)
     server.sock.close()
 
 
