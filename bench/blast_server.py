@@ -16,7 +16,8 @@ A prompt's node ``"1"`` inputs say what to stream once ``batch`` prompts of that
 ``PREVIEW_IMAGE_WITH_METADATA`` frame carrying a JPEG-sized payload (sizes vary ±50 % around ``preview_bytes``).
 The prompts of a batch are interleaved step by step, as if they ran side by side. The whole stream is encoded
 into ~1 MiB slices (ending on frame boundaries) *before* the first byte is sent, then written with ``sendall``, so
-the server's per-message cost while streaming is nil (the benchmark checks this with a null client and the server's CPU time).
+the server's per-message cost while streaming is nil (the benchmark checks this with a null client and the
+server's CPU time).
 
 Commands on stdin: ``stats`` (send statistics as one JSON line), ``stall S`` (HTTP gets no answer for S seconds,
 at most 120; the WebSocket stays up). Loopback only; every wait is bounded; stops when stdin closes.
@@ -89,15 +90,17 @@ class Stream:
             }
         ).encode()
         # A few distinct JPEG-sized payloads, reused: the bytes on the wire are what counts, not their entropy.
-        jpegs = [
-            fake_jpeg(rng.randint(preview_bytes // 2, preview_bytes * 3 // 2), rng) for _ in range(8)
-        ] if preview_bytes > 0 else []
+        jpegs = (
+            [fake_jpeg(rng.randint(preview_bytes // 2, preview_bytes * 3 // 2), rng) for _ in range(8)]
+            if preview_bytes > 0
+            else []
+        )
         self.steps: list[bytes] = []
         for v in range(1, steps + 1):
             nodes = {}
             for i, n in enumerate(NODES):
                 state = "finished" if i < NODES.index(SAMPLER) else ("running" if n == SAMPLER else "pending")
-                value = (v if n == SAMPLER else (1 if state == "finished" else 0))
+                value = v if n == SAMPLER else (1 if state == "finished" else 0)
                 nodes[n] = {
                     "value": value,
                     "max": steps if n == SAMPLER else 1,
@@ -177,7 +180,8 @@ class Server:
                 data = json.dumps(payload).encode()
                 conn.sendall(
                     f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                    f"Connection: keep-alive\r\n\r\n".encode() + data
+                    f"Connection: keep-alive\r\n\r\n".encode()
+                    + data
                 )
                 if path == "/queue":
                     self.queue_served.set()
@@ -192,8 +196,14 @@ class Server:
     def route(self, method: str, path: str, body: bytes) -> tuple[str, object]:
         if path == "/system_stats":
             return "200 OK", {
-                "system": {"os": "posix", "comfyui_version": "0.3.64", "python_version": sys.version.split()[0],
-                           "argv": ["main.py", "--blast-bench"], "ram_total": 0, "ram_free": 0},
+                "system": {
+                    "os": "posix",
+                    "comfyui_version": "0.3.64",
+                    "python_version": sys.version.split()[0],
+                    "argv": ["main.py", "--blast-bench"],
+                    "ram_total": 0,
+                    "ram_free": 0,
+                },
                 "devices": [{"name": "blast", "type": "cpu", "index": 0}],
             }
         if path == "/queue":
@@ -204,8 +214,14 @@ class Server:
                 done = pid in self.history
             if not done:
                 return "200 OK", {}
-            return "200 OK", {pid: {"prompt": [0, pid, {}, {}, []], "outputs": {}, "meta": {},
-                                    "status": {"status_str": "success", "completed": True, "messages": []}}}
+            return "200 OK", {
+                pid: {
+                    "prompt": [0, pid, {}, {}, []],
+                    "outputs": {},
+                    "meta": {},
+                    "status": {"status_str": "success", "completed": True, "messages": []},
+                }
+            }
         if path == "/object_info":
             return "200 OK", {}
         if path == "/prompt" and method == "POST":
