@@ -77,7 +77,7 @@ class ChildServer:
         host = self.url.split("://", 1)[1].split("/", 1)[0]
         self.host, _, port = host.rpartition(":")
         self.port = int(port)
-        if self.host not in ("127.0.0.1", "localhost", "[::1]"):
+        if not (self.host.startswith("127.") or self.host in ("localhost", "[::1]")):
             self.stop()
             raise SystemExit(f"the {what} listens on {self.url}, not on loopback; refusing to benchmark")
 
@@ -129,8 +129,8 @@ class Simulator(ChildServer):
 class BlastServer(ChildServer):
     """bench/blast_server.py: pre-encoded ComfyUI frames as fast as the socket takes."""
 
-    def __init__(self) -> None:
-        super().__init__([sys.executable, str(BENCH / "blast_server.py")], "blast server")
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__([sys.executable, str(BENCH / "blast_server.py"), host, str(port)], "blast server")
 
     def stats(self) -> dict:
         line = self.call("stats")

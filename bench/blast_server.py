@@ -130,8 +130,8 @@ class Stream:
 
 
 class Server:
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sock = socket.create_server((host, port), backlog=256)
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.sockets: dict[str, WsConn] = {}
@@ -338,9 +338,13 @@ class WsConn:
 
 
 def main() -> None:
-    server = Server()
+    # Optional: HOST [PORT] (loopback only), for the discovery benchmark's servers on known ports.
+    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+    if not host.startswith("127."):
+        sys.exit("loopback addresses only")
+    server = Server(host, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     threading.Thread(target=server.serve, daemon=True).start()
-    print(f"http://127.0.0.1:{server.port}", flush=True)
+    print(f"http://{host}:{server.port}", flush=True)
     # One command a line on stdin: "stats" prints the send statistics, "stall S" stops answering HTTP for S
     # seconds (at most 120); EOF stops the server.
     for line in sys.stdin:
