@@ -109,9 +109,12 @@ def run_ours(srv: BlastServer, steps: int, preview: int, out_dir: str) -> dict:
         drain_all(hub)
         before = srv.stats()
         coalesced0 = hub.snapshot()["events"]["coalesced"]
+        c0 = time.process_time()
         job = hub.submit(name, blast_prompt(steps, preview))
         kinds: dict[str, int] = {}
-        t0 = c0 = None
+        # The window is taken from the events' own timestamps (set in Rust when each event is made), so the poll
+        # loop's wake-up latency does not shorten or stretch it; CPU counts from submit() (a little against us).
+        t0 = t1 = None
         terminal = None
         deadline = time.monotonic() + TIMEOUT
         poll, wait = hub.poll, hub.wait_for_events
@@ -125,18 +128,17 @@ def run_ours(srv: BlastServer, steps: int, preview: int, out_dir: str) -> dict:
                     kind = ev.type
                     kinds[kind] = kinds.get(kind, 0) + 1
                     if t0 is None and kind != "job_queued":
-                        t0, c0 = time.perf_counter(), time.process_time()
+                        t0 = ev.time
                     if ev.is_terminal and ev.job == job.id:
-                        terminal = kind
-            # perf_counter right after the batch holding the terminal event was handled
-        t1, c1 = time.perf_counter(), time.process_time()
+                        terminal, t1 = kind, ev.time
+        c1 = time.process_time()
         after = srv.stats()
         coalesced = hub.snapshot()["events"]["coalesced"] - coalesced0
     if terminal != "job_completed":
         raise SystemExit(f"ours: the stream ended with {terminal or 'a timeout'}: {kinds}")
     frames = after["frames"] - before["frames"]
     events = sum(v for k, v in kinds.items() if k not in ("job_queued", "queue_changed", "service_state_changed"))
-    res = _window(t0, c0, t1, c1, frames)
+    res = _window(t0, c0, t1 or 0.0, c1, frames)
     res.update(
         {
             "typed_events": events,

@@ -36,7 +36,8 @@ def run_json(argv: list[str], limit: float = LIMIT) -> dict:
     for line in reversed(r.stdout.splitlines()):
         if line.startswith("{"):
             out = json.loads(line)
-            print(f"  {' '.join(Path(a).name if a.endswith('.py') else a for a in argv)}: {time.monotonic() - t0:.1f} s")
+            what = " ".join(Path(a).name if a.endswith(".py") else a for a in argv)
+            print(f"  {what}: {time.monotonic() - t0:.1f} s")
             return out
     raise SystemExit(f"{' '.join(argv)} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
 
@@ -141,8 +142,20 @@ class Table:
 
 
 def section_stream(res: Results, targets: list) -> str:
-    t = Table(["workload", "metric", "ours", "python-websockets", "websocket-client", "null client (bytes only)",
-               "ratio vs websockets", "ratio vs websocket-client", "target", "status"])
+    t = Table(
+        [
+            "workload",
+            "metric",
+            "ours",
+            "python-websockets",
+            "websocket-client",
+            "null client (bytes only)",
+            "ratio vs websockets",
+            "ratio vs websocket-client",
+            "target",
+            "status",
+        ]
+    )
     parts = []
     for wl, label in (("text", "progress only"), ("previews", "progress + JPEG-sized previews")):
         p = f"stream.stream.{wl}"
@@ -169,8 +182,18 @@ def section_stream(res: Results, targets: list) -> str:
                 "≥ 3× websockets" if metric == "msgs_per_s" else "≤ ⅓ of websockets (ratio ≥ 3×)",
                 verdict(ok),
             )
-        t.add(name, "typed events / s delivered by `poll()`", cell(res, f"{p}.ours.typed_events_per_s"),
-              "–", "–", "–", "–", "–", "–", "–")
+        t.add(
+            name,
+            "typed events / s delivered by `poll()`",
+            cell(res, f"{p}.ours.typed_events_per_s"),
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+        )
         parts.append(
             f"{label}: server sending thread CPU/wall while streaming to ours "
             f"{num(res.med(f'{p}.ours.server_send_cpu_per_wall'))}, to websockets "
@@ -184,8 +207,19 @@ def section_stream(res: Results, targets: list) -> str:
 
 
 def section_rtt(res: Results, targets: list) -> str:
-    t = Table(["round trip", "ours", "python-websockets", "websocket-client", "requests", "httpx",
-               "ratio vs best Python", "target", "status"])
+    t = Table(
+        [
+            "round trip",
+            "ours",
+            "python-websockets",
+            "websocket-client",
+            "requests",
+            "httpx",
+            "ratio vs best Python",
+            "target",
+            "status",
+        ]
+    )
     w = "stream.ws_rtt"
     for q in ("p50", "p99"):
         o = res.med(f"{w}.ours.{q}_ms")
@@ -196,23 +230,58 @@ def section_rtt(res: Results, targets: list) -> str:
             ok = None if rw is None else rw >= 1.0
             tgt = "≤ websockets (10 ms apart)"
             targets.append(("WebSocket RTT p50", rw, ok))
-        best = min(filter(None, [res.med(f"{w}.websockets.{q}_ms"), res.med(f"{w}.websocket-client.{q}_ms")]),
-                   default=None)
-        t.add(f"WebSocket ping→pong {q} ms (10 ms apart)", cell(res, f"{w}.ours.{q}_ms"),
-              cell(res, f"{w}.websockets.{q}_ms"), cell(res, f"{w}.websocket-client.{q}_ms"), "–", "–",
-              rtxt(ratio(o, best, True)), tgt, verdict(ok))
+        best = min(
+            filter(None, [res.med(f"{w}.websockets.{q}_ms"), res.med(f"{w}.websocket-client.{q}_ms")]), default=None
+        )
+        t.add(
+            f"WebSocket ping→pong {q} ms (10 ms apart)",
+            cell(res, f"{w}.ours.{q}_ms"),
+            cell(res, f"{w}.websockets.{q}_ms"),
+            cell(res, f"{w}.websocket-client.{q}_ms"),
+            "–",
+            "–",
+            rtxt(ratio(o, best, True)),
+            tgt,
+            verdict(ok),
+        )
     for q in ("p50", "p99"):
-        t.add(f"WebSocket ping→pong {q} ms, websockets back to back", "–", cell(res, f"{w}.websockets_b2b.{q}_ms"),
-              "–", "–", "–", rtxt(ratio(res.med(f"{w}.ours.{q}_ms"), res.med(f"{w}.websockets_b2b.{q}_ms"), True)),
-              "–", "–")
+        t.add(
+            f"WebSocket ping→pong {q} ms, websockets back to back",
+            "–",
+            cell(res, f"{w}.websockets_b2b.{q}_ms"),
+            "–",
+            "–",
+            "–",
+            rtxt(ratio(res.med(f"{w}.ours.{q}_ms"), res.med(f"{w}.websockets_b2b.{q}_ms"), True)),
+            "–",
+            "–",
+        )
     h = "stream.http_rtt"
     for q in ("p50", "p99"):
         o = res.med(f"{h}.ours.{q}_ms")
         best = min(filter(None, [res.med(f"{h}.requests.{q}_ms"), res.med(f"{h}.httpx.{q}_ms")]), default=None)
-        t.add(f"HTTP `GET /queue` {q} ms", cell(res, f"{h}.ours.{q}_ms"), "–", "–", cell(res, f"{h}.requests.{q}_ms"),
-              cell(res, f"{h}.httpx.{q}_ms"), rtxt(ratio(o, best, True)), "–", "–")
-    t.add("HTTP `GET /queue` p50 ms inside the hub (Rust, `snapshot()` http_latency)",
-          cell(res, f"{h}.ours.inner_p50_ms"), "–", "–", "–", "–", "–", "–", "–")
+        t.add(
+            f"HTTP `GET /queue` {q} ms",
+            cell(res, f"{h}.ours.{q}_ms"),
+            "–",
+            "–",
+            cell(res, f"{h}.requests.{q}_ms"),
+            cell(res, f"{h}.httpx.{q}_ms"),
+            rtxt(ratio(o, best, True)),
+            "–",
+            "–",
+        )
+    t.add(
+        "HTTP `GET /queue` p50 ms inside the hub (Rust, `snapshot()` http_latency)",
+        cell(res, f"{h}.ours.inner_p50_ms"),
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+    )
     return t.md()
 
 
@@ -227,48 +296,83 @@ def section_python(res: Results, targets: list) -> str:
         if n == "1000":
             ok, tgt = o < 1.0, "< 1 ms"
             targets.append(("poll() of 1 000 events", o, ok))
-        t.add(f"`poll()` taking {int(n):,} waiting events → Python objects, ms", cell(res, f"pyside.poll.{n}.ms"),
-              f"{cell(res, f'pyside.poll.json_loads_{n}.ms')} (`json.loads` × {int(n):,})",
-              rtxt(ratio(o, res.med(f"pyside.poll.json_loads_{n}.ms"), True)), tgt, verdict(ok))
-    p50, p99 = res.med("pyside.stalled.submit_p50_ms"), res.med("pyside.stalled.submit_p99_ms")
+        t.add(
+            f"`poll()` taking {int(n):,} waiting events → Python objects, ms",
+            cell(res, f"pyside.poll.{n}.ms"),
+            f"{cell(res, f'pyside.poll.json_loads_{n}.ms')} (`json.loads` × {int(n):,})",
+            rtxt(ratio(o, res.med(f"pyside.poll.json_loads_{n}.ms"), True)),
+            tgt,
+            verdict(ok),
+        )
+    p99 = res.med("pyside.stalled.submit_p99_ms")
     ok = None if p99 is None else p99 < 1.0
     targets.append(("submit() p99, server stalled", p99, ok))
     t.add("`submit()` p50 ms, server stalled", cell(res, "pyside.stalled.submit_p50_ms"), "–", "–", "–", "–")
-    t.add("`submit()` p99 ms, server stalled", cell(res, "pyside.stalled.submit_p99_ms"), "–", "–", "< 1 ms",
-          verdict(ok))
+    t.add(
+        "`submit()` p99 ms, server stalled", cell(res, "pyside.stalled.submit_p99_ms"), "–", "–", "< 1 ms", verdict(ok)
+    )
     t.add("`submit()` max ms, server stalled", cell(res, "pyside.stalled.submit_max_ms"), "–", "–", "–", "–")
-    t.add(f"`snapshot()` p50 ms with {num(res.med('pyside.stalled.snapshot_jobs'))} tracked jobs",
-          cell(res, "pyside.stalled.snapshot_p50_ms"), "–", "–", "–", "–")
+    t.add(
+        f"`snapshot()` p50 ms with {num(res.med('pyside.stalled.snapshot_jobs'))} tracked jobs",
+        cell(res, "pyside.stalled.snapshot_p50_ms"),
+        "–",
+        "–",
+        "–",
+        "–",
+    )
     t.add("`snapshot()` p99 ms, same", cell(res, "pyside.stalled.snapshot_p99_ms"), "–", "–", "–", "–")
     imp = res.med("pyside.import.director_link.ms")
     ok = None if imp is None else imp < 50
     targets.append(("import director_link", imp, ok))
-    for lib, mod in (("websockets", "websockets.asyncio.client"), ("websocket-client", "websocket"),
-                     ("requests", "requests"), ("httpx", "httpx")):
-        t.add(f"`import director_link` ms vs `import {mod}`", cell(res, "pyside.import.director_link.ms"),
-              cell(res, f"pyside.import.{lib}.ms"), rtxt(ratio(imp, res.med(f"pyside.import.{lib}.ms"), True)),
-              "< 50 ms", verdict(ok))
-    for who, label in (("hub_owner.tick", "`hub_owner.tick()`"), ("bridge.timer_callback",
-                                                                   "`bridge.timer_callback()` (headless Blender)")):
+    for lib, mod in (
+        ("websockets", "websockets.asyncio.client"),
+        ("websocket-client", "websocket"),
+        ("requests", "requests"),
+        ("httpx", "httpx"),
+    ):
+        t.add(
+            f"`import director_link` ms vs `import {mod}`",
+            cell(res, "pyside.import.director_link.ms"),
+            cell(res, f"pyside.import.{lib}.ms"),
+            rtxt(ratio(imp, res.med(f"pyside.import.{lib}.ms"), True)),
+            "< 50 ms",
+            verdict(ok),
+        )
+    for who, label in (
+        ("hub_owner.tick", "`hub_owner.tick()`"),
+        ("bridge.timer_callback", "`bridge.timer_callback()` (headless Blender)"),
+    ):
         if res.get(f"addon.{who}.idle.median_us") is None:
             continue
         idle = res.med(f"addon.{who}.idle.median_us")
         ok = None if idle is None else idle < 200
         targets.append((f"idle timer tick {who}", idle, ok))
-        t.add(f"{label} idle, µs (median)", cell(res, f"addon.{who}.idle.median_us"), "–", "–", "< 200 µs",
-              verdict(ok))
+        t.add(f"{label} idle, µs (median)", cell(res, f"addon.{who}.idle.median_us"), "–", "–", "< 200 µs", verdict(ok))
         t.add(f"{label} idle, µs (p99)", cell(res, f"addon.{who}.idle.p99_us"), "–", "–", "–", "–")
-        t.add(f"{label} idle + `snapshot()` refresh (every 2 s), µs", cell(res, f"addon.{who}.idle+snapshot.median_us"),
-              "–", "–", "–", "–")
-        t.add(f"{label} with {num(res.med(f'addon.{who}.busy.events_per_tick'))} events pending, µs",
-              cell(res, f"addon.{who}.busy.median_us"), "–", "–", "–", "–")
+        t.add(
+            f"{label} idle + `snapshot()` refresh (every 2 s), µs",
+            cell(res, f"addon.{who}.idle+snapshot.median_us"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
+        t.add(
+            f"{label} with {num(res.med(f'addon.{who}.busy.events_per_tick'))} events pending, µs",
+            cell(res, f"addon.{who}.busy.median_us"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
     return t.md()
 
 
 def section_scale(res: Results, targets: list, cap: int) -> str:
     out = []
-    t = Table(["concurrent jobs", "messages / s", "client CPU µs / message", "typed events", "peak RSS MiB",
-               "vs 1 job"])
+    t = Table(
+        ["concurrent jobs", "messages / s", "client CPU µs / message", "typed events", "peak RSS MiB", "vs 1 job"]
+    )
     base = res.med("scale_jobs.1.msgs_per_s")
     worst = None
     for k in ("1", "10", "100", "1000"):
@@ -278,105 +382,178 @@ def section_scale(res: Results, targets: list, cap: int) -> str:
         r = ratio(m, base, False)
         if k in ("10", "100") and r is not None:
             worst = r if worst is None else min(worst, r)
-        t.add(k, cell(res, f"scale_jobs.{k}.msgs_per_s"), cell(res, f"scale_jobs.{k}.cpu_us_per_msg"),
-              num(res.med(f"scale_jobs.{k}.typed_events")), cell(res, f"scale_jobs.{k}.peak_rss_mib"), rtxt(r))
+        t.add(
+            k,
+            cell(res, f"scale_jobs.{k}.msgs_per_s"),
+            cell(res, f"scale_jobs.{k}.cpu_us_per_msg"),
+            num(res.med(f"scale_jobs.{k}.typed_events")),
+            cell(res, f"scale_jobs.{k}.peak_rss_mib"),
+            rtxt(r),
+        )
     ok = None if worst is None else worst >= 0.8
     targets.append(("throughput flat 1→100 jobs (worst of 10/100 vs 1)", worst, ok))
     out.append(t.md())
-    out.append(f"\nTarget: throughput flat within 20 % from 1 to 100 concurrent jobs — worst of 10 and 100 jobs is "
-               f"{rtxt(worst)} of 1 job: {verdict(ok)}.\n")
+    out.append(
+        f"\nTarget: throughput flat within 20 % from 1 to 100 concurrent jobs — worst of 10 and 100 jobs is "
+        f"{rtxt(worst)} of 1 job: {verdict(ok)}.\n"
+    )
     t = Table(["services", "messages / s (all services)", "client CPU µs / message", "peak RSS MiB", "vs 1 service"])
     base = res.med("scale_services.1.msgs_per_s")
     for s in ("1", "2", "4", "8"):
         m = res.med(f"scale_services.{s}.msgs_per_s")
         if m is None:
             continue
-        t.add(s, cell(res, f"scale_services.{s}.msgs_per_s"), cell(res, f"scale_services.{s}.cpu_us_per_msg"),
-              cell(res, f"scale_services.{s}.peak_rss_mib"), rtxt(ratio(m, base, False)))
+        t.add(
+            s,
+            cell(res, f"scale_services.{s}.msgs_per_s"),
+            cell(res, f"scale_services.{s}.cpu_us_per_msg"),
+            cell(res, f"scale_services.{s}.peak_rss_mib"),
+            rtxt(ratio(m, base, False)),
+        )
     out.append(t.md())
     t = Table(["memory", "ours", "target", "status"])
     svc = res.med("scale_memory.kib_per_idle_service")
     ok = None if svc is None else svc < 1024
     targets.append(("memory per idle service", svc, ok))
-    t.add(f"RSS per idle connected service, KiB ({num(res.med('scale_memory.idle_services'))} services)",
-          cell(res, "scale_memory.kib_per_idle_service"), "< 1 MB", verdict(ok))
-    t.add(f"RSS per live tracked job, KiB ({num(res.med('scale_memory.live_jobs'))} jobs, server stalled)",
-          cell(res, "scale_memory.kib_per_live_job"), "linear in live jobs", "–")
+    t.add(
+        f"RSS per idle connected service, KiB ({num(res.med('scale_memory.idle_services'))} services)",
+        cell(res, "scale_memory.kib_per_idle_service"),
+        "< 1 MB",
+        verdict(ok),
+    )
+    t.add(
+        f"RSS per live tracked job, KiB ({num(res.med('scale_memory.live_jobs'))} jobs, server stalled)",
+        cell(res, "scale_memory.kib_per_live_job"),
+        "linear in live jobs",
+        "–",
+    )
     fin = res.raw.get("scale_finished", [{}])[0]
     if fin:
         known = fin.get("jobs_known_end")
         grow = fin["rss_end_mib"] - fin["rss_at_cap_mib"]
-        ok = known is not None and known <= cap and not fin.get("first_job_known") and grow < 0.25 * fin["rss_at_cap_mib"]
+        ok = known is not None and known <= cap and not fin.get("first_job_known")
+        ok = ok and grow < 0.25 * fin["rss_at_cap_mib"]
         targets.append(("finished jobs bounded", grow, ok))
-        t.add(f"{fin['finished']:,} jobs finished: jobs the hub still knows at the end",
-              num(known), f"≤ cap ({cap})", verdict(known is not None and known <= cap))
+        t.add(
+            f"{fin['finished']:,} jobs finished: jobs the hub still knows at the end",
+            num(known),
+            f"≤ cap ({cap})",
+            verdict(known is not None and known <= cap),
+        )
         t.add("the first job: `hub.job(id)` is None", str(not fin.get("first_job_known")), "dropped", "–")
-        t.add(f"RSS MiB after 2 000 finished → after {fin['finished']:,}",
-              f"{num(fin['rss_at_cap_mib'])} → {num(fin['rss_end_mib'])} ({grow:+.1f})", "bounded", verdict(ok))
+        t.add(
+            f"RSS MiB after {fin['rss_at_cap_finished']:,} finished → after {fin['finished']:,}",
+            f"{num(fin['rss_at_cap_mib'])} → {num(fin['rss_end_mib'])} ({grow:+.1f})",
+            "bounded",
+            verdict(ok),
+        )
     soak = res.raw.get("scale_soak", [{}])[0]
     if soak:
         slope = soak.get("slope_mib_per_min")
         ok = slope is not None and slope < 0.5
         targets.append(("RSS flat over the mixed run", slope, ok))
-        t.add(f"mixed run {soak['seconds']:.0f} s ({soak['jobs']:,} jobs, {soak['events']:,} events): RSS MiB "
-              "start / min after warm-up / max / end",
-              f"{num(soak['rss_start_mib'])} / {num(soak['rss_warm_min_mib'])} / {num(soak['rss_max_mib'])} / "
-              f"{num(soak['rss_end_mib'])}", "flat", "–")
+        t.add(
+            f"mixed run {soak['seconds']:.0f} s ({soak['jobs']:,} jobs, {soak['events']:,} events): RSS MiB "
+            "start / min after warm-up / max / end",
+            f"{num(soak['rss_start_mib'])} / {num(soak['rss_warm_min_mib'])} / {num(soak['rss_max_mib'])} / "
+            f"{num(soak['rss_end_mib'])}",
+            "flat",
+            "–",
+        )
         t.add("mixed run: RSS slope after the first quarter, MiB / min", num(slope), "< 0.5 (flat)", verdict(ok))
     out.append("\n" + t.md())
     if fin:
-        out.append("\nRSS while finished jobs pile up (MiB at every 500th... finished job): " + ", ".join(
-            f"{s['finished']:,}: {s['rss_mib']:.0f}" for s in fin["samples"][:: max(1, len(fin["samples"]) // 10)]))
+        out.append(
+            "\nRSS while finished jobs pile up (finished: MiB): "
+            + ", ".join(
+                f"{s['finished']:,}: {s['rss_mib']:.0f}" for s in fin["samples"][:: max(1, len(fin["samples"]) // 10)]
+            )
+        )
     if soak:
-        out.append("\nMixed-run RSS samples (s: MiB): " + ", ".join(
-            f"{s['t_s']:.0f}: {s['rss_mib']:.0f}" for s in soak["samples"]))
+        out.append(
+            "\nMixed-run RSS samples (s: MiB): "
+            + ", ".join(f"{s['t_s']:.0f}: {s['rss_mib']:.0f}" for s in soak["samples"])
+        )
     return "\n".join(out)
 
 
 def section_discovery(res: Results, targets: list) -> str:
     t = Table(["scan", "median s", "min s", "max s", "mean s", "found", "target", "status"])
-    for key, label in (("nothing_127.0.0.9", "nothing listening (127.0.0.9, all 16 known ports)"),
-                       ("as_is_127.0.0.1", "127.0.0.1 as this machine has it"),
-                       ("up", "servers up (127.0.0.9 bare + the simulator's host:port)")):
+    for key, label in (
+        ("nothing_127.0.0.9", "nothing listening (127.0.0.9, all 16 known ports)"),
+        ("as_is_127.0.0.1", "127.0.0.1 as this machine has it"),
+        ("up", "servers up (127.0.0.9 bare + the simulator's host:port)"),
+    ):
         r = res.raw.get("discovery", [{}])[0].get(key)
         if not r:
             continue
         ok = r["max_s"] < 5 and r["mean_s"] < 3
         targets.append((f"discovery {key}", r["max_s"], ok))
-        t.add(label, num(r["median_s"]), num(r["min_s"]), num(r["max_s"]), num(r["mean_s"]),
-              ", ".join(r["found"]) or "nothing", "< 5 s, mean < 3 s", verdict(ok))
+        t.add(
+            label,
+            num(r["median_s"]),
+            num(r["min_s"]),
+            num(r["max_s"]),
+            num(r["mean_s"]),
+            ", ".join(r["found"]) or "nothing",
+            "< 5 s, mean < 3 s",
+            verdict(ok),
+        )
     return t.md()
 
 
 def section_coverage(res: Results, targets: list) -> str:
     cov = res.raw.get("coverage", [None])[0]
     if not cov:
-        return ("Not measured in this run (it is slow): `python3 bench/run_all.py --coverage`, or "
-                "`python3 bench/bench_coverage.py` alone.")
+        return (
+            "Not measured in this run (it is slow): `python3 bench/run_all.py --coverage`, or "
+            "`python3 bench/bench_coverage.py` alone."
+        )
     t = Table(["code", "lines", "covered", "line coverage", "target", "status"])
     rust = cov.get("rust", {})
     if "error" in rust:
         t.add("Rust", "–", "–", f"not measured: {rust['error']}", "> 90 % of the core", "–")
     elif rust:
-        for key, label in (("core", "Rust core (src/ without src/sim and src/py)"), ("all", "Rust, all of src/")):
+        for key, label in (("core", "Rust core (src/ without the simulator src/sim)"), ("all", "Rust, all of src/")):
             r = rust[key]
             ok = r["percent"] > 90 if key == "core" else None
             if key == "core":
                 targets.append(("Rust core line coverage", r["percent"], ok))
-            t.add(label, f"{r['lines']:,}", f"{r['covered']:,}", f"{r['percent']:.1f} %",
-                  "> 90 %" if key == "core" else "–", verdict(ok))
+            t.add(
+                label,
+                f"{r['lines']:,}",
+                f"{r['covered']:,}",
+                f"{r['percent']:.1f} %",
+                "> 90 %" if key == "core" else "–",
+                verdict(ok),
+            )
     py = cov.get("python", {})
     if "error" in py:
         t.add("Python package", "–", "–", f"not measured: {py['error']}", "–", "–")
     elif py:
-        t.add("Python package (director_link)", f"{py['lines']:,}", f"{py['covered']:,}", f"{py['percent']:.1f} %",
-              "–", "–")
+        t.add(
+            "Python package (director_link)",
+            f"{py['lines']:,}",
+            f"{py['covered']:,}",
+            f"{py['percent']:.1f} %",
+            "–",
+            "–",
+        )
     notes = []
     if rust and "per_dir" in rust:
-        notes.append("Rust by folder: " + ", ".join(
-            f"{d} {v['percent']:.0f} % of {v['lines']:,}" for d, v in sorted(rust["per_dir"].items())))
-        notes.append(f"`cargo test` under instrumentation: {rust['tests_passed']} passed, "
-                     f"{rust['tests_failed']} failed; tools: Debian llvm-{rust['llvm']} (rustc's LLVM major version).")
+        notes.append(
+            "Rust by folder: "
+            + ", ".join(f"{d} {v['percent']:.0f} % of {v['lines']:,}" for d, v in sorted(rust["per_dir"].items()))
+        )
+        notes.append(
+            f"Rust profiles: `cargo test` ({rust['tests_passed']} passed, {rust['tests_failed']} failed)"
+            + (
+                " merged with the pytest suite run on an instrumented build of the extension"
+                if rust.get("with_pytest")
+                else ""
+            )
+            + f"; tools: Debian llvm-{rust['llvm']} (rustc's LLVM major version), `llvm-cov export`."
+        )
     if py and "pytest" in py:
         notes.append(f"pytest under coverage.py: {py['pytest']}")
     return t.md() + ("\n\n" + "\n\n".join(notes) if notes else "")
@@ -401,7 +578,8 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         f"load average {machine['load_average_1m']} at the start (the machine is shared; numbers wander)",
         f"- OS: {machine['os']}; Python {machine['python']}; {machine['rustc']}",
         f"- director_link {machine['director_link']} ({machine['build']} build of the extension)",
-        "- baselines: " + ", ".join(f"{k} {v}" for k, v in libs.items() if k != "coverage")
+        "- baselines: "
+        + ", ".join(f"{k} {v}" for k, v in libs.items() if k != "coverage")
         + (f"; coverage.py {libs['coverage']}" if libs.get("coverage") else ""),
         "",
         "## 1. Event stream",
@@ -466,8 +644,11 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         t.add(name, num(value) if isinstance(value, (int, float)) else "–", verdict(ok))
     body.append(t.md())
     missed = [n for n, _v, ok in targets if ok is False]
-    body += ["", f"{len(targets) - len(missed)} of {len(targets)} met" + (f"; missed: {', '.join(missed)}."
-                                                                           if missed else "."), ""]
+    body += [
+        "",
+        f"{len(targets) - len(missed)} of {len(targets)} met" + (f"; missed: {', '.join(missed)}." if missed else "."),
+        "",
+    ]
     return "\n".join(body)
 
 
@@ -490,8 +671,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"director_link {machine['director_link']} ({machine['build']}), {args.runs} runs, soak {soak:.0f} s")
     res = Results()
     b = str(BENCH)
-    addon = [f"{b}/bench_addon.py", "--json", "--runs", "3" if args.smoke else "10", "--idle",
-             "2000" if args.smoke else "10000"] + (["--no-blender"] if args.smoke else [])
+    addon = [
+        f"{b}/bench_addon.py",
+        "--json",
+        "--runs",
+        "3" if args.smoke else "10",
+        "--idle",
+        "2000" if args.smoke else "10000",
+    ] + (["--no-blender"] if args.smoke else [])
     for i in range(args.runs):
         print(f"run {i + 1}/{args.runs}")
         res.add("stream", run_json([f"{b}/bench_stream.py", "--json", *flag]))
@@ -503,8 +690,9 @@ def main(argv: list[str] | None = None) -> int:
         if i < (1 if args.quick or args.smoke else 3):
             res.add("scale_memory", run_json([f"{b}/bench_scale.py", "memory", "--json", *flag]))
     res.add("scale_finished", run_json([f"{b}/bench_scale.py", "finished", "--json", *flag]))
-    res.add("scale_soak", run_json([f"{b}/bench_scale.py", "soak", "--json", "--soak", str(soak), *flag],
-                                   limit=soak + 600))
+    res.add(
+        "scale_soak", run_json([f"{b}/bench_scale.py", "soak", "--json", "--soak", str(soak), *flag], limit=soak + 600)
+    )
     res.add("discovery", run_json([f"{b}/bench_discovery.py", "--json", *flag]))
     if args.coverage:
         res.add("coverage", run_json([f"{b}/bench_coverage.py", "--json"], limit=7200))
