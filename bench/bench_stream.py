@@ -339,15 +339,19 @@ def websocket_client_rtt(srv: BlastServer, pings: int, spacing: float) -> dict:
 
 
 def http_rtt(srv: BlastServer, calls: int, lib: str) -> dict:
+    """A keep-alive client of `lib`; {} when it is not installed (the smoke run in CI may lack it)."""
     url = f"{srv.url}/queue"
-    if lib == "requests":
-        import requests
+    try:
+        if lib == "requests":
+            import requests
 
-        client = requests.Session()
-    else:
-        import httpx
+            client = requests.Session()
+        else:
+            import httpx
 
-        client = httpx.Client()
+            client = httpx.Client()
+    except ImportError:
+        return {}
     samples = []
     try:
         for i in range(calls + 5):
@@ -421,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for sec in ("ws_rtt", "http_rtt"):
             for name, r in result[sec].items():
-                print(f"{sec} {name:<17} p50 {r['p50_ms'] or 0:.3f} ms  p99 {r['p99_ms'] or 0:.3f} ms")
+                print(f"{sec} {name:<17} p50 {r.get('p50_ms') or 0:.3f} ms  p99 {r.get('p99_ms') or 0:.3f} ms")
     return 0
 
 
