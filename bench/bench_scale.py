@@ -33,7 +33,7 @@ def stream(hub, names: list[str], jobs_per_service: int, steps: int, preview: in
         for _ in range(jobs_per_service):
             ids.add(hub.submit(name, blast_prompt(steps, preview, batch=jobs_per_service)).id)
     # Wall from the events' own timestamps (set in Rust), CPU from the first submit(): see bench_stream.run_ours.
-    t0 = t1 = None
+    t0 = t1 = t_last_step = None
     peak = rss_mib()
     events = 0
     ended: dict[str, int] = {}  # job id -> 1 once terminal
@@ -51,6 +51,8 @@ def stream(hub, names: list[str], jobs_per_service: int, steps: int, preview: in
                     continue
                 if t0 is None:
                     t0 = ev.time
+                if kind in ("progress", "preview"):
+                    t_last_step = ev.time
                 events += 1
                 if ev.is_terminal:
                     ended[ev.job] = 1
@@ -62,9 +64,15 @@ def stream(hub, names: list[str], jobs_per_service: int, steps: int, preview: in
         raise SystemExit(f"only {len(ended)} of {len(ids)} jobs ended in time")
     frames = len(ids) * (steps * (3 if preview else 2) + 5)
     wall = (t1 or 0.0) - (t0 or 0.0)
+    stream_wall = (t_last_step or 0.0) - (t0 or 0.0)
+    steps_msgs = len(ids) * steps * (3 if preview else 2)
     return {
+        # The streaming part: first event -> the last step's event (every job's progress, interleaved).
+        "stream_msgs_per_s": steps_msgs / stream_wall if stream_wall > 0 else None,
         "jobs": len(ids),
         "messages": frames,
+        # After the last step: every job's end (execution_success -> GET /history -> manifest -> JobCompleted).
+        "finish_tail_s": (t1 or 0.0) - (t_last_step or 0.0),
         "typed_events": events,
         "wall_s": wall,
         "msgs_per_s": frames / wall if wall else None,
