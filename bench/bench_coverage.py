@@ -47,14 +47,19 @@ def llvm_tools() -> tuple[str | None, str | None, str]:
 
 def python_coverage(pytest_args: list[str], pkg: Path, rust_env: dict | None) -> dict:
     """coverage.py over pytest, importing the package copy at `pkg` (with the instrumented extension if any)."""
-    data = Path(tempfile.mkdtemp(prefix="dl_pycov_")) / ".coverage"
+    work = Path(tempfile.mkdtemp(prefix="dl_pycov_"))
+    data = work / ".coverage"
+    # Subprocesses too (the CLI tests run `director-link` in a child): coverage's `patch = subprocess`.
+    rc = work / "coveragerc"
+    rc.write_text(f"[run]\nsource = {pkg}\nparallel = true\npatch = subprocess\ndata_file = {data}\n")
     env = child_env()
+    env["COVERAGE_RCFILE"] = str(rc)
     env["PYTHONPATH"] = os.pathsep.join([str(pkg.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["COVERAGE_FILE"] = str(data)
     if rust_env:
         env["LLVM_PROFILE_FILE"] = rust_env["LLVM_PROFILE_FILE"]
     run = subprocess.run(
-        [sys.executable, "-m", "coverage", "run", f"--source={pkg}", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         + pytest_args,
         cwd=REPO,
         env=env,
@@ -63,8 +68,10 @@ def python_coverage(pytest_args: list[str], pkg: Path, rust_env: dict | None) ->
         timeout=PYTEST_LIMIT,
     )
     tail = [ln for ln in run.stdout.strip().splitlines() if " passed" in ln or " failed" in ln][-1:] or [""]
+    failures = [ln.split(" - ")[0] for ln in run.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+    subprocess.run([sys.executable, "-m", "coverage", "combine", "-q", f"--rcfile={rc}"], env=env, timeout=300)
     rep = subprocess.run(
-        [sys.executable, "-m", "coverage", "json", "-o", "-", "-q"],
+        [sys.executable, "-m", "coverage", "json", "-o", "-", "-q", f"--rcfile={rc}"],
         env=env,
         capture_output=True,
         text=True,
@@ -77,6 +84,7 @@ def python_coverage(pytest_args: list[str], pkg: Path, rust_env: dict | None) ->
     return {
         "pytest": tail[0],
         "pytest_exit": run.returncode,
+        "failures": failures,
         "covered": totals["covered_lines"],
         "lines": totals["num_statements"],
         "percent": totals["percent_covered"],
@@ -175,9 +183,12 @@ def coverage(pytest_args: list[str], rust: bool, python: bool) -> dict:
                 so = built
     if python:
         pkg_src = Path(__import__("director_link").__file__).resolve().parent
+        # A copy laid out like the checkout (python/director_link next to workflows/, which the package finds
+        # its templates by), so the instrumented extension never replaces the work tree's own.
         pkg_root = Path(tempfile.mkdtemp(prefix="dl_covpkg_"))
-        pkg = pkg_root / "director_link"
+        pkg = pkg_root / "python" / "director_link"
         shutil.copytree(pkg_src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        (pkg_root / "workflows").symlink_to(REPO / "workflows")
         if so is not None:
             shutil.copy(so, pkg / "_native.abi3.so")
         out["python"] = python_coverage(pytest_args, pkg, env if so is not None else None)
