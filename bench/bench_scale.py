@@ -228,8 +228,18 @@ def part_soak(srv: BlastServer, seconds: float, out_dir: str) -> dict:
     if len(ts) > 2 and max(ts) > min(ts):
         mt, mr = sum(ts) / len(ts), sum(rss) / len(rss)
         slope = 60 * sum((t - mt) * (r - mr) for t, r in zip(ts, rss, strict=True)) / sum((t - mt) ** 2 for t in ts)
+
+    # Growth: the median RSS of the last quarter minus that of the second quarter (after the warm-up quarter).
+    def quarter_median(lo: float, hi: float) -> float | None:
+        vals = sorted(s["rss_mib"] for s in samples if lo * seconds <= s["t_s"] <= hi * seconds)
+        return vals[len(vals) // 2] if vals else None
+
+    q2, q4 = quarter_median(0.25, 0.5), quarter_median(0.75, 1.01)
     return {
         "seconds": seconds,
+        "rss_q2_median_mib": q2,
+        "rss_q4_median_mib": q4,
+        "growth_q2_to_q4_mib": q4 - q2 if q2 is not None and q4 is not None else None,
         "jobs": jobs,
         "events": events,
         "samples": samples,
