@@ -37,13 +37,17 @@ pub struct ParseError(pub String);
 impl ServerMessage {
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
         let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
-        fn data<T: for<'de> Deserialize<'de>>(kind: &str, raw: Option<&serde_json::value::RawValue>) -> Result<T, ParseError> {
+        fn data<T: for<'de> Deserialize<'de>>(
+            kind: &str,
+            raw: Option<&serde_json::value::RawValue>,
+        ) -> Result<T, ParseError> {
             // A missing `data` reads as `null`, as `#[serde(default)]` on a `Value` did.
             let text = raw.map_or("null", |r| r.get());
             serde_json::from_str(text).map_err(|e| ParseError(format!("bad {kind} message: {e}")))
         }
         fn value(raw: Option<&serde_json::value::RawValue>) -> Value {
-            raw.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or(Value::Null)
+            raw.and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(Value::Null)
         }
         let kind = env.kind.as_str();
         Ok(match kind {
