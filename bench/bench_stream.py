@@ -238,13 +238,16 @@ def run_null(srv: BlastServer, steps: int, preview: int) -> dict:
         buf = bytearray(1 << 20)
         total, t0, t1 = 0, None, time.perf_counter()
         c0 = time.process_time()
-        sock.settimeout(0.3)
+        # The server encodes the whole stream before its first byte (seconds for a long one): wait for that
+        # first byte up to TIMEOUT, then stop after 0.3 s of silence.
+        sock.settimeout(TIMEOUT)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             try:
                 n = sock.recv_into(buf)
             except TimeoutError:
                 break
+            sock.settimeout(0.3)
             if not n:
                 break
             if t0 is None:
