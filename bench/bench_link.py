@@ -23,18 +23,16 @@ import http.client
 import json
 import os
 import platform
-import queue
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import director_link
+from _common import Simulator, drain_all, percentile, wait_connected
 from director_link import Hub
 
 try:
@@ -45,7 +43,6 @@ except ImportError:  # pragma: no cover - the message is the point
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 1000
-SIM_START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
 PROMPT_TIMEOUT = 30.0  # per prompt, both clients
 RTT_PINGS = 200
@@ -54,14 +51,6 @@ RTT_TIMEOUT = 15.0  # ours: 200 heartbeats at 10 ms need ~2 s
 DRAIN_REPEATS = 5
 DRAIN_MAX = 5000
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-
-SIM_CODE = r"""
-import sys
-from director_link.testing import ComfySimulator
-with ComfySimulator(time_scale=0) as sim:
-    print(sim.url, flush=True)
-    sys.stdin.read()
-"""
 
 _nonce_counter = 0
 
@@ -90,115 +79,7 @@ def progress_prompt() -> dict:
     }
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest rank, the same definition the hub uses for its latency window."""
-    if not values:
-        return None
-    s = sorted(values)
-    rank = min(len(s), max(1, -int(-q * len(s) // 1)))
-    return s[rank - 1]
-
-
-# --------------------------------------------------------------------------------------------------- the simulator
-
-
-class Simulator:
-    """The ComfyUI simulator in a child process; ``url`` once started. Stops when stdin closes."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        # The child must load the same director_link as we do.
-        pkg_root = str(Path(director_link.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([pkg_root, *filter(None, [env.get("PYTHONPATH")])])
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SIM_CODE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            text=True,
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True, name="sim-stdout").start()
-        deadline = time.monotonic() + SIM_START_TIMEOUT
-        self.url = ""
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            if line.strip().startswith("http"):
-                self.url = line.strip().rstrip("/")
-                break
-        if not self.url:
-            self.stop()
-            raise SystemExit(f"the simulator did not start:\n{self.stderr_text()}")
-        host = self.url.split("://", 1)[1].split("/", 1)[0]
-        self.host, _, port = host.rpartition(":")
-        self.port = int(port)
-        if self.host not in ("127.0.0.1", "localhost", "[::1]"):
-            self.stop()
-            raise SystemExit(f"the simulator listens on {self.url}, not on loopback; refusing to benchmark")
-
-    def stderr_text(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-4000:]
-
-    def cpu_seconds(self) -> float | None:
-        """User+system CPU of the simulator process so far (Linux /proc), for the record."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
 # ------------------------------------------------------------------------------------------------------ our client
-
-
-def wait_connected(hub: Hub, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hub.wait_for_events(0.05)
-        hub.poll(DRAIN_MAX)
-        svc = next(s for s in hub.snapshot()["services"] if s["name"] == name)
-        if svc["state"] == "connected":
-            return
-    raise SystemExit(f"our client did not connect to the simulator within {timeout:.0f} s")
-
-
-def drain_all(hub: Hub, limit: int = 100) -> int:
-    """Takes whatever waits (bounded number of calls); returns how many events."""
-    n = 0
-    for _ in range(limit):
-        got = hub.poll(DRAIN_MAX)
-        if not got:
-            break
-        n += len(got)
-    return n
 
 
 def ours_throughput(url: str, prompts: int, out_dir: str) -> tuple[list[dict], int]:

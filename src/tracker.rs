@@ -290,6 +290,10 @@ mod tests {
         assert_eq!(ids.len(), 4, "{ids:?}");
         assert!(ids.contains(&"live".to_string()) && ids.contains(&"j9".to_string()));
         assert!(!ids.contains(&"j0".to_string()));
+        // A dropped job is unknown (`hub.job(id)` is None); the newest finished ones are still there.
+        assert!(s.job("j0").is_none() && s.job_state("j6").is_none());
+        assert_eq!(s.job("j9").map(|j| j.state), Some(JobState::Cancelled));
+        assert_eq!(s.job_state("live"), Some(JobState::Pending));
     }
 
     #[test]

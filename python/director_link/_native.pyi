@@ -179,6 +179,7 @@ class Hub:
         breaker_threshold: int = 5,
         breaker_window: float = 60.0,
         breaker_open_for: float = 30.0,
+        finished_jobs: int = 1000,
     ) -> Self:
         """Starts the hub's background runtime.
 
@@ -188,7 +189,9 @@ class Hub:
         `reconnect_max`: the reconnect back-off, in seconds. `poll_interval`: how often jobs are checked over
         HTTP while a WebSocket cannot be opened. More than `breaker_threshold` failed connects (or sessions that
         end at once) within `breaker_window` seconds open the circuit for `breaker_open_for` seconds (state
-        `circuit_open`; `reconnect()` tries at once). Raises `ValueError` for a negative or absurd number of seconds.
+        `circuit_open`; `reconnect()` tries at once). `finished_jobs`: how many finished jobs `snapshot()`,
+        `job()` and `wait()` still know (the newest; older ones are forgotten, their files and manifests stay on
+        disk). Raises `ValueError` for a negative or absurd number of seconds.
         """
 
     @property

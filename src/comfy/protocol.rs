@@ -2,7 +2,6 @@
 //! (every field optional where a server version may omit it; unknown message types pass through).
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use std::collections::HashMap;
 
 /// A server → client JSON message. Unknown `type`s become `Unknown`, never an error.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,12 +20,14 @@ pub enum ServerMessage {
     Unknown { kind: String, data: Value },
 }
 
+/// `data` stays raw text until the `type` says what it is: typed messages are parsed straight from it, without
+/// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`).
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    data: Value,
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Why a text frame could not be used.
@@ -36,8 +37,17 @@ pub struct ParseError(pub String);
 impl ServerMessage {
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
         let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
-        fn data<T: for<'de> Deserialize<'de>>(kind: &str, v: Value) -> Result<T, ParseError> {
-            serde_json::from_value(v).map_err(|e| ParseError(format!("bad {kind} message: {e}")))
+        fn data<T: for<'de> Deserialize<'de>>(
+            kind: &str,
+            raw: Option<&serde_json::value::RawValue>,
+        ) -> Result<T, ParseError> {
+            // A missing `data` reads as `null`, as `#[serde(default)]` on a `Value` did.
+            let text = raw.map_or("null", |r| r.get());
+            serde_json::from_str(text).map_err(|e| ParseError(format!("bad {kind} message: {e}")))
+        }
+        fn value(raw: Option<&serde_json::value::RawValue>) -> Value {
+            raw.and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(Value::Null)
         }
         let kind = env.kind.as_str();
         Ok(match kind {
@@ -51,10 +61,10 @@ impl ServerMessage {
             "execution_success" => ServerMessage::ExecutionSuccess(data(kind, env.data)?),
             "execution_error" => ServerMessage::ExecutionError(data(kind, env.data)?),
             "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(kind, env.data)?),
-            "feature_flags" => ServerMessage::FeatureFlags(env.data),
+            "feature_flags" => ServerMessage::FeatureFlags(value(env.data)),
             _ => ServerMessage::Unknown {
+                data: value(env.data),
                 kind: env.kind,
-                data: env.data,
             },
         })
     }
@@ -138,24 +148,12 @@ pub struct ProgressData {
     pub node: Option<String>,
 }
 
+/// Whole-graph progress. Only the prompt id is read: the per-node `progress` messages carry what we show, and
+/// the `nodes` map (every node of the graph, on every step) is skipped unparsed.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 pub struct ProgressStateData {
     #[serde(default, deserialize_with = "lenient_id")]
     pub prompt_id: Option<String>,
-    #[serde(default)]
-    pub nodes: HashMap<String, NodeProgress>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-pub struct NodeProgress {
-    #[serde(default, deserialize_with = "lenient_f64")]
-    pub value: f64,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    pub max: f64,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default, deserialize_with = "lenient_id")]
-    pub display_node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]

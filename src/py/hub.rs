@@ -31,7 +31,7 @@ pub struct Hub {
 impl Hub {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
-    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0))]
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0, finished_jobs=1000))]
     fn new(
         py: Python<'_>,
         output_dir: Option<PathBuf>,
@@ -44,6 +44,7 @@ impl Hub {
         breaker_threshold: usize,
         breaker_window: f64,
         breaker_open_for: f64,
+        finished_jobs: usize,
     ) -> PyResult<Hub> {
         let mut config = HubConfig::default();
         if let Some(dir) = output_dir {
@@ -58,6 +59,9 @@ impl Hub {
         config.breaker.threshold = breaker_threshold;
         config.breaker.window = duration(breaker_window, "breaker_window")?;
         config.breaker.open_for = duration(breaker_open_for, "breaker_open_for")?;
+        // The signature's default is the literal 1000 (so Python sees it); keep it equal to the core's default.
+        debug_assert_eq!(crate::tracker::DEFAULT_FINISHED_CAP, 1000);
+        config.finished_jobs = finished_jobs.max(1);
         let hub = Arc::new(py.detach(|| CoreHub::new(config)).py(py)?);
         super::logging::track(&hub);
         Ok(Hub { inner: hub })

@@ -1,0 +1,772 @@
+#!/usr/bin/env python3
+"""Runs every benchmark and writes BENCHMARKS.md: ours vs the Python clients, ratios, targets met or missed.
+
+    python3 bench/run_all.py                      # full: 5 runs, 10-minute mixed soak, writes BENCHMARKS.md
+    python3 bench/run_all.py --quick              # ~2 minutes: 3 runs, smaller streams, 30 s soak
+    python3 bench/run_all.py --smoke --out /tmp/b.md   # ~20 s: every section once, tiny (CI)
+    python3 bench/run_all.py --coverage           # also line coverage (slow: an instrumented cargo test + pytest)
+
+Each benchmark runs in its own subprocess (bench_stream.py, bench_pyside.py, bench_addon.py, bench_scale.py PART,
+bench_discovery.py, bench_coverage.py), ``--runs`` times where it is cheap enough; every figure is the median of
+the runs with min–max. A benchmark, not a test: the exit code is 0 whatever the numbers (non-zero only when a
+benchmark could not run). Measure a release build of the extension (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import BENCH, REPO, child_env, machine_info
+
+LIMIT = 1800  # seconds, any one benchmark process
+
+
+def run_json(argv: list[str], limit: float = LIMIT) -> dict:
+    """Runs a bench script; returns the JSON object on its last JSON line."""
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, *argv], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=limit
+    )
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("{"):
+            out = json.loads(line)
+            what = " ".join(Path(a).name if a.endswith(".py") else a for a in argv)
+            print(f"  {what}: {time.monotonic() - t0:.1f} s")
+            return out
+    raise SystemExit(f"{' '.join(argv)} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+def flatten(d: dict, prefix: str = "", out: dict | None = None) -> dict:
+    out = {} if out is None else out
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flatten(v, key + ".", out)
+        elif isinstance(v, bool):
+            out[key] = float(v)
+        elif isinstance(v, (int, float)):
+            out[key] = float(v)
+    return out
+
+
+class Results:
+    """Every run's flattened numbers per key; `get` gives (median, min, max)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.raw: dict[str, list[dict]] = {}
+
+    def add(self, section: str, result: dict) -> None:
+        self.raw.setdefault(section, []).append(result)
+        for k, v in flatten(result, section + ".").items():
+            self.values.setdefault(k, []).append(v)
+
+    def get(self, key: str) -> tuple[float, float, float] | None:
+        vals = self.values.get(key)
+        if not vals:
+            return None
+        return statistics.median(vals), min(vals), max(vals)
+
+    def med(self, key: str) -> float | None:
+        g = self.get(key)
+        return g[0] if g else None
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def num(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 10_000:
+        s = f"{v:,.0f}"
+    elif a >= 100:
+        s = f"{v:.0f}"
+    elif a >= 10:
+        s = f"{v:.1f}"
+    elif a >= 1:
+        s = f"{v:.2f}"
+    else:
+        s = f"{v:.3f}"
+    return s + unit
+
+
+def cell(res: Results, key: str | None, scale: float = 1.0, unit: str = "") -> str:
+    if key is None:
+        return "–"
+    g = res.get(key)
+    if g is None:
+        return "–"
+    m, lo, hi = (x * scale for x in g)
+    if len(res.values[key]) == 1 or lo == hi:
+        return num(m, unit)
+    return f"{num(m, unit)} ({num(lo)}–{num(hi)})"
+
+
+def ratio(ours: float | None, base: float | None, lower_is_better: bool) -> float | None:
+    if not ours or not base:
+        return None
+    return base / ours if lower_is_better else ours / base
+
+
+def rtxt(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("**met**" if ok else "**missed**")
+
+
+class Table:
+    def __init__(self, header: list[str]) -> None:
+        self.header = header
+        self.rows: list[list[str]] = []
+
+    def add(self, *cells: str) -> None:
+        self.rows.append(list(cells))
+
+    def md(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+def section_stream(res: Results, targets: list) -> str:
+    t = Table(
+        [
+            "workload",
+            "metric",
+            "ours",
+            "python-websockets",
+            "websocket-client",
+            "null client (bytes only)",
+            "ratio vs websockets",
+            "ratio vs websocket-client",
+            "target",
+            "status",
+        ]
+    )
+    parts = []
+    for wl, label in (("text", "progress only"), ("previews", "progress + JPEG-sized previews")):
+        p = f"stream.stream.{wl}"
+        steps = res.med(f"{p}.steps")
+        if steps is None:
+            continue
+        pv = res.med(f"{p}.preview_bytes") or 0
+        name = f"{label} ({num(steps)} steps" + (f", previews {pv / 1000:.0f} KB ±50 %)" if pv else ")")
+        for metric, lower, tgt in (("msgs_per_s", False, 3.0), ("cpu_us_per_msg", True, 3.0)):
+            o = res.med(f"{p}.ours.{metric}")
+            rw = ratio(o, res.med(f"{p}.websockets.{metric}"), lower)
+            rc = ratio(o, res.med(f"{p}.websocket-client.{metric}"), lower)
+            ok = None if rw is None else rw >= tgt
+            targets.append((f"stream {wl}: {metric}", rw, ok))
+            t.add(
+                name,
+                "messages / s" if metric == "msgs_per_s" else "client CPU µs / message",
+                cell(res, f"{p}.ours.{metric}"),
+                cell(res, f"{p}.websockets.{metric}"),
+                cell(res, f"{p}.websocket-client.{metric}"),
+                cell(res, f"{p}.null.{metric}") if metric == "msgs_per_s" else "–",
+                rtxt(rw),
+                rtxt(rc),
+                "≥ 3× websockets" if metric == "msgs_per_s" else "≤ ⅓ of websockets (ratio ≥ 3×)",
+                verdict(ok),
+            )
+        t.add(
+            name,
+            "typed events / s delivered by `poll()`",
+            cell(res, f"{p}.ours.typed_events_per_s"),
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+        )
+        parts.append(
+            f"{label}: server sending thread CPU/wall while streaming to ours "
+            f"{num(res.med(f'{p}.ours.server_send_cpu_per_wall'))}, to websockets "
+            f"{num(res.med(f'{p}.websockets.server_send_cpu_per_wall'))}, to the null client "
+            f"{num(res.med(f'{p}.null.server_send_cpu_per_wall'))}; null client "
+            f"{num(res.med(f'{p}.null.msgs_per_s'))} messages/s = "
+            f"{num(ratio(res.med(f'{p}.null.msgs_per_s'), res.med(f'{p}.ours.msgs_per_s'), False))}× ours"
+        )
+    check = "\n".join(f"- {x}" for x in parts)
+    return t.md() + "\n\nServer check (is the server the bottleneck?):\n\n" + check
+
+
+def section_rtt(res: Results, targets: list) -> str:
+    t = Table(
+        [
+            "round trip",
+            "ours",
+            "python-websockets",
+            "websocket-client",
+            "requests",
+            "httpx",
+            "ratio vs best Python",
+            "target",
+            "status",
+        ]
+    )
+    w = "stream.ws_rtt"
+    for q in ("p50", "p99"):
+        o = res.med(f"{w}.ours.{q}_ms")
+        rw = ratio(o, res.med(f"{w}.websockets.{q}_ms"), True)
+        ok = None
+        tgt = "–"
+        if q == "p50":
+            ok = None if rw is None else rw >= 1.0
+            tgt = "≤ websockets (10 ms apart)"
+            targets.append(("WebSocket RTT p50", rw, ok))
+        best = min(
+            filter(None, [res.med(f"{w}.websockets.{q}_ms"), res.med(f"{w}.websocket-client.{q}_ms")]), default=None
+        )
+        t.add(
+            f"WebSocket ping→pong {q} ms (10 ms apart)",
+            cell(res, f"{w}.ours.{q}_ms"),
+            cell(res, f"{w}.websockets.{q}_ms"),
+            cell(res, f"{w}.websocket-client.{q}_ms"),
+            "–",
+            "–",
+            rtxt(ratio(o, best, True)),
+            tgt,
+            verdict(ok),
+        )
+    for q in ("p50", "p99"):
+        t.add(
+            f"WebSocket ping→pong {q} ms, websockets back to back",
+            "–",
+            cell(res, f"{w}.websockets_b2b.{q}_ms"),
+            "–",
+            "–",
+            "–",
+            rtxt(ratio(res.med(f"{w}.ours.{q}_ms"), res.med(f"{w}.websockets_b2b.{q}_ms"), True)),
+            "–",
+            "–",
+        )
+    h = "stream.http_rtt"
+    for q in ("p50", "p99"):
+        o = res.med(f"{h}.ours.{q}_ms")
+        best = min(filter(None, [res.med(f"{h}.requests.{q}_ms"), res.med(f"{h}.httpx.{q}_ms")]), default=None)
+        t.add(
+            f"HTTP `GET /queue` {q} ms",
+            cell(res, f"{h}.ours.{q}_ms"),
+            "–",
+            "–",
+            cell(res, f"{h}.requests.{q}_ms"),
+            cell(res, f"{h}.httpx.{q}_ms"),
+            rtxt(ratio(o, best, True)),
+            "–",
+            "–",
+        )
+    t.add(
+        "HTTP `GET /queue` p50 ms inside the hub (Rust, `snapshot()` http_latency)",
+        cell(res, f"{h}.ours.inner_p50_ms"),
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+    )
+    return t.md()
+
+
+def section_python(res: Results, targets: list) -> str:
+    t = Table(["what", "ours", "Python reference", "ratio", "target", "status"])
+    for n in ("1000", "10000"):
+        o = res.med(f"pyside.poll.{n}.ms")
+        if o is None:
+            continue
+        ok = None
+        tgt = "–"
+        if n == "1000":
+            ok, tgt = o < 1.0, "< 1 ms"
+            targets.append(("poll() of 1 000 events", o, ok))
+        t.add(
+            f"`poll()` taking {int(n):,} waiting events → Python objects, ms",
+            cell(res, f"pyside.poll.{n}.ms"),
+            f"{cell(res, f'pyside.poll.json_loads_{n}.ms')} (`json.loads` × {int(n):,})",
+            rtxt(ratio(o, res.med(f"pyside.poll.json_loads_{n}.ms"), True)),
+            tgt,
+            verdict(ok),
+        )
+    p99 = res.med("pyside.stalled.submit_p99_ms")
+    ok = None if p99 is None else p99 < 1.0
+    targets.append(("submit() p99, server stalled", p99, ok))
+    t.add("`submit()` p50 ms, server stalled", cell(res, "pyside.stalled.submit_p50_ms"), "–", "–", "–", "–")
+    t.add(
+        "`submit()` p99 ms, server stalled", cell(res, "pyside.stalled.submit_p99_ms"), "–", "–", "< 1 ms", verdict(ok)
+    )
+    t.add("`submit()` max ms, server stalled", cell(res, "pyside.stalled.submit_max_ms"), "–", "–", "–", "–")
+    t.add(
+        f"`snapshot()` p50 ms with {num(res.med('pyside.stalled.snapshot_jobs'))} tracked jobs",
+        cell(res, "pyside.stalled.snapshot_p50_ms"),
+        "–",
+        "–",
+        "–",
+        "–",
+    )
+    t.add("`snapshot()` p99 ms, same", cell(res, "pyside.stalled.snapshot_p99_ms"), "–", "–", "–", "–")
+    imp = res.med("pyside.import.director_link.ms")
+    ok = None if imp is None else imp < 50
+    targets.append(("import director_link", imp, ok))
+    for lib, mod in (
+        ("websockets", "websockets.asyncio.client"),
+        ("websocket-client", "websocket"),
+        ("requests", "requests"),
+        ("httpx", "httpx"),
+    ):
+        t.add(
+            f"`import director_link` ms vs `import {mod}`",
+            cell(res, "pyside.import.director_link.ms"),
+            cell(res, f"pyside.import.{lib}.ms"),
+            rtxt(ratio(imp, res.med(f"pyside.import.{lib}.ms"), True)),
+            "< 50 ms",
+            verdict(ok),
+        )
+    for who, label in (
+        ("hub_owner.tick", "`hub_owner.tick()`"),
+        ("bridge.timer_callback", "`bridge.timer_callback()` (headless Blender)"),
+    ):
+        if res.get(f"addon.{who}.idle.median_us") is None:
+            continue
+        idle = res.med(f"addon.{who}.idle.median_us")
+        ok = None if idle is None else idle < 200
+        targets.append((f"idle timer tick {who}", idle, ok))
+        t.add(f"{label} idle, µs (median)", cell(res, f"addon.{who}.idle.median_us"), "–", "–", "< 200 µs", verdict(ok))
+        t.add(f"{label} idle, µs (p99)", cell(res, f"addon.{who}.idle.p99_us"), "–", "–", "–", "–")
+        t.add(
+            f"{label} idle + `snapshot()` refresh (every 2 s), µs",
+            cell(res, f"addon.{who}.idle+snapshot.median_us"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
+        t.add(
+            f"{label} with {num(res.med(f'addon.{who}.busy.events_per_tick'))} events pending, µs",
+            cell(res, f"addon.{who}.busy.median_us"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
+    return t.md()
+
+
+def section_scale(res: Results, targets: list, cap: int) -> str:
+    out = []
+    t = Table(
+        [
+            "concurrent jobs",
+            "messages / s while streaming",
+            "vs 1 job",
+            "messages / s end to end",
+            "finish tail s",
+            "client CPU µs / message",
+            "typed events",
+            "peak RSS MiB",
+        ]
+    )
+    base = res.med("scale_jobs.1.stream_msgs_per_s")
+    worst = None
+    for k in ("1", "10", "100", "1000"):
+        m = res.med(f"scale_jobs.{k}.stream_msgs_per_s")
+        if m is None:
+            continue
+        r = ratio(m, base, False)
+        if k in ("10", "100") and r is not None:
+            worst = r if worst is None else min(worst, r)
+        t.add(
+            k,
+            cell(res, f"scale_jobs.{k}.stream_msgs_per_s"),
+            rtxt(r),
+            cell(res, f"scale_jobs.{k}.msgs_per_s"),
+            cell(res, f"scale_jobs.{k}.finish_tail_s"),
+            cell(res, f"scale_jobs.{k}.cpu_us_per_msg"),
+            num(res.med(f"scale_jobs.{k}.typed_events")),
+            cell(res, f"scale_jobs.{k}.peak_rss_mib"),
+        )
+    ok = None if worst is None else worst >= 0.8
+    targets.append(("throughput flat 1→100 jobs (worst of 10/100 vs 1)", worst, ok))
+    out.append(t.md())
+    out.append(
+        f"\nTarget: throughput flat within 20 % from 1 to 100 concurrent jobs — while streaming, the worst of "
+        f"10 and 100 jobs is {rtxt(worst)} of 1 job: {verdict(ok)}. 'While streaming' is first event → the "
+        "last step's event; 'end to end' adds the finish tail (each job's `execution_success` → "
+        "`GET /history` → manifest → `JobCompleted`, many at once at the end of an interleaved batch).\n"
+    )
+    t = Table(
+        [
+            "services",
+            "messages / s while streaming (all services)",
+            "vs 1 service",
+            "messages / s end to end",
+            "client CPU µs / message",
+            "peak RSS MiB",
+        ]
+    )
+    base = res.med("scale_services.1.stream_msgs_per_s")
+    for s in ("1", "2", "4", "8"):
+        m = res.med(f"scale_services.{s}.stream_msgs_per_s")
+        if m is None:
+            continue
+        t.add(
+            s,
+            cell(res, f"scale_services.{s}.stream_msgs_per_s"),
+            rtxt(ratio(m, base, False)),
+            cell(res, f"scale_services.{s}.msgs_per_s"),
+            cell(res, f"scale_services.{s}.cpu_us_per_msg"),
+            cell(res, f"scale_services.{s}.peak_rss_mib"),
+        )
+    out.append(t.md())
+    t = Table(["memory", "ours", "target", "status"])
+    svc = res.med("scale_memory.kib_per_idle_service")
+    ok = None if svc is None else svc < 1024
+    targets.append(("memory per idle service", svc, ok))
+    t.add(
+        f"RSS per idle connected service, KiB ({num(res.med('scale_memory.idle_services'))} services)",
+        cell(res, "scale_memory.kib_per_idle_service"),
+        "< 1 MB",
+        verdict(ok),
+    )
+    t.add(
+        f"RSS per live tracked job, KiB ({num(res.med('scale_memory.live_jobs'))} jobs, server stalled)",
+        cell(res, "scale_memory.kib_per_live_job"),
+        "linear in live jobs",
+        "–",
+    )
+    fin = res.raw.get("scale_finished", [{}])[0]
+    if fin:
+        known = fin.get("jobs_known_end")
+        grow = fin["rss_end_mib"] - fin["rss_at_cap_mib"]
+        ok = known is not None and known <= cap and not fin.get("first_job_known")
+        ok = ok and grow < 0.25 * fin["rss_at_cap_mib"]
+        targets.append(("finished jobs bounded", grow, ok))
+        t.add(
+            f"{fin['finished']:,} jobs finished: jobs the hub still knows at the end",
+            num(known),
+            f"≤ cap ({cap})",
+            verdict(known is not None and known <= cap),
+        )
+        t.add("the first job: `hub.job(id)` is None", str(not fin.get("first_job_known")), "dropped", "–")
+        t.add(
+            f"RSS MiB after {fin['rss_at_cap_finished']:,} finished → after {fin['finished']:,}",
+            f"{num(fin['rss_at_cap_mib'])} → {num(fin['rss_end_mib'])} ({grow:+.1f})",
+            "bounded",
+            verdict(ok),
+        )
+    soak = res.raw.get("scale_soak", [{}])[0]
+    if soak:
+        slope = soak.get("slope_mib_per_min")
+        grow = soak.get("growth_q2_to_q4_mib")
+        q2 = soak.get("rss_q2_median_mib") or 0.0
+        ok = grow is not None and grow < max(2.0, 0.05 * q2)
+        targets.append(("RSS flat over the mixed run (growth 2nd → 4th quarter, MiB)", grow, ok))
+        t.add(
+            f"mixed run {soak['seconds']:.0f} s ({soak['jobs']:,} jobs, {soak['events']:,} events): RSS MiB "
+            "start / min after warm-up / max / end",
+            f"{num(soak['rss_start_mib'])} / {num(soak['rss_warm_min_mib'])} / {num(soak['rss_max_mib'])} / "
+            f"{num(soak['rss_end_mib'])}",
+            "flat",
+            "–",
+        )
+        t.add(
+            "mixed run: median RSS of the 2nd quarter → of the last quarter, MiB",
+            f"{num(q2)} → {num(soak.get('rss_q4_median_mib'))} ({grow:+.2f})" if grow is not None else "–",
+            "growth < 5 % (or < 2 MiB)",
+            verdict(ok),
+        )
+        t.add("mixed run: least-squares RSS slope after the first quarter, MiB / min", num(slope), "–", "–")
+    out.append("\n" + t.md())
+    if fin:
+        out.append(
+            "\nRSS while finished jobs pile up (finished: MiB): "
+            + ", ".join(
+                f"{s['finished']:,}: {s['rss_mib']:.0f}" for s in fin["samples"][:: max(1, len(fin["samples"]) // 10)]
+            )
+        )
+    if soak:
+        out.append(
+            "\nMixed-run RSS samples (s: MiB): "
+            + ", ".join(f"{s['t_s']:.0f}: {s['rss_mib']:.0f}" for s in soak["samples"])
+        )
+    return "\n".join(out)
+
+
+def section_discovery(res: Results, targets: list) -> str:
+    t = Table(["scan", "median s", "min s", "max s", "mean s", "found", "target", "status"])
+    for key, label in (
+        ("nothing_127.0.0.9", "nothing listening (127.0.0.9, all 16 known ports)"),
+        ("as_is_127.0.0.1", "127.0.0.1 as this machine has it"),
+        ("up", "servers up (127.0.0.9 bare + the simulator's host:port)"),
+    ):
+        r = res.raw.get("discovery", [{}])[0].get(key)
+        if not r:
+            continue
+        ok = r["max_s"] < 5 and r["mean_s"] < 3
+        targets.append((f"discovery {key}", r["max_s"], ok))
+        t.add(
+            label,
+            num(r["median_s"]),
+            num(r["min_s"]),
+            num(r["max_s"]),
+            num(r["mean_s"]),
+            ", ".join(r["found"]) or "nothing",
+            "< 5 s, mean < 3 s",
+            verdict(ok),
+        )
+    return t.md()
+
+
+def section_coverage(res: Results, targets: list) -> str:
+    cov = res.raw.get("coverage", [None])[0]
+    if not cov:
+        return (
+            "Not measured in this run (it is slow): `python3 bench/run_all.py --coverage`, or "
+            "`python3 bench/bench_coverage.py` alone."
+        )
+    t = Table(["code", "lines", "covered", "line coverage", "target", "status"])
+    rust = cov.get("rust", {})
+    if "error" in rust:
+        t.add("Rust", "–", "–", f"not measured: {rust['error']}", "> 90 % of the core", "–")
+    elif rust:
+        for key, label in (("core", "Rust core (src/ without the simulator src/sim)"), ("all", "Rust, all of src/")):
+            r = rust[key]
+            ok = r["percent"] > 90 if key == "core" else None
+            if key == "core":
+                targets.append(("Rust core line coverage", r["percent"], ok))
+            t.add(
+                label,
+                f"{r['lines']:,}",
+                f"{r['covered']:,}",
+                f"{r['percent']:.1f} %",
+                "> 90 %" if key == "core" else "–",
+                verdict(ok),
+            )
+    py = cov.get("python", {})
+    if "error" in py:
+        t.add("Python package", "–", "–", f"not measured: {py['error']}", "–", "–")
+    elif py:
+        t.add(
+            "Python package (director_link)",
+            f"{py['lines']:,}",
+            f"{py['covered']:,}",
+            f"{py['percent']:.1f} %",
+            "–",
+            "–",
+        )
+    notes = []
+    if rust and "per_dir" in rust:
+        notes.append(
+            "Rust by folder: "
+            + ", ".join(f"{d} {v['percent']:.0f} % of {v['lines']:,}" for d, v in sorted(rust["per_dir"].items()))
+        )
+        notes.append(
+            f"Rust profiles: `cargo test` ({rust['tests_passed']} passed, {rust['tests_failed']} failed)"
+            + (
+                " merged with the pytest suite run on an instrumented build of the extension"
+                if rust.get("with_pytest")
+                else ""
+            )
+            + f"; tools: Debian llvm-{rust['llvm']} (rustc's LLVM major version), `llvm-cov export`."
+        )
+    if py and "pytest" in py:
+        notes.append(f"pytest under coverage.py: {py['pytest']}")
+    return t.md() + ("\n\n" + "\n\n".join(notes) if notes else "")
+
+
+def write_report(res: Results, machine: dict, args, seconds: float, cap: int) -> str:
+    targets: list = []
+    libs = machine["libraries"]
+    body = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{' '.join(['python3', 'bench/run_all.py', *sys.argv[1:]])}` in {seconds / 60:.1f} min "
+        f"({args.runs} runs per figure where it says median (min–max); one run for the finished-jobs and "
+        "mixed-run rows). Every comparison is ours vs the alternative **in the same run, on the same machine, against "
+        "the same server**; ratios are oriented so that **> 1× means ours is better**. Regenerate with "
+        "`python3 bench/run_all.py` (add `--coverage` for section 6); see bench/README.md for how each number "
+        "is taken.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {machine['cpu_model']}, {machine['cpu_count']} cores; RAM {machine['ram_gib']} GiB; "
+        f"load average {machine['load_average_1m']} at the start (the machine is shared; numbers wander)",
+        f"- OS: {machine['os']}; Python {machine['python']}; {machine['rustc']}",
+        f"- director_link {machine['director_link']} ({machine['build']} build of the extension)",
+        "- baselines: "
+        + ", ".join(f"{k} {v}" for k, v in libs.items() if k != "coverage")
+        + (f"; coverage.py {libs['coverage']}" if libs.get("coverage") else ""),
+        "",
+        "## 1. Event stream",
+        "",
+        "One prompt's ComfyUI-shaped stream from `bench/blast_server.py` (a separate process; each step a "
+        "`progress_state` with the graph's 7 nodes, a `progress` and, in the preview workload, a binary "
+        "`PREVIEW_IMAGE_WITH_METADATA` frame of 20–60 KB), timed from the first message to the prompt's end. "
+        "**Ours** is the real path: `Hub` + the ComfyUI service (`GET /system_stats`, `/ws?clientId=`, "
+        "`POST /prompt`, `GET /queue`, `GET /history/{id}`, manifest on disk) with `poll()` draining typed events "
+        "into Python; CPU is `time.process_time()` of the whole process (the hub's Rust threads included). "
+        "**Baselines** read the same stream and decode every message: `json.loads` of each text frame, header + "
+        "metadata `json.loads` + image slice of each binary frame (python-websockets 'asyncio' client without "
+        "compression; websocket-client with its defaults). Messages / s counts the server's frames; ours turns "
+        "them into fewer typed events (`progress_state` only starts the job; `progress` → `Progress`, preview → "
+        "`Preview`), shown in its own row.",
+        "",
+        section_stream(res, targets),
+        "",
+        "## 2. Round trip",
+        "",
+        "Same server. WebSocket: ours is the hub's heartbeat (`Hub(heartbeat=0.01)`, ping → pong timed in Rust, "
+        "read from `snapshot()`), so the like-for-like baselines ping every 10 ms too (timed in Python around "
+        "`await ws.ping()` / `ws.ping()` + `recv_data_frame`); the back-to-back websockets row keeps both "
+        "processes hot and flatters it. HTTP: ours is what a user calls — `hub.cancel_remote(service, id)` "
+        "of an id not on the server is exactly one `GET /queue`, timed in Python around the call; baselines are "
+        "a keep-alive `requests.Session` / `httpx.Client` `get(...).json()`.",
+        "",
+        section_rtt(res, targets),
+        "",
+        "## 3. Python side",
+        "",
+        section_python(res, targets),
+        "",
+        "## 4. Scale curves and memory",
+        "",
+        "Concurrent jobs: K prompts submitted at once, streamed interleaved step by step (the same total number "
+        "of steps split over K); services: S services (each its own WebSocket) streaming at once. Throughput "
+        "is messages / s over the whole window (first event to the last job's end, including every job's "
+        "history fetch and manifest). RSS is this client process's alone (servers run in child processes). "
+        f"Finished jobs: the hub keeps the newest `Hub(finished_jobs={cap})` finished jobs for `snapshot()`, "
+        "`job()` and `wait()` and forgets older ones (their files and manifests stay on disk).",
+        "",
+        section_scale(res, targets, cap),
+        "",
+        "## 5. Discovery",
+        "",
+        "`hub.discover(hosts)` (default options: 16 known ports per bare host, 32 probes at once, 0.3 s connect "
+        "timeout), timed from Python; ComfyUI-speaking servers are `bench/blast_server.py` bound to 8188 / 8189, "
+        "a plain `http.server` on 7860, and the ComfyUI simulator at its own port.",
+        "",
+        section_discovery(res, targets),
+        "",
+        "## 6. Coverage",
+        "",
+        section_coverage(res, targets),
+        "",
+        "## Targets",
+        "",
+    ]
+    t = Table(["target", "value", "status"])
+    for name, value, ok in targets:
+        t.add(name, num(value) if isinstance(value, (int, float)) else "–", verdict(ok))
+    body.append(t.md())
+    missed = [n for n, _v, ok in targets if ok is False]
+    limits = {
+        "stream previews: cpu": "preview CPU per message: `perf` shows most of our per-preview CPU on the Python "
+        "thread, copying each 20–60 KB image into a new `bytes` object for the `Preview` event (and the page "
+        "faults of those fresh allocations); the Rust side (frame read, header + metadata parse) is the smaller "
+        "part. A Python client pays the same copy (the baseline slices the image out of the frame), so the "
+        "ratio is bounded by memcpy, not by parsing. Handing out a zero-copy buffer instead of `bytes` would "
+        "change the event's type, so it is not done here.",
+        "stream previews: msgs": "preview messages / s: bounded by the same per-preview copy into Python `bytes` "
+        "(see the CPU row).",
+        "throughput flat": "throughput vs concurrent jobs: one run of this row moves by ±30 % on this shared "
+        "2-core machine (the median of the runs is shown); per job, the hub adds a `JobStarted` / `NodeStarted` "
+        "and, at the end, a `GET /history` and a manifest write, which the 'end to end' column shows growing "
+        "with 1 000 jobs.",
+        "RSS flat": "RSS over the mixed run: see the samples above; allocator growth in the first minutes settles.",
+        "Rust core line coverage": "Rust coverage: measured over `cargo test` plus the whole pytest suite on an "
+        "instrumented extension; the least covered folders are listed in section 6 (openai and discovery lowest). "
+        "Raising it means new tests, which this benchmark task did not add.",
+        "WebSocket RTT": "RTT: the hub's ping is timed inside its Rust task; a Python client's includes its event "
+        "loop wake-up.",
+    }
+    notes = [text for key, text in limits.items() if any(m.startswith(key) for m in missed)]
+    body += [
+        "",
+        "What changed to get here: the first `perf` profile of the text stream showed most of the hub's CPU in "
+        "building a `serde_json::Value` tree (an `IndexMap` per object) for every message's `data`, mostly "
+        "`progress_state`'s map of every node, which the hub never reads. `src/comfy/protocol.rs` now keeps "
+        "`data` as raw text until the `type` is known, parses the typed struct straight from it and skips "
+        "`progress_state`'s `nodes`: ~4× more messages / s and ~4× less CPU per message on the text stream "
+        "(25 → 6 µs, measured with this suite before and after).",
+    ]
+    if notes:
+        body += ["", "What limits the missed targets:", ""] + [f"- {n}" for n in notes]
+    body += [
+        "",
+        f"{len(targets) - len(missed)} of {len(targets)} met" + (f"; missed: {', '.join(missed)}." if missed else "."),
+        "",
+    ]
+    return "\n".join(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs, 30 s soak (~2 min)")
+    mode.add_argument("--smoke", action="store_true", help="every section once, tiny (~20 s), for CI")
+    p.add_argument("--runs", type=int, default=None, help="runs per figure (default 5, --quick 3, --smoke 1)")
+    p.add_argument("--soak", type=float, default=None, help="mixed-run seconds (default 600, --quick 30)")
+    p.add_argument("--coverage", action="store_true", help="also line coverage (slow)")
+    p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="where to write the Markdown")
+    p.add_argument("--json-out", default=None, help="also write every raw result as JSON here")
+    args = p.parse_args(argv)
+    args.runs = max(1, min(args.runs or (1 if args.smoke else 3 if args.quick else 5), 20))
+    flag = ["--smoke"] if args.smoke else (["--quick"] if args.quick else [])
+    soak = args.soak if args.soak is not None else (3.0 if args.smoke else 30.0 if args.quick else 600.0)
+    started = time.monotonic()
+    machine = machine_info()
+    print(f"director_link {machine['director_link']} ({machine['build']}), {args.runs} runs, soak {soak:.0f} s")
+    res = Results()
+    b = str(BENCH)
+    addon = [
+        f"{b}/bench_addon.py",
+        "--json",
+        "--runs",
+        "3" if args.smoke else "10",
+        "--idle",
+        "2000" if args.smoke else "10000",
+    ] + (["--no-blender"] if args.smoke else [])
+    for i in range(args.runs):
+        print(f"run {i + 1}/{args.runs}")
+        res.add("stream", run_json([f"{b}/bench_stream.py", "--json", *flag]))
+        res.add("pyside", run_json([f"{b}/bench_pyside.py", "--json", *flag]))
+        res.add("addon", run_json(addon))
+        if i < (1 if args.quick or args.smoke else args.runs):
+            res.add("scale_jobs", run_json([f"{b}/bench_scale.py", "jobs", "--json", *flag]))
+            res.add("scale_services", run_json([f"{b}/bench_scale.py", "services", "--json", *flag]))
+        if i < (1 if args.quick or args.smoke else 3):
+            res.add("scale_memory", run_json([f"{b}/bench_scale.py", "memory", "--json", *flag]))
+    res.add("scale_finished", run_json([f"{b}/bench_scale.py", "finished", "--json", *flag]))
+    res.add(
+        "scale_soak", run_json([f"{b}/bench_scale.py", "soak", "--json", "--soak", str(soak), *flag], limit=soak + 600)
+    )
+    res.add("discovery", run_json([f"{b}/bench_discovery.py", "--json", *flag]))
+    if args.coverage:
+        res.add("coverage", run_json([f"{b}/bench_coverage.py", "--json"], limit=7200))
+    cap = 1000
+    report = write_report(res, machine, args, time.monotonic() - started, cap)
+    Path(args.out).write_text(report)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"machine": machine, "results": res.raw}, indent=1))
+    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
