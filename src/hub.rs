@@ -62,6 +62,11 @@ impl Default for HubConfig {
     }
 }
 
+/// The output sub-folder of a job: its tag (a shot name), else its service's name.
+fn output_group(tag: Option<&str>, service: &str) -> String {
+    tag.filter(|t| !t.trim().is_empty()).unwrap_or(service).to_string()
+}
+
 pub fn default_output_dir() -> PathBuf {
     std::env::current_dir()
         .unwrap_or_else(|_| std::env::temp_dir())
@@ -539,10 +544,7 @@ impl Hub {
             workflow: Arc::new(workflow),
             params,
         };
-        let group = tag
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| service.to_string());
+        let group = output_group(tag.as_deref(), service);
         let job_id = uuid::Uuid::new_v4().to_string();
         if prepare::needs_object_info(&loaded) && cached.is_none() {
             // A UI-format workflow waits for the server's node list; submit() itself never waits on the network.
@@ -618,10 +620,7 @@ impl Hub {
                 "a WanGP job is a settings dict (or a list of tasks), e.g. {\"model_type\": \"t2v_1.3B\", \"prompt\": \"...\"}",
             ));
         }
-        let group = tag
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| service.to_string());
+        let group = output_group(tag.as_deref(), service);
         let job_id = uuid::Uuid::new_v4().to_string();
         let submission = Submission {
             workflow: Arc::new(source.clone()),
@@ -652,10 +651,7 @@ impl Hub {
                 .ok_or_else(|| self.unknown_service_in(&services, service))?;
             h.comfy(service)?.commands.clone()
         };
-        let group = tag
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| service.to_string());
+        let group = output_group(tag.as_deref(), service);
         self.shared.register(job_id, service, tag, Submission::default());
         commands
             .send(Command::Track {
@@ -926,10 +922,7 @@ impl Hub {
             .ok_or_else(|| self.unknown_service_in(&services, service))?;
         let link = h.gradio(service)?;
         let job_id = uuid::Uuid::new_v4().to_string();
-        let group = tag
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| service.to_string());
+        let group = output_group(tag.as_deref(), service);
         let submission = Submission {
             workflow: Arc::new(serde_json::json!({
                 "api_name": call.api_name,
