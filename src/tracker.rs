@@ -199,6 +199,15 @@ impl Shared {
         Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.submission.clone()))
     }
 
+    /// Ends a job with `JobFailed`, logged once here for every kind of service.
+    pub fn fail_job(&self, service: &str, job_id: &str, error: JobError) {
+        log::warn!("{service}: job {job_id} failed [{}]: {}", error.code, error.message);
+        self.emit(EventKind::JobFailed {
+            job_id: job_id.to_string(),
+            error,
+        });
+    }
+
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.
     pub fn emit(&self, kind: EventKind) {
         let terminal = kind.is_terminal();

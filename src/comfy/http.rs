@@ -283,8 +283,6 @@ impl ComfyHttp {
         file_type: &str,
         dest: &mut tokio::fs::File,
     ) -> Result<(u64, String)> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
         let what = format!("downloading {filename}");
         let mut resp = self
             .send(
@@ -301,18 +299,7 @@ impl ComfyHttp {
                 format!("{what}: the server answered HTTP {status}"),
             ));
         }
-        let mut total = 0u64;
-        let mut hash = sha2::Sha256::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, &what))? {
-            dest.write_all(&chunk).await.map_err(|e| write_error(&e))?;
-            hash.update(&chunk);
-            total += chunk.len() as u64;
-        }
-        dest.flush().await.map_err(|e| write_error(&e))?;
-        // Durable before the rename that publishes it: a crash never leaves a short file under the final name.
-        dest.sync_all().await.map_err(|e| write_error(&e))?;
-        let hex = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok((total, hex))
+        crate::download::write_body(&mut resp, dest, &what).await
     }
 
     /// `POST /upload/image`: returns the name to use in `LoadImage`.

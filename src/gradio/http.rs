@@ -486,8 +486,6 @@ impl GradioHttp {
 
     /// `GET {api_root}/file={path}`, streamed into `dest` (flushed and synced); returns (size, sha256 hex).
     pub async fn download(&self, server_path: &str, dest: &mut tokio::fs::File) -> Result<(u64, String), GradioError> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
         let what = format!("downloading {server_path}");
         let url = self.file_url(server_path)?;
         let mut resp = self
@@ -503,21 +501,7 @@ impl GradioHttp {
         if !resp.status().is_success() {
             return Err(self.failure(&what, resp).await);
         }
-        let write = |e: std::io::Error| GradioError::from(crate::comfy::http::write_error(&e));
-        let mut total = 0u64;
-        let mut hash = sha2::Sha256::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| GradioError::from(describe_http_error(e, &what)))?
-        {
-            dest.write_all(&chunk).await.map_err(write)?;
-            hash.update(&chunk);
-            total += chunk.len() as u64;
-        }
-        dest.flush().await.map_err(write)?;
-        dest.sync_all().await.map_err(write)?;
-        Ok((total, hash.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+        Ok(crate::download::write_body(&mut resp, dest, &what).await?)
     }
 }
 

@@ -274,17 +274,7 @@ struct JobRun {
 
 impl JobRun {
     fn fail(&self, e: GradioError) {
-        log::warn!(
-            "{}: job {} failed [{}]: {}",
-            self.service,
-            self.job_id,
-            e.code.as_str(),
-            e.message
-        );
-        self.shared.emit(EventKind::JobFailed {
-            job_id: self.job_id.clone(),
-            error: e.to_job_error(),
-        });
+        self.shared.fail_job(&self.service, &self.job_id, e.to_job_error());
     }
 
     /// The app's config, waiting (bounded) for the first successful `/config`.

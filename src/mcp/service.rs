@@ -181,16 +181,8 @@ struct JobRun {
 
 impl JobRun {
     fn fail(&self, code: ErrorCode, message: String) {
-        log::warn!(
-            "{}: job {} failed [{}]: {message}",
-            self.service,
-            self.job_id,
-            code.as_str()
-        );
-        self.shared.emit(EventKind::JobFailed {
-            job_id: self.job_id.clone(),
-            error: JobError::simple(code.as_str(), message),
-        });
+        self.shared
+            .fail_job(&self.service, &self.job_id, JobError::simple(code.as_str(), message));
     }
 
     async fn run(self, source: Value) {

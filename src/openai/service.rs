@@ -187,17 +187,8 @@ struct Answer {
 
 impl ChatRun {
     fn fail(&self, e: &OpenAiError, attempts: u32) {
-        log::warn!(
-            "{}: job {} failed [{}]: {}",
-            self.service,
-            self.job_id,
-            e.code.as_str(),
-            e.message
-        );
-        self.shared.emit(EventKind::JobFailed {
-            job_id: self.job_id.clone(),
-            error: e.to_job_error(attempts),
-        });
+        self.shared
+            .fail_job(&self.service, &self.job_id, e.to_job_error(attempts));
     }
 
     async fn run(self, request: ChatRequest) {
