@@ -2,7 +2,7 @@
 //! renamed, so a crash or a full disk never leaves a short file under the final name.
 use crate::comfy::http::write_error;
 use crate::comfy::outputs::unique_path;
-use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::error::{describe_http_error, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,10 +35,8 @@ pub async fn to_dir(client: &reqwest::Client, url: url::Url, dir: &Path, name: &
         .map_err(|e| describe_http_error(e, &what))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(Error::new(
-            ErrorCode::HttpStatus,
-            format!("{what}: the server answered HTTP {status}"),
-        ));
+        let body = crate::error::error_body(resp).await;
+        return Err(Error::from_status(&what, status.as_u16(), &body));
     }
     let final_path = unique_path(dir, name);
     let tmp = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));

@@ -75,14 +75,11 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
-        }
         let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
-        serde_json::from_slice(&bytes).map_err(|_| {
+        if !status.is_success() {
+            return Err(Error::from_status(what, status.as_u16(), &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorCode::WrongService,
                 format!(
@@ -90,6 +87,7 @@ impl ComfyHttp {
                     self.endpoint
                 ),
             )
+            .with_source(e)
         })
     }
 
@@ -106,10 +104,8 @@ impl ComfyHttp {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ))
+            let body = crate::error::error_body(resp).await;
+            Err(Error::from_status(what, status.as_u16(), &body))
         }
     }
 
@@ -149,11 +145,12 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "reading the submit answer"))?;
         if status.is_success() {
-            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
+            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::new(
                     ErrorCode::Protocol,
                     "the server accepted the workflow but its answer is not the expected JSON",
                 )
+                .with_source(e)
             })?;
             return Ok(SubmitOutcome::Accepted {
                 prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
@@ -294,10 +291,8 @@ impl ComfyHttp {
             .map_err(|e| describe_http_error(e, &what))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
+            let body = crate::error::error_body(resp).await;
+            return Err(Error::from_status(&what, status.as_u16(), &body));
         }
         crate::download::write_body(&mut resp, dest, &what).await
     }
@@ -315,16 +310,15 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();
-        let v: Value = resp
-            .json()
+        let bytes = resp
+            .bytes()
             .await
             .map_err(|e| describe_http_error(e, "reading the upload answer"))?;
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("uploading an image: HTTP {status}"),
-            ));
+            return Err(Error::from_status("uploading an image", status.as_u16(), &bytes));
         }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::protocol("uploading an image: the answer is not JSON").with_source(e))?;
         let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
         Ok(match v.get("subfolder").and_then(Value::as_str) {
             Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
@@ -343,6 +337,15 @@ pub fn write_error(e: &std::io::Error) -> Error {
         ErrorCode::OutputWrite,
         format!("writing a result failed: {}{hint}", root_cause(e)),
     )
+    .with_source(same_io_error(e))
+}
+
+/// An owned copy of a borrowed `io::Error` to keep as the cause (its OS error number, else its kind and text).
+pub fn same_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

@@ -45,7 +45,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
                 "the WebSocket handshake did not finish in time",
             ))
         }
-        Ok(Err(e)) => return Err(describe_ws_error(&e)),
+        Ok(Err(e)) => return Err(describe_ws_error(e)),
         Ok(Ok(pair)) => pair,
     };
     ws.send(Message::text(FEATURE_FLAGS)).await.map_err(|e| {
@@ -53,6 +53,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
             ErrorCode::ConnectionFailed,
             format!("the WebSocket closed at once: {}", root_cause(&e)),
         )
+        .with_source(e)
     })?;
     // The first frame is `status` with our sid; a socket that says nothing was hit by the duplicate-clientId race.
     let first = tokio::time::timeout(timeout, async {
@@ -61,7 +62,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
                 Ok(Message::Text(t)) if t.as_str().contains("\"status\"") => return Ok(()),
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,
-                Err(e) => return Err(describe_ws_error(&e)),
+                Err(e) => return Err(describe_ws_error(e)),
             }
         }
         Err(Error::new(
@@ -80,19 +81,21 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
     }
 }
 
-fn describe_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
+/// The WebSocket error is kept as the cause.
+fn describe_ws_error(e: tokio_tungstenite::tungstenite::Error) -> Error {
     use tokio_tungstenite::tungstenite::Error as E;
-    match e {
+    let described = match &e {
         E::Http(resp) => Error::new(
             ErrorCode::WrongService,
             format!(
                 "the server refused the WebSocket upgrade with HTTP {} (a proxy without WebSocket support, or not ComfyUI)",
                 resp.status()
             ),
-        ),
-        E::Io(io) => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(io))),
+        )
+        .with_status(resp.status().as_u16()),
         other => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(other))),
-    }
+    };
+    described.with_source(e)
 }
 
 /// Closes the socket and waits (briefly) until the server has seen the close: a new socket with the same
