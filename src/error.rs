@@ -108,7 +108,8 @@ pub struct Error {
     pub message: String,
     /// Structured details for callers (e.g. `{"problems": [...]}` for a workflow that failed validation, or
     /// `{"error_type": "throttling_error"}` for a server's own error type). Python: attributes of the exception.
-    pub details: Option<serde_json::Value>,
+    /// Boxed, like the HTTP facts, so that `Result<T, Error>` stays small.
+    pub details: Option<Box<serde_json::Value>>,
     /// What the server's answer said, when the error is one (boxed: most errors have none).
     http: Option<Box<HttpFacts>>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
@@ -131,7 +132,7 @@ impl Error {
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -321,7 +322,7 @@ impl Error {
         if let Some(d) = &self.details {
             let text = d.to_string();
             if text.contains(secret) {
-                self.details = serde_json::from_str(&text.replace(secret, "***")).ok();
+                self.details = serde_json::from_str(&text.replace(secret, "***")).ok().map(Box::new);
             }
         }
         let causes = self.causes();
@@ -655,6 +656,7 @@ mod tests {
 
     #[test]
     fn an_error_stays_small_enough_to_return_by_value() {
-        assert!(std::mem::size_of::<Error>() <= 128, "{}", std::mem::size_of::<Error>());
+        // Clippy's `result_large_err` starts at 128 bytes.
+        assert!(std::mem::size_of::<Error>() < 128, "{}", std::mem::size_of::<Error>());
     }
 }

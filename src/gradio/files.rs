@@ -91,7 +91,7 @@ pub async fn download_outputs(
     data: &[Value],
     kinds: &[(String, Option<String>)],
 ) -> Result<(Vec<OutputFile>, Vec<Value>), Error> {
-    let write = |e: std::io::Error| Error::from(crate::comfy::http::write_error(&e));
+    let write = |e: std::io::Error| crate::comfy::http::write_error(&e);
     let mut files = Vec::new();
     let mut local: HashMap<String, PathBuf> = HashMap::new();
     for (i, value) in data.iter().enumerate() {

@@ -487,7 +487,7 @@ impl GradioHttp {
         if !resp.status().is_success() {
             return Err(self.failure(&what, resp).await);
         }
-        Ok(crate::download::write_body(&mut resp, dest, &what).await?)
+        crate::download::write_body(&mut resp, dest, &what).await
     }
 }
 

@@ -98,7 +98,7 @@ pub trait WithCandidates {
 
 impl WithCandidates for Error {
     fn with_candidates(mut self, candidates: Vec<String>) -> Error {
-        let mut details = self.details.take().unwrap_or_else(|| serde_json::json!({}));
+        let mut details = self.details.take().map(|d| *d).unwrap_or_else(|| serde_json::json!({}));
         if let Some(d) = details.as_object_mut() {
             d.insert("candidates".into(), serde_json::json!(candidates));
         }
