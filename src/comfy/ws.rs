@@ -107,3 +107,33 @@ pub async fn close_and_wait(mut ws: Socket) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_websocket_keeps_the_websocket_error_and_not_the_token() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a loopback port")
+            .port();
+        let endpoint = Endpoint::parse(&format!("127.0.0.1:{port}"), 8188).expect("an address");
+        let Err(e) = open(&endpoint, "cid", Some("tok-ws-secret"), Duration::from_secs(5)).await else {
+            panic!("nothing listens on {port}");
+        };
+        assert_eq!(e.code, ErrorCode::ConnectionFailed);
+        assert!(e.is_connect(), "{e:?}");
+        let ws = e.find_source::<tokio_tungstenite::tungstenite::Error>();
+        assert!(
+            matches!(ws, Some(tokio_tungstenite::tungstenite::Error::Io(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.find_source::<std::io::Error>().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        let everything = format!("{e} {:?} {e:?}", e.causes());
+        assert!(!everything.contains("tok-ws-secret"), "{everything}");
+    }
+}
