@@ -14,8 +14,9 @@ pub struct SseDecoder {
     buf: Vec<u8>,
     /// How much of `buf` is known to hold no line end (so a long line is scanned once, not once per chunk).
     scanned: usize,
-    data: Vec<String>,
-    data_len: usize,
+    /// The event's `data` lines so far, joined with `\n` (one string, so its length is the memory it takes).
+    data: String,
+    has_data: bool,
     limit: usize,
 }
 
@@ -35,8 +36,8 @@ impl SseDecoder {
         SseDecoder {
             buf: Vec::new(),
             scanned: 0,
-            data: Vec::new(),
-            data_len: 0,
+            data: String::new(),
+            has_data: false,
             limit,
         }
     }
@@ -67,13 +68,13 @@ impl SseDecoder {
             self.scanned = 0;
             start = end + 1;
             self.line(&line, &mut out);
-            if self.data_len > self.limit {
+            if self.data.len() > self.limit {
                 return Err(self.too_large());
             }
         }
         self.buf.drain(..start);
         self.scanned = self.buf.len();
-        if self.buf.len() + self.data_len > self.limit {
+        if self.buf.len() + self.data.len() > self.limit {
             return Err(self.too_large());
         }
         Ok(out)
@@ -92,11 +93,10 @@ impl SseDecoder {
     }
 
     fn flush(&mut self, out: &mut Vec<String>) {
-        if !self.data.is_empty() {
-            out.push(self.data.join("\n"));
-            self.data.clear();
+        if self.has_data {
+            out.push(std::mem::take(&mut self.data));
+            self.has_data = false;
         }
-        self.data_len = 0;
     }
 
     fn line(&mut self, line: &str, out: &mut Vec<String>) {
@@ -112,8 +112,11 @@ impl SseDecoder {
             None => (line, ""),
         };
         if field == "data" {
-            self.data_len += value.len() + 1;
-            self.data.push(value.to_string());
+            if self.has_data {
+                self.data.push('\n');
+            }
+            self.data.push_str(value);
+            self.has_data = true;
         }
     }
 }
