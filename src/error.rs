@@ -481,22 +481,6 @@ impl StdError for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How much of an error answer's body is read: enough for the server's words, never a whole page.
-pub const ERROR_BODY_CAP: usize = 16 * 1024;
-
-/// The start of an error answer's body (at most [`ERROR_BODY_CAP`] bytes; empty if it cannot be read).
-pub async fn error_body(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= ERROR_BODY_CAP {
-            body.truncate(ERROR_BODY_CAP);
-            break;
-        }
-    }
-    body
-}
-
 /// Describes a reqwest failure of `what` (see [`Error::http`]; the cause is kept, without its URL).
 pub fn describe_http_error(err: reqwest::Error, what: &str) -> Error {
     Error::http(what, err)

@@ -1,8 +1,9 @@
 //! ComfyUI's REST API over the hub's one pooled HTTP client.
 use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejected, QueueView};
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, root_cause, Error, ErrorCode, Result};
+use crate::error::{describe_http_error, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
+use crate::net::body::{read_capped, read_prefix, ERROR_CAP, JSON_CAP};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -75,10 +76,11 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
         if !status.is_success() {
-            return Err(Error::from_status(what, status.as_u16(), &bytes));
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
+            return Err(Error::from_status(what, status.as_u16(), &body));
         }
+        let bytes = read_capped(resp, JSON_CAP, what).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorCode::WrongService,
@@ -104,7 +106,7 @@ impl ComfyHttp {
         if status.is_success() {
             Ok(())
         } else {
-            let body = crate::error::error_body(resp).await;
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
             Err(Error::from_status(what, status.as_u16(), &body))
         }
     }
@@ -140,10 +142,7 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the submit answer"))?;
+        let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
             let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::new(
@@ -272,29 +271,29 @@ impl ComfyHttp {
         self.get_json("object_info", "reading /object_info").await
     }
 
-    /// Streams `GET /view` into `dest` (already opened by the caller). Returns the byte count.
+    /// Streams `GET /view` into `dir` as `name` (shared writer: temp file, fsync, rename). Returns the path, the
+    /// byte count and the SHA-256.
     pub async fn download(
         &self,
         filename: &str,
         subfolder: &str,
         file_type: &str,
-        dest: &mut tokio::fs::File,
-    ) -> Result<(u64, String)> {
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Result<(std::path::PathBuf, u64, String)> {
         let what = format!("downloading {filename}");
-        let mut resp = self
+        let resp = self
             .send(
                 self.request(reqwest::Method::GET, "view")
                     .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
-                    .timeout(Duration::from_secs(600)),
+                    .timeout(crate::net::download::DOWNLOAD_TIMEOUT),
             )
             .await
             .map_err(|e| describe_http_error(e, &what))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = crate::error::error_body(resp).await;
-            return Err(Error::from_status(&what, status.as_u16(), &body));
+        if !resp.status().is_success() {
+            return Err(crate::net::download::status_error(&what, resp).await);
         }
-        crate::download::write_body(&mut resp, dest, &what).await
+        crate::net::download::save(resp, dir, name, &what).await
     }
 
     /// `POST /upload/image`: returns the name to use in `LoadImage`.
@@ -310,10 +309,7 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the upload answer"))?;
+        let bytes = read_capped(resp, ERROR_CAP, "reading the upload answer").await?;
         if !status.is_success() {
             return Err(Error::from_status("uploading an image", status.as_u16(), &bytes));
         }
@@ -324,27 +320,6 @@ impl ComfyHttp {
             Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
             _ => name.to_string(),
         })
-    }
-}
-
-pub fn write_error(e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => " (no permission: choose another output directory)",
-        _ if e.raw_os_error() == Some(28) => " (the disk is full: free space; the file is still on the server)",
-        _ => "",
-    };
-    Error::new(
-        ErrorCode::OutputWrite,
-        format!("writing a result failed: {}{hint}", root_cause(e)),
-    )
-    .with_source(same_io_error(e))
-}
-
-/// An owned copy of a borrowed `io::Error` to keep as the cause (its OS error number, else its kind and text).
-pub fn same_io_error(e: &std::io::Error) -> std::io::Error {
-    match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -7,7 +7,7 @@ use super::http::GradioHttp;
 use super::protocol::Message;
 use crate::error::Error;
 use crate::error::ErrorCode;
-use crate::openai::protocol::SseDecoder;
+use crate::net::sse::SseDecoder;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -167,7 +167,7 @@ impl Session {
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder.push(bytes).map_err(Error::protocol)?,
+                Some(bytes) => decoder.push(bytes)?,
                 None => decoder.finish(),
             };
             for data in datas {

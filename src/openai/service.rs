@@ -2,9 +2,10 @@
 //! each in its own task so one slow answer never holds up another or the health checks. Cancelling a job aborts
 //! its request.
 use super::http::{OpenAiHttp, MAX_RETRY_AFTER};
-use super::protocol::{ChatCompletion, Frame, SseDecoder};
+use super::protocol::{ChatCompletion, Frame};
 use crate::error::{Error, ErrorCode};
 use crate::event::{EventKind, ServiceState};
+use crate::net::sse::SseDecoder;
 use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use serde_json::{json, Map, Value};
@@ -290,7 +291,7 @@ impl ChatRun {
 
     async fn read_whole(&self, resp: reqwest::Response) -> Result<Answer, Error> {
         let what = "reading the chat answer";
-        let body = resp.bytes().await.map_err(|e| Error::http(what, e))?;
+        let body = crate::net::body::read_capped(resp, crate::net::body::JSON_CAP, what).await?;
         if let Some(err) = super::protocol::ErrorBody::parse(&body) {
             return Err(super::error::mid_stream(err, self.http.secret()));
         }
@@ -326,17 +327,17 @@ impl ChatRun {
                     ))
                 }
                 Ok(Err(e)) => {
+                    let e = e.without_url();
                     return Err(Error::new(
                         ErrorCode::ConnectionFailed,
-                        format!("the stream broke off: {}", crate::error::root_cause(&e.without_url())),
-                    ))
+                        format!("the stream broke off: {}", crate::error::root_cause(&e)),
+                    )
+                    .with_source(e));
                 }
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder
-                    .push(bytes)
-                    .map_err(|why| Error::new(ErrorCode::Protocol, why))?,
+                Some(bytes) => decoder.push(bytes)?,
                 None => decoder.finish(),
             };
             for data in datas {
