@@ -187,22 +187,20 @@ impl ComfyHttp {
             err.node_errors = problems;
             return Ok(SubmitOutcome::Rejected(err));
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let hint = match status.as_u16() {
-            413 => "the workflow is larger than the server's max upload size".to_string(),
-            403 => "the server refused the request (origin check or a proxy's auth)".to_string(),
-            401 => "the server wants credentials: set a token for this service".to_string(),
-            404 => format!(
+        // The code comes from the one status mapping; the hint says what it means for a submission to ComfyUI.
+        let e = Error::from_status("submitting the workflow", status.as_u16(), &bytes);
+        let e = match status.as_u16() {
+            413 => e.with_hint("the workflow is larger than the server's max upload size"),
+            403 => e.with_hint("the server refused the request (origin check or a proxy's auth)"),
+            401 => e.with_hint("the server wants credentials: set a token for this service"),
+            404 => e.with_hint(&format!(
                 "no ComfyUI prompt endpoint at {}; check the URL and base path",
                 self.endpoint
-            ),
-            500 => "the server failed while reading the workflow (is it API format JSON?)".to_string(),
-            _ => text.chars().take(200).collect(),
+            )),
+            500 => e.with_hint("the server failed while reading the workflow (is it API format JSON?)"),
+            _ => e,
         };
-        Ok(SubmitOutcome::Rejected(JobError::simple(
-            "validation_failed",
-            format!("the server answered HTTP {status} to the submission: {hint}"),
-        )))
+        Ok(SubmitOutcome::Rejected(e.to_job_error()))
     }
 
     pub async fn queue(&self) -> Result<QueueView> {
