@@ -190,6 +190,31 @@ def test_real_hub_open_tick_close_leaves_no_thread(tmp_path):
     assert thread_count() == before
 
 
+def test_correcting_a_wrong_address_sends_the_jobs_that_waited(tmp_path):
+    """Found in Blender: a job submitted while the address was wrong waited forever after the address was fixed."""
+    from director_link.testing import ComfySimulator
+
+    with ComfySimulator(time_scale=0.1) as sim:
+        owner = ho.HubOwner()
+        hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
+        try:
+            model = st.ViewModel()
+            owner.sync_services([ho.ServiceSpec("sim", "127.0.0.1:9")], model)
+            job = hub.submit("sim", {"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 0.1, "nonce": 3}}})
+            model.track(job.id, "sim")
+            ho.tick(hub, model, ho.Pacing(), now=0.0)
+            assert not model.jobs[job.id].posted and model.take_posted() == []
+            owner.sync_services([ho.ServiceSpec("sim", sim.url)], model)
+            assert owner.services()["sim"].url == sim.url and hub.services() == ["sim"]
+            job.wait(timeout=30)
+            assert job.state == "completed"
+            ho.tick(hub, model, ho.Pacing(), now=1.0)
+            # The server confirmed it: the .blend's record is marked, so a reopen never calls it "never sent".
+            assert model.jobs[job.id].posted and model.take_posted() == [job.id]
+        finally:
+            owner.close()
+
+
 @pytest.mark.parametrize("pending", [0, 1000])
 def test_real_hub_tick_cost_is_small(tmp_path, pending):
     """Not a benchmark (see bench/bench_addon.py): a generous bound that catches an accidental wait."""
