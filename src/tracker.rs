@@ -319,6 +319,16 @@ impl Shared {
         }
     }
 
+    /// The actor's post of the job certainly never arrived (the connection was refused): the job may be moved
+    /// to a new address again.
+    pub fn unclaim_post(&self, id: &str, owner: u64) {
+        if let Some(rec) = self.jobs.lock().records.get_mut(id) {
+            if rec.owner == owner {
+                rec.posted = false;
+            }
+        }
+    }
+
     /// Whether the job may have reached its server (false for an unknown job).
     pub fn is_posted(&self, id: &str) -> bool {
         self.jobs.lock().records.get(id).is_some_and(|r| r.posted)

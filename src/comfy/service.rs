@@ -687,6 +687,9 @@ impl ComfyService {
                 if let Some(job) = self.router.get_mut(&prompt_id) {
                     job.phase = Phase::Pending;
                     job.maybe_sent = !never_sent;
+                    if never_sent {
+                        self.shared.unclaim_post(&job.job_id, self.config.actor_id);
+                    }
                 }
                 // Anything the server already said about it proves it arrived.
                 let effects = self.router.replay_held(now);
