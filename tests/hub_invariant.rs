@@ -431,7 +431,18 @@ impl Case {
                             .iter()
                             .map(|k| format!("{k:?}").chars().take(160).collect())
                             .collect();
-                        self.fail(format!("job {id} was left hanging until close; its events: {names:#?}"));
+                        // What the server says, so a hang can be told apart from a job stuck on the server.
+                        let server = self.sim.stats();
+                        let history = self
+                            .sim
+                            .requests()
+                            .iter()
+                            .filter(|r| r.path.contains(id.as_str()))
+                            .count();
+                        self.fail(format!(
+                            "job {id} was left hanging until close; its events: {names:#?}\nsimulator: {server:?}; \
+                             requests naming the job: {history}"
+                        ));
                     }
                 }
             }
