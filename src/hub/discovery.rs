@@ -6,9 +6,9 @@ use std::time::Duration;
 
 impl Hub {
     /// Checks addresses for a ComfyUI (in parallel); blocks the calling thread up to about `timeout`.
-    pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::probe::ProbeResult>> {
+    pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::discovery::probe::ProbeResult>> {
         let client = self.http.clone();
-        self.block_on(crate::probe::probe_all(client, urls, timeout))
+        self.block_on(crate::discovery::probe::probe_all(client, urls, timeout))
     }
 
     /// Finds the servers on `hosts` (known ports of bare hosts, or the one port given) in parallel; blocks the

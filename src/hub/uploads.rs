@@ -23,7 +23,7 @@ impl Hub {
         if let Some(known) = uploads.lock().get(&key) {
             return Ok(known.clone());
         }
-        let name = crate::comfy::outputs::safe_component(name, "upload.png");
+        let name = crate::net::files::safe_component(name, "upload.png");
         let stored = self.block_on(async move { http.upload_image(&name, bytes).await })??;
         uploads.lock().insert(key, stored.clone());
         Ok(stored)
