@@ -164,3 +164,40 @@ def test_error_hierarchy_has_stable_codes():
         assert cls.code.islower() and " " not in cls.code
     assert issubclass(errors.ServiceError, ConnectionError)
     assert issubclass(errors.JobCancelled, errors.JobFailed)
+
+
+def test_every_job_ends_when_its_service_is_removed_or_the_hub_closes(tmp_path, server):
+    hub = director_link.Hub(output_dir=str(tmp_path / "out"))
+    try:
+        waiting = hub.submit(hub.add_service("comfyui", f"127.0.0.1:{free_port()}", name="typo"), invert_prompt())
+        hub.remove_service("typo")
+        with pytest.raises(errors.JobFailed) as removed:
+            waiting.wait(timeout=5)
+        assert removed.value.code == "service_removed" and waiting.state == "failed"
+        pending = hub.submit(hub.add_service("comfyui", f"127.0.0.1:{free_port()}", name="other"), invert_prompt())
+    finally:
+        hub.close()
+    assert pending.state == "failed" and pending.info()["error"]["code"] == "hub_closed"
+    ends = [e for e in hub.poll() if e.is_terminal]
+    assert [(e.job, e.code) for e in ends] == [(waiting.id, "service_removed"), (pending.id, "hub_closed")]
+
+
+def test_set_service_url_sends_the_jobs_that_waited_for_a_wrong_address(hub, server):
+    name = hub.add_service("comfyui", f"127.0.0.1:{free_port()}", name="gpu")
+    jobs = [hub.submit(name, invert_prompt()) for _ in range(2)]
+    assert hub.set_service_url(name, server.url) == name
+    assert next(s for s in hub.snapshot()["services"] if s["name"] == name)["url"].rstrip("/") == server.url
+    got = collect(hub, [j.id for j in jobs])
+    assert [got.terminal(j.id).type for j in jobs] == ["job_completed", "job_completed"]
+    with pytest.raises(errors.InvalidUrlError):
+        hub.set_service_url(name, "http://[bad")
+    with pytest.raises(errors.UnknownServiceError):
+        hub.set_service_url("nope", server.url)
+
+
+def test_a_tracked_job_never_sent_fails_not_posted(hub, server):
+    name = hub.add_service("comfyui", server.url, name="sim")
+    job = hub.track(name, "00000000-0000-4000-8000-00000000abcd", posted=False)
+    with pytest.raises(errors.JobFailed) as info:
+        job.wait(timeout=15)
+    assert info.value.code == "not_posted" and "never" in str(info.value)

@@ -18,6 +18,7 @@ class FakeHub:
         self.closed = False
         self.added = []
         self.removed = []
+        self.moved = []
         self.snapshots = 0
         self.probed = None
 
@@ -37,6 +38,12 @@ class FakeHub:
 
     def remove_service(self, name):
         self.removed.append(name)
+
+    def set_service_url(self, name, url):
+        if "bad" in url:
+            raise director_link.InvalidUrlError(f"cannot use {url!r}")
+        self.moved.append((name, url))
+        return name
 
     def probe(self, urls, timeout):
         self.probed = (list(urls), timeout)
@@ -120,10 +127,18 @@ def test_sync_services_adds_changes_removes_and_blocks():
     owner.sync_services(specs, model, online_access=True)
     assert hub.added[-1] == ("comfyui", "http://10.1.2.3:8188", "farm", None) and hub.removed == []
     assert model.services["farm"].blocked is None
-    # A changed URL re-adds; a removed entry is removed from hub and panel.
+    # A changed URL moves the service (its unsent jobs follow it); a removed entry leaves hub and panel.
+    added = len(hub.added)
     owner.sync_services([ho.ServiceSpec("local", "127.0.0.1:8189", token="t1")], model, online_access=True)
-    assert set(hub.removed) == {"local", "farm"} and hub.added[-1][1] == "127.0.0.1:8189"
-    assert set(model.services) == {"local"}
+    assert hub.moved == [("local", "127.0.0.1:8189")] and hub.removed == ["farm"] and len(hub.added) == added
+    assert set(model.services) == {"local"} and owner.services()["local"].url == "127.0.0.1:8189"
+    # A bad address loses nothing: the service stays at its old address, blocked with the reason.
+    owner.sync_services([ho.ServiceSpec("local", "http://bad:x", token="t1")], model, online_access=True)
+    assert hub.removed == ["farm"] and owner.services()["local"].url == "127.0.0.1:8189"
+    assert "cannot use" in model.services["local"].blocked
+    # Another token is another service: removed and added again.
+    owner.sync_services([ho.ServiceSpec("local", "127.0.0.1:8189", token="t2")], model, online_access=True)
+    assert hub.removed == ["farm", "local"] and hub.added[-1] == ("comfyui", "127.0.0.1:8189", "local", "t2")
     owner.close()
     assert hub.closed and not owner.is_open
     owner.close()  # idempotent
@@ -173,6 +188,31 @@ def test_real_hub_open_tick_close_leaves_no_thread(tmp_path):
     while thread_count() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert thread_count() == before
+
+
+def test_correcting_a_wrong_address_sends_the_jobs_that_waited(tmp_path):
+    """Found in Blender: a job submitted while the address was wrong waited forever after the address was fixed."""
+    from director_link.testing import ComfySimulator
+
+    with ComfySimulator(time_scale=0.1) as sim:
+        owner = ho.HubOwner()
+        hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
+        try:
+            model = st.ViewModel()
+            owner.sync_services([ho.ServiceSpec("sim", "127.0.0.1:9")], model)
+            job = hub.submit("sim", {"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 0.1, "nonce": 3}}})
+            model.track(job.id, "sim")
+            ho.tick(hub, model, ho.Pacing(), now=0.0)
+            assert not model.jobs[job.id].posted and model.take_posted() == []
+            owner.sync_services([ho.ServiceSpec("sim", sim.url)], model)
+            assert owner.services()["sim"].url == sim.url and hub.services() == ["sim"]
+            job.wait(timeout=30)
+            assert job.state == "completed"
+            ho.tick(hub, model, ho.Pacing(), now=1.0)
+            # The server confirmed it: the .blend's record is marked, so a reopen never calls it "never sent".
+            assert model.jobs[job.id].posted and model.take_posted() == [job.id]
+        finally:
+            owner.close()
 
 
 @pytest.mark.parametrize("pending", [0, 1000])
