@@ -392,42 +392,59 @@ async fn upload_then_load_image_roundtrip() {
     );
 }
 
+/// Two simulators run the same 2 s node side by side, one at scale 0.01 and one at 1.0: the scaled one must be
+/// done while the other is still sleeping (order, not elapsed time), and neither may finish before its scaled
+/// sleep (a lower bound: a sleep never ends early).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_scale_is_applied() {
-    let run = |scale: f64| async move {
-        let sim = Simulator::start(SimConfig {
+    let start = |scale: f64| {
+        Simulator::start(SimConfig {
             time_scale: scale,
             ..SimConfig::default()
         })
-        .unwrap();
-        let c = http_client();
-        let ws = Ws::connect(&ws_url(&sim, "t")).await;
-        let p = json!({"prompt": {"20": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 2.0, "nonce": 1}}}, "client_id": "t"});
-        let t = Instant::now();
-        let id = post_json(&c, &format!("{}/prompt", sim.url()), &p).await.json()["prompt_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        ws.wait_type("execution_success", Some(&id), Duration::from_secs(10))
-            .await
-            .unwrap();
-        let progress: Vec<Value> = ws
-            .texts()
-            .await
-            .into_iter()
-            .filter(|v| v["type"] == "progress")
-            .collect();
-        (t.elapsed(), progress.len())
+        .unwrap()
     };
-    let (fast, n_fast) = run(0.1).await;
-    let (slow, n_slow) = run(0.3).await;
-    assert!(
-        fast >= Duration::from_millis(190) && fast < Duration::from_millis(450),
-        "{fast:?}"
+    let (fast, slow) = (start(0.01), start(1.0));
+    let c = http_client();
+    let (ws_fast, ws_slow) = (
+        Ws::connect(&ws_url(&fast, "t")).await,
+        Ws::connect(&ws_url(&slow, "t")).await,
     );
-    assert!(slow >= Duration::from_millis(590), "{slow:?}");
-    // Progress once per (node) second, then the final update: 1/2, 2/2.
-    assert_eq!((n_fast, n_slow), (2, 2));
+    let p = json!({"prompt": {"20": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 2.0, "nonce": 1}}}, "client_id": "t"});
+    let t = Instant::now();
+    let id_slow = post_json(&c, &format!("{}/prompt", slow.url()), &p).await.json()["prompt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws_slow
+        .wait_type("execution_start", Some(&id_slow), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let id_fast = post_json(&c, &format!("{}/prompt", fast.url()), &p).await.json()["prompt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws_fast
+        .wait_type("execution_success", Some(&id_fast), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let fast_took = t.elapsed();
+    let slow_so_far: Vec<Value> = ws_slow.texts().await;
+    assert!(
+        !slow_so_far.iter().any(|v| v["type"] == "execution_success"),
+        "the unscaled 2 s node finished before the one scaled to 20 ms"
+    );
+    ws_slow
+        .wait_type("execution_success", Some(&id_slow), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(fast_took >= Duration::from_millis(19), "{fast_took:?}");
+    assert!(t.elapsed() >= Duration::from_millis(1990), "{:?}", t.elapsed());
+    // Progress once per (node) second, then the final update: 1/2, 2/2 — whatever the scale.
+    for ws in [&ws_fast, &ws_slow] {
+        let progress = ws.texts().await.into_iter().filter(|v| v["type"] == "progress").count();
+        assert_eq!(progress, 2);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
