@@ -98,12 +98,13 @@ fn canonical_kind(kind: &str) -> &str {
     }
 }
 
+/// The port of a kind or alias as the user typed it (RVC's WebUI is a Gradio app on its own port).
 fn default_port(kind: &str) -> u16 {
-    match kind {
-        "openai" => crate::openai::DEFAULT_PORT,
-        "wangp_mcp" => crate::mcp::DEFAULT_PORT,
-        "gradio" | "wan2gp" | "wangp" | "audioldm" => crate::gradio::DEFAULT_PORT,
-        "rvc" => 7865,
+    match (kind, canonical_kind(kind)) {
+        ("rvc", _) => 7865,
+        (_, "openai") => crate::openai::DEFAULT_PORT,
+        (_, "wangp_mcp") => crate::mcp::DEFAULT_PORT,
+        (_, "gradio") => crate::gradio::DEFAULT_PORT,
         _ => 8188,
     }
 }
@@ -327,7 +328,7 @@ impl Hub {
         let name = match name.map(str::trim) {
             Some("") => return Err(Error::new(ErrorCode::InvalidUrl, "a service name cannot be empty")),
             Some(n) => n.to_string(),
-            None => default_name(&kind, &endpoint),
+            None => default_name(&requested, &endpoint),
         };
         let token = token.filter(|t| !t.is_empty());
         let mut services = self.services.lock();
@@ -839,6 +840,8 @@ impl Drop for Hub {
     }
 }
 
+/// The name a reader expects: the kind or alias they typed ("rvc", "litellm", "comfyui"), with `@host:port` added
+/// only when the address is not that kind's usual port on this machine.
 fn default_name(kind: &str, endpoint: &Endpoint) -> String {
     if endpoint.is_loopback() && endpoint.port() == default_port(kind) {
         kind.to_string()
