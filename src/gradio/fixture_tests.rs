@@ -382,3 +382,34 @@ fn diff_edits() {
     assert!(apply_diff(&json!({}), &json!([["explode", ["a"], 1]])).is_err());
     assert!(apply_diff(&json!({}), &json!("not a list")).is_err());
 }
+
+#[test]
+fn state_inputs_left_out_by_the_caller_are_filled() {
+    use super::protocol::Endpoint;
+    let e = Endpoint {
+        fn_index: 0,
+        trigger_id: None,
+        api_name: Some("infer".into()),
+        generator: false,
+        queued: true,
+        outputs: Vec::new(),
+        inputs: 5,
+        state_inputs: vec![2, 4],
+    };
+    // As the app's API page shows it (state hidden): nulls where the states go.
+    assert_eq!(
+        e.with_state_inputs(vec![json!("a"), json!(1), json!("c")]),
+        vec![json!("a"), json!(1), Value::Null, json!("c"), Value::Null]
+    );
+    // Everything given (states included) or a wrong count: sent as given, the app names what is wrong.
+    let all = vec![json!(1); 5];
+    assert_eq!(e.with_state_inputs(all.clone()), all);
+    assert_eq!(e.with_state_inputs(vec![json!(1); 2]), vec![json!(1); 2]);
+    let config = Config::parse(
+        br#"{"version": "3.50.2", "components": [{"id": 1, "type": "dropdown", "props": {}}, {"id": 2, "type": "state", "props": {}}],
+            "dependencies": [{"targets": [1], "inputs": [1, 2], "outputs": [], "api_name": "load", "queue": null}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let load = config.resolve(Some("load"), None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((load.inputs, load.state_inputs.clone()), (2, vec![1]));
+}
