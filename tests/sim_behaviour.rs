@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 fn raw_http(port: u16, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -130,7 +130,7 @@ async fn view_range_and_history_paging() {
     }, "client_id": "v", "prompt_id": "a b/c"});
     post_json(&c, &format!("{u}/prompt"), &body).await;
     let done = ws
-        .wait_type("executed", Some("a b/c"), Duration::from_secs(5))
+        .wait_type("executed", Some("a b/c"), Duration::from_secs(30))
         .await
         .unwrap();
     let images = done["data"]["output"]["images"].as_array().unwrap().clone();
@@ -161,7 +161,7 @@ async fn view_range_and_history_paging() {
     // The PNG carries the prompt like ComfyUI's (tEXt "prompt").
     assert!(file.windows(6).any(|w| w == b"prompt"));
     // History: percent-encoded id, paging.
-    ws.wait_type("execution_success", Some("a b/c"), Duration::from_secs(5))
+    ws.wait_type("execution_success", Some("a b/c"), Duration::from_secs(30))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -210,7 +210,7 @@ async fn heap_order_front_and_number() {
         b
     };
     post_json(&c, &format!("{u}/prompt"), &slow("A", json!({}))).await;
-    ws.wait_type("execution_start", Some("A"), Duration::from_secs(3))
+    ws.wait_type("execution_start", Some("A"), Duration::from_secs(30))
         .await
         .unwrap();
     post_json(&c, &format!("{u}/prompt"), &slow("B", json!({}))).await;
@@ -253,12 +253,12 @@ async fn interrupt_between_nodes_and_idle_interrupt_is_reset() {
     }, "client_id": "i", "prompt_id": "P"});
     post_json(&c, &format!("{u}/prompt"), &p).await;
     // Interrupt during the first node (after its first progress): honoured at the next check.
-    ws.wait_type("progress", Some("P"), Duration::from_secs(5))
+    ws.wait_type("progress", Some("P"), Duration::from_secs(30))
         .await
         .unwrap();
     post_json(&c, &format!("{u}/interrupt"), &json!({"prompt_id": "P"})).await;
     let m = ws
-        .wait_type("execution_interrupted", Some("P"), Duration::from_secs(5))
+        .wait_type("execution_interrupted", Some("P"), Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(m["data"]["node_id"], "10");
@@ -283,7 +283,7 @@ async fn cache_reuses_upstream_and_save_websocket_uses_metadata_previews() {
     let mut ws = Ws::connect(&ws_url(&sim, "m")).await;
     ws.send_text(r#"{"type": "feature_flags", "data": {"supports_preview_metadata": true}}"#)
         .await;
-    ws.wait_type("feature_flags", None, Duration::from_secs(2))
+    ws.wait_type("feature_flags", None, Duration::from_secs(30))
         .await
         .unwrap();
     let prompt = |w: u32| {
@@ -298,14 +298,14 @@ async fn cache_reuses_upstream_and_save_websocket_uses_metadata_previews() {
         .unwrap()
         .to_string();
     let ok = ws
-        .wait_type("execution_success", Some(&first), Duration::from_secs(5))
+        .wait_type("execution_success", Some(&first), Duration::from_secs(30))
         .await;
     assert!(ok.is_some(), "{:?}", ws.texts().await);
     let r = post_json(&c, &format!("{u}/prompt"), &prompt(18)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let second = r.json()["prompt_id"].as_str().unwrap().to_string();
     let ok = ws
-        .wait_type("execution_success", Some(&second), Duration::from_secs(5))
+        .wait_type("execution_success", Some(&second), Duration::from_secs(30))
         .await;
     assert!(ok.is_some(), "{:#?}", ws.texts().await);
     let cached = ws
@@ -378,7 +378,7 @@ async fn upload_then_load_image_roundtrip() {
     }, "client_id": "l"});
     let r = post_json(&c, &format!("{u}/prompt"), &p).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let done = ws.wait_type("executed", None, Duration::from_secs(5)).await.unwrap();
+    let done = ws.wait_type("executed", None, Duration::from_secs(30)).await.unwrap();
     assert_eq!(done["data"]["output"], json!({"text": ["7"]}));
     let bad = json!({"prompt": {
         "1": {"class_type": "LoadImage", "inputs": {"image": "../../etc/passwd"}},
@@ -451,7 +451,7 @@ async fn time_scale_is_applied() {
 async fn ws_limits_ping_and_generated_sid() {
     let sim = sim();
     let mut ws = Ws::connect(&format!("ws://127.0.0.1:{}/api/ws", sim.port())).await;
-    let first = ws.wait_type("status", None, Duration::from_secs(2)).await.unwrap();
+    let first = ws.wait_type("status", None, Duration::from_secs(30)).await.unwrap();
     let sid = first["data"]["sid"].as_str().unwrap();
     assert_eq!(sid.len(), 32);
     assert!(sid.chars().all(|ch| ch.is_ascii_hexdigit()));
@@ -471,7 +471,7 @@ async fn ws_limits_ping_and_generated_sid() {
             "y".repeat(4 * 1024 * 1024 + 1),
         ))
         .await;
-    assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(Some(1009)));
+    assert_eq!(ws.closed(Duration::from_secs(30)).await, Some(Some(1009)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
