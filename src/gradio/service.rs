@@ -353,7 +353,7 @@ impl JobRun {
             Protocol::Sync
         };
         let legacy = protocol == Protocol::Ws || config.version.starts_with("3.");
-        let mut data = call.inputs.clone();
+        let mut data = endpoint.with_state_inputs(call.inputs.clone());
         if let Err(e) = super::files::upload_inputs(&self.http, &mut data, legacy).await {
             return self.fail(e);
         }

@@ -108,16 +108,19 @@ pub(super) fn canonical_kind(kind: &str) -> &str {
     }
 }
 
+/// The port of a kind or alias as the user typed it (RVC's WebUI is a Gradio app on its own port).
 pub(super) fn default_port(kind: &str) -> u16 {
-    match kind {
-        "openai" => crate::openai::DEFAULT_PORT,
-        "wangp_mcp" => crate::mcp::DEFAULT_PORT,
-        "gradio" | "wan2gp" | "wangp" | "audioldm" => crate::gradio::DEFAULT_PORT,
-        "rvc" => 7865,
+    match (kind, canonical_kind(kind)) {
+        ("rvc", _) => 7865,
+        (_, "openai") => crate::openai::DEFAULT_PORT,
+        (_, "wangp_mcp") => crate::mcp::DEFAULT_PORT,
+        (_, "gradio") => crate::gradio::DEFAULT_PORT,
         _ => 8188,
     }
 }
 
+/// The name a reader expects: the kind or alias they typed ("rvc", "litellm", "comfyui"), with `@host:port` added
+/// only when the address is not that kind's usual port on this machine.
 pub(super) fn default_name(kind: &str, endpoint: &Endpoint) -> String {
     if endpoint.is_loopback() && endpoint.port() == default_port(kind) {
         kind.to_string()
