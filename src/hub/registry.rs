@@ -121,7 +121,7 @@ impl Hub {
         let name = match name.map(str::trim) {
             Some("") => return Err(Error::new(ErrorCode::InvalidUrl, "a service name cannot be empty")),
             Some(n) => n.to_string(),
-            None => default_name(&kind, &endpoint),
+            None => default_name(&requested, &endpoint),
         };
         let token = token.filter(|t| !t.is_empty());
         let mut services = self.registry.services.lock();
