@@ -35,6 +35,9 @@ pub struct HubConfig {
     pub output_dir: PathBuf,
     /// Events waiting for `poll()` before progress/previews are coalesced.
     pub event_capacity: usize,
+    /// Approximate bytes the waiting events may hold before previews, then progress, are coalesced or dropped
+    /// (lifecycle events are always kept).
+    pub event_budget_bytes: usize,
     pub worker_threads: usize,
     pub heartbeat: Duration,
     pub backoff: BackoffPolicy,
@@ -51,6 +54,7 @@ impl Default for HubConfig {
         HubConfig {
             output_dir: default_output_dir(),
             event_capacity: 10_000,
+            event_budget_bytes: crate::event::DEFAULT_EVENT_BUDGET,
             worker_threads: 2,
             heartbeat: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
@@ -269,8 +273,10 @@ impl Hub {
             .user_agent(concat!("director-link/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new(ErrorCode::Io, format!("cannot create the HTTP client: {e}")))?;
+        let shared = Arc::new(Shared::new(config.event_capacity, config.finished_jobs));
+        shared.events.set_budget_bytes(config.event_budget_bytes);
         Ok(Hub {
-            shared: Arc::new(Shared::new(config.event_capacity, config.finished_jobs)),
+            shared,
             runtime: Mutex::new(Some(runtime)),
             services: Mutex::new(BTreeMap::new()),
             http,

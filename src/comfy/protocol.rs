@@ -24,8 +24,9 @@ pub enum ServerMessage {
 /// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`).
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(rename = "type")]
-    kind: String,
+    /// Borrowed from the frame when it has no escapes (always, for ComfyUI's own types): no allocation.
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     data: Option<&'a serde_json::value::RawValue>,
 }
@@ -49,13 +50,13 @@ impl ServerMessage {
             raw.and_then(|r| serde_json::from_str(r.get()).ok())
                 .unwrap_or(Value::Null)
         }
-        let kind = env.kind.as_str();
+        let kind: &str = &env.kind;
         Ok(match kind {
             "status" => ServerMessage::Status(data(kind, env.data)?),
             "execution_start" => ServerMessage::ExecutionStart(data(kind, env.data)?),
             "execution_cached" => ServerMessage::ExecutionCached(data(kind, env.data)?),
             "executing" => ServerMessage::Executing(data(kind, env.data)?),
-            "progress" => ServerMessage::Progress(data(kind, env.data)?),
+            "progress" => ServerMessage::Progress(ProgressData::from_raw(env.data)?),
             "progress_state" => ServerMessage::ProgressState(data(kind, env.data)?),
             "executed" => ServerMessage::Executed(data(kind, env.data)?),
             "execution_success" => ServerMessage::ExecutionSuccess(data(kind, env.data)?),
@@ -64,7 +65,7 @@ impl ServerMessage {
             "feature_flags" => ServerMessage::FeatureFlags(value(env.data)),
             _ => ServerMessage::Unknown {
                 data: value(env.data),
-                kind: env.kind,
+                kind: env.kind.into_owned(),
             },
         })
     }
@@ -146,6 +147,69 @@ pub struct ProgressData {
     pub prompt_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_id")]
     pub node: Option<String>,
+}
+
+/// `progress` is the one message a sampler sends on every step: read straight from the raw text of its fields,
+/// with the same leniency as `lenient_f64` / `lenient_id` but without building a `Value` for each (with
+/// `arbitrary_precision`, every number in a `Value` is a heap string).
+#[derive(Deserialize)]
+struct RawProgress<'a> {
+    #[serde(default, borrow)]
+    value: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    max: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    prompt_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    node: Option<&'a serde_json::value::RawValue>,
+}
+
+impl ProgressData {
+    fn from_raw(raw: Option<&serde_json::value::RawValue>) -> Result<ProgressData, ParseError> {
+        let text = raw.map_or("null", |r| r.get());
+        let r: RawProgress =
+            serde_json::from_str(text).map_err(|e| ParseError(format!("bad progress message: {e}")))?;
+        Ok(ProgressData {
+            value: raw_f64(r.value),
+            max: raw_f64(r.max),
+            prompt_id: raw_id(r.prompt_id),
+            node: raw_id(r.node),
+        })
+    }
+}
+
+/// A JSON string's contents when it needs no unescaping.
+fn plain_string(text: &str) -> Option<&str> {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|t| !t.contains('\\'))
+}
+
+/// `lenient_f64` on raw JSON text: a finite number, or a string holding one; anything else is 0.
+fn raw_f64(raw: Option<&serde_json::value::RawValue>) -> f64 {
+    let Some(text) = raw.map(|r| r.get()) else { return 0.0 };
+    let parsed = match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => text.parse::<f64>().ok(),
+        Some(b'"') => match plain_string(text) {
+            Some(inner) => inner.parse::<f64>().ok(),
+            None => serde_json::from_str::<String>(text).ok().and_then(|s| s.parse().ok()),
+        },
+        _ => None,
+    };
+    parsed.filter(|f| f.is_finite()).unwrap_or(0.0)
+}
+
+/// `lenient_id` on raw JSON text: a string, or a number's text; anything else is None.
+fn raw_id(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    let text = raw?.get();
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => Some(text.to_string()),
+        Some(b'"') => match plain_string(text) {
+            Some(inner) => Some(inner.to_string()),
+            None => serde_json::from_str::<String>(text).ok(),
+        },
+        _ => None,
+    }
 }
 
 /// Whole-graph progress. Only the prompt id is read: the per-node `progress` messages carry what we show, and
@@ -526,6 +590,46 @@ mod tests {
         assert!(
             matches!(m, Ok(ServerMessage::Progress(ProgressData { ref prompt_id, .. })) if prompt_id.as_deref() == Some("7"))
         );
+        // The raw-text progress path reads what the `Value` path read.
+        for (text, value, max, pid, node) in [
+            (
+                r#"{"value":3,"max":10,"prompt_id":"p","node":"5"}"#,
+                3.0,
+                10.0,
+                Some("p"),
+                Some("5"),
+            ),
+            (
+                r#"{"value":"2.5","max":1e1,"prompt_id":"a\"b","node":12}"#,
+                2.5,
+                10.0,
+                Some("a\"b"),
+                Some("12"),
+            ),
+            (
+                r#"{"value":true,"max":"NaN","prompt_id":null,"node":[1]}"#,
+                0.0,
+                0.0,
+                None,
+                None,
+            ),
+            (r#"{"value":1e999,"max":-4,"prompt_id":{"x":1}}"#, 0.0, -4.0, None, None),
+            (r#"{"value":"\u0037"}"#, 7.0, 0.0, None, None),
+        ] {
+            let data = format!(r#"{{"type":"progress","data":{text}}}"#);
+            let expected = ProgressData {
+                value,
+                max,
+                prompt_id: pid.map(str::to_string),
+                node: node.map(str::to_string),
+            };
+            assert_eq!(
+                ServerMessage::parse(&data),
+                Ok(ServerMessage::Progress(expected)),
+                "{text}"
+            );
+        }
+        assert!(ServerMessage::parse(r#"{"type":"progress"}"#).is_err());
         // Blocked execution_error carries a list for current_inputs and no timestamp.
         let m = ServerMessage::parse(
             r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"1","exception_type":"ExecutionBlocked","traceback":[],"current_inputs":[]}}"#,
