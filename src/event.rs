@@ -613,8 +613,17 @@ impl EventQueue {
 
     /// Takes up to `max` events, oldest first. Never blocks on anything but the queue's own short lock.
     pub fn drain(&self, max: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.drain_into(&mut out, max);
+        out
+    }
+
+    /// `drain` into a buffer the caller keeps, so a consumer that polls in a loop does not allocate (and free) a
+    /// batch-sized vector every time. Appends up to `max` events.
+    pub fn drain_into(&self, out: &mut Vec<Event>, max: usize) {
         let mut q = self.inner.lock();
-        let mut out = Vec::with_capacity(max.min(q.live));
+        let max = out.len().saturating_add(max);
+        out.reserve(max.saturating_sub(out.len()).min(q.live));
         while out.len() < max {
             let Some(slot) = q.slots.pop_front() else { break };
             q.base_seq += 1;
@@ -630,7 +639,6 @@ impl EventQueue {
             q.base_seq += q.slots.len() as u64;
             q.slots.clear();
         }
-        out
     }
 
     /// Waits up to `timeout` for at least one event (for scripts and the CLI; releases nothing itself). When it

@@ -749,6 +749,11 @@ impl Hub {
         self.shared.events.drain(max)
     }
 
+    /// `poll` into a buffer the caller reuses (appends up to `max` events).
+    pub fn poll_into(&self, out: &mut Vec<Event>, max: usize) {
+        self.shared.events.drain_into(out, max)
+    }
+
     /// Blocks up to `timeout` until an event waits (for scripts; the addon uses `poll`).
     pub fn wait_for_events(&self, timeout: Duration) -> bool {
         self.shared.events.wait_nonempty(timeout)

@@ -62,7 +62,7 @@ def test_a_python_thread_holding_the_gil_stalls_neither_pings_nor_events(server,
     try:
         with director_link.Hub(
             output_dir=str(tmp_path / "out"),
-            heartbeat=0.05,
+            heartbeat=0.5,
             reconnect_initial=0.02,
             reconnect_max=0.02,
             breaker_threshold=1_000_000,

@@ -1,7 +1,11 @@
 //! ComfyUI wire types: WebSocket JSON messages, binary frames and HTTP bodies, parsed leniently
 //! (every field optional where a server version may omit it; unknown message types pass through).
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// A server → client JSON message. Unknown `type`s become `Unknown`, never an error.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,14 +25,80 @@ pub enum ServerMessage {
 }
 
 /// `data` stays raw text until the `type` says what it is: typed messages are parsed straight from it, without
-/// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`).
-#[derive(Deserialize)]
+/// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`). A `progress`
+/// (one per sampler step) is read in the same pass when `type` comes first, as ComfyUI always writes it.
 struct Envelope<'a> {
     /// Borrowed from the frame when it has no escapes (always, for ComfyUI's own types): no allocation.
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(default, borrow)]
-    data: Option<&'a serde_json::value::RawValue>,
+    kind: Option<Cow<'a, str>>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Raw(Option<&'a RawValue>),
+    Progress(RawProgress<'a>),
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeKey {
+    Type,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+/// A string borrowed from the input when it can be.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut env = Envelope {
+                    kind: None,
+                    data: Data::Raw(None),
+                };
+                while let Some(key) = map.next_key::<EnvelopeKey>()? {
+                    match key {
+                        EnvelopeKey::Type => env.kind = Some(map.next_value::<BorrowedStr>()?.0),
+                        EnvelopeKey::Data if env.kind.as_deref() == Some("progress") => {
+                            env.data = Data::Progress(map.next_value()?);
+                        }
+                        EnvelopeKey::Data => env.data = Data::Raw(map.next_value()?),
+                        EnvelopeKey::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Why a text frame could not be used.
@@ -38,6 +108,13 @@ pub struct ParseError(pub String);
 impl ServerMessage {
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
         let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
+        let Some(kind) = env.kind else {
+            return Err(ParseError("not a message: no `type`".into()));
+        };
+        let raw = match env.data {
+            Data::Progress(p) => return Ok(ServerMessage::Progress(p.into())),
+            Data::Raw(raw) => raw,
+        };
         fn data<T: for<'de> Deserialize<'de>>(
             kind: &str,
             raw: Option<&serde_json::value::RawValue>,
@@ -50,22 +127,21 @@ impl ServerMessage {
             raw.and_then(|r| serde_json::from_str(r.get()).ok())
                 .unwrap_or(Value::Null)
         }
-        let kind: &str = &env.kind;
-        Ok(match kind {
-            "status" => ServerMessage::Status(data(kind, env.data)?),
-            "execution_start" => ServerMessage::ExecutionStart(data(kind, env.data)?),
-            "execution_cached" => ServerMessage::ExecutionCached(data(kind, env.data)?),
-            "executing" => ServerMessage::Executing(data(kind, env.data)?),
-            "progress" => ServerMessage::Progress(ProgressData::from_raw(env.data)?),
-            "progress_state" => ServerMessage::ProgressState(data(kind, env.data)?),
-            "executed" => ServerMessage::Executed(data(kind, env.data)?),
-            "execution_success" => ServerMessage::ExecutionSuccess(data(kind, env.data)?),
-            "execution_error" => ServerMessage::ExecutionError(data(kind, env.data)?),
-            "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(kind, env.data)?),
-            "feature_flags" => ServerMessage::FeatureFlags(value(env.data)),
+        Ok(match &*kind {
+            "status" => ServerMessage::Status(data(&kind, raw)?),
+            "execution_start" => ServerMessage::ExecutionStart(data(&kind, raw)?),
+            "execution_cached" => ServerMessage::ExecutionCached(data(&kind, raw)?),
+            "executing" => ServerMessage::Executing(data(&kind, raw)?),
+            "progress" => ServerMessage::Progress(ProgressData::from_raw(raw)?),
+            "progress_state" => ServerMessage::ProgressState(data(&kind, raw)?),
+            "executed" => ServerMessage::Executed(data(&kind, raw)?),
+            "execution_success" => ServerMessage::ExecutionSuccess(data(&kind, raw)?),
+            "execution_error" => ServerMessage::ExecutionError(data(&kind, raw)?),
+            "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(&kind, raw)?),
+            "feature_flags" => ServerMessage::FeatureFlags(value(raw)),
             _ => ServerMessage::Unknown {
-                data: value(env.data),
-                kind: env.kind.into_owned(),
+                data: value(raw),
+                kind: kind.into_owned(),
             },
         })
     }
@@ -169,12 +245,18 @@ impl ProgressData {
         let text = raw.map_or("null", |r| r.get());
         let r: RawProgress =
             serde_json::from_str(text).map_err(|e| ParseError(format!("bad progress message: {e}")))?;
-        Ok(ProgressData {
+        Ok(r.into())
+    }
+}
+
+impl From<RawProgress<'_>> for ProgressData {
+    fn from(r: RawProgress<'_>) -> ProgressData {
+        ProgressData {
             value: raw_f64(r.value),
             max: raw_f64(r.max),
             prompt_id: raw_id(r.prompt_id),
             node: raw_id(r.node),
-        })
+        }
     }
 }
 
@@ -630,6 +712,18 @@ mod tests {
             );
         }
         assert!(ServerMessage::parse(r#"{"type":"progress"}"#).is_err());
+        // `data` before `type` (not ComfyUI's order) and extra keys read the same.
+        let first = ServerMessage::parse(r#"{"type":"progress","data":{"value":1,"max":2,"node":"3"},"x":[1]}"#);
+        let last = ServerMessage::parse(r#"{"x":{"y":1},"data":{"value":1,"max":2,"node":"3"},"type":"progress"}"#);
+        assert!(
+            matches!(first, Ok(ServerMessage::Progress(ProgressData { max: 2.0, .. }))),
+            "{first:?}"
+        );
+        assert_eq!(first, last);
+        assert!(
+            ServerMessage::parse(r#"{"data":{}}"#).is_err(),
+            "a message without a type"
+        );
         // Blocked execution_error carries a list for current_inputs and no timestamp.
         let m = ServerMessage::parse(
             r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"1","exception_type":"ExecutionBlocked","traceback":[],"current_inputs":[]}}"#,

@@ -28,7 +28,12 @@ fn duration(secs: f64, what: &str) -> PyResult<Duration> {
 #[pyclass(module = "director_link._native", frozen, subclass)]
 pub struct Hub {
     inner: Arc<CoreHub>,
+    /// `poll()`'s batch buffer, kept between calls (a consumer polls in a loop).
+    batch: parking_lot::Mutex<Vec<crate::event::Event>>,
 }
+
+/// Largest batch buffer kept between `poll()` calls.
+const KEEP_BATCH: usize = 4096;
 
 #[pymethods]
 impl Hub {
@@ -78,7 +83,10 @@ impl Hub {
         super::logging::track(&hub);
         // Read the Python logger's level now, so records of this hub's first moments are not filtered by a stale one.
         super::logging::refresh_level(py);
-        Ok(Hub { inner: hub })
+        Ok(Hub {
+            inner: hub,
+            batch: parking_lot::Mutex::new(Vec::new()),
+        })
     }
 
     /// Where results are written.
@@ -222,12 +230,28 @@ impl Hub {
     /// Takes up to `max_events` waiting events, oldest first. Never blocks; returns [] when nothing waits.
     #[pyo3(signature = (max_events=256))]
     fn poll<'py>(&self, py: Python<'py>, max_events: usize) -> PyResult<Bound<'py, PyList>> {
-        let events = self.inner.poll(max_events);
-        let list = PyList::empty(py);
-        for ev in events {
-            list.append(to_python(py, ev)?)?;
+        // try_lock: making Python objects can run Python code (a finalizer) that polls from another thread while
+        // this one holds the buffer; that caller gets a fresh vector instead of waiting with the GIL held.
+        let mut fresh = Vec::new();
+        let mut kept = self.batch.try_lock();
+        let buf = kept.as_deref_mut().unwrap_or(&mut fresh);
+        self.inner.poll_into(buf, max_events);
+        let mut objs = Vec::with_capacity(buf.len());
+        let mut failed = None;
+        for ev in buf.drain(..) {
+            match to_python(py, ev) {
+                Ok(o) => objs.push(o),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(list)
+        buf.shrink_to(KEEP_BATCH);
+        drop(kept);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        PyList::new(py, objs)
     }
 
     /// Blocks (without the GIL) up to `timeout` seconds until an event waits. For scripts, not for Blender's UI.
