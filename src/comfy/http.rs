@@ -1,8 +1,9 @@
 //! ComfyUI's REST API over the hub's one pooled HTTP client.
 use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejected, QueueView};
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, root_cause, Error, ErrorCode, Result};
+use crate::error::{describe_http_error, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
+use crate::net::body::{read_capped, read_prefix, ERROR_CAP, JSON_CAP};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -76,13 +77,11 @@ impl ComfyHttp {
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
+            return Err(Error::from_status(what, status.as_u16(), &body));
         }
-        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
-        serde_json::from_slice(&bytes).map_err(|_| {
+        let bytes = read_capped(resp, JSON_CAP, what).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorCode::WrongService,
                 format!(
@@ -90,6 +89,7 @@ impl ComfyHttp {
                     self.endpoint
                 ),
             )
+            .with_source(e)
         })
     }
 
@@ -106,10 +106,8 @@ impl ComfyHttp {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ))
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
+            Err(Error::from_status(what, status.as_u16(), &body))
         }
     }
 
@@ -144,16 +142,14 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the submit answer"))?;
+        let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
-            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
+            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::new(
                     ErrorCode::Protocol,
                     "the server accepted the workflow but its answer is not the expected JSON",
                 )
+                .with_source(e)
             })?;
             return Ok(SubmitOutcome::Accepted {
                 prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
@@ -191,22 +187,20 @@ impl ComfyHttp {
             err.node_errors = problems;
             return Ok(SubmitOutcome::Rejected(err));
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let hint = match status.as_u16() {
-            413 => "the workflow is larger than the server's max upload size".to_string(),
-            403 => "the server refused the request (origin check or a proxy's auth)".to_string(),
-            401 => "the server wants credentials: set a token for this service".to_string(),
-            404 => format!(
+        // The code comes from the one status mapping; the hint says what it means for a submission to ComfyUI.
+        let e = Error::from_status("submitting the workflow", status.as_u16(), &bytes);
+        let e = match status.as_u16() {
+            413 => e.with_hint("the workflow is larger than the server's max upload size"),
+            403 => e.with_hint("the server refused the request (origin check or a proxy's auth)"),
+            401 => e.with_hint("the server wants credentials: set a token for this service"),
+            404 => e.with_hint(&format!(
                 "no ComfyUI prompt endpoint at {}; check the URL and base path",
                 self.endpoint
-            ),
-            500 => "the server failed while reading the workflow (is it API format JSON?)".to_string(),
-            _ => text.chars().take(200).collect(),
+            )),
+            500 => e.with_hint("the server failed while reading the workflow (is it API format JSON?)"),
+            _ => e,
         };
-        Ok(SubmitOutcome::Rejected(JobError::simple(
-            "validation_failed",
-            format!("the server answered HTTP {status} to the submission: {hint}"),
-        )))
+        Ok(SubmitOutcome::Rejected(e.to_job_error()))
     }
 
     pub async fn queue(&self) -> Result<QueueView> {
@@ -275,31 +269,29 @@ impl ComfyHttp {
         self.get_json("object_info", "reading /object_info").await
     }
 
-    /// Streams `GET /view` into `dest` (already opened by the caller). Returns the byte count.
+    /// Streams `GET /view` into `dir` as `name` (shared writer: temp file, fsync, rename). Returns the path, the
+    /// byte count and the SHA-256.
     pub async fn download(
         &self,
         filename: &str,
         subfolder: &str,
         file_type: &str,
-        dest: &mut tokio::fs::File,
-    ) -> Result<(u64, String)> {
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Result<(std::path::PathBuf, u64, String)> {
         let what = format!("downloading {filename}");
-        let mut resp = self
+        let resp = self
             .send(
                 self.request(reqwest::Method::GET, "view")
                     .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
-                    .timeout(Duration::from_secs(600)),
+                    .timeout(crate::net::download::DOWNLOAD_TIMEOUT),
             )
             .await
             .map_err(|e| describe_http_error(e, &what))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
+        if !resp.status().is_success() {
+            return Err(crate::net::download::status_error(&what, resp).await);
         }
-        crate::download::write_body(&mut resp, dest, &what).await
+        crate::net::download::save(resp, dir, name, &what).await
     }
 
     /// `POST /upload/image`: returns the name to use in `LoadImage`.
@@ -315,34 +307,18 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the upload answer"))?;
+        let bytes = read_capped(resp, ERROR_CAP, "reading the upload answer").await?;
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("uploading an image: HTTP {status}"),
-            ));
+            return Err(Error::from_status("uploading an image", status.as_u16(), &bytes));
         }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::protocol("uploading an image: the answer is not JSON").with_source(e))?;
         let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
         Ok(match v.get("subfolder").and_then(Value::as_str) {
             Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
             _ => name.to_string(),
         })
     }
-}
-
-pub fn write_error(e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => " (no permission: choose another output directory)",
-        _ if e.raw_os_error() == Some(28) => " (the disk is full: free space; the file is still on the server)",
-        _ => "",
-    };
-    Error::new(
-        ErrorCode::OutputWrite,
-        format!("writing a result failed: {}{hint}", root_cause(e)),
-    )
 }
 
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

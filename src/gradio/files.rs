@@ -2,11 +2,11 @@
 //! `director_link.gradio_file()` makes) is uploaded and replaced by the server's file value (4.x+ FileData, 3.x file
 //! dict). Out: every FileData in the outputs is downloaded into the job's folder (URL built from `path`, never from
 //! the server's `url`), streamed, hashed, synced and renamed into place; the output values get a `local_path`.
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{file_ref, files_in, FileRef};
-use crate::comfy::outputs::{safe_component, unique_path};
+use crate::error::Error;
 use crate::event::OutputFile;
+use crate::net::files::safe_component;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ pub fn upload_marker(o: &Map<String, Value>) -> Option<PathBuf> {
 }
 
 /// Uploads every marked local file in `inputs` (once per path) and substitutes the server's value.
-pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool) -> Result<usize, GradioError> {
+pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool) -> Result<usize, Error> {
     let mut wanted = Vec::new();
     for v in inputs.iter() {
         collect_markers(v, &mut wanted);
@@ -30,7 +30,7 @@ pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool
             continue;
         }
         if !local.is_file() {
-            return Err(GradioError::new(
+            return Err(Error::new(
                 crate::ErrorCode::InvalidParameter,
                 format!("input file {} does not exist (or is not a file)", local.display()),
             ));
@@ -90,8 +90,7 @@ pub async fn download_outputs(
     dir: &Path,
     data: &[Value],
     kinds: &[(String, Option<String>)],
-) -> Result<(Vec<OutputFile>, Vec<Value>), GradioError> {
-    let write = |e: std::io::Error| GradioError::from(crate::comfy::http::write_error(&e));
+) -> Result<(Vec<OutputFile>, Vec<Value>), Error> {
     let mut files = Vec::new();
     let mut local: HashMap<String, PathBuf> = HashMap::new();
     for (i, value) in data.iter().enumerate() {
@@ -101,26 +100,10 @@ pub async fn download_outputs(
             if local.contains_key(&r.path) {
                 continue;
             }
-            tokio::fs::create_dir_all(dir).await.map_err(write)?;
             let server_name = r.path.rsplit(['/', '\\']).next().unwrap_or("output").to_string();
             let shown = r.orig_name.clone().filter(|n| !n.is_empty()).unwrap_or(server_name);
             let name = safe_component(&shown, "output");
-            let final_path = unique_path(dir, &name);
-            let tmp = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(write)?;
-            let result = http.download(&r.path, &mut file).await;
-            drop(file);
-            let (size, sha256) = match result {
-                Ok(done) => done,
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(e);
-                }
-            };
-            if let Err(e) = tokio::fs::rename(&tmp, &final_path).await {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(write(e));
-            }
+            let (final_path, size, sha256) = http.download(&r.path, dir, &name).await?;
             let kind = kinds
                 .get(i)
                 .map(|k| k.0.clone())

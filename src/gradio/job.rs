@@ -1,9 +1,9 @@
 //! One Gradio call as a job: turns queue messages (from the SSE session stream, the 3.x WebSocket or the sync
 //! route) into the hub's events, keeps generator values (diffs applied), and ends the job exactly once:
 //! outputs downloaded → `JobCompleted`, the app's error → `JobFailed`, a confirmed cancel → `JobCancelled`.
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{apply_diff, error_text, progress_of, Config, Endpoint, Message};
+use crate::error::Error;
 use crate::error::ErrorCode;
 use crate::event::EventKind;
 use crate::tracker::Shared;
@@ -49,7 +49,7 @@ pub enum Control {
 pub enum Outcome {
     /// `output` of the final `process_completed` (or the sync route's answer).
     Completed(Value),
-    Failed(GradioError),
+    Failed(Error),
     Cancelled,
 }
 
@@ -189,7 +189,10 @@ impl JobCtx {
                 output, success, title, ..
             } => {
                 if !success {
-                    return Some(Outcome::Failed(GradioError::app(error_text(&output, title.as_deref()))));
+                    return Some(Outcome::Failed(super::error::app(error_text(
+                        &output,
+                        title.as_deref(),
+                    ))));
                 }
                 let has_data = output.get("data").is_some_and(|d| !d.is_null());
                 if !has_data {
@@ -199,13 +202,13 @@ impl JobCtx {
                 return Some(Outcome::Completed(output));
             }
             Message::QueueFull => {
-                return Some(Outcome::Failed(GradioError::new(
+                return Some(Outcome::Failed(Error::new(
                     ErrorCode::RateLimited,
                     "the app's queue is full; try again later",
                 )))
             }
             Message::UnexpectedError { message, .. } => {
-                return Some(Outcome::Failed(GradioError::new(
+                return Some(Outcome::Failed(Error::new(
                     ErrorCode::ServerError,
                     format!("the app's queue failed: {message}"),
                 )))
@@ -318,27 +321,33 @@ impl JobCtx {
     }
 }
 
-/// `manifest.json` next to the files: what was called with which inputs, and what came back.
+/// `manifest.json` next to the files: what was called with which inputs, and what came back. A manifest that
+/// cannot be written does not fail a job whose files are safely home; it is logged.
 async fn write_manifest(ctx: &JobCtx, files: &[crate::event::OutputFile], elapsed: f64) {
-    let manifest = json!({
-        "job_id": ctx.job_id,
-        "server": ctx.http.endpoint().base(),
-        "app_version": ctx.config.version,
-        "api_name": ctx.endpoint.api_name,
-        "fn_index": ctx.endpoint.fn_index,
-        "inputs": ctx.call.inputs,
-        "finished_at": crate::event::now_epoch(),
-        "elapsed_seconds": elapsed,
-        "files": crate::comfy::outputs::manifest_files(&ctx.dir, files),
-    });
-    let Ok(text) = serde_json::to_vec_pretty(&manifest) else {
-        return;
-    };
-    let path = ctx.dir.join("manifest.json");
-    let tmp = ctx
+    // The job folder is `<output_dir>/<tag>/<job id>`: its parent's name is the tag as used on disk.
+    let tag = ctx
         .dir
-        .join(format!(".manifest.{}.part", uuid::Uuid::new_v4().simple()));
-    if tokio::fs::write(&tmp, text).await.is_ok() && tokio::fs::rename(&tmp, &path).await.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let submitted_at = crate::event::now_epoch() - elapsed;
+    let written = crate::net::manifest::Manifest::new(
+        "gradio",
+        &ctx.service,
+        &ctx.job_id,
+        &tag,
+        ctx.http.endpoint().base(),
+        submitted_at,
+    )
+    .with("app_version", ctx.config.version.as_str())
+    .with("api_name", ctx.endpoint.api_name.clone())
+    .with("fn_index", ctx.endpoint.fn_index)
+    .with("inputs", ctx.call.inputs.clone())
+    .files(&ctx.dir, files)
+    .write(&ctx.dir, &ctx.http.secrets())
+    .await;
+    if let Err(e) = written {
+        log::warn!("{}: job {}: {}", ctx.service, ctx.job_id, e.message);
     }
 }
