@@ -12,12 +12,12 @@
 //! Background threads must never touch a finalizing interpreter: the log thread checks that Python is still
 //! alive and stops taking the GIL once `_close_all` (registered with `atexit` by the package) has run.
 use crate::hub::Hub as CoreHub;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{Level, Log, Metadata, Record};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ static SENT: AtomicU64 = AtomicU64::new(0);
 /// Records the log thread has finished with (delivered or skipped), and a signal for `flush`.
 static DONE: Mutex<u64> = Mutex::new(0);
 static DONE_CHANGED: Condvar = Condvar::new();
-static SENDER: OnceLock<Sender<Line>> = OnceLock::new();
+static SENDER: OnceLock<SyncSender<Line>> = OnceLock::new();
 
 struct Line {
     level: Level,
@@ -237,7 +237,7 @@ fn run(rx: Receiver<Line>) {
 }
 
 pub fn install(py: Python<'_>) {
-    let (tx, rx) = bounded(CHANNEL);
+    let (tx, rx) = sync_channel(CHANNEL);
     if SENDER.set(tx).is_err() {
         return;
     }
