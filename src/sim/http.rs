@@ -415,6 +415,17 @@ pub(crate) async fn serve_conn(shared: Arc<Shared>, mut stream: TcpStream) {
                 return;
             }
             super::routes::Dispatch::Reply(resp) => {
+                // `hold_answers`: the work is done, the answer waits for `release_answers` or a restart's cut.
+                let mut released = shared.release_tx.subscribe();
+                if shared.answer_held(&req.path) {
+                    tokio::select! {
+                        _ = released.changed() => {}
+                        _ = shared.epoch_changed(epoch) => return,
+                    }
+                    if released.borrow().1 {
+                        return;
+                    }
+                }
                 let close = resp.close || !req.keep_alive;
                 let head_only = req.method == "HEAD";
                 if write_response(&mut stream, &resp, head_only, close).await.is_err() || close {
