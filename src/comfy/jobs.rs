@@ -37,6 +37,8 @@ pub struct ActiveJob {
     pub maybe_sent: bool,
     /// The WebSocket session during which the POST went out.
     pub posted_in: u64,
+    /// How many times the prompt was POSTed: a lookup started before the latest POST says nothing about it.
+    pub sends: u32,
     /// Submitted under another client id (tracked by id): the server sends its messages elsewhere, so its fate
     /// is polled over HTTP.
     pub foreign: bool,
@@ -91,6 +93,7 @@ impl ActiveJob {
             foreign: false,
             maybe_sent: false,
             posted_in: 0,
+            sends: 0,
             prompt,
             group: group.to_string(),
             fetch: None,

@@ -65,15 +65,15 @@ enum Internal {
         error: Option<(Error, bool)>,
     },
     /// Time to fetch a finished job's results again.
-    RetryFetch {
-        prompt_id: String,
-    },
+    RetryFetch { prompt_id: String },
     CancelChecked {
         prompt_id: String,
         result: Result<CancelOutcome>,
     },
     Reconciled {
         prompt_id: String,
+        /// The job's `sends` when the lookup began.
+        sends: u32,
         result: Result<Found>,
     },
 }
@@ -503,6 +503,7 @@ impl ComfyService {
             }
             job.maybe_sent = true;
             job.posted_in = session;
+            job.sends += 1;
             let prompt = job.prompt.clone();
             let http = self.http.clone();
             let client_id = self.client_id.clone();
@@ -577,6 +578,7 @@ impl ComfyService {
     }
 
     fn reconcile(&mut self, prompt_id: &str) {
+        let sends = self.router.get(prompt_id).map_or(0, |j| j.sends);
         self.checking.insert(prompt_id.to_string());
         let http = self.http.clone();
         let id = prompt_id.to_string();
@@ -599,7 +601,11 @@ impl ComfyService {
                 }
             }
             .await;
-            Internal::Reconciled { prompt_id: id, result }
+            Internal::Reconciled {
+                prompt_id: id,
+                sends,
+                result,
+            }
         });
     }
 
@@ -859,10 +865,15 @@ impl ComfyService {
                     self.status.record_error(&e.message);
                 }
             },
-            Internal::Reconciled { prompt_id, result } => {
+            Internal::Reconciled {
+                prompt_id,
+                sends,
+                result,
+            } => {
                 self.checking.remove(&prompt_id);
                 let Some(job) = self.router.get(&prompt_id) else { return };
-                if job.phase == Phase::Finishing {
+                // A lookup older than the latest POST is stale: "nowhere" then must not send or fail it again.
+                if job.phase == Phase::Finishing || job.sends != sends {
                     return;
                 }
                 match result {

@@ -310,7 +310,8 @@ impl Simulator {
         Ok(())
     }
 
-    /// Every HTTP request received so far (WebSocket upgrades included), oldest first.
+    /// Every HTTP request handled so far (WebSocket upgrades included; not those a restart cut first), oldest
+    /// first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests.lock().clone()
     }
