@@ -3,11 +3,13 @@
 //! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
 use super::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
 use super::jobs::{ActiveJob, Effect, Fetch, JobRouter, Phase};
-use super::outputs::{download_all, job_dir, manifest_files, write_manifest, Manifest};
+use super::outputs::download_all;
 use super::protocol::{file_refs, BinaryFrame, FileRef, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
+use crate::net::files::job_dir;
+use crate::net::manifest::Manifest;
 use crate::service::{Backoff, BackoffPolicy, BreakerPolicy, CircuitBreaker, ServiceStatus};
 use crate::tracker::Shared;
 use futures_util::{SinkExt, StreamExt};
@@ -392,7 +394,7 @@ impl ComfyService {
                             }
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => break SessionEnd::Dropped(format!("connection error: {}", crate::error::root_cause(&e))),
+                        Some(Err(e)) => break SessionEnd::Dropped(crate::net::ws::describe_read_error(&e)),
                         None => break SessionEnd::Dropped("the connection ended".into()),
                     }
                 }
@@ -656,6 +658,7 @@ impl ComfyService {
         fetch.from_history = from_history;
         fetch.in_flight = true;
         let mut saved = fetch.saved.clone();
+        let (service, token) = (self.name.clone(), self.token.clone().unwrap_or_default());
         self.spawn(async move {
             // Errors of the link (not of the disk or the data) may be retried: the results are still there.
             let error = async {
@@ -693,19 +696,20 @@ impl ComfyService {
                     }
                 }
                 let files: Vec<OutputFile> = saved.iter().map(|(_, f)| f.clone()).collect();
-                let finished_at = crate::event::now_epoch();
-                let manifest = Manifest {
-                    job_id: &job_id,
-                    prompt_id: &id,
-                    server: http.endpoint().base(),
-                    tag: &group,
-                    workflow: &prompt,
+                Manifest::new(
+                    "comfyui",
+                    &service,
+                    &job_id,
+                    &group,
+                    http.endpoint().base(),
                     submitted_at,
-                    finished_at,
-                    elapsed_seconds: finished_at - submitted_at,
-                    files: manifest_files(&dir, &files),
-                };
-                write_manifest(&dir, &manifest).await.map_err(|e| (e, false))?;
+                )
+                .with("prompt_id", id.as_str())
+                .with("workflow", (*prompt).clone())
+                .files(&dir, &files)
+                .write(&dir, &[&token])
+                .await
+                .map_err(|e| (e, false))?;
                 Ok(())
             }
             .await
