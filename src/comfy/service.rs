@@ -767,7 +767,7 @@ impl ComfyService {
                 }
             }
             Err(e) => {
-                let never_sent = e.code == ErrorCode::ConnectionFailed && e.message.contains("could not connect");
+                let never_sent = e.is_connect();
                 if let Some(job) = self.router.get_mut(&prompt_id) {
                     job.phase = Phase::Pending;
                     job.maybe_sent = !never_sent;
