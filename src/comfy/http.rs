@@ -1,5 +1,7 @@
 //! ComfyUI's REST API over the hub's one pooled HTTP client.
-use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejected, QueueView};
+use super::protocol::{
+    node_problems, supports_targeted_interrupt, HistoryEntry, PromptAccepted, PromptRejected, QueueView,
+};
 use crate::endpoint::Endpoint;
 use crate::error::{describe_http_error, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
@@ -20,7 +22,15 @@ pub struct ComfyHttp {
     token: Option<String>,
     /// Time to response headers of every API call, for the service's link metrics.
     latency: Arc<Mutex<RttWindow>>,
+    /// Whether the server's `/interrupt` honours a prompt id: learnt from the version that `/system_stats`
+    /// reports, which the service reads on every connection (a server may be upgraded in between).
+    targeted_interrupt: Arc<Mutex<Option<bool>>>,
 }
+
+/// After a global interrupt on an older server: how often, and how far apart, the queue is read until our
+/// prompt is seen stopped.
+const CONFIRM_LOOKS: u32 = 50;
+const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
 
 /// What `POST /prompt` said.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +51,7 @@ impl ComfyHttp {
             endpoint,
             token,
             latency: Arc::new(Mutex::new(RttWindow::default())),
+            targeted_interrupt: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -123,8 +134,10 @@ impl ComfyHttp {
                 ),
             )
         })?;
+        let version = stats.system.comfyui_version.unwrap_or_else(|| "unknown".into());
+        *self.targeted_interrupt.lock() = Some(supports_targeted_interrupt(&version));
         Ok(SystemStats {
-            version: stats.system.comfyui_version.unwrap_or_else(|| "unknown".into()),
+            version,
             simulator: stats.system.argv.iter().any(|a| a == SIMULATOR_ARGV),
             devices: stats.devices.into_iter().filter_map(|d| d.name).collect(),
         })
@@ -233,22 +246,32 @@ impl ComfyHttp {
         .await
     }
 
-    /// Interrupts `prompt_id` only if it is the one running (ComfyUI ≥ 0.3.57; never a bare global interrupt).
+    /// `POST /interrupt {"prompt_id"}`: stops only that prompt on ComfyUI ≥ 0.3.57; older servers ignore the
+    /// body and stop whatever runs, so on those it is sent only after the queue showed ours running.
     pub async fn interrupt(&self, prompt_id: &str) -> Result<()> {
         self.post_json("interrupt", &json!({ "prompt_id": prompt_id }), "interrupting the job")
             .await
     }
 
-    /// Removes or interrupts only `prompt_id`, wherever it is (never a global interrupt or a clear).
+    /// Whether `/interrupt` is targeted on this server (read from `/system_stats` if no connection told yet).
+    async fn targeted_interrupt(&self) -> Result<bool> {
+        let known = *self.targeted_interrupt.lock();
+        match known {
+            Some(targeted) => Ok(targeted),
+            None => Ok(supports_targeted_interrupt(&self.system_stats().await?.version)),
+        }
+    }
+
+    /// Removes or interrupts only `prompt_id`, wherever it is (never a bare global interrupt, never a clear).
     pub async fn cancel_prompt(&self, prompt_id: &str) -> Result<CancelOutcome> {
+        let targeted = self.targeted_interrupt().await?;
         let q = self.queue().await?;
         if q.pending.iter().any(|p| p == prompt_id) {
             self.delete_pending(prompt_id).await?;
             let after = self.queue().await?;
             if after.running.iter().any(|p| p == prompt_id) {
                 // It started between our two looks.
-                self.interrupt(prompt_id).await?;
-                return Ok(CancelOutcome::Interrupting);
+                return self.interrupt_running(prompt_id, &after, targeted).await;
             }
             if after.pending.iter().any(|p| p == prompt_id) {
                 return Err(Error::new(
@@ -259,10 +282,47 @@ impl ComfyHttp {
             return Ok(CancelOutcome::Removed);
         }
         if q.running.iter().any(|p| p == prompt_id) {
+            return self.interrupt_running(prompt_id, &q, targeted).await;
+        }
+        Ok(CancelOutcome::NotOnServer)
+    }
+
+    /// Stops `prompt_id`, which the queue just read shows running. An older server (no targeted interrupt)
+    /// stops whatever runs: it is asked only when ours is the one running prompt, at once after that look, and
+    /// afterwards the queue and history confirm what stopped.
+    async fn interrupt_running(&self, prompt_id: &str, queue: &QueueView, targeted: bool) -> Result<CancelOutcome> {
+        if targeted {
             self.interrupt(prompt_id).await?;
             return Ok(CancelOutcome::Interrupting);
         }
-        Ok(CancelOutcome::NotOnServer)
+        if queue.running.len() != 1 {
+            return Err(Error::new(
+                ErrorCode::HttpStatus,
+                "the server runs several prompts at once and interrupts them all; ours was not interrupted, so \
+                 that no one else's job is stopped",
+            ));
+        }
+        self.interrupt(prompt_id).await?;
+        for _ in 0..CONFIRM_LOOKS {
+            if !self.queue().await?.running.iter().any(|p| p == prompt_id) {
+                break;
+            }
+            tokio::time::sleep(CONFIRM_PAUSE).await;
+        }
+        let ended = self.history(prompt_id).await?;
+        let status = ended
+            .as_ref()
+            .and_then(|e| e.status.as_ref())
+            .and_then(|s| s.status_str.as_deref());
+        if status == Some("success") {
+            // Ours ended just before the interrupt arrived, which may then have stopped the next prompt.
+            log::warn!(
+                "{prompt_id} finished before the interrupt arrived; this server (without targeted interrupt) may \
+                 have stopped the prompt that ran next"
+            );
+            return Ok(CancelOutcome::NotOnServer);
+        }
+        Ok(CancelOutcome::Interrupting)
     }
 
     pub async fn object_info(&self) -> Result<Value> {

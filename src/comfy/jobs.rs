@@ -1,7 +1,7 @@
 //! Routes ComfyUI messages to our jobs and turns them into events. Pure logic (no I/O): the socket actor
 //! feeds messages in and carries out the returned effects, so every routing rule is unit-testable.
 use super::protocol::{file_refs, BinaryFrame, FileRef, ServerMessage};
-use crate::event::{EventKind, JobError};
+use crate::event::{EventKind, JobError, OutputFile};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -35,6 +35,10 @@ pub struct ActiveJob {
     pub needs_history: bool,
     /// The POST may have reached the server (its answer was lost): check before sending again.
     pub maybe_sent: bool,
+    /// The WebSocket session during which the POST went out.
+    pub posted_in: u64,
+    /// How many times the prompt was POSTed: a lookup started before the latest POST says nothing about it.
+    pub sends: u32,
     /// Submitted under another client id (tracked by id): the server sends its messages elsewhere, so its fate
     /// is polled over HTTP.
     pub foreign: bool,
@@ -42,7 +46,26 @@ pub struct ActiveJob {
     pub prompt: std::sync::Arc<Value>,
     /// The output sub-directory (tag or service name).
     pub group: String,
+    /// Saving the results of a job that finished on the server (phase `Finishing`).
+    pub fetch: Option<Fetch>,
     rate: Option<(String, Instant, f64)>,
+}
+
+/// A finished job's results being saved. A fetch that meets a dropped, stalled or restarting server is tried
+/// again when the link is back (the job did run: failing it would lose it), and files already saved are kept.
+#[derive(Debug, Default)]
+pub struct Fetch {
+    pub refs: Vec<FileRef>,
+    /// Ask `/history` for the file list first (messages may have been missed).
+    pub from_history: bool,
+    /// No message was missed before the job ended: `refs` name every file.
+    pub refs_complete: bool,
+    /// Saved so far, in order, with the reference each came from.
+    pub saved: Vec<(FileRef, OutputFile)>,
+    /// Attempts that failed because of the link.
+    pub failures: u32,
+    /// A fetch task is running; no second one may start.
+    pub in_flight: bool,
 }
 
 impl ActiveJob {
@@ -69,8 +92,11 @@ impl ActiveJob {
             needs_history: false,
             foreign: false,
             maybe_sent: false,
+            posted_in: 0,
+            sends: 0,
             prompt,
             group: group.to_string(),
+            fetch: None,
             rate: None,
         }
     }
@@ -309,6 +335,7 @@ impl JobRouter {
             job.needs_history = false;
             job.outputs.clear();
             job.ui.clear();
+            job.fetch = None;
         }
         if self.running.as_deref() == Some(old) {
             self.running = None;

@@ -817,3 +817,54 @@ pub struct DeviceInfo {
     #[serde(default)]
     pub name: Option<String>,
 }
+
+/// The first ComfyUI release whose `POST /interrupt {"prompt_id"}` stops only that prompt (commit 464ba1d6,
+/// PR #9607, 2025-09-02). Older servers ignore the body and stop whatever runs, whoever submitted it.
+pub const TARGETED_INTERRUPT_SINCE: (u64, u64, u64) = (0, 3, 57);
+
+/// `major.minor.patch` from a `comfyui_version` such as "0.3.64", "v0.3.57" or "0.8.1-dev"; `None` when it does
+/// not start like a version ("unknown", a custom build string).
+pub fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let v = version.trim().trim_start_matches(['v', 'V']);
+    let mut parts = v.split('.').map(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok()
+    });
+    let major = parts.next().flatten()?;
+    let minor = parts.next().flatten()?;
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// Whether a server of this version interrupts only the prompt named in the body. An unknown version counts as
+/// old: the careful path is right on every server, the fast one only on new ones.
+pub fn supports_targeted_interrupt(version: &str) -> bool {
+    parse_version(version).is_some_and(|v| v >= TARGETED_INTERRUPT_SINCE)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn targeted_interrupt_from_0_3_57_on() {
+        assert_eq!(parse_version("0.3.64"), Some((0, 3, 64)));
+        assert_eq!(parse_version("v0.3.57"), Some((0, 3, 57)));
+        assert_eq!(parse_version("0.8.1-dev"), Some((0, 8, 1)));
+        assert_eq!(parse_version("1.2"), Some((1, 2, 0)));
+        assert_eq!(parse_version("unknown"), None);
+        assert_eq!(parse_version(""), None);
+        for (v, targeted) in [
+            ("0.3.56", false),
+            ("0.3.57", true),
+            ("0.3.64", true),
+            ("0.4.0", true),
+            ("1.0.0", true),
+            ("0.2.99", false),
+            ("unknown", false),
+            ("abc.def", false),
+        ] {
+            assert_eq!(supports_targeted_interrupt(v), targeted, "{v}");
+        }
+    }
+}

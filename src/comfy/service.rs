@@ -2,12 +2,11 @@
 //! backoff, reconciles jobs after a reconnect and downloads results. All state lives in this one task; slow
 //! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
 use super::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
-use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
+use super::jobs::{ActiveJob, Effect, Fetch, JobRouter, Phase};
 use super::outputs::download_all;
-use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
+use super::protocol::{file_refs, BinaryFrame, FileRef, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
-use crate::error::ErrorCode;
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
 use crate::net::files::job_dir;
 use crate::net::manifest::Manifest;
@@ -73,16 +72,23 @@ enum Internal {
         prompt_id: String,
         result: Result<(SubmitOutcome, Option<u32>)>,
     },
+    /// A finished job's fetch ended: the files saved so far, and the error that stopped it (with whether it
+    /// was the link's, so worth another try).
     Finished {
         prompt_id: String,
-        result: Result<Vec<OutputFile>>,
+        saved: Vec<(FileRef, OutputFile)>,
+        error: Option<(Error, bool)>,
     },
+    /// Time to fetch a finished job's results again.
+    RetryFetch { prompt_id: String },
     CancelChecked {
         prompt_id: String,
         result: Result<CancelOutcome>,
     },
     Reconciled {
         prompt_id: String,
+        /// The job's `sends` when the lookup began.
+        sends: u32,
         result: Result<Found>,
     },
 }
@@ -119,6 +125,19 @@ enum ConnectError {
 /// A session shorter than this counts as a failed attempt for the circuit breaker (accept-then-close).
 const SHORT_SESSION: Duration = Duration::from_secs(2);
 
+/// A finished job's results are fetched again this many times after link failures before the job fails.
+const MAX_FETCH_FAILURES: u32 = 8;
+/// The first pause before fetching again while the link looks up (doubled each time, up to 16×).
+const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Marks an error of a result fetch as the link's (worth another try) or not. A body that broke off mid-download
+/// is the link's too.
+fn link_error(e: Error, downloading: bool) -> (Error, bool) {
+    let link = matches!(e.code, ErrorCode::ConnectionFailed | ErrorCode::Timeout)
+        || (downloading && matches!(e.code, ErrorCode::Protocol));
+    (e, link)
+}
+
 pub struct ComfyService {
     name: String,
     http: ComfyHttp,
@@ -132,6 +151,9 @@ pub struct ComfyService {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     connected: bool,
+    /// Counts WebSocket sessions: a POST answered in a later session than it was sent in may follow messages
+    /// that went to no socket.
+    sessions: u64,
     /// Prompts waiting to be POSTed, in submission order; one POST is in flight at a time.
     submit_queue: std::collections::VecDeque<String>,
     submit_in_flight: bool,
@@ -167,6 +189,7 @@ impl ComfyService {
             internal_tx,
             internal_rx,
             connected: false,
+            sessions: 0,
             submit_queue: std::collections::VecDeque::new(),
             submit_in_flight: false,
             polling: false,
@@ -182,16 +205,19 @@ impl ComfyService {
         let mut backoff = Backoff::new(self.config.backoff.clone(), seed);
         let mut breaker = CircuitBreaker::new(self.config.breaker.clone());
         let mut ever_connected = false;
+        // Why jobs are followed over HTTP, said again after a circuit-open wait while polling.
+        let mut polling_reason: Option<String> = None;
         loop {
-            let state = if ever_connected {
-                ServiceState::Reconnecting
+            // Any wait is over: one step sets what happens now and clears `next_attempt_at`, so a `circuit_open`
+            // never outlives its wait (it did while polling: the state stayed through the next attempt).
+            let (state, reason) = if self.polling {
+                (ServiceState::Polling, polling_reason.clone())
+            } else if ever_connected {
+                (ServiceState::Reconnecting, self.status.snapshot().last_error)
             } else {
-                ServiceState::Connecting
+                (ServiceState::Connecting, None)
             };
-            if !self.polling {
-                let reason = self.status.snapshot().last_error.filter(|_| ever_connected);
-                self.status.set_state(&self.shared, state, reason);
-            }
+            self.status.set_state(&self.shared, state, reason);
             let mut reconnect_now = false;
             self.status.count_attempt();
             match self.connect().await {
@@ -225,14 +251,9 @@ impl ComfyService {
                         self.polling = true;
                         self.resync();
                     }
-                    self.status.set_state(
-                        &self.shared,
-                        ServiceState::Polling,
-                        Some(format!(
-                            "{}; following jobs over HTTP until the WebSocket works",
-                            e.message
-                        )),
-                    );
+                    let reason = format!("{}; following jobs over HTTP until the WebSocket works", e.message);
+                    polling_reason = Some(reason.clone());
+                    self.status.set_state(&self.shared, ServiceState::Polling, Some(reason));
                 }
                 Err(ConnectError::Http(e)) => {
                     log::info!("{}: cannot connect: {e}", self.name);
@@ -253,7 +274,8 @@ impl ComfyService {
             } else if let Some(until) = breaker.open_until(now) {
                 let wait = until.duration_since(now);
                 let last = self.status.snapshot().last_error.unwrap_or_default();
-                self.status.set_state(
+                // The state and its next try in one step: a reader woken by the event must see both.
+                self.status.set_state_until(
                     &self.shared,
                     ServiceState::CircuitOpen,
                     Some(format!(
@@ -262,12 +284,14 @@ impl ComfyService {
                         breaker.recent_failures(),
                         wait.as_secs_f64()
                     )),
+                    Some(wait),
                 );
                 wait
             } else {
-                backoff.next_delay()
+                let delay = backoff.next_delay();
+                self.status.set_next_attempt((!delay.is_zero()).then_some(delay));
+                delay
             };
-            self.status.set_next_attempt((!delay.is_zero()).then_some(delay));
             match self.wait_offline(delay).await {
                 Wake::Closed => break,
                 Wake::Reconnect => {
@@ -276,7 +300,6 @@ impl ComfyService {
                 }
                 Wake::Timer => {}
             }
-            self.status.set_next_attempt(None);
         }
         self.status.set_state(&self.shared, ServiceState::Closed, None);
     }
@@ -332,6 +355,7 @@ impl ComfyService {
 
     async fn session(&mut self, mut socket: Socket) -> SessionEnd {
         self.connected = true;
+        self.sessions += 1;
         self.status.set_state(&self.shared, ServiceState::Connected, None);
         self.resync();
         let heartbeat = self.config.heartbeat;
@@ -477,6 +501,7 @@ impl ComfyService {
     }
 
     fn pump_submissions(&mut self) {
+        let session = self.sessions;
         while !self.submit_in_flight {
             let Some(id) = self.submit_queue.pop_front() else {
                 return;
@@ -497,6 +522,8 @@ impl ComfyService {
                 continue;
             }
             job.maybe_sent = true;
+            job.posted_in = session;
+            job.sends += 1;
             let prompt = job.prompt.clone();
             let http = self.http.clone();
             let client_id = self.client_id.clone();
@@ -563,12 +590,15 @@ impl ComfyService {
             match job.phase {
                 Phase::Pending if !job.maybe_sent => self.send_prompt(&prompt_id),
                 Phase::Pending | Phase::Queued | Phase::Running => self.reconcile(&prompt_id),
-                Phase::Submitting | Phase::Finishing => {}
+                // Results that could not be fetched while the link was down.
+                Phase::Finishing => self.retry_fetch(&prompt_id),
+                Phase::Submitting => {}
             }
         }
     }
 
     fn reconcile(&mut self, prompt_id: &str) {
+        let sends = self.router.get(prompt_id).map_or(0, |j| j.sends);
         self.checking.insert(prompt_id.to_string());
         let http = self.http.clone();
         let id = prompt_id.to_string();
@@ -591,7 +621,11 @@ impl ComfyService {
                 }
             }
             .await;
-            Internal::Reconciled { prompt_id: id, result }
+            Internal::Reconciled {
+                prompt_id: id,
+                sends,
+                result,
+            }
         });
     }
 
@@ -617,29 +651,69 @@ impl ComfyService {
         }
     }
 
-    fn finish(&mut self, prompt_id: &str, refs: Vec<super::protocol::FileRef>, from_history: bool) {
-        let Some(job) = self.router.get(prompt_id) else { return };
+    fn finish(&mut self, prompt_id: &str, refs: Vec<FileRef>, from_history: bool) {
+        let Some(job) = self.router.get_mut(prompt_id) else {
+            return;
+        };
+        if job.fetch.as_ref().is_some_and(|f| f.in_flight) {
+            // Already being fetched (the socket and a reconcile can both report the end).
+            return;
+        }
         let dir = job_dir(&self.config.output_dir, &job.group, &job.job_id);
         let http = self.http.clone();
         let id = prompt_id.to_string();
         let (job_id, group, prompt) = (job.job_id.clone(), job.group.clone(), job.prompt.clone());
         let submitted_at = crate::event::now_epoch() - job.submitted.elapsed().as_secs_f64();
+        // Without missed messages the files they named are all there is (decided at the first fetch: a drop
+        // while fetching does not make the messages incomplete).
+        let complete = !job.needs_history;
+        let fetch = job.fetch.get_or_insert_with(|| Fetch {
+            refs_complete: complete,
+            ..Fetch::default()
+        });
+        let refs_complete = fetch.refs_complete;
+        fetch.refs.clone_from(&refs);
+        fetch.from_history = from_history;
+        fetch.in_flight = true;
+        let mut saved = fetch.saved.clone();
         let (service, token) = (self.name.clone(), self.token.clone().unwrap_or_default());
         self.spawn(async move {
-            let result = async {
+            // Errors of the link (not of the disk or the data) may be retried: the results are still there.
+            let error = async {
                 let refs = if from_history {
-                    match http.history(&id).await? {
+                    match http.history(&id).await.map_err(|e| link_error(e, false))? {
                         Some(entry) => entry
                             .outputs
                             .iter()
                             .flat_map(|(node, ui)| file_refs(node, ui))
                             .collect(),
+                        // Messages were missed and the server no longer knows: the files cannot be named.
+                        None if !refs_complete && refs.is_empty() && saved.is_empty() => {
+                            let e = Error::new(
+                                ErrorCode::ServerRestarted,
+                                "the server no longer knows which files the job wrote (it was restarted or its \
+                                 history was cleared); submit it again to re-run it",
+                            );
+                            return Err((e, false));
+                        }
                         None => refs,
                     }
                 } else {
                     refs
                 };
-                let files = download_all(&http, &dir, &refs).await?;
+                // One file at a time, so that a retry fetches only what is missing.
+                for r in refs {
+                    if saved.iter().any(|(done, _)| *done == r) {
+                        continue;
+                    }
+                    let mut got = download_all(&http, &dir, std::slice::from_ref(&r))
+                        .await
+                        .map_err(|e| link_error(e, true))?;
+                    if let Some(file) = got.pop() {
+                        saved.push((r, file));
+                    }
+                }
+                let files: Vec<OutputFile> = saved.iter().map(|(_, f)| f.clone()).collect();
                 Manifest::new(
                     "comfyui",
                     &service,
@@ -652,12 +726,29 @@ impl ComfyService {
                 .with("workflow", (*prompt).clone())
                 .files(&dir, &files)
                 .write(&dir, &[&token])
-                .await?;
-                Ok(files)
+                .await
+                .map_err(|e| (e, false))?;
+                Ok(())
             }
-            .await;
-            Internal::Finished { prompt_id: id, result }
+            .await
+            .err();
+            Internal::Finished {
+                prompt_id: id,
+                saved,
+                error,
+            }
         });
+    }
+
+    /// Fetches a finished job's results again (after a link failure), unless a fetch is already running.
+    fn retry_fetch(&mut self, prompt_id: &str) {
+        let Some(fetch) = self.router.get(prompt_id).and_then(|j| j.fetch.as_ref()) else {
+            return;
+        };
+        if !fetch.in_flight {
+            let (refs, from_history) = (fetch.refs.clone(), fetch.from_history);
+            self.finish(prompt_id, refs, from_history);
+        }
     }
 
     fn on_submitted(&mut self, prompt_id: String, result: Result<(SubmitOutcome, Option<u32>)>, now: Instant) {
@@ -679,6 +770,10 @@ impl ComfyService {
                 self.apply(effects);
                 if cancel {
                     self.check_cancel(&theirs);
+                } else if self.connected && self.router.get(&theirs).is_some_and(|j| j.posted_in != self.sessions) {
+                    // The socket was replaced while the POST waited for its answer: the reconnect's resync skipped
+                    // the job (still submitting) and its messages may have gone to no socket. Ask the server.
+                    self.reconcile(&theirs);
                 }
             }
             Ok((SubmitOutcome::Rejected(error), _)) => {
@@ -717,12 +812,41 @@ impl ComfyService {
                 self.on_submitted(prompt_id, result, now);
                 self.pump_submissions();
             }
-            Internal::Finished { prompt_id, result } => {
+            Internal::Finished {
+                prompt_id,
+                saved,
+                error,
+            } => {
+                if let (Some((e, true)), Some(job)) = (&error, self.router.get_mut(&prompt_id)) {
+                    let fetch = job.fetch.get_or_insert_with(Fetch::default);
+                    fetch.in_flight = false;
+                    fetch.failures += 1;
+                    fetch.saved.clone_from(&saved);
+                    let failures = fetch.failures;
+                    if failures <= MAX_FETCH_FAILURES {
+                        // The job ran; its files wait on the server. Fetch them when the link is back (the next
+                        // session's resync), or after a pause if the link looks fine.
+                        log::info!(
+                            "{}: results of {prompt_id} not fetched yet ({e}); trying again",
+                            self.name
+                        );
+                        if self.connected || self.polling {
+                            let pause = FETCH_RETRY_PAUSE * 2u32.pow(failures.min(5) - 1);
+                            let id = prompt_id.clone();
+                            self.spawn(async move {
+                                tokio::time::sleep(pause).await;
+                                Internal::RetryFetch { prompt_id: id }
+                            });
+                        }
+                        return;
+                    }
+                }
                 let Some(job) = self.router.remove(&prompt_id) else {
                     return;
                 };
-                match result {
-                    Ok(outputs) => {
+                match error.map(|(e, _)| e).map_or(Ok(saved), Err) {
+                    Ok(saved) => {
+                        let outputs = saved.into_iter().map(|(_, f)| f).collect();
                         let ui = Value::Object(job.ui.into_iter().collect::<Map<_, _>>());
                         let elapsed_seconds = job.submitted.elapsed().as_secs_f64();
                         self.shared.emit(EventKind::JobCompleted {
@@ -742,6 +866,11 @@ impl ComfyService {
                     }
                 }
             }
+            Internal::RetryFetch { prompt_id } => {
+                if self.connected || self.polling {
+                    self.retry_fetch(&prompt_id);
+                }
+            }
             Internal::CancelChecked { prompt_id, result } => match result {
                 Ok(CancelOutcome::Removed) => {
                     if let Some(job) = self.router.remove(&prompt_id) {
@@ -755,10 +884,15 @@ impl ComfyService {
                     self.status.record_error(&e.message);
                 }
             },
-            Internal::Reconciled { prompt_id, result } => {
+            Internal::Reconciled {
+                prompt_id,
+                sends,
+                result,
+            } => {
                 self.checking.remove(&prompt_id);
                 let Some(job) = self.router.get(&prompt_id) else { return };
-                if job.phase == Phase::Finishing {
+                // A lookup older than the latest POST is stale: "nowhere" then must not send or fail it again.
+                if job.phase == Phase::Finishing || job.sends != sends {
                     return;
                 }
                 match result {

@@ -143,9 +143,24 @@ impl ServiceStatus {
         self.inner.lock().state
     }
 
-    /// Changes state and emits `ServiceStateChanged` (only on a real change of state or reason).
+    /// Changes state and emits `ServiceStateChanged` (only on a real change of state or reason). No attempt is
+    /// scheduled any more: `next_attempt_at` is cleared in the same step.
     pub fn set_state(&self, shared: &Shared, state: ServiceState, reason: Option<String>) {
+        self.set_state_until(shared, state, reason, None);
+    }
+
+    /// Changes state, reason and the time of the next connection attempt in one step, under one lock, before the
+    /// event goes out: a reader (or a consumer woken by the event) never sees `circuit_open` without the time it
+    /// will try again, nor the time of a wait that is already over.
+    pub fn set_state_until(
+        &self,
+        shared: &Shared,
+        state: ServiceState,
+        reason: Option<String>,
+        next_attempt: Option<Duration>,
+    ) {
         let mut s = self.inner.lock();
+        s.next_attempt_at = next_attempt.map(|d| now_epoch() + d.as_secs_f64());
         if s.state == state && s.reason == reason {
             return;
         }
@@ -217,5 +232,43 @@ impl ServiceStatus {
 
     pub fn count_message(&self) {
         self.inner.lock().messages_received += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, race A: `circuit_open` and its next try were set in two steps, and a finished wait's time was
+    /// cleared in a third, so a reader could see `circuit_open` without a time.
+    #[test]
+    fn a_waiting_state_and_its_next_try_change_together() {
+        let shared = Shared::new(100, 10);
+        let status = ServiceStatus::new("c", "comfyui", "http://127.0.0.1:8188/", "id");
+        let open = Some("keeps dropping us".to_string());
+        status.set_state_until(
+            &shared,
+            ServiceState::CircuitOpen,
+            open.clone(),
+            Some(Duration::from_secs(3)),
+        );
+        let snap = status.snapshot();
+        assert_eq!(snap.state, ServiceState::CircuitOpen);
+        let first = snap.next_attempt_at.unwrap_or(0.0);
+        assert!(first > now_epoch() + 2.0, "said when it tries again");
+        // A new time in the same state is taken, without a second state event.
+        status.set_state_until(&shared, ServiceState::CircuitOpen, open, Some(Duration::from_secs(10)));
+        assert!(status.snapshot().next_attempt_at.unwrap_or(0.0) > first + 5.0);
+        let changes = shared
+            .events
+            .drain(100)
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::ServiceStateChanged { .. }))
+            .count();
+        assert_eq!(changes, 1);
+        // The wait is over: the next state clears its time in the same step.
+        status.set_state(&shared, ServiceState::Reconnecting, None);
+        let snap = status.snapshot();
+        assert_eq!((snap.state, snap.next_attempt_at), (ServiceState::Reconnecting, None));
     }
 }

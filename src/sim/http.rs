@@ -402,12 +402,19 @@ pub(crate) async fn serve_conn(shared: Arc<Shared>, mut stream: TcpStream) {
                 return;
             }
         };
-        shared.log_request(record(&req));
         // A stalled server reads the request but does not answer until the stall ends.
         tokio::select! {
-            _ = shared.wait_not_stalled() => {}
+            biased;
             _ = shared.epoch_changed(epoch) => return,
+            _ = shared.wait_not_stalled() => {}
         }
+        // Logged only by the "process" that handles it: a request a restart cut before it was handled died with
+        // the old process (its client sees the connection close), so the log never shows a request twice that
+        // the server took once.
+        if shared.current_epoch() != epoch {
+            return;
+        }
+        shared.log_request(record(&req));
         match super::routes::dispatch(&shared, &req) {
             super::routes::Dispatch::WebSocket => {
                 let leftover = std::mem::take(&mut buf);
@@ -415,6 +422,17 @@ pub(crate) async fn serve_conn(shared: Arc<Shared>, mut stream: TcpStream) {
                 return;
             }
             super::routes::Dispatch::Reply(resp) => {
+                // `hold_answers`: the work is done, the answer waits for `release_answers` or a restart's cut.
+                let mut released = shared.release_tx.subscribe();
+                if shared.answer_held(&req.path) {
+                    tokio::select! {
+                        _ = released.changed() => {}
+                        _ = shared.epoch_changed(epoch) => return,
+                    }
+                    if released.borrow().1 {
+                        return;
+                    }
+                }
                 let close = resp.close || !req.keep_alive;
                 let head_only = req.method == "HEAD";
                 if write_response(&mut stream, &resp, head_only, close).await.is_err() || close {

@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub max_upload_size: u64,
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
+    /// What `/system_stats` reports. Before "0.3.57" the server behaves like those releases: `/interrupt`
+    /// ignores its `prompt_id` and stops whatever runs.
+    pub comfyui_version: String,
 }
 
 impl Default for SimConfig {
@@ -60,6 +63,7 @@ impl Default for SimConfig {
             preview_size: 64,
             max_upload_size: 100 * 1024 * 1024,
             port: 0,
+            comfyui_version: "0.3.64".into(),
         }
     }
 }
@@ -271,6 +275,25 @@ impl Simulator {
         Ok(())
     }
 
+    /// Requests whose path starts with `path` (e.g. "/view", "/prompt"; with or without "/api") are carried out
+    /// as usual, but their answers are held back until `release_answers` sends them, or `cut_answers` or
+    /// `restart` closes their connections unanswered: a late or lost answer, while other paths keep working.
+    pub fn hold_answers(&self, path: &str) {
+        let path = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
+        self.shared.held_paths.lock().push(path.to_string());
+    }
+
+    /// Sends every answer held by `hold_answers`, and holds no more.
+    pub fn release_answers(&self) {
+        self.shared.release_answers(false);
+    }
+
+    /// Closes the connections of every answer held by `hold_answers` without sending it (the work was done:
+    /// the answer is lost), and holds no more.
+    pub fn cut_answers(&self) {
+        self.shared.release_answers(true);
+    }
+
     /// Sends malformed traffic to every open socket: `invalid_json`, `nan_json`, `unknown_type`,
     /// `wrong_types`, `truncated_binary`, `unknown_binary`, `huge_text` (20 MiB), `huge_binary` (20 MiB PNG).
     pub fn send_garbage(&self, kind: &str) -> Result<(), Error> {
@@ -287,7 +310,8 @@ impl Simulator {
         Ok(())
     }
 
-    /// Every HTTP request received so far (WebSocket upgrades included), oldest first.
+    /// Every HTTP request handled so far (WebSocket upgrades included; not those a restart cut first), oldest
+    /// first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests.lock().clone()
     }

@@ -105,7 +105,7 @@ pub(crate) fn dispatch(shared: &Shared, req: &Request) -> Dispatch {
         "/history" if get => reply(get_history(shared, req)),
         "/history" if post => reply(post_history(shared, req)),
         "/free" if post => reply(post_free(shared, req)),
-        "/system_stats" if get => reply(Response::json(200, &system_stats())),
+        "/system_stats" if get => reply(Response::json(200, &system_stats(&shared.cfg.comfyui_version))),
         "/features" if get => reply(Response::json(200, &super::ws::server_features(shared))),
         "/object_info" if get => reply(Response::json(200, &Value::Object(object_info(shared)))),
         "/view" if get => reply(files::view(shared, req)),
@@ -217,14 +217,14 @@ fn object_info(shared: &Shared) -> Map<String, Value> {
     info
 }
 
-fn system_stats() -> Value {
+fn system_stats(version: &str) -> Value {
     const RAM: u64 = 8 * 1024 * 1024 * 1024;
     json!({
         "system": {
             "os": "posix",
             "ram_total": RAM,
             "ram_free": RAM / 2,
-            "comfyui_version": "0.3.64",
+            "comfyui_version": version,
             "required_frontend_version": "1.27.10",
             "installed_templates_version": "0.1.95",
             "required_templates_version": "0.1.95",
@@ -400,8 +400,13 @@ fn post_queue(shared: &Shared, req: &Request) -> Response {
     Response::empty(200)
 }
 
-/// `POST /interrupt`: targeted only if that id is running; empty / `{}` / non-JSON is global.
+/// `POST /interrupt`: targeted only if that id is running; empty / `{}` / non-JSON is global. Before 0.3.57 the
+/// body is ignored and every interrupt is global (`nodes.interrupt_processing()` whoever runs).
 fn post_interrupt(shared: &Shared, req: &Request) -> Response {
+    if !crate::comfy::protocol::supports_targeted_interrupt(&shared.cfg.comfyui_version) {
+        shared.interrupt.store(true, Ordering::SeqCst);
+        return Response::empty(200);
+    }
     let data = if req.body.is_empty() {
         Some(json!({}))
     } else {

@@ -330,6 +330,10 @@ pub(crate) struct Shared {
     pub interrupt: AtomicBool,
     pub epoch_tx: watch::Sender<u64>,
     pub stall_tx: watch::Sender<Option<Instant>>,
+    /// Path prefixes whose answers wait (`hold_answers`) until `release_tx` changes or a restart cuts them.
+    pub held_paths: Mutex<Vec<String>>,
+    /// (generation, cut): bumped to let the held answers go — sent, or their connections closed unanswered.
+    pub release_tx: watch::Sender<(u64, bool)>,
     pub requests: Mutex<Vec<super::RequestRecord>>,
     pub counters: Counters,
     pub next_conn_id: AtomicU64,
@@ -346,6 +350,8 @@ impl Shared {
             interrupt: AtomicBool::new(false),
             epoch_tx: watch::channel(0).0,
             stall_tx: watch::channel(None).0,
+            held_paths: Mutex::new(Vec::new()),
+            release_tx: watch::channel((0, false)).0,
             requests: Mutex::new(Vec::new()),
             counters: Counters::default(),
             next_conn_id: AtomicU64::new(1),
@@ -377,6 +383,21 @@ impl Shared {
             // The sender lives as long as `Shared`, so this means shutdown: never resolve early.
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Whether answers to `path` (as sent, "/api" or not) are held back now.
+    pub fn answer_held(&self, path: &str) -> bool {
+        let route = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
+        self.held_paths.lock().iter().any(|p| route.starts_with(p.as_str()))
+    }
+
+    /// Lets every held answer go (sent, or `cut`: its connection closed without it) and holds no more.
+    pub fn release_answers(&self, cut: bool) {
+        self.held_paths.lock().clear();
+        self.release_tx.send_modify(|(n, c)| {
+            *n += 1;
+            *c = cut;
+        });
     }
 
     pub fn current_epoch(&self) -> u64 {
@@ -420,8 +441,9 @@ impl Shared {
         inner.cache = ExecCache::default();
         drop(inner);
         self.interrupt.store(false, AtOrd::SeqCst);
-        // A fresh process is not stalled.
+        // A fresh process is not stalled, and holds no answers (the held ones were cut with their connections).
         self.stall_tx.send_replace(None);
+        self.held_paths.lock().clear();
         self.epoch_tx.send_replace(epoch);
     }
 
