@@ -15,6 +15,7 @@ pub mod openai;
 pub mod probe;
 pub mod service;
 pub mod sim;
+pub mod studio;
 pub mod tracker;
 pub mod workflow;
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, studio
 from ._native import DEFAULT_SCAN_HOSTS, GradioCall, Hub, Workflow
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
@@ -574,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--object-info", help="the node list as a .json(.gz) file instead of a server")
     pa.add_argument("--json", action="store_true")
     pa.set_defaults(func=cmd_params)
+
+    studio.add_parser(sub)
 
     m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
     m.add_argument("--server", default=None, help="use this ComfyUI instead of looking on 127.0.0.1:8188")
