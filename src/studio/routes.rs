@@ -279,7 +279,11 @@ async fn submit_job(State(state): State<Arc<AppState>>, body: Result<Json<Submit
         }
         _ => return Err(bad_request("give either workflow (ComfyUI / WanGP) or call (a Gradio app)")),
     };
-    register(&state, &job_id, &service, tag);
+    let st = state.clone();
+    let (id, svc) = (job_id.clone(), service.clone());
+    tokio::task::spawn_blocking(move || register(&st, &id, &svc, tag))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let view = state.relay.job(&job_id);
     Ok((StatusCode::CREATED, Json(json!({"job_id": job_id, "job": view}))).into_response())
 }

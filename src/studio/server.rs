@@ -21,6 +21,8 @@ pub struct AppState {
     pub relay: Arc<Relay>,
     pub config: StudioConfig,
     pub store: Option<Arc<StoreHealth>>,
+    /// The writer, for making a new job durable before its id is handed out.
+    pub store_writer: Option<Arc<Store>>,
     pub database: String,
     pub limiter: RateLimiter,
     /// WebSocket connections open now.
@@ -149,6 +151,7 @@ impl StudioServer {
             limiter: RateLimiter::new(config.connect_rate_per_address),
             config,
             store: store.as_ref().map(|s| s.health.clone()),
+            store_writer: store.clone(),
             database,
             connections: AtomicUsize::new(0),
             refused_connections: AtomicUsize::new(0),
@@ -335,7 +338,11 @@ fn pump_events(hub: &Hub, relay: &Relay, stop: &AtomicBool) {
     }
 }
 
-/// Registers a job the hub accepted, before its first event can arrive at the relay.
+/// Registers a job the hub accepted and waits until it is in the database, so a server killed right after
+/// answering still knows (and follows) the job when it starts again.
 pub fn register(state: &AppState, job_id: &str, service: &str, tag: Option<String>) {
     state.relay.register_job(JobView::new(job_id, service, tag, false));
+    if let Some(store) = &state.store_writer {
+        store.flush(Duration::from_secs(5));
+    }
 }
