@@ -251,7 +251,7 @@ def test_a_client_that_reconnects_gets_exactly_what_it_missed(tmp_path, sim):
                 assert hello["type"] == "subscribed" and hello["recovered"] is False
                 epoch = hello["epoch"]
                 job = submit(server, workflow=api_workflow("progress", steps=20, step_seconds=0.05))
-                async with websockets.connect(ws_url(server, "/ws/events?jobs=" + job)) as flaky:
+                async with websockets.connect(ws_url(server, f"/ws/events?jobs={job}&since=0")) as flaky:
                     await recv_json(flaky)
                     first = await read_events(flaky, count=3)
                 last = first[-1]["offset"]
