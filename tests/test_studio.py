@@ -111,8 +111,16 @@ def test_a_job_streams_queued_processing_completed_in_the_briefs_shape(tmp_path,
     assert values == sorted(values) and values[-1] == 100
     assert "processing" in statuses, statuses
     last = progress[-1]
-    assert set(last) >= {"type", "job_id", "status", "progress", "estimated_remaining", "message", "output_path",
-                         "timestamp"}
+    assert set(last) >= {
+        "type",
+        "job_id",
+        "status",
+        "progress",
+        "estimated_remaining",
+        "message",
+        "output_path",
+        "timestamp",
+    }
     assert RFC3339.match(last["timestamp"])
     assert last["job_id"] == job and Path(last["output_path"]).is_file()
     assert Path(last["output_path"]).resolve().is_relative_to((tmp_path / "out").resolve())
@@ -136,7 +144,9 @@ def test_the_briefs_python_client_works_unchanged(tmp_path, sim):
         job = submit(server)
         out = subprocess.run(
             [sys.executable, "-c", client, ws_url(server, f"/ws/{job}")],
-            capture_output=True, text=True, timeout=TIMEOUT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
     lines = out.stdout.split("\n")
     assert out.returncode == 0, out.stderr
@@ -165,15 +175,24 @@ def test_an_unknown_job_gets_a_connection_then_its_state_when_a_producer_publish
                 hello = await recv_json(ws)
                 assert hello["type"] == "connection" and hello["job_id"] == "test-job-1"
                 for status, pct in [("queued", 0), ("processing", 45), ("processing", 80)]:
-                    code, _ = http("POST", server.url + "/api/jobs/test-job-1/progress",
-                                   {"status": status, "progress": pct, "estimated_remaining": 30,
-                                    "message": "Generation in progress"})
+                    code, _ = http(
+                        "POST",
+                        server.url + "/api/jobs/test-job-1/progress",
+                        {
+                            "status": status,
+                            "progress": pct,
+                            "estimated_remaining": 30,
+                            "message": "Generation in progress",
+                        },
+                    )
                     assert code == 200
                     m = await recv_json(ws)
-                    assert (m["status"], m["progress"]) == (
-                        "queued" if status == "queued" else "processing", pct)
-                code, _ = http("POST", server.url + "/api/jobs/test-job-1/progress",
-                               {"status": "completed", "progress": 100, "output_path": "/path/to/output.png"})
+                    assert (m["status"], m["progress"]) == ("queued" if status == "queued" else "processing", pct)
+                code, _ = http(
+                    "POST",
+                    server.url + "/api/jobs/test-job-1/progress",
+                    {"status": "completed", "progress": 100, "output_path": "/path/to/output.png"},
+                )
                 assert code == 200
                 final = await recv_json(ws)
                 assert final["status"] == "completed" and final["output_path"] == "/path/to/output.png"
@@ -233,8 +252,11 @@ async def read_events(ws, until_job_end: str | None = None, count: int | None = 
         out.append(m)
         if count is not None and len(out) >= count:
             return out
-        if until_job_end and m.get("job_id") == until_job_end and m.get("type") in (
-            "job_completed", "job_failed", "job_cancelled"):
+        if (
+            until_job_end
+            and m.get("job_id") == until_job_end
+            and m.get("type") in ("job_completed", "job_failed", "job_cancelled")
+        ):
             return out
 
 
@@ -258,7 +280,8 @@ def test_a_client_that_reconnects_gets_exactly_what_it_missed(tmp_path, sim):
                 # Away while the job runs on; then back with the last offset seen.
                 everything = await read_events(steady, until_job_end=job)
                 async with websockets.connect(
-                    ws_url(server, f"/ws/events?jobs={job}&since={last}&epoch={epoch}")) as back:
+                    ws_url(server, f"/ws/events?jobs={job}&since={last}&epoch={epoch}")
+                ) as back:
                     hello = await recv_json(back)
                     assert hello["recovered"] is True and "snapshot" not in hello
                     rest = await read_events(back, until_job_end=job)
@@ -306,8 +329,11 @@ def test_a_thousand_subscribers_on_one_job_each_get_every_lifecycle_event_in_ord
             async def subscriber():
                 nonlocal connected
                 # since=0: a subscriber that connects late still gets the job's events from its start.
-                async with websockets.connect(ws_url(server, "/ws/events?since=0&jobs=" + job_holder["id"]),
-                                              open_timeout=TIMEOUT, ping_interval=None) as ws:
+                async with websockets.connect(
+                    ws_url(server, "/ws/events?since=0&jobs=" + job_holder["id"]),
+                    open_timeout=TIMEOUT,
+                    ping_interval=None,
+                ) as ws:
                     await recv_json(ws)
                     connected += 1
                     if connected == 1000:
@@ -382,8 +408,9 @@ def test_bad_submissions_get_clear_errors(tmp_path, sim):
                 assert final[-1]["status"] == "failed" and "NoSuchNode" in final[-1]["message"]
                 continue
             assert (code, answer["error"]["code"]) == (want, code_name), (body, answer)
-        req = urllib.request.Request(server.url + "/api/jobs", data=b"{not json", method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            server.url + "/api/jobs", data=b"{not json", method="POST", headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=TIMEOUT)
         assert e.value.code == 400
@@ -397,8 +424,9 @@ def test_health_services_and_metrics(tmp_path, sim):
         assert code == 200 and health["status"] == "ok" and health["database"]["ok"] is True
         assert health["stream"]["offset"] >= 3 and health["jobs"]["completed"] == 1
         code, services = http("GET", server.url + "/api/services")
-        assert [s["name"] for s in services["services"]] == ["comfyui@127.0.0.1:%d" % int(sim.url.rsplit(":", 1)[1])] \
-            or len(services["services"]) == 1
+        assert [s["name"] for s in services["services"]] == [
+            "comfyui@127.0.0.1:%d" % int(sim.url.rsplit(":", 1)[1])
+        ] or len(services["services"]) == 1
         code, text = http("GET", server.url + "/metrics")
         text = text.decode()
         assert 'director_link_jobs{state="completed"} 1' in text
@@ -423,12 +451,14 @@ def test_a_token_is_needed_everywhere_and_accepted_in_every_form(tmp_path, sim):
                 async with websockets.connect(ws_url(server, "/ws/monitor")):
                     pass
             assert e.value.response.status_code == 401
-            async with websockets.connect(ws_url(server, "/ws/monitor"),
-                                          additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            async with websockets.connect(
+                ws_url(server, "/ws/monitor"), additional_headers={"Authorization": f"Bearer {token}"}
+            ) as ws:
                 assert (await recv_json(ws))["type"] == "connection"
             # Browsers: the token as a sub-protocol; the server echoes ours back.
-            async with websockets.connect(ws_url(server, "/ws/monitor"),
-                                          subprotocols=["director-link", f"bearer.{token}"]) as ws:
+            async with websockets.connect(
+                ws_url(server, "/ws/monitor"), subprotocols=["director-link", f"bearer.{token}"]
+            ) as ws:
                 assert ws.subprotocol == "director-link"
                 assert (await recv_json(ws))["type"] == "connection"
             async with websockets.connect(ws_url(server, f"/ws/monitor?token={token}")) as ws:
@@ -526,8 +556,20 @@ def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path):
 
 @contextmanager
 def serve_process(tmp_path, sim_url: str, *extra: str):
-    cmd = [sys.executable, "-m", "director_link.cli", "serve", "--port", str(extra_port(tmp_path)), "--json",
-           "--service", f"comfyui={sim_url}", "--out", str(tmp_path / "out"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "director_link.cli",
+        "serve",
+        "--port",
+        str(extra_port(tmp_path)),
+        "--json",
+        "--service",
+        f"comfyui={sim_url}",
+        "--out",
+        str(tmp_path / "out"),
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -556,8 +598,9 @@ def extra_port(tmp_path) -> int:
 def test_the_studio_server_restarted_mid_job_delivers_the_final_state_without_gap(tmp_path, sim, how):
     async def follow_across_restart():
         with serve_process(tmp_path, sim.url) as (proc, url):
-            status, answer = http("POST", url + "/api/jobs",
-                                  {"workflow": api_workflow("progress", steps=40, step_seconds=0.2)})
+            status, answer = http(
+                "POST", url + "/api/jobs", {"workflow": api_workflow("progress", steps=40, step_seconds=0.2)}
+            )
             job = answer["job_id"]
             wsu = url.replace("http://", "ws://")
             # since=0: from the stream's start, so the first events are there however late we connect.
@@ -609,9 +652,22 @@ def test_jobs_and_history_survive_a_restart(tmp_path, sim):
 
 def test_the_cli_refuses_an_open_network_bind_with_a_clear_message(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "director_link.cli", "serve", "--host", "0.0.0.0", "--port", "0", "--out",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, "DIRECTOR_LINK_STUDIO_TOKEN": ""},
+        [
+            sys.executable,
+            "-m",
+            "director_link.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "DIRECTOR_LINK_STUDIO_TOKEN": ""},
     )
     assert out.returncode == 2
     assert "without a token" in out.stderr

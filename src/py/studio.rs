@@ -20,8 +20,8 @@ impl StudioServer {
     #[new]
     fn new(py: Python<'_>, settings: &Bound<'_, PyAny>) -> PyResult<StudioServer> {
         let value = from_py(settings)?;
-        let mut config: StudioConfig = serde_json::from_value(value)
-            .map_err(|e| PyValueError::new_err(format!("studio server settings: {e}")))?;
+        let mut config: StudioConfig =
+            serde_json::from_value(value).map_err(|e| PyValueError::new_err(format!("studio server settings: {e}")))?;
         config.apply_env().py(py)?;
         let server = py.detach(|| CoreServer::start(config)).py(py)?;
         Ok(StudioServer {

@@ -81,13 +81,16 @@ fn is_loopback_host(host: &str) -> bool {
     let bare = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
+        host.rsplit_once(':').map_or(
+            host,
+            |(h, p)| {
+                if p.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    host
+                }
+            },
+        )
     };
     bare == "localhost" || bare.ends_with(".localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -170,7 +173,10 @@ mod tests {
     fn tokens_from_every_place_and_compared_fully() {
         let mut h = HeaderMap::new();
         assert_eq!(presented_token(&h, Some("q")), Some("q".into()));
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("director-link, bearer.abc"));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("director-link, bearer.abc"),
+        );
         assert_eq!(presented_token(&h, None), Some("abc".into()));
         assert_eq!(selected_protocol(&h), Some(HeaderValue::from_static("director-link")));
         h.insert("authorization", HeaderValue::from_static("Bearer xyz"));
@@ -191,7 +197,11 @@ mod tests {
         assert!(origin_allowed(Some("http://studio.lan:8328"), own, &[]));
         assert!(!origin_allowed(Some("https://evil.example"), own, &[]));
         assert!(!origin_allowed(Some("null"), own, &[]));
-        assert!(origin_allowed(Some("https://tools.example"), own, &["https://tools.example".into()]));
+        assert!(origin_allowed(
+            Some("https://tools.example"),
+            own,
+            &["https://tools.example".into()]
+        ));
     }
 
     #[test]

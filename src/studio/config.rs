@@ -109,12 +109,17 @@ impl Default for StudioConfig {
 
 fn env_seconds(name: &str, target: &mut f64) -> Result<()> {
     if let Ok(v) = std::env::var(name) {
-        *target = v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
-            Error::new(
-                ErrorCode::InvalidParameter,
-                format!("{name}={v:?}: expected a number of seconds > 0"),
-            )
-        })?;
+        *target = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!("{name}={v:?}: expected a number of seconds > 0"),
+                )
+            })?;
     }
     Ok(())
 }
@@ -150,7 +155,9 @@ impl StudioConfig {
         if self.database.is_none() {
             if let (Ok(host), Ok(name)) = (std::env::var("DB_HOST"), std::env::var("DB_NAME")) {
                 let user = std::env::var("DB_USER").unwrap_or_else(|_| "postgres".to_string());
-                let password = std::env::var("DB_PASSWORD").map(|p| format!(":{p}")).unwrap_or_default();
+                let password = std::env::var("DB_PASSWORD")
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
                 self.database = Some(format!("postgresql://{user}{password}@{host}/{name}"));
             }
         }
@@ -173,7 +180,10 @@ impl StudioConfig {
             .map_err(|_| {
                 Error::new(
                     ErrorCode::InvalidUrl,
-                    format!("--host {:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)", self.host),
+                    format!(
+                        "--host {:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)",
+                        self.host
+                    ),
                 )
             })?;
         if !ip.is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
@@ -258,7 +268,10 @@ mod tests {
     #[test]
     fn service_specs_parse_with_clear_errors() {
         let s = ServiceSpec::parse("comfyui=127.0.0.1:8188").ok();
-        assert_eq!(s.map(|s| (s.kind, s.url)), Some(("comfyui".into(), "127.0.0.1:8188".into())));
+        assert_eq!(
+            s.map(|s| (s.kind, s.url)),
+            Some(("comfyui".into(), "127.0.0.1:8188".into()))
+        );
         let s = ServiceSpec::parse("gpu1:ComfyUI=10.0.0.5:8188").ok();
         assert_eq!(s.and_then(|s| s.name), Some("gpu1".into()));
         assert!(ServiceSpec::parse("comfyui").is_err());

@@ -124,11 +124,9 @@ impl JobView {
 
     /// The first output's path, for the brief's `output_path`.
     pub fn first_output(&self) -> Option<String> {
-        self.output_path.clone().or_else(|| {
-            self.outputs
-                .first()
-                .map(|o| o.path.to_string_lossy().into_owned())
-        })
+        self.output_path
+            .clone()
+            .or_else(|| self.outputs.first().map(|o| o.path.to_string_lossy().into_owned()))
     }
 
     /// Applies an event; false when the event changes nothing the view shows (after the terminal event).
@@ -256,7 +254,10 @@ impl JobView {
             job_id: &self.job_id,
             status: self.brief_status(),
             progress: self.progress.round().clamp(0.0, 100.0) as u32,
-            estimated_remaining: self.eta_seconds.filter(|e| e.is_finite() && *e >= 0.0).map(|e| e.ceil() as u64),
+            estimated_remaining: self
+                .eta_seconds
+                .filter(|e| e.is_finite() && *e >= 0.0)
+                .map(|e| e.ceil() as u64),
             message: &self.message,
             output_path: self.first_output(),
             timestamp: clock::rfc3339(self.updated_at),
@@ -436,10 +437,7 @@ impl Log {
     }
 
     fn tombstone(&mut self, offset: u64) {
-        if let Some(i) = offset
-            .checked_sub(self.base)
-            .and_then(|i| usize::try_from(i).ok())
-        {
+        if let Some(i) = offset.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) {
             if let Some(slot) = self.slots.get_mut(i) {
                 if let Some(f) = slot.take() {
                     self.live -= 1;
@@ -921,7 +919,11 @@ impl Relay {
             .filter(|j| tag.is_none_or(|t| j.tag.as_deref() == Some(t)))
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.created_at.total_cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
+        v.sort_by(|a, b| {
+            b.created_at
+                .total_cmp(&a.created_at)
+                .then_with(|| a.job_id.cmp(&b.job_id))
+        });
         v
     }
 
@@ -1125,7 +1127,11 @@ mod tests {
         r.publish(&progress("a", 5.0), 2.0, None);
         r.publish(&progress("a", 1.0), 3.0, None);
         let v = r.job("a");
-        assert_eq!(v.as_ref().map(|v| v.progress), Some(50.0), "overall progress never goes back");
+        assert_eq!(
+            v.as_ref().map(|v| v.progress),
+            Some(50.0),
+            "overall progress never goes back"
+        );
         assert_eq!(v.as_ref().map(|v| v.brief_status()), Some("processing"));
         r.publish(&done("a"), 4.0, None);
         assert_eq!(r.job("a").map(|v| v.brief_status()), Some("cancelled"));

@@ -25,13 +25,34 @@ const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// The workflow templates that ship with the package, by name.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("sd_basic", include_str!("../../python/director_link/templates/sd_basic.json")),
-    ("sd15_txt2img", include_str!("../../python/director_link/templates/sd15_txt2img.json")),
-    ("ltx_video", include_str!("../../python/director_link/templates/ltx_video.json")),
-    ("ltx_img2video", include_str!("../../python/director_link/templates/ltx_img2video.json")),
-    ("upscale_4x", include_str!("../../python/director_link/templates/upscale_4x.json")),
-    ("controlnet_pose", include_str!("../../python/director_link/templates/controlnet_pose.json")),
-    ("invert", include_str!("../../python/director_link/templates/invert.json")),
+    (
+        "sd_basic",
+        include_str!("../../python/director_link/templates/sd_basic.json"),
+    ),
+    (
+        "sd15_txt2img",
+        include_str!("../../python/director_link/templates/sd15_txt2img.json"),
+    ),
+    (
+        "ltx_video",
+        include_str!("../../python/director_link/templates/ltx_video.json"),
+    ),
+    (
+        "ltx_img2video",
+        include_str!("../../python/director_link/templates/ltx_img2video.json"),
+    ),
+    (
+        "upscale_4x",
+        include_str!("../../python/director_link/templates/upscale_4x.json"),
+    ),
+    (
+        "controlnet_pose",
+        include_str!("../../python/director_link/templates/controlnet_pose.json"),
+    ),
+    (
+        "invert",
+        include_str!("../../python/director_link/templates/invert.json"),
+    ),
     (
         "acceptance_progress",
         include_str!("../../python/director_link/templates/acceptance_progress.json"),
@@ -84,7 +105,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see GET /api/health for the list".into())
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see GET /api/health for the list".into(),
+    )
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
@@ -99,7 +124,10 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Co
 /// producer endpoint); CORS headers for allowed origins.
 async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !auth::origin_allowed(origin.as_deref(), host, &state.config.allow_origins) {
         return ApiError(
@@ -244,7 +272,10 @@ fn workflow_of(v: Value) -> ApiResult<Value> {
     }
 }
 
-async fn submit_job(State(state): State<Arc<AppState>>, body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>) -> ApiResult<Response> {
+async fn submit_job(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))?;
     let hub = state.hub.clone();
     let service = match body.service {
@@ -253,8 +284,19 @@ async fn submit_job(State(state): State<Arc<AppState>>, body: Result<Json<Submit
             let names = hub.service_names();
             match names.as_slice() {
                 [only] => only.clone(),
-                [] => return Err(ApiError(StatusCode::CONFLICT, "unknown_service", "this studio server has no services; start it with --service or --simulator".into())),
-                _ => return Err(bad_request(&format!("say which service runs the job: one of {}", names.join(", ")))),
+                [] => {
+                    return Err(ApiError(
+                        StatusCode::CONFLICT,
+                        "unknown_service",
+                        "this studio server has no services; start it with --service or --simulator".into(),
+                    ))
+                }
+                _ => {
+                    return Err(bad_request(&format!(
+                        "say which service runs the job: one of {}",
+                        names.join(", ")
+                    )))
+                }
             }
         }
     };
@@ -272,12 +314,20 @@ async fn submit_job(State(state): State<Arc<AppState>>, body: Result<Json<Submit
             let call = GradioCall {
                 api_name: call.get("api_name").and_then(Value::as_str).map(str::to_string),
                 fn_index: call.get("fn_index").and_then(Value::as_u64),
-                inputs: call.get("inputs").and_then(Value::as_array).cloned().unwrap_or_default(),
+                inputs: call
+                    .get("inputs")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
                 session_hash: None,
             };
             hub.call(&service, call, tag.clone())?
         }
-        _ => return Err(bad_request("give either workflow (ComfyUI / WanGP) or call (a Gradio app)")),
+        _ => {
+            return Err(bad_request(
+                "give either workflow (ComfyUI / WanGP) or call (a Gradio app)",
+            ))
+        }
     };
     let st = state.clone();
     let (id, svc) = (job_id.clone(), service.clone());
@@ -311,7 +361,10 @@ fn job_json(v: &JobView) -> Value {
     let mut j = serde_json::to_value(v).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut j {
         m.insert("status".into(), Value::from(v.brief_status()));
-        m.insert("output_path".into(), v.first_output().map(Value::from).unwrap_or(Value::Null));
+        m.insert(
+            "output_path".into(),
+            v.first_output().map(Value::from).unwrap_or(Value::Null),
+        );
         let files: Vec<Value> = v
             .outputs
             .iter()
@@ -323,7 +376,10 @@ fn job_json(v: &JobView) -> Value {
             .collect();
         m.insert("files".into(), Value::from(files));
         if v.preview_offset.is_some() {
-            m.insert("preview_url".into(), Value::from(format!("/api/jobs/{}/preview", v.job_id)));
+            m.insert(
+                "preview_url".into(),
+                Value::from(format!("/api/jobs/{}/preview", v.job_id)),
+            );
         }
     }
     j
@@ -352,7 +408,10 @@ async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 }
 
 fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
@@ -372,7 +431,13 @@ fn content_type(name: &str) -> &'static str {
 async fn job_file(State(state): State<Arc<AppState>>, Path((id, name)): Path<(String, String)>) -> ApiResult<Response> {
     check_id(&id)?;
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
-    let not_found = || ApiError(StatusCode::NOT_FOUND, "unknown_file", format!("job {id} has no output named {name:?}"));
+    let not_found = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "unknown_file",
+            format!("job {id} has no output named {name:?}"),
+        )
+    };
     // Only a file the job wrote, and only inside the hub's output folder (no path from the request is used).
     let file = v
         .outputs
@@ -382,7 +447,11 @@ async fn job_file(State(state): State<Arc<AppState>>, Path((id, name)): Path<(St
     let root = std::fs::canonicalize(&state.hub.config().output_dir).map_err(|_| not_found())?;
     let path = std::fs::canonicalize(&file.path).map_err(|_| not_found())?;
     if !path.starts_with(&root) {
-        return Err(ApiError(StatusCode::FORBIDDEN, "outside_output", "that file is outside the output folder".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "outside_output",
+            "that file is outside the output folder".into(),
+        ));
     }
     let f = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
     let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
@@ -415,12 +484,22 @@ fn file_stream(f: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::
 
 async fn job_preview(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
     check_id(&id)?;
-    let (mime, data) = state
-        .relay
-        .preview(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no_preview", format!("job {id} has no preview now")))?;
+    let (mime, data) = state.relay.preview(&id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no_preview",
+            format!("job {id} has no preview now"),
+        )
+    })?;
     let ct = HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    Ok(([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], data).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        data,
+    )
+        .into_response())
 }
 
 /// The brief's `send_progress_update` fields.
@@ -464,10 +543,14 @@ async fn external_progress(
         }
     } else {
         let service = b.service.clone().unwrap_or_else(|| "external".into());
-        state.relay.register_job(JobView::new(&id, &service, b.tag.clone(), true));
+        state
+            .relay
+            .register_job(JobView::new(&id, &service, b.tag.clone(), true));
     }
     let now = clock::now();
-    let service = existing.map(|v| v.service).unwrap_or_else(|| b.service.clone().unwrap_or_else(|| "external".into()));
+    let service = existing
+        .map(|v| v.service)
+        .unwrap_or_else(|| b.service.clone().unwrap_or_else(|| "external".into()));
     let kind = match b.status.as_str() {
         "queued" => EventKind::JobQueued {
             job_id: id.clone(),
@@ -495,7 +578,9 @@ async fn external_progress(
             job_id: id.clone(),
             error: JobError::simple(
                 "execution_failed",
-                b.message.clone().unwrap_or_else(|| "the producer reported a failure".into()),
+                b.message
+                    .clone()
+                    .unwrap_or_else(|| "the producer reported a failure".into()),
             ),
         },
         "cancelled" => EventKind::JobCancelled { job_id: id.clone() },
@@ -549,10 +634,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 fn endpoints() -> Value {
     json!([
-        "WS /ws/{job_id}", "WS /ws/monitor", "WS /ws/events?jobs=all&since=OFFSET&epoch=E",
-        "POST /api/jobs", "GET /api/jobs", "GET /api/jobs/{id}", "DELETE /api/jobs/{id}",
-        "GET /api/jobs/{id}/files/{name}", "GET /api/jobs/{id}/preview", "POST /api/jobs/{id}/progress",
-        "GET /api/services", "GET /api/health", "GET /metrics", "GET /api/anime/websocket/status"
+        "WS /ws/{job_id}",
+        "WS /ws/monitor",
+        "WS /ws/events?jobs=all&since=OFFSET&epoch=E",
+        "POST /api/jobs",
+        "GET /api/jobs",
+        "GET /api/jobs/{id}",
+        "DELETE /api/jobs/{id}",
+        "GET /api/jobs/{id}/files/{name}",
+        "GET /api/jobs/{id}/preview",
+        "POST /api/jobs/{id}/progress",
+        "GET /api/services",
+        "GET /api/health",
+        "GET /metrics",
+        "GET /api/anime/websocket/status"
     ])
 }
 
@@ -580,7 +675,10 @@ async fn brief_status(State(state): State<Arc<AppState>>) -> Json<Value> {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP director_link_{name} {help}\n# TYPE director_link_{name} {kind}");
+        let _ = writeln!(
+            out,
+            "# HELP director_link_{name} {help}\n# TYPE director_link_{name} {kind}"
+        );
         for (labels, v) in samples {
             let _ = writeln!(out, "director_link_{name}{labels} {v}");
         }
@@ -597,7 +695,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             (format!("{{endpoint=\"{name}\"}}"), *conns.get(k).unwrap_or(&0) as f64)
         })
         .collect();
-    metric("websocket_connections", "WebSocket connections open now.", "gauge", &by_kind);
+    metric(
+        "websocket_connections",
+        "WebSocket connections open now.",
+        "gauge",
+        &by_kind,
+    );
     metric(
         "websocket_refused_total",
         "WebSocket connections refused (limits, rate).",
@@ -605,10 +708,30 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &[(String::new(), state.refused_connections.load(Ordering::Relaxed) as f64)],
     );
     let c = &state.relay.counters;
-    metric("events_total", "Events published to the stream.", "counter", &[(String::new(), c.events.load(Ordering::Relaxed) as f64)]);
-    metric("deliveries_total", "Frames queued to subscribers.", "counter", &[(String::new(), c.deliveries.load(Ordering::Relaxed) as f64)]);
-    metric("coalesced_total", "Progress/preview frames replaced by newer ones.", "counter", &[(String::new(), c.coalesced.load(Ordering::Relaxed) as f64)]);
-    metric("slow_consumer_closes_total", "Subscribers closed because they could not keep up.", "counter", &[(String::new(), c.overflow_closes.load(Ordering::Relaxed) as f64)]);
+    metric(
+        "events_total",
+        "Events published to the stream.",
+        "counter",
+        &[(String::new(), c.events.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        "deliveries_total",
+        "Frames queued to subscribers.",
+        "counter",
+        &[(String::new(), c.deliveries.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        "coalesced_total",
+        "Progress/preview frames replaced by newer ones.",
+        "counter",
+        &[(String::new(), c.coalesced.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        "slow_consumer_closes_total",
+        "Subscribers closed because they could not keep up.",
+        "counter",
+        &[(String::new(), c.overflow_closes.load(Ordering::Relaxed) as f64)],
+    );
     let j = state.relay.job_counts();
     metric(
         "jobs",
@@ -622,10 +745,30 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ],
     );
     if let Some(h) = &state.store {
-        metric("db_write_errors_total", "Database batches that failed (retried).", "counter", &[(String::new(), h.write_errors.load(Ordering::Relaxed) as f64)]);
-        metric("db_batches_total", "Database batches committed.", "counter", &[(String::new(), h.batches.load(Ordering::Relaxed) as f64)]);
-        metric("db_last_batch_seconds", "Time the last database batch took to commit.", "gauge", &[(String::new(), h.last_batch_us.load(Ordering::Relaxed) as f64 / 1e6)]);
-        metric("db_up", "1 when the last database write worked.", "gauge", &[(String::new(), if h.last_error.lock().is_none() { 1.0 } else { 0.0 })]);
+        metric(
+            "db_write_errors_total",
+            "Database batches that failed (retried).",
+            "counter",
+            &[(String::new(), h.write_errors.load(Ordering::Relaxed) as f64)],
+        );
+        metric(
+            "db_batches_total",
+            "Database batches committed.",
+            "counter",
+            &[(String::new(), h.batches.load(Ordering::Relaxed) as f64)],
+        );
+        metric(
+            "db_last_batch_seconds",
+            "Time the last database batch took to commit.",
+            "gauge",
+            &[(String::new(), h.last_batch_us.load(Ordering::Relaxed) as f64 / 1e6)],
+        );
+        metric(
+            "db_up",
+            "1 when the last database write worked.",
+            "gauge",
+            &[(String::new(), if h.last_error.lock().is_none() { 1.0 } else { 0.0 })],
+        );
     }
     let snap = state.hub.snapshot();
     let mut up = Vec::new();
@@ -633,12 +776,20 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     for s in &snap.services {
         let v = serde_json::to_value(s).unwrap_or(Value::Null);
         let name = v["name"].as_str().unwrap_or("").replace('"', "");
-        up.push((format!("{{service=\"{name}\"}}"), if v["state"] == "connected" { 1.0 } else { 0.0 }));
+        up.push((
+            format!("{{service=\"{name}\"}}"),
+            if v["state"] == "connected" { 1.0 } else { 0.0 },
+        ));
         if let Some(ms) = v["ping_latency_ms"]["p99"].as_f64() {
             p99.push((format!("{{service=\"{name}\"}}"), ms / 1000.0));
         }
     }
     metric("service_up", "1 when the service is connected.", "gauge", &up);
-    metric("service_ping_p99_seconds", "The service's ping latency, 99th percentile.", "gauge", &p99);
+    metric(
+        "service_ping_p99_seconds",
+        "The service's ping latency, 99th percentile.",
+        "gauge",
+        &p99,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -65,14 +65,23 @@ impl StudioServer {
             Some("memory") | Some(":memory:") => (None, None, "memory".to_string()),
             other => {
                 let path = match other {
-                    Some(p) => std::path::PathBuf::from(p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p)),
+                    Some(p) => {
+                        std::path::PathBuf::from(p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p))
+                    }
                     None => output_dir.join("studio.sqlite3"),
                 };
                 let (store, loaded) = Store::open(&path, 10_000, config.history_events)?;
                 if loaded.continued {
-                    log::info!("studio: continuing stream {} from offset {}", loaded.epoch, loaded.next_offset);
+                    log::info!(
+                        "studio: continuing stream {} from offset {}",
+                        loaded.epoch,
+                        loaded.next_offset
+                    );
                 } else {
-                    log::info!("studio: new stream {} (clients resuming an older one get a snapshot)", loaded.epoch);
+                    log::info!(
+                        "studio: new stream {} (clients resuming an older one get a snapshot)",
+                        loaded.epoch
+                    );
                 }
                 let name = format!("sqlite:{}", path.display());
                 (Some(Arc::new(store)), Some(loaded), name)
@@ -115,7 +124,12 @@ impl StudioServer {
             for f in hub.discover(&crate::discovery::default_hosts(), &options)? {
                 if let Some(kind) = f.service_kind {
                     if let Err(e) = hub.add_service(kind, &f.url, None, None) {
-                        log::info!("studio: found {} at {} but did not add it: {}", f.kind.as_str(), f.url, e.message);
+                        log::info!(
+                            "studio: found {} at {} but did not add it: {}",
+                            f.kind.as_str(),
+                            f.url,
+                            e.message
+                        );
                     }
                 }
             }
@@ -124,7 +138,11 @@ impl StudioServer {
         // The listener, on the hub's runtime.
         let handle = hub.block_on(async { tokio::runtime::Handle::current() })?;
         let host = config.host.trim_matches(['[', ']']).to_string();
-        let host = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+        let host = if host == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            host
+        };
         let listener = std::net::TcpListener::bind((host.as_str(), config.port)).map_err(|e| {
             Error::new(
                 ErrorCode::Io,

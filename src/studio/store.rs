@@ -21,8 +21,13 @@ const BATCH_WINDOW: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 2_000;
 
 enum Op {
-    Job(JobView),
-    Event { offset: u64, job: Option<String>, class: FrameClass, text: Arc<str> },
+    Job(Box<JobView>),
+    Event {
+        offset: u64,
+        job: Option<String>,
+        class: FrameClass,
+        text: Arc<str>,
+    },
     Flush(Sender<()>),
     Stop,
 }
@@ -116,7 +121,9 @@ impl Store {
             _ => uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         };
         let max_offset: u64 = conn
-            .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(|e| db_error("cannot read it", path, e))?
             .max(0) as u64;
         let stored_next: u64 = get("next_offset")?.and_then(|v| v.parse().ok()).unwrap_or(1);
@@ -228,7 +235,7 @@ impl Store {
 
 impl Sink for Store {
     fn job_changed(&self, view: &JobView) {
-        self.send(Op::Job(view.clone()));
+        self.send(Op::Job(Box::new(view.clone())));
     }
 
     fn event(&self, frame: &Frame) {
@@ -262,9 +269,14 @@ impl Batch {
         self.ops += 1;
         match op {
             Op::Job(v) => {
-                self.jobs.insert(v.job_id.clone(), v);
+                self.jobs.insert(v.job_id.clone(), *v);
             }
-            Op::Event { offset, job, class, text } => {
+            Op::Event {
+                offset,
+                job,
+                class,
+                text,
+            } => {
                 self.next_offset = self.next_offset.max(offset + 1);
                 if let (Some(j), true) = (&job, class != FrameClass::Lifecycle) {
                     let key = (j.clone(), class as u8);
@@ -310,9 +322,8 @@ impl Batch {
                     meta
                 ])?;
             }
-            let mut ev = tx.prepare_cached(
-                "INSERT OR REPLACE INTO events(offset, job_id, class, body) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut ev = tx
+                .prepare_cached("INSERT OR REPLACE INTO events(offset, job_id, class, body) VALUES (?1, ?2, ?3, ?4)")?;
             for (offset, job, class, text) in &self.events {
                 ev.execute(params![*offset as i64, job, class_name(*class), &**text])?;
             }
@@ -362,7 +373,9 @@ fn writer(mut conn: Connection, rx: Receiver<Op>, health: Arc<StoreHealth>, path
                     health
                         .rows
                         .fetch_add((batch.jobs.len() + batch.events.len()) as u64, Ordering::Relaxed);
-                    health.pending.fetch_sub(batch.ops.min(health.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
+                    health
+                        .pending
+                        .fetch_sub(batch.ops.min(health.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
                     health
                         .last_batch_us
                         .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
