@@ -424,9 +424,8 @@ def test_health_services_and_metrics(tmp_path, sim):
         assert code == 200 and health["status"] == "ok" and health["database"]["ok"] is True
         assert health["stream"]["offset"] >= 3 and health["jobs"]["completed"] == 1
         code, services = http("GET", server.url + "/api/services")
-        assert [s["name"] for s in services["services"]] == [
-            "comfyui@127.0.0.1:%d" % int(sim.url.rsplit(":", 1)[1])
-        ] or len(services["services"]) == 1
+        assert code == 200 and len(services["services"]) == 1
+        assert services["services"][0]["state"] == "connected"
         code, text = http("GET", server.url + "/metrics")
         text = text.decode()
         assert 'director_link_jobs{state="completed"} 1' in text
