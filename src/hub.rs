@@ -849,9 +849,9 @@ fn default_name(kind: &str, endpoint: &Endpoint) -> String {
 
 impl Hub {
     /// Checks addresses for a ComfyUI (in parallel); blocks the calling thread up to about `timeout`.
-    pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::probe::ProbeResult>> {
+    pub fn probe(&self, urls: &[String], timeout: Duration) -> Result<Vec<crate::discovery::probe::ProbeResult>> {
         let client = self.http.clone();
-        self.block_on(crate::probe::probe_all(client, urls, timeout))
+        self.block_on(crate::discovery::probe::probe_all(client, urls, timeout))
     }
 
     /// Finds the servers on `hosts` (known ports of bare hosts, or the one port given) in parallel; blocks the
@@ -1011,7 +1011,7 @@ impl Hub {
         if let Some(known) = uploads.lock().get(&key) {
             return Ok(known.clone());
         }
-        let name = crate::comfy::outputs::safe_component(name, "upload.png");
+        let name = crate::net::files::safe_component(name, "upload.png");
         let stored = self.block_on(async move { http.upload_image(&name, bytes).await })??;
         uploads.lock().insert(key, stored.clone());
         Ok(stored)

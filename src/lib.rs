@@ -4,15 +4,14 @@
 //! `python` feature. Start with [`hub::Hub`].
 pub mod comfy;
 pub mod discovery;
-pub mod download;
 pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod gradio;
 pub mod hub;
 pub mod mcp;
+pub mod net;
 pub mod openai;
-pub mod probe;
 pub mod service;
 pub mod sim;
 pub mod studio;

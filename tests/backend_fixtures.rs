@@ -2,8 +2,9 @@
 //! 5.29.0/6.31.0 and LiteLLM 1.106.2 (`shared/fixtures/`; root overridable with `DIRECTOR_LINK_FIXTURES`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use director_link::discovery::fingerprint::{self, GradioConfig, ServerKind};
+use director_link::net::sse::SseDecoder;
 use director_link::openai::error::OpenAiError;
-use director_link::openai::protocol::{ErrorBody, Frame, ModelList, SseDecoder};
+use director_link::openai::protocol::{ErrorBody, Frame, ModelList};
 use serde_json::Value;
 use std::path::PathBuf;
 

@@ -6,6 +6,7 @@ skips its tests and says which variable to set."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -101,7 +102,13 @@ def test_progress_job_downloads_its_file(app, hub):
     assert server_file(app, server_path) == data
     assert file_value["local_path"] == str(local)
     assert done.ui["data"][1] == "Generated 6 steps for prompt: 'a red fox'"
-    assert (local.parent / "manifest.json").is_file()
+    manifest = json.loads((local.parent / "manifest.json").read_text())
+    assert manifest["job_id"] == job.id and manifest["backend"] == "gradio" and manifest["service"] == name
+    assert manifest["tag"] == "shot_010" and manifest["inputs"] == ["a red fox", 6]
+    assert (manifest["api_name"] or "").strip("/") == "generate_video" and manifest["app_version"] == app.version
+    (entry,) = manifest["files"]
+    assert entry["path"] == local.name and entry["size"] == len(data)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
     info = job.wait(timeout=5)
     assert info["state"] == "completed" and info["outputs"][0]["path"] == str(local)
     services = {s["name"]: s for s in hub.snapshot()["services"]}
@@ -198,7 +205,11 @@ def test_login_with_right_and_wrong_credentials(auth_app, hub):
         hub.submit(good, GradioCall("fail", inputs=["behind a login"])).wait(timeout=WAIT)
     assert e.value.code == "execution_failed" and "rendering 'behind a login'" in str(e.value)
     info = hub.submit(good, GradioCall("/generate_video", inputs=["ok", 2])).wait(timeout=WAIT)
-    assert Path(info["outputs"][0]["path"]).stat().st_size > 0
+    produced = Path(info["outputs"][0]["path"])
+    assert produced.stat().st_size > 0
+    # The manifest says where the job ran, never with what password.
+    manifest = (produced.parent / "manifest.json").read_text()
+    assert "secret" not in manifest and json.loads(manifest)["server"].rstrip("/") == auth_app.url.rstrip("/")
     wrong = hub.add_service("gradio", auth_app.url, name="wrong", token="director:nope")
     with pytest.raises(director_link.JobFailed) as e:
         hub.submit(wrong, GradioCall("fail", inputs=["x"])).wait(timeout=WAIT)

@@ -5,6 +5,7 @@ cancel, a server that stops and comes back, and a port where something else answ
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -72,6 +73,15 @@ def test_generation_reports_progress_and_brings_the_video_home(linked, wangp):
     assert ours.read_bytes() == theirs.read_bytes()
     assert done.outputs[0]["sha256"] == hashlib.sha256(theirs.read_bytes()).hexdigest()
     assert done.outputs[0]["kind"] == "video" and ours.parent.parent.name == name
+    # The job's folder records what was asked and what came back, like a ComfyUI job's.
+    manifest = json.loads((ours.parent / "manifest.json").read_text())
+    assert manifest["job_id"] == job and manifest["backend"] == "wangp_mcp" and manifest["service"] == name
+    assert manifest["source"] == video("a red fox at dawn", steps=6)
+    assert manifest["server_job_id"] == done.ui["server_job_id"] and manifest["tag"] == name
+    (entry,) = manifest["files"]
+    assert entry["path"] == ours.name and entry["size"] == ours.stat().st_size
+    assert entry["sha256"] == hashlib.sha256(ours.read_bytes()).hexdigest() == done.outputs[0]["sha256"]
+    assert manifest["finished_at"] >= manifest["submitted_at"] and manifest["elapsed_seconds"] >= 0
     assert "WanGP" in (next(s for s in hub.snapshot()["services"] if s["name"] == name)["version"] or "")
 
 

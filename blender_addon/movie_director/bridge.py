@@ -19,6 +19,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import hub_owner, preferences
+from . import runtime as runtime_mod
 from . import state as st
 
 PREVIEW_IMAGE = "Director Link Preview"
@@ -34,43 +35,16 @@ _AREA_TYPES = {
 }
 
 
-class Runtime:
-    """Everything the add-on holds while enabled."""
-
-    def __init__(self) -> None:
-        self.owner = hub_owner.HubOwner()
-        self.model = st.ViewModel()
-        self.pacing = hub_owner.Pacing()
-        self.needs_sync = True
-        self.preview_seq = -1
-        self.preview_loaded_at = 0.0
-        self.preview_icon = 0
-        self.ticks = 0
-        self.redraws: dict[str, int] = {}
-        self.last_tick_error: str | None = None
-        self.started_discovery = False
-
-
-_runtime: Runtime | None = None
-
-
-def current_hub():
-    return _runtime.owner.hub if _runtime is not None else None
-
-
-def current_model() -> st.ViewModel | None:
-    return _runtime.model if _runtime is not None else None
+# The runtime and its slot live in ``runtime`` (shared with ``preferences`` without an import cycle); these names
+# stay here for the panels and operators that ask the bridge.
+Runtime = runtime_mod.Runtime
+current_hub = runtime_mod.current_hub
+current_model = runtime_mod.current_model
+request_sync = runtime_mod.request_sync
 
 
 def runtime() -> Runtime | None:
-    return _runtime
-
-
-def request_sync() -> None:
-    """Preferences changed: the next tick makes the hub match them (and comes soon)."""
-    if _runtime is not None:
-        _runtime.needs_sync = True
-        _runtime.pacing.interval = _runtime.pacing.active
+    return runtime_mod.get()
 
 
 def resolve_output_dir(prefs) -> str:
@@ -89,14 +63,13 @@ def resolve_output_dir(prefs) -> str:
 
 def start() -> None:
     """Opens the hub and arms the timer (called by ``register()``)."""
-    global _runtime
-    if _runtime is not None:
+    if runtime_mod.get() is not None:
         stop()
     rt = Runtime()
     prefs = preferences.get()
     options = {"heartbeat": float(prefs.heartbeat)} if prefs is not None else {}
     rt.owner.open(resolve_output_dir(prefs), **options)
-    _runtime = rt
+    runtime_mod.replace(rt)
     _arm_timer()
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
@@ -104,8 +77,7 @@ def start() -> None:
 
 def stop() -> None:
     """Removes the timer and the handler and closes the hub (called by ``unregister()``); idempotent."""
-    global _runtime
-    rt, _runtime = _runtime, None
+    rt = runtime_mod.replace(None)
     if bpy.app.timers.is_registered(timer_callback):
         bpy.app.timers.unregister(timer_callback)
     while _on_load_post in bpy.app.handlers.load_post:
@@ -122,7 +94,7 @@ def _arm_timer() -> None:
 @persistent
 def _on_load_post(*_args) -> None:
     """A .blend was opened: keep ticking, and find the jobs its scenes remember."""
-    if _runtime is None:
+    if runtime_mod.get() is None:
         return
     _arm_timer()
     adopt_scene_jobs()
@@ -131,7 +103,7 @@ def _on_load_post(*_args) -> None:
 
 def adopt_scene_jobs() -> set[str]:
     """Follows the jobs stored in the open .blend's scenes: known to this hub, or tracked on their server by id."""
-    rt = _runtime
+    rt = runtime_mod.get()
     if rt is None or not rt.owner.is_open:
         return set()
     changed: set[str] = set()
@@ -168,7 +140,7 @@ def adopt_scene_jobs() -> set[str]:
 
 def timer_callback() -> float | None:
     """The one timer: drains events, redraws what changed, handles finished jobs; returns the next interval."""
-    rt = _runtime
+    rt = runtime_mod.get()
     if rt is None:
         return None  # disabled: the timer removes itself
     try:

@@ -13,6 +13,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatPrope
 from bpy.types import AddonPreferences, PropertyGroup
 
 from . import format as fmt
+from . import runtime
 from .hub_owner import ServiceSpec, is_loopback
 
 ADDON_ID = __package__
@@ -21,9 +22,7 @@ SERVICE_KINDS = [("comfyui", "ComfyUI", "A ComfyUI server (HTTP + WebSocket)")]
 
 
 def _changed(_self, context) -> None:
-    from . import bridge
-
-    bridge.request_sync()
+    runtime.request_sync()
 
 
 class MOVIE_DIRECTOR_PG_service(PropertyGroup):
@@ -99,8 +98,6 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
     )
 
     def draw(self, context) -> None:
-        from . import bridge
-
         layout = self.layout
         online = online_access()
         if not online and any(not is_loopback(s.url) for s in self.services if s.enabled):
@@ -109,7 +106,7 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
             box.label(text="Online access is off: only servers on this machine are used.", icon="ERROR")
             box.label(text="Turn it on in Preferences › System › Network to reach remote servers.")
         layout.label(text="Servers")
-        model = bridge.current_model()
+        model = runtime.current_model()
         for index, svc in enumerate(self.services):
             box = layout.box()
             row = box.row(align=True)

@@ -13,12 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import errors, studio
+from . import demo, errors, studio
+from ._console import (
+    CONNECT_WAIT,
+    EXIT_BAD_INPUT,
+    EXIT_CONNECT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+)
+from ._console import Printer as _Printer
+from ._console import drive as _drive
+from ._console import run_on as _run_on
+from ._console import wait_connected as _wait_connected
 from ._native import DEFAULT_SCAN_HOSTS, GradioCall, Hub, Workflow
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
 DEFAULT_PORTS = (8188, 8189, 8190)
-CONNECT_WAIT = 15.0
 
 
 def _parse_value(text: str) -> Any:
@@ -41,119 +51,6 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-class _Printer:
-    """Human progress on a TTY, one JSON line per event with --json."""
-
-    def __init__(self, as_json: bool, stream=sys.stdout) -> None:
-        self.as_json = as_json
-        self.stream = stream
-        self.tty = stream.isatty() and not as_json
-        self._bar_shown = False
-        self._last_quarter: dict[tuple, int] = {}
-
-    def event(self, ev) -> None:
-        if self.as_json:
-            self.stream.write(json.dumps(ev.to_dict(), default=str) + "\n")
-            self.stream.flush()
-            return
-        kind = ev.type
-        if kind == "progress":
-            self._bar(ev)
-            return
-        if kind == "preview":
-            return
-        self._end_bar()
-        if kind == "service_state_changed":
-            reason = f" — {ev.reason}" if ev.reason else ""
-            self.line(f"[{ev.service}] {ev.state}{reason}")
-        elif kind == "job_queued":
-            if ev.pending_connection:
-                where = "waiting for the server"
-            elif ev.position is None:
-                where = "on the server"
-            else:
-                where = "next to run" if ev.position == 0 else f"{ev.position} ahead of it"
-            self.line(f"queued {ev.job_id} ({where})")
-            for problem in ev.node_errors:
-                self.line(f"  skipped output: node {problem['node_id']}: {problem['message']}")
-        elif kind == "job_started":
-            cached = f" ({len(ev.cached_nodes)} cached nodes)" if ev.cached_nodes else ""
-            self.line(f"started{cached}")
-        elif kind == "node_started":
-            self.line(f"  node {ev.node_id} {ev.node_type or ''}".rstrip())
-        elif kind == "node_text":
-            self.line(f"  {ev.node_id}: {ev.text}")
-        elif kind == "job_completed":
-            self.line(f"completed in {ev.elapsed_seconds:.1f} s")
-            for path in ev.paths:
-                self.line(f"  {path}")
-        elif kind == "job_failed":
-            self.line(f"FAILED [{ev.code}] {ev.message}")
-        elif kind == "job_cancelled":
-            self.line("cancelled")
-
-    def _bar(self, ev) -> None:
-        if not self.tty:
-            # Logs and pipes get a line per quarter of each node's progress instead of a redrawn bar.
-            quarter = int(ev.percentage // 25)
-            key = (ev.job_id, ev.node_id)
-            if self._last_quarter.get(key, -1) < quarter:
-                self._last_quarter[key] = quarter
-                said = f" {ev.text}" if getattr(ev, "text", None) else ""
-                self.line(f"  node {ev.node_id}: {ev.percentage:.0f}% ({ev.value:g}/{ev.max:g}){said}")
-            return
-        width = 30
-        filled = int(width * ev.percentage / 100)
-        eta = f" ETA {ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else ""
-        node = f" node {ev.node_id}" if ev.node_id else ""
-        said = f" {ev.text}" if getattr(ev, "text", None) else ""
-        text = f"\r  [{'#' * filled}{'.' * (width - filled)}] {ev.percentage:5.1f}%{node}{said}{eta}   "
-        self.stream.write(text)
-        self.stream.flush()
-        self._bar_shown = True
-
-    def _end_bar(self) -> None:
-        if self._bar_shown:
-            self.stream.write("\n")
-            self._bar_shown = False
-
-    def line(self, text: str) -> None:
-        if not self.as_json:
-            self._end_bar()
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-
-def _wait_connected(hub: Hub, name: str, printer: _Printer, timeout: float) -> bool:
-    """Drains events until the service connects; False if it cannot within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hub.wait_for_events(min(0.2, max(0.0, deadline - time.monotonic())))
-        for ev in hub.poll():
-            printer.event(ev)
-        state = next((s for s in hub.snapshot()["services"] if s["name"] == name), None)
-        if state and state["state"] == "connected":
-            return True
-    return False
-
-
-def _drive(hub: Hub, job, printer: _Printer, timeout: float | None, url: str) -> int:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            printer.line(
-                f"timed out after {timeout:.0f} s; the job goes on on the server (cancel it with "
-                f"director-link cancel {job.id} --server {url})"
-            )
-            return EXIT_TIMEOUT
-        hub.wait_for_events(0.2 if remaining is None else min(0.2, remaining))
-        for ev in hub.poll():
-            printer.event(ev)
-            if ev.is_terminal and ev.job == job.id:
-                return {"job_completed": EXIT_OK, "job_cancelled": EXIT_FAILED}.get(ev.type, EXIT_FAILED)
-
-
 _MARKS = {"none": " - ", "unknown": "?? "}
 
 
@@ -166,9 +63,7 @@ def _print_finding(r: dict) -> None:
 def cmd_doctor(args) -> int:
     explicit = bool(args.server)
     # None: the default scan (127.0.0.1, and [::1] where WanGP may listen).
-    hosts = list(args.server or []) if explicit else (
-        [*DEFAULT_SCAN_HOSTS, *args.host] if args.host else None
-    )
+    hosts = list(args.server or []) if explicit else ([*DEFAULT_SCAN_HOSTS, *args.host] if args.host else None)
     with Hub(output_dir=args.out) as hub:
         started = time.monotonic()
         results = hub.discover(hosts, args.timeout, mdns=args.mdns)
@@ -232,31 +127,6 @@ def cmd_chat(args) -> int:
                     return EXIT_CONNECT if ev.code == "connection_failed" else EXIT_FAILED
                 elif ev.type == "job_cancelled":
                     return EXIT_FAILED
-
-
-def _run_on(hub: Hub, url: str, workflow, params: dict, args, printer: _Printer) -> int:
-    name = hub.add_service("comfyui", url, name="server", token=os.environ.get("DIRECTOR_LINK_TOKEN"))
-    if not _wait_connected(hub, name, printer, args.connect_timeout):
-        snap = next(s for s in hub.snapshot()["services"] if s["name"] == name)
-        printer.line(f"cannot connect to {url}: {snap.get('last_error') or 'no answer'}")
-        return EXIT_CONNECT
-    params = _upload_files(hub, name, params, printer)
-    job = hub.submit(name, workflow, params=params, tag=args.tag)
-    return _drive(hub, job, printer, args.timeout, url)
-
-
-def _upload_files(hub: Hub, service: str, params: dict, printer: _Printer) -> dict:
-    """`--set "Load Image".image=@shot.png`: uploads the file (once per content) and sets the name the server gave."""
-    out = {}
-    for selector, value in params.items():
-        if isinstance(value, str) and value.startswith("@"):
-            path = Path(value[1:]).expanduser()
-            if not path.is_file():
-                raise errors.WorkflowError(f"--set {selector}=@{path}: no such file", "invalid_parameter")
-            value = hub.upload_image(service, str(path))
-            printer.line(f"uploaded {path} as {value}")
-        out[selector] = value
-    return out
 
 
 def cmd_run(args) -> int:
@@ -472,8 +342,6 @@ def cmd_params(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from . import demo
-
     return demo.run(args)
 
 
@@ -578,11 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_parser(sub)
 
     m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
-    m.add_argument("--server", default=None, help="use this ComfyUI instead of looking on 127.0.0.1:8188")
-    m.add_argument("--simulator", action="store_true", help="always use the built-in simulator")
-    m.add_argument("--out", default="director-link-output")
-    m.add_argument("--json", action="store_true")
-    m.add_argument("--timeout", type=float, default=600.0)
+    demo.add_arguments(m)
     m.set_defaults(func=cmd_demo)
     return p
 

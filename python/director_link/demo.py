@@ -3,10 +3,12 @@ built-in simulator, so a new user sees the whole loop (connect, queue, progress,
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 
-from . import cli
+from . import _console as console
+from . import errors
 from ._native import Hub
 from .testing import ComfySimulator, api_workflow
 
@@ -22,7 +24,7 @@ def _find_local(hub: Hub) -> str | None:
 
 
 def run(args) -> int:
-    printer = cli._Printer(args.json)
+    printer = console.Printer(args.json)
     if not args.server and not args.simulator:
         with Hub() as probe:
             args.server = _find_local(probe)
@@ -42,13 +44,28 @@ def run(args) -> int:
 
 
 def _run(hub: Hub, url: str, workflow: dict, args, printer) -> int:
-    args.connect_timeout = cli.CONNECT_WAIT
+    args.connect_timeout = console.CONNECT_WAIT
     args.tag = "demo"
-    code = cli._run_on(hub, url, workflow, {}, args, printer)
-    if code == cli.EXIT_OK:
+    code = console.run_on(hub, url, workflow, {}, args, printer)
+    if code == console.EXIT_OK:
         printer.line(f"results are in {hub.output_dir}")
     return code
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``director-link demo`` (also ``python -m director_link.demo``)."""
+    parser.add_argument("--server", default=None, help="use this ComfyUI instead of looking on 127.0.0.1:8188")
+    parser.add_argument("--simulator", action="store_true", help="always use the built-in simulator")
+    parser.add_argument("--out", default="director-link-output")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--timeout", type=float, default=600.0)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main(["demo", *sys.argv[1:]]))
+    _parser = argparse.ArgumentParser(prog="director-link demo")
+    add_arguments(_parser)
+    try:
+        sys.exit(run(_parser.parse_args()))
+    except errors.DirectorLinkError as _e:
+        print(f"error [{_e.code}]: {_e}", file=sys.stderr)
+        sys.exit(console.EXIT_BAD_INPUT)

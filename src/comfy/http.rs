@@ -1,8 +1,9 @@
 //! ComfyUI's REST API over the hub's one pooled HTTP client.
 use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejected, QueueView};
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, root_cause, Error, ErrorCode, Result};
+use crate::error::{describe_http_error, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
+use crate::net::body::{read_capped, ERROR_CAP, JSON_CAP};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -81,7 +82,7 @@ impl ComfyHttp {
                 format!("{what}: the server answered HTTP {status}"),
             ));
         }
-        let bytes = resp.bytes().await.map_err(|e| describe_http_error(e, what))?;
+        let bytes = read_capped(resp, JSON_CAP, what).await?;
         serde_json::from_slice(&bytes).map_err(|_| {
             Error::new(
                 ErrorCode::WrongService,
@@ -144,10 +145,7 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the submit answer"))?;
+        let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
             let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
                 Error::new(
@@ -275,31 +273,29 @@ impl ComfyHttp {
         self.get_json("object_info", "reading /object_info").await
     }
 
-    /// Streams `GET /view` into `dest` (already opened by the caller). Returns the byte count.
+    /// Streams `GET /view` into `dir` as `name` (shared writer: temp file, fsync, rename). Returns the path, the
+    /// byte count and the SHA-256.
     pub async fn download(
         &self,
         filename: &str,
         subfolder: &str,
         file_type: &str,
-        dest: &mut tokio::fs::File,
-    ) -> Result<(u64, String)> {
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Result<(std::path::PathBuf, u64, String)> {
         let what = format!("downloading {filename}");
-        let mut resp = self
+        let resp = self
             .send(
                 self.request(reqwest::Method::GET, "view")
                     .query(&[("filename", filename), ("subfolder", subfolder), ("type", file_type)])
-                    .timeout(Duration::from_secs(600)),
+                    .timeout(crate::net::download::DOWNLOAD_TIMEOUT),
             )
             .await
             .map_err(|e| describe_http_error(e, &what))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
+        if !resp.status().is_success() {
+            return Err(crate::net::download::status_error(&what, resp.status()));
         }
-        crate::download::write_body(&mut resp, dest, &what).await
+        crate::net::download::save(resp, dir, name, &what).await
     }
 
     /// `POST /upload/image`: returns the name to use in `LoadImage`.
@@ -315,34 +311,21 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, "uploading an image"))?;
         let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| describe_http_error(e, "reading the upload answer"))?;
+        let bytes = read_capped(resp, ERROR_CAP, "reading the upload answer").await?;
         if !status.is_success() {
             return Err(Error::new(
                 ErrorCode::HttpStatus,
                 format!("uploading an image: HTTP {status}"),
             ));
         }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| Error::new(ErrorCode::Protocol, "uploading an image: the answer is not JSON"))?;
         let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
         Ok(match v.get("subfolder").and_then(Value::as_str) {
             Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
             _ => name.to_string(),
         })
     }
-}
-
-pub fn write_error(e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => " (no permission: choose another output directory)",
-        _ if e.raw_os_error() == Some(28) => " (the disk is full: free space; the file is still on the server)",
-        _ => "",
-    };
-    Error::new(
-        ErrorCode::OutputWrite,
-        format!("writing a result failed: {}{hint}", root_cause(e)),
-    )
 }
 
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

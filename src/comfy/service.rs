@@ -3,11 +3,13 @@
 //! HTTP calls run in spawned tasks that report back through an internal channel, so the socket is always read.
 use super::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
 use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
-use super::outputs::{download_all, job_dir, manifest_files, write_manifest, Manifest};
+use super::outputs::download_all;
 use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
 use crate::error::{ErrorCode, Result};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
+use crate::net::files::job_dir;
+use crate::net::manifest::Manifest;
 use crate::service::{Backoff, BackoffPolicy, BreakerPolicy, CircuitBreaker, ServiceStatus};
 use crate::tracker::Shared;
 use futures_util::{SinkExt, StreamExt};
@@ -367,7 +369,7 @@ impl ComfyService {
                             }
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => break SessionEnd::Dropped(format!("connection error: {}", crate::error::root_cause(&e))),
+                        Some(Err(e)) => break SessionEnd::Dropped(crate::net::ws::describe_read_error(&e)),
                         None => break SessionEnd::Dropped("the connection ended".into()),
                     }
                 }
@@ -603,6 +605,7 @@ impl ComfyService {
         let id = prompt_id.to_string();
         let (job_id, group, prompt) = (job.job_id.clone(), job.group.clone(), job.prompt.clone());
         let submitted_at = crate::event::now_epoch() - job.submitted.elapsed().as_secs_f64();
+        let (service, token) = (self.name.clone(), self.token.clone().unwrap_or_default());
         self.spawn(async move {
             let result = async {
                 let refs = if from_history {
@@ -618,19 +621,19 @@ impl ComfyService {
                     refs
                 };
                 let files = download_all(&http, &dir, &refs).await?;
-                let finished_at = crate::event::now_epoch();
-                let manifest = Manifest {
-                    job_id: &job_id,
-                    prompt_id: &id,
-                    server: http.endpoint().base(),
-                    tag: &group,
-                    workflow: &prompt,
+                Manifest::new(
+                    "comfyui",
+                    &service,
+                    &job_id,
+                    &group,
+                    http.endpoint().base(),
                     submitted_at,
-                    finished_at,
-                    elapsed_seconds: finished_at - submitted_at,
-                    files: manifest_files(&dir, &files),
-                };
-                write_manifest(&dir, &manifest).await?;
+                )
+                .with("prompt_id", id.as_str())
+                .with("workflow", (*prompt).clone())
+                .files(&dir, &files)
+                .write(&dir, &[&token])
+                .await?;
                 Ok(files)
             }
             .await;

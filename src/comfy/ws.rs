@@ -5,14 +5,10 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// SaveImageWebsocket sends full-size PNGs in one frame; 4K and larger exceed tungstenite's 16 MiB default.
-pub const MAX_FRAME: usize = 256 << 20;
 
 const FEATURE_FLAGS: &str = r#"{"type":"feature_flags","data":{"supports_preview_metadata":true}}"#;
 
@@ -34,10 +30,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
         })?;
         request.headers_mut().insert("Authorization", value);
     }
-    let config = WebSocketConfig::default()
-        .max_frame_size(Some(MAX_FRAME))
-        .max_message_size(Some(MAX_FRAME));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(crate::net::ws::config()), true);
     let (mut ws, _resp) = match tokio::time::timeout(timeout, connect).await {
         Err(_) => {
             return Err(Error::new(
@@ -91,6 +84,7 @@ fn describe_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
             ),
         ),
         E::Io(io) => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(io))),
+        E::Capacity(_) => Error::new(ErrorCode::Protocol, crate::net::ws::describe_read_error(e)),
         other => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(other))),
     }
 }

@@ -83,11 +83,11 @@ pub fn mcp_server_info(body: &[u8]) -> Option<(String, String)> {
     let json = if text.trim_start().starts_with('{') {
         text.to_string()
     } else {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .find(|l| l.contains("serverInfo"))?
-            .to_string()
+        // An SSE answer, read by the shared decoder (a probe body is capped, so the decoder's limit is moot).
+        let mut decoder = crate::net::sse::SseDecoder::new();
+        let mut events = decoder.push(body).ok()?;
+        events.extend(decoder.finish());
+        events.into_iter().find(|d| d.contains("serverInfo"))?
     };
     let v: Value = serde_json::from_str(&json).ok()?;
     let info = v.get("result")?.get("serverInfo")?;

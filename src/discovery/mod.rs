@@ -6,7 +6,7 @@
 //! port only; a bare host at every known port.
 pub mod fingerprint;
 pub mod mdns;
-mod probe;
+pub mod probe;
 
 pub use fingerprint::ServerKind;
 

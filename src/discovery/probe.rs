@@ -1,8 +1,12 @@
-//! Probing one address: a few small GETs, each with a short deadline and a capped body, classified by
-//! `fingerprint`. Redirects are never followed and proxies never used, so a probe only reaches the address asked.
+//! Probing addresses, the one place that does it: a few small GETs, each with a short deadline and a capped body
+//! (read through `net::body`), classified by `fingerprint`. Discovery (`probe`) asks every fingerprint; the hub's
+//! `probe` (`probe_comfyui`) asks only "is a ComfyUI here", with the same request and the same classification.
+//! Discovery's client never follows redirects nor uses proxies, so a probe only reaches the address asked.
 use super::fingerprint::{self, GradioConfig, ServerKind};
 use super::{Finding, PortRole, Target};
+use crate::endpoint::Endpoint;
 use crate::error::root_cause;
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Bodies of the small probes are capped; `/config` of a big Gradio app (Wan2GP) can be many megabytes.
@@ -72,15 +76,12 @@ enum Failure {
     Garbled(String),
 }
 
-async fn get(client: &reqwest::Client, target: &Target, check: Check, deadline: Instant) -> Result<Answer, Failure> {
+async fn get(client: &reqwest::Client, base: &url::Url, check: Check, deadline: Instant) -> Result<Answer, Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Failure::Silent);
     }
-    let url = target
-        .base
-        .join(check.path())
-        .map_err(|e| Failure::Garbled(e.to_string()))?;
+    let url = base.join(check.path()).map_err(|e| Failure::Garbled(e.to_string()))?;
     let started = Instant::now();
     let request = match check {
         Check::Mcp => client
@@ -109,24 +110,13 @@ async fn get(client: &reqwest::Client, target: &Target, check: Check, deadline: 
             .map(|s| s.chars().take(120).collect::<String>())
     };
     let (status, server, litellm_version) = (resp.status().as_u16(), header("server"), header("x-litellm-version"));
-    let mut resp = resp;
-    let mut body = Vec::new();
-    let cap = check.cap();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let room = cap.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= cap {
-                    break;
-                }
-            }
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => return Err(Failure::Garbled(root_cause(&e.without_url()))),
-            Err(_) => return Err(Failure::Silent),
-        }
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let read = crate::net::body::read_prefix(resp, check.cap(), "reading the probe answer");
+    let body = match tokio::time::timeout(left, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return Err(Failure::Garbled(e.message)),
+        Err(_) => return Err(Failure::Silent),
+    };
     Ok(Answer {
         status,
         litellm_version,
@@ -151,7 +141,7 @@ pub async fn probe(client: reqwest::Client, target: Target, deadline: Instant) -
         .max(Duration::from_millis(1))
         .as_secs_f64();
     for &check in order(target.role) {
-        let answer = match get(&client, &target, check, deadline).await {
+        let answer = match get(&client, &target.base, check, deadline).await {
             Ok(a) => a,
             Err(Failure::Nothing(why)) => {
                 // The first request decides: a port that refused once is not asked again.
@@ -309,6 +299,116 @@ async fn readiness_version(client: &reqwest::Client, target: &Target, deadline: 
     if !resp.status().is_success() {
         return None;
     }
-    let body = tokio::time::timeout(left, resp.bytes()).await.ok()?.ok()?;
-    fingerprint::litellm_readiness_version(&body[..body.len().min(SMALL_BODY)])
+    let read = crate::net::body::read_prefix(resp, SMALL_BODY, "reading /health/readiness");
+    let body = tokio::time::timeout(left, read).await.ok()?.ok()?;
+    fingerprint::litellm_readiness_version(&body)
+}
+
+/// What the hub's `probe()` says about one address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeResult {
+    pub url: String,
+    /// `comfyui`, `unknown` (something else answers) or `none` (nothing listens).
+    pub kind: String,
+    pub version: Option<String>,
+    pub devices: Vec<String>,
+    pub latency_ms: Option<f64>,
+    /// True for Director Link's own simulator.
+    pub simulator: bool,
+    /// What a person should read: "ComfyUI 0.3.64, 1 device (cpu)", "nothing there", ...
+    pub summary: String,
+}
+
+impl ProbeResult {
+    fn not_comfyui(url: String, kind: &str, latency_ms: Option<f64>, summary: String) -> ProbeResult {
+        ProbeResult {
+            url,
+            kind: kind.into(),
+            version: None,
+            devices: Vec::new(),
+            latency_ms,
+            simulator: false,
+            summary,
+        }
+    }
+}
+
+/// Is a ComfyUI at `url`, which version, how fast does it answer. Never fails; returns within about `timeout`.
+pub async fn probe_comfyui(client: reqwest::Client, url: &str, timeout: Duration) -> ProbeResult {
+    let endpoint = match Endpoint::parse(url, 8188) {
+        Ok(e) => e,
+        Err(e) => return ProbeResult::not_comfyui(url.to_string(), "none", None, e.message),
+    };
+    let base = endpoint.base().to_string();
+    let root = match url::Url::parse(&base) {
+        Ok(u) => u,
+        Err(e) => return ProbeResult::not_comfyui(base, "none", None, e.to_string()),
+    };
+    let deadline = Instant::now() + timeout;
+    let answer = match get(&client, &root, Check::Comfy, deadline).await {
+        Ok(a) => a,
+        Err(Failure::Nothing(_)) => return ProbeResult::not_comfyui(base, "none", None, "nothing there".into()),
+        Err(Failure::Silent) => {
+            let summary = format!(
+                "no answer within {:.1} s (busy, stalled or filtered)",
+                timeout.as_secs_f64()
+            );
+            return ProbeResult::not_comfyui(base, "unknown", None, summary);
+        }
+        Err(Failure::Garbled(why)) => {
+            let summary = format!("something else answers here (not HTTP as expected: {why})");
+            return ProbeResult::not_comfyui(base, "unknown", None, summary);
+        }
+    };
+    let latency = answer.meta.latency_ms;
+    let found = (answer.status == 200)
+        .then(|| fingerprint::comfyui(&answer.body))
+        .flatten();
+    let Some(fp) = found else {
+        let summary = format!(
+            "something else answers here (HTTP {} for /system_stats, not ComfyUI's system stats)",
+            answer.status
+        );
+        return ProbeResult::not_comfyui(base, "unknown", Some(latency), summary);
+    };
+    let summary = if fp.simulator {
+        format!(
+            "Director Link simulator (speaks ComfyUI {}), answered in {latency:.0} ms",
+            fp.version
+        )
+    } else {
+        format!(
+            "ComfyUI {}, {}, answered in {latency:.0} ms",
+            fp.version,
+            describe_devices(&fp.devices)
+        )
+    };
+    ProbeResult {
+        url: base,
+        kind: "comfyui".into(),
+        summary,
+        simulator: fp.simulator,
+        version: Some(fp.version),
+        devices: fp.devices,
+        latency_ms: Some(latency),
+    }
+}
+
+/// Probes several addresses for a ComfyUI at once.
+pub async fn probe_all(client: reqwest::Client, urls: &[String], timeout: Duration) -> Vec<ProbeResult> {
+    let tasks: Vec<_> = urls
+        .iter()
+        .map(|u| {
+            let (client, u) = (client.clone(), u.clone());
+            tokio::spawn(async move { probe_comfyui(client, &u, timeout).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (t, url) in tasks.into_iter().zip(urls) {
+        out.push(
+            t.await
+                .unwrap_or_else(|_| ProbeResult::not_comfyui(url.clone(), "none", None, "probe did not finish".into())),
+        );
+    }
+    out
 }

@@ -5,8 +5,8 @@
 use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{file_ref, files_in, FileRef};
-use crate::comfy::outputs::{safe_component, unique_path};
 use crate::event::OutputFile;
+use crate::net::files::safe_component;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -91,7 +91,6 @@ pub async fn download_outputs(
     data: &[Value],
     kinds: &[(String, Option<String>)],
 ) -> Result<(Vec<OutputFile>, Vec<Value>), GradioError> {
-    let write = |e: std::io::Error| GradioError::from(crate::comfy::http::write_error(&e));
     let mut files = Vec::new();
     let mut local: HashMap<String, PathBuf> = HashMap::new();
     for (i, value) in data.iter().enumerate() {
@@ -101,26 +100,10 @@ pub async fn download_outputs(
             if local.contains_key(&r.path) {
                 continue;
             }
-            tokio::fs::create_dir_all(dir).await.map_err(write)?;
             let server_name = r.path.rsplit(['/', '\\']).next().unwrap_or("output").to_string();
             let shown = r.orig_name.clone().filter(|n| !n.is_empty()).unwrap_or(server_name);
             let name = safe_component(&shown, "output");
-            let final_path = unique_path(dir, &name);
-            let tmp = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(write)?;
-            let result = http.download(&r.path, &mut file).await;
-            drop(file);
-            let (size, sha256) = match result {
-                Ok(done) => done,
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(e);
-                }
-            };
-            if let Err(e) = tokio::fs::rename(&tmp, &final_path).await {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(write(e));
-            }
+            let (final_path, size, sha256) = http.download(&r.path, dir, &name).await?;
             let kind = kinds
                 .get(i)
                 .map(|k| k.0.clone())

@@ -1,7 +1,7 @@
 //! Every recorded Gradio message (`fixtures/gradio/<version>/*.jsonl`, real 3.50.2, 4.44.1, 5.29.0 and 6.31.0
 //! servers) parsed into its typed variant; configs resolved; generator diffs replayed to the final value.
 use super::protocol::{apply_diff, error_text, files_in, progress_of, Config, Message, Protocol};
-use crate::openai::protocol::SseDecoder;
+use crate::net::sse::SseDecoder;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 

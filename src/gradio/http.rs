@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 pub const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/config` of a big app (Wan2GP has hundreds of components) may take a while.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(30);
-const CONFIG_CAP: usize = 64 * 1024 * 1024;
-const ERROR_BODY_CAP: usize = 64 * 1024;
+const CONFIG_CAP: usize = crate::net::body::JSON_CAP;
+const ERROR_BODY_CAP: usize = crate::net::body::ERROR_CAP;
 
 /// `user:password` given as the service token.
 #[derive(Clone, PartialEq, Eq)]
@@ -220,7 +220,9 @@ impl GradioHttp {
     /// A non-2xx answer as the typed error.
     pub async fn failure(&self, what: &str, resp: reqwest::Response) -> GradioError {
         let status = resp.status().as_u16();
-        let body = read_capped(resp, ERROR_BODY_CAP).await.unwrap_or_default();
+        let body = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, what)
+            .await
+            .unwrap_or_default();
         GradioError::from_status(what, status, &String::from_utf8_lossy(&body), self.logged_in())
     }
 
@@ -246,7 +248,9 @@ impl GradioHttp {
             }
         }
         if !(200..300).contains(&status) {
-            let body = read_capped(resp, ERROR_BODY_CAP).await.unwrap_or_default();
+            let body = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, what)
+                .await
+                .unwrap_or_default();
             let detail = super::error::detail_text(&String::from_utf8_lossy(&body));
             let mut e = GradioError::new(
                 ErrorCode::AuthFailed,
@@ -484,16 +488,22 @@ impl GradioHttp {
         }
     }
 
-    /// `GET {api_root}/file={path}`, streamed into `dest` (flushed and synced); returns (size, sha256 hex).
-    pub async fn download(&self, server_path: &str, dest: &mut tokio::fs::File) -> Result<(u64, String), GradioError> {
+    /// `GET {api_root}/file={path}`, saved into `dir` as `name` by the shared writer (temp file, fsync, rename);
+    /// returns (path, size, sha256 hex).
+    pub async fn download(
+        &self,
+        server_path: &str,
+        dir: &Path,
+        name: &str,
+    ) -> Result<(std::path::PathBuf, u64, String), GradioError> {
         let what = format!("downloading {server_path}");
         let url = self.file_url(server_path)?;
-        let mut resp = self
+        let resp = self
             .send(
                 reqwest::Method::GET,
                 url,
                 Body::None,
-                Some(Duration::from_secs(600)),
+                Some(crate::net::download::DOWNLOAD_TIMEOUT),
                 &what,
                 true,
             )
@@ -501,7 +511,16 @@ impl GradioHttp {
         if !resp.status().is_success() {
             return Err(self.failure(&what, resp).await);
         }
-        Ok(crate::download::write_body(&mut resp, dest, &what).await?)
+        Ok(crate::net::download::save(resp, dir, name, &what).await?)
+    }
+
+    /// What a manifest must never show: the password and the bearer token.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.bearer.as_deref().into_iter().collect();
+        if let Some(c) = &self.credentials {
+            out.push(&c.password);
+        }
+        out
     }
 }
 
@@ -521,20 +540,8 @@ pub fn cookie_pair(header: &str) -> Option<(String, String)> {
     (!k.trim().is_empty()).then(|| (k.trim().to_string(), v.trim().to_string()))
 }
 
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, GradioError> {
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                body.extend_from_slice(&c);
-                if body.len() > cap {
-                    return Err(GradioError::protocol(format!("an answer is larger than {cap} bytes")));
-                }
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => return Err(describe_http_error(e, "reading the answer").into()),
-        }
-    }
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, GradioError> {
+    Ok(crate::net::body::read_capped(resp, cap, "reading the Gradio answer").await?)
 }
 
 #[cfg(test)]

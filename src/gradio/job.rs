@@ -318,27 +318,33 @@ impl JobCtx {
     }
 }
 
-/// `manifest.json` next to the files: what was called with which inputs, and what came back.
+/// `manifest.json` next to the files: what was called with which inputs, and what came back. A manifest that
+/// cannot be written does not fail a job whose files are safely home; it is logged.
 async fn write_manifest(ctx: &JobCtx, files: &[crate::event::OutputFile], elapsed: f64) {
-    let manifest = json!({
-        "job_id": ctx.job_id,
-        "server": ctx.http.endpoint().base(),
-        "app_version": ctx.config.version,
-        "api_name": ctx.endpoint.api_name,
-        "fn_index": ctx.endpoint.fn_index,
-        "inputs": ctx.call.inputs,
-        "finished_at": crate::event::now_epoch(),
-        "elapsed_seconds": elapsed,
-        "files": crate::comfy::outputs::manifest_files(&ctx.dir, files),
-    });
-    let Ok(text) = serde_json::to_vec_pretty(&manifest) else {
-        return;
-    };
-    let path = ctx.dir.join("manifest.json");
-    let tmp = ctx
+    // The job folder is `<output_dir>/<tag>/<job id>`: its parent's name is the tag as used on disk.
+    let tag = ctx
         .dir
-        .join(format!(".manifest.{}.part", uuid::Uuid::new_v4().simple()));
-    if tokio::fs::write(&tmp, text).await.is_ok() && tokio::fs::rename(&tmp, &path).await.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let submitted_at = crate::event::now_epoch() - elapsed;
+    let written = crate::net::manifest::Manifest::new(
+        "gradio",
+        &ctx.service,
+        &ctx.job_id,
+        &tag,
+        ctx.http.endpoint().base(),
+        submitted_at,
+    )
+    .with("app_version", ctx.config.version.as_str())
+    .with("api_name", ctx.endpoint.api_name.clone())
+    .with("fn_index", ctx.endpoint.fn_index)
+    .with("inputs", ctx.call.inputs.clone())
+    .files(&ctx.dir, files)
+    .write(&ctx.dir, &ctx.http.secrets())
+    .await;
+    if let Err(e) = written {
+        log::warn!("{}: job {}: {}", ctx.service, ctx.job_id, e.message);
     }
 }

@@ -349,7 +349,7 @@ impl JobRun {
         if let Err(e) = super::files::upload_inputs(&self.http, &mut data, legacy).await {
             return self.fail(e);
         }
-        let dir = crate::comfy::outputs::job_dir(&self.options.output_dir, &self.group, &self.job_id);
+        let dir = crate::net::files::job_dir(&self.options.output_dir, &self.group, &self.job_id);
         let diffs = matches!(protocol, Protocol::Sse { diffs: true });
         let mut ctx = JobCtx::new(
             self.shared.clone(),

@@ -7,7 +7,7 @@ use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::Message;
 use crate::error::ErrorCode;
-use crate::openai::protocol::SseDecoder;
+use crate::net::sse::SseDecoder;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ impl Session {
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder.push(bytes).map_err(GradioError::protocol)?,
+                Some(bytes) => decoder.push(bytes).map_err(GradioError::from)?,
                 None => decoder.finish(),
             };
             for data in datas {

@@ -12,12 +12,10 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const MAX_FRAME: usize = 256 << 20;
 
 pub async fn run(
     ctx: &mut JobCtx,
@@ -44,10 +42,7 @@ pub async fn run(
     if let Some(b) = ctx.http.bearer().and_then(|b| format!("Bearer {b}").parse().ok()) {
         request.headers_mut().insert("Authorization", b);
     }
-    let config = WebSocketConfig::default()
-        .max_frame_size(Some(MAX_FRAME))
-        .max_message_size(Some(MAX_FRAME));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(crate::net::ws::config()), true);
     let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Err(_) => {
             return Outcome::Failed(GradioError::new(
@@ -79,6 +74,10 @@ pub async fn run(
                     Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => return Outcome::Failed(GradioError::new(
                         ErrorCode::ConnectionFailed,
                         "the app closed the queue connection before the job finished (did it stop?)",
+                    )),
+                    Ok(Some(Err(e))) if crate::net::ws::is_too_large(&e) => return Outcome::Failed(GradioError::new(
+                        ErrorCode::Protocol,
+                        crate::net::ws::describe_read_error(&e),
                     )),
                     Ok(Some(Err(e))) => return Outcome::Failed(GradioError::new(
                         ErrorCode::ConnectionFailed,

@@ -2,6 +2,8 @@
 //! JSON (`json_response`, what WanGP runs) or as an SSE stream carrying the answer. Only what a tool caller
 //! needs: `initialize`, `ping`, `tools/call`.
 use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::net::body::read_capped;
+use crate::net::sse::SseDecoder;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,9 +167,9 @@ impl McpClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        let bytes = read_capped(resp, &what).await?;
+        let bytes = read_capped(resp, ANSWER_CAP, &what).await?;
         let answer = if sse {
-            sse_answer(&bytes, id)
+            sse_answer(&bytes, id)?
         } else {
             serde_json::from_slice::<RpcResponse>(&bytes).ok()
         };
@@ -260,44 +262,16 @@ impl McpClient {
     }
 }
 
-async fn read_capped(mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, what))? {
-        if out.len() + chunk.len() > ANSWER_CAP {
-            return Err(Error::new(
-                ErrorCode::Protocol,
-                format!("{what}: the answer is larger than 32 MiB"),
-            ));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// The JSON-RPC answer with our id among an SSE stream's `data:` events.
-fn sse_answer(bytes: &[u8], id: u64) -> Option<RpcResponse> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut data = String::new();
-    let mut found = None;
-    for line in text.lines().chain(std::iter::once("")) {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            if !data.is_empty() {
-                if let Ok(r) = serde_json::from_str::<RpcResponse>(&data) {
-                    if r.id == json!(id) {
-                        found = Some(r);
-                    }
-                }
-                data.clear();
-            }
-        } else if let Some(rest) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
-        }
-    }
-    found
+/// The JSON-RPC answer with our id among an SSE stream's `data:` events (the shared decoder, so the same limits
+/// hold as for every other event stream).
+fn sse_answer(bytes: &[u8], id: u64) -> Result<Option<RpcResponse>> {
+    let mut decoder = SseDecoder::new();
+    let mut datas = decoder.push(bytes)?;
+    datas.extend(decoder.finish());
+    Ok(datas
+        .iter()
+        .filter_map(|d| serde_json::from_str::<RpcResponse>(d).ok())
+        .find(|r| r.id == json!(id)))
 }
 
 #[cfg(test)]
@@ -326,9 +300,12 @@ mod tests {
     fn sse_answers_are_found_by_id() {
         let body = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n\
                      event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"ok\":true}}\n\n";
-        let r = sse_answer(body, 7).unwrap_or_else(|| panic!("no answer"));
+        let r = sse_answer(body, 7)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no answer"));
         assert_eq!(r.result, Some(json!({"ok": true})));
-        assert!(sse_answer(body, 8).is_none());
+        assert!(matches!(sse_answer(body, 8), Ok(None)));
     }
 
     #[test]

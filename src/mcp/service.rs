@@ -3,9 +3,9 @@
 //! home through WanGP's one-use gallery download URLs.
 use super::client::McpClient;
 use super::wangp::{self, DownloadTicket, GenerationResult, JobSnapshot, ProgressUpdate};
-use crate::comfy::outputs::{job_dir, safe_component};
 use crate::error::{Error, ErrorCode};
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
+use crate::net::files::{job_dir, safe_component};
 use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use serde_json::{json, Value};
@@ -138,6 +138,7 @@ impl WanGpService {
             service: self.name.clone(),
             job_id: job_id.clone(),
             dir: job_dir(&self.config.output_dir, &group, &job_id),
+            group,
             poll_interval: self.config.poll_interval,
             cancel: cancel.clone(),
             wake: wake.clone(),
@@ -174,6 +175,8 @@ struct JobRun {
     service: String,
     job_id: String,
     dir: PathBuf,
+    /// The tag the job was submitted with (recorded in its manifest).
+    group: String,
     poll_interval: Duration,
     cancel: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
@@ -214,7 +217,8 @@ impl JobRun {
         loop {
             follow.events(&self, &snapshot);
             if snapshot.done {
-                return self.finish(&remote, snapshot.result.unwrap_or_default(), started).await;
+                let result = snapshot.result.unwrap_or_default();
+                return self.finish(&remote, &source, result, started).await;
             }
             if self.cancel.load(Ordering::SeqCst) && !cancel_sent {
                 match self
@@ -289,7 +293,7 @@ impl JobRun {
         }
     }
 
-    async fn finish(&self, remote: &str, result: GenerationResult, started: Instant) {
+    async fn finish(&self, remote: &str, source: &Value, result: GenerationResult, started: Instant) {
         if result.cancelled || (self.cancel.load(Ordering::SeqCst) && !result.success) {
             log::info!("{}: job {} cancelled", self.service, self.job_id);
             return self.shared.emit(EventKind::JobCancelled {
@@ -304,6 +308,27 @@ impl JobRun {
             match self.download(item).await {
                 Ok(f) => outputs.push(f),
                 Err(e) => return self.fail(e.code, e.message),
+            }
+        }
+        if !outputs.is_empty() {
+            let submitted_at = crate::event::now_epoch() - started.elapsed().as_secs_f64();
+            let written = crate::net::manifest::Manifest::new(
+                "wangp_mcp",
+                &self.service,
+                &self.job_id,
+                &self.group,
+                self.client.url().as_str(),
+                submitted_at,
+            )
+            .with("server_job_id", remote)
+            .with("source", source.clone())
+            .with("generated_files", result.generated_files.clone())
+            .files(&self.dir, &outputs)
+            .write(&self.dir, &[])
+            .await;
+            // The files are safely home; a manifest that cannot be written is said, not a failed job.
+            if let Err(e) = written {
+                log::warn!("{}: job {}: {}", self.service, self.job_id, e.message);
             }
         }
         self.shared.emit(EventKind::JobCompleted {
@@ -340,7 +365,7 @@ impl JobRun {
             ticket.filename.clone()
         };
         let name = safe_component(&filename, "output");
-        let (path, size, sha256) = crate::download::to_dir(self.client.http(), url, &self.dir, &name).await?;
+        let (path, size, sha256) = crate::net::download::to_dir(self.client.http(), url, &self.dir, &name).await?;
         Ok(OutputFile {
             node_id: "wangp".into(),
             kind: if ticket.media_type.is_empty() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured; a longer one fails the job with the server's advice in the message.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-const ERROR_BODY_CAP: usize = 64 * 1024;
+const ERROR_BODY_CAP: usize = crate::net::body::ERROR_CAP;
 
 /// A Bearer key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,17 +121,11 @@ impl OpenAiHttp {
     pub async fn failure(&self, resp: reqwest::Response) -> OpenAiError {
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let mut body = Vec::new();
-        let mut resp = resp;
-        while let Ok(Some(chunk)) = tokio::time::timeout(SHORT_TIMEOUT, resp.chunk())
-            .await
-            .unwrap_or(Ok(None))
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > ERROR_BODY_CAP {
-                break;
-            }
-        }
+        let read = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, "reading the error answer");
+        let body = match tokio::time::timeout(SHORT_TIMEOUT, read).await {
+            Ok(Ok(body)) => body,
+            _ => Vec::new(),
+        };
         let error = ErrorBody::parse(&body);
         OpenAiError::from_status(status, error, &String::from_utf8_lossy(&body))
             .with_retry_after(retry_after)
@@ -154,7 +148,9 @@ impl OpenAiHttp {
             .await?;
         let status = resp.status();
         if status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, "checking /health/liveliness")
+                .await
+                .unwrap_or_default();
             return Ok(Health {
                 latency_ms: started.elapsed().as_secs_f64() * 1000.0,
                 litellm: crate::discovery::fingerprint::litellm_liveliness(&body),
@@ -198,10 +194,7 @@ impl OpenAiHttp {
         if !resp.status().is_success() {
             return Err(self.failure(resp).await);
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| OpenAiError::from(describe_http_error(e, "listing models")))?;
+        let body = crate::net::body::read_capped(resp, crate::net::body::JSON_CAP, "listing models").await?;
         serde_json::from_slice(&body).map_err(|_| {
             OpenAiError::new(
                 ErrorCode::WrongService,

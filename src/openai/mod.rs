@@ -1,5 +1,5 @@
 //! OpenAI-compatible servers: the LiteLLM proxy first, also Ollama, LM Studio, vLLM and llama.cpp by URL.
-//! `protocol` is the wire format (serde types, the SSE decoder), `http` the REST calls, `service` the per-service
+//! `protocol` is the wire format (serde types; the SSE decoder is the shared `net::sse`), `http` the REST calls, `service` the per-service
 //! actor that checks health and runs chat jobs, `error` this layer's one error type.
 pub mod error;
 pub mod http;

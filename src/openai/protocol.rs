@@ -176,97 +176,9 @@ impl Frame {
     }
 }
 
-/// Splits a `text/event-stream` body into the `data` of each event, across arbitrary chunk boundaries.
-/// Comment lines (`: ping`) and `event:`/`id:`/`retry:` fields are skipped; CRLF and LF both end lines.
-#[derive(Debug, Default)]
-pub struct SseDecoder {
-    buf: Vec<u8>,
-    data: Vec<String>,
-}
-
-/// One line may not grow beyond this (a hostile or broken server): the stream is then failed.
-pub const MAX_LINE: usize = 8 * 1024 * 1024;
-
-impl SseDecoder {
-    pub fn new() -> SseDecoder {
-        SseDecoder::default()
-    }
-
-    /// Feeds bytes; returns the data of every event completed by them. `Err` when a line is too long.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
-        self.buf.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            self.line(&line, &mut out);
-        }
-        if self.buf.len() > MAX_LINE {
-            return Err(format!("an event-stream line is longer than {MAX_LINE} bytes"));
-        }
-        Ok(out)
-    }
-
-    /// The stream ended: a last event without its blank line still counts.
-    pub fn finish(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        if !self.buf.is_empty() {
-            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
-            self.line(rest.trim_end_matches('\r'), &mut out);
-        }
-        if !self.data.is_empty() {
-            out.push(self.data.join("\n"));
-            self.data.clear();
-        }
-        out
-    }
-
-    fn line(&mut self, line: &str, out: &mut Vec<String>) {
-        if line.is_empty() {
-            if !self.data.is_empty() {
-                out.push(self.data.join("\n"));
-                self.data.clear();
-            }
-            return;
-        }
-        if line.starts_with(':') {
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        if field == "data" {
-            self.data.push(value.to_string());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decoder_handles_split_chunks_comments_and_crlf() {
-        let mut d = SseDecoder::new();
-        let mut got = Vec::new();
-        for part in [": ping\r\n\r\nda", "ta: {\"a\":1}\r", "\n\r\ndata: [DONE]\n", "\n"] {
-            got.extend(d.push(part.as_bytes()).unwrap_or_default());
-        }
-        assert_eq!(got, vec!["{\"a\":1}".to_string(), "[DONE]".to_string()]);
-        assert!(d.finish().is_empty());
-    }
-
-    #[test]
-    fn decoder_flushes_an_unterminated_last_event() {
-        let mut d = SseDecoder::new();
-        assert!(d.push(b"data: x").unwrap_or_default().is_empty());
-        assert_eq!(d.finish(), vec!["x".to_string()]);
-    }
 
     #[test]
     fn frames() {

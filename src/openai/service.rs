@@ -3,9 +3,10 @@
 //! its request.
 use super::error::OpenAiError;
 use super::http::{OpenAiHttp, MAX_RETRY_AFTER};
-use super::protocol::{ChatCompletion, Frame, SseDecoder};
+use super::protocol::{ChatCompletion, Frame};
 use crate::error::ErrorCode;
 use crate::event::{EventKind, ServiceState};
+use crate::net::sse::SseDecoder;
 use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
 use crate::tracker::Shared;
 use serde_json::{json, Map, Value};
@@ -293,10 +294,7 @@ impl ChatRun {
 
     async fn read_whole(&self, resp: reqwest::Response) -> Result<Answer, OpenAiError> {
         let what = "reading the chat answer";
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| OpenAiError::from(crate::error::describe_http_error(e, what)))?;
+        let body = crate::net::body::read_capped(resp, crate::net::body::JSON_CAP, what).await?;
         if let Some(err) = super::protocol::ErrorBody::parse(&body) {
             return Err(OpenAiError::mid_stream(err).scrubbed(self.http.secret()));
         }
@@ -340,9 +338,7 @@ impl ChatRun {
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder
-                    .push(bytes)
-                    .map_err(|why| OpenAiError::new(ErrorCode::Protocol, why))?,
+                Some(bytes) => decoder.push(bytes).map_err(OpenAiError::from)?,
                 None => decoder.finish(),
             };
             for data in datas {

@@ -70,20 +70,70 @@ impl CivilTime {
             second: (secs % 60) as u32,
         }
     }
-    /// Now, in UTC (inject a local time through [`ConvertOptions::now`] to match a user's clock).
+    /// Now, in UTC.
     pub fn now_utc() -> CivilTime {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        CivilTime::from_unix(secs)
+        CivilTime::from_unix(unix_now())
     }
+
+    /// Now, in the local time zone: what the frontend formats (`new Date()` in the browser, read with
+    /// `getHours()` etc.). UTC when the platform cannot tell the zone.
+    pub fn now_local() -> CivilTime {
+        let secs = unix_now();
+        CivilTime::local_from_unix(secs).unwrap_or_else(|| CivilTime::from_unix(secs))
+    }
+
+    /// The time `unix_seconds` after the epoch in the local time zone (the C library's view of it: `TZ`, else
+    /// the system's zone). `None` when it cannot be told.
+    pub fn local_from_unix(unix_seconds: i64) -> Option<CivilTime> {
+        let tm = local_tm(unix_seconds)?;
+        Some(CivilTime {
+            year: i64::from(tm.tm_year) + 1900,
+            month: u32::try_from(tm.tm_mon + 1).ok()?,
+            day: u32::try_from(tm.tm_mday).ok()?,
+            hour: u32::try_from(tm.tm_hour).ok()?,
+            minute: u32::try_from(tm.tm_min).ok()?,
+            // A leap second (60) is shown as 59, as a browser does.
+            second: u32::try_from(tm.tm_sec.min(59)).ok()?,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(unix)]
+fn local_tm(unix_seconds: i64) -> Option<libc::tm> {
+    let t = libc::time_t::try_from(unix_seconds).ok()?;
+    // SAFETY: an all-zero `tm` is a valid value (plain integers and, on some systems, a null zone-name pointer).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: the reentrant form writes only into `tm`, which we own; both pointers are valid for the call.
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    (!r.is_null()).then_some(tm)
+}
+
+#[cfg(windows)]
+fn local_tm(unix_seconds: i64) -> Option<libc::tm> {
+    let t = libc::time_t::try_from(unix_seconds).ok()?;
+    // SAFETY: an all-zero `tm` is a valid value of plain integers.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: `localtime_s` writes only into `tm`, which we own; both pointers are valid for the call.
+    let r = unsafe { libc::localtime_s(&mut tm, &t) };
+    (r == 0).then_some(tm)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn local_tm(_unix_seconds: i64) -> Option<()> {
+    None
 }
 
 /// Conversion settings.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
-    /// The clock for `%date:…%`; `None` = [`CivilTime::now_utc`].
+    /// The clock for `%date:…%`; `None` = [`CivilTime::now_local`], like the frontend.
     pub now: Option<CivilTime>,
 }
 
@@ -117,7 +167,7 @@ pub fn convert(workflow: &UiWorkflow, info: &ObjectInfo, options: &ConvertOption
     let mut cx = Converter {
         wf: workflow,
         info,
-        now: options.now.unwrap_or_else(CivilTime::now_utc),
+        now: options.now.unwrap_or_else(CivilTime::now_local),
         widgets: HashMap::new(),
         promoted: HashMap::new(),
         out: IndexMap::new(),
@@ -841,6 +891,42 @@ mod tests {
         assert_eq!(format_date("yyyy-MM-dd", &t), "2026-11-22");
         assert_eq!(format_date("yy/M/d hh:mm:ss", &t), "26/11/22 03:04:05");
         assert_eq!(format_date("h-m-s yyy", &t), "3-4-5 yyy");
+    }
+
+    /// The frontend formats `%date:…%` in the browser's local time; so do we. The zone is fixed for a child
+    /// process (`TZ` is read by the C library, and changing it in this multi-threaded test process would race),
+    /// at UTC+05:45 so that neither the hour nor the minute can match UTC by accident.
+    #[test]
+    fn dates_use_the_local_time_zone() {
+        const CHILD: &str = "DIRECTOR_LINK_TZ_CHILD";
+        const NAME: &str = "workflow::convert::tests::dates_use_the_local_time_zone";
+        if std::env::var_os(CHILD).is_some() {
+            let utc = 1_795_305_600 + 3 * 3600 + 4 * 60 + 5; // 2026-11-22 03:04:05 UTC
+            let local = CivilTime::local_from_unix(utc).unwrap_or_else(|| panic!("no local time"));
+            assert_eq!(format_date("yyyy-MM-dd hh:mm:ss", &local), "2026-11-22 08:49:05");
+            // What a conversion uses when no clock is given: the local time now.
+            let before = unix_now();
+            let now = CivilTime::now_local();
+            let after = unix_now();
+            let expected: Vec<CivilTime> = (before..=after)
+                .map(|s| CivilTime::from_unix(s + 5 * 3600 + 45 * 60))
+                .collect();
+            assert!(expected.contains(&now), "{now:?} is not local time ({expected:?})");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(exe)
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("TZ", "XYZ-05:45")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -188,11 +188,18 @@ fn no_workflow(origin: &str) -> Error {
 
 /// Reads the `prompt`/`workflow` text chunks (tEXt, zTXt or iTXt, before or after the image data) of a PNG.
 pub fn load_png(bytes: &[u8], origin: &str) -> Result<PngWorkflow> {
-    let chunks = png_text_chunks(bytes).ok_or_else(|| {
-        Error::new(
+    let chunks = png_text_chunks(bytes, MAX_TEXT_CHUNK).map_err(|problem| match problem {
+        ChunkProblem::NotPng => Error::new(
             ErrorKind::NoEmbeddedWorkflow,
             format!("{origin}: not a readable PNG file"),
-        )
+        ),
+        ChunkProblem::TooLarge(keyword) => Error::new(
+            ErrorKind::InvalidWorkflow,
+            format!(
+                "{origin}: the PNG text chunk `{keyword}` inflates to more than the limit of {MAX_TEXT_CHUNK} bytes \
+                 (a compression bomb, or not a ComfyUI image); refused"
+            ),
+        ),
     })?;
     let mut found = PngWorkflow {
         prompt: None,
@@ -230,10 +237,35 @@ pub fn load_png(bytes: &[u8], origin: &str) -> Result<PngWorkflow> {
     Ok(found)
 }
 
-/// (keyword, text) of every text chunk; `None` if the bytes are not a PNG chunk stream.
-fn png_text_chunks(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+/// The most a compressed text chunk may inflate to. Workflows are a few MB at most; the limit keeps a tiny PNG
+/// whose chunk inflates to gigabytes (a zip bomb) from taking the memory.
+pub const MAX_TEXT_CHUNK: usize = 32 << 20;
+
+#[derive(Debug, PartialEq)]
+enum ChunkProblem {
+    NotPng,
+    /// The named chunk inflates beyond the limit.
+    TooLarge(String),
+}
+
+/// The only text chunks read: the rest are skipped without inflating them.
+fn wanted(keyword: &str) -> bool {
+    matches!(keyword, "prompt" | "workflow")
+}
+
+/// (keyword, text) of the `prompt`/`workflow` text chunks.
+fn png_text_chunks(bytes: &[u8], limit: usize) -> std::result::Result<Vec<(String, String)>, ChunkProblem> {
+    chunks(bytes, limit).ok_or(ChunkProblem::NotPng)?
+}
+
+fn chunks(bytes: &[u8], limit: usize) -> Option<std::result::Result<Vec<(String, String)>, ChunkProblem>> {
     let mut rest = bytes.strip_prefix(PNG_SIGNATURE)?;
     let mut out = Vec::new();
+    let inflate_capped = |keyword: &str, data: &[u8]| match inflate(data, limit) {
+        Inflated::Done(text) => Ok(Some(text)),
+        Inflated::Broken => Ok(None),
+        Inflated::TooLarge => Err(ChunkProblem::TooLarge(keyword.to_string())),
+    };
     while rest.len() >= 12 {
         let len = u32::from_be_bytes(rest[0..4].try_into().ok()?) as usize;
         let kind = &rest[4..8];
@@ -246,8 +278,14 @@ fn png_text_chunks(bytes: &[u8]) -> Option<Vec<(String, String)>> {
             }
             b"zTXt" => {
                 let nul = data.iter().position(|b| *b == 0)?;
-                let text = inflate(data.get(nul + 2..)?)?;
-                out.push((latin1(&data[..nul]), latin1(&text)));
+                let keyword = latin1(&data[..nul]);
+                if !wanted(&keyword) {
+                    continue;
+                }
+                match inflate_capped(&keyword, data.get(nul + 2..)?) {
+                    Ok(text) => out.push((keyword, latin1(&text?))),
+                    Err(problem) => return Some(Err(problem)),
+                }
             }
             b"iTXt" => {
                 let nul = data.iter().position(|b| *b == 0)?;
@@ -258,24 +296,48 @@ fn png_text_chunks(bytes: &[u8]) -> Option<Vec<(String, String)>> {
                 let after = &after[lang_end + 1..];
                 let trans_end = after.iter().position(|b| *b == 0)?;
                 let body = &after[trans_end + 1..];
-                let text = if compressed { inflate(body)? } else { body.to_vec() };
+                if !wanted(&keyword) {
+                    continue;
+                }
+                let text = if compressed {
+                    match inflate_capped(&keyword, body) {
+                        Ok(text) => text?,
+                        Err(problem) => return Some(Err(problem)),
+                    }
+                } else {
+                    body.to_vec()
+                };
                 out.push((keyword, String::from_utf8_lossy(&text).into_owned()));
             }
             b"IEND" => break,
             _ => {}
         }
     }
-    Some(out)
+    Some(Ok(out))
 }
 
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|b| *b as char).collect()
 }
 
-fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+enum Inflated {
+    Done(Vec<u8>),
+    Broken,
+    TooLarge,
+}
+
+/// Inflates at most `limit` bytes: reading stops one byte past it, so a bomb costs `limit` bytes, not its size.
+fn inflate(data: &[u8], limit: usize) -> Inflated {
     let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(data).read_to_end(&mut out).ok()?;
-    Some(out)
+    let mut reader = flate2::read::ZlibDecoder::new(data).take(limit as u64 + 1);
+    if reader.read_to_end(&mut out).is_err() {
+        return Inflated::Broken;
+    }
+    if out.len() > limit {
+        Inflated::TooLarge
+    } else {
+        Inflated::Done(out)
+    }
 }
 
 #[cfg(test)]
@@ -343,5 +405,68 @@ mod tests {
         assert_eq!(load_file(&path).unwrap().format(), "api");
         std::fs::write(&path, png_with(&[("parameters", "a1111 text", false)])).unwrap();
         assert_eq!(load_file(&path).unwrap_err().code(), "no_embedded_workflow");
+    }
+
+    /// A PNG with a `zTXt` chunk named `keyword` holding `zeros` zero bytes, compressed (a few KB per 10 MiB).
+    fn png_with_bomb(keyword: &str, zeros: usize, itxt: bool) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..zeros / block.len() {
+            enc.write_all(&block).unwrap();
+        }
+        let packed = enc.finish().unwrap();
+        let mut data = keyword.as_bytes().to_vec();
+        if itxt {
+            data.extend_from_slice(&[0, 1, 0, 0, 0]); // compressed, method 0, no language, no translation
+        } else {
+            data.extend_from_slice(&[0, 0]); // method 0
+        }
+        data.extend_from_slice(&packed);
+        let kind: &[u8; 4] = if itxt { b"iTXt" } else { b"zTXt" };
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(kind);
+        chunk.extend_from_slice(&data);
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(&data);
+        chunk.extend_from_slice(&crc.sum().to_be_bytes());
+        let mut png = png_with(&[]);
+        // After the signature (8) and IHDR (25): where a text chunk may stand.
+        png.splice(33..33, chunk);
+        png
+    }
+
+    #[test]
+    fn a_zip_bomb_text_chunk_is_refused_with_the_limit_named() {
+        let over = MAX_TEXT_CHUNK + (1 << 20);
+        for itxt in [false, true] {
+            let bomb = png_with_bomb("workflow", over, itxt);
+            assert!(
+                bomb.len() < over / 100,
+                "the test bomb should be small: {} bytes",
+                bomb.len()
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bomb.png");
+            std::fs::write(&path, &bomb).unwrap();
+            let err = load_file(&path).unwrap_err();
+            assert_eq!(err.code(), "invalid_workflow", "{}", err.message);
+            assert!(
+                err.message.contains(&format!("limit of {MAX_TEXT_CHUNK} bytes")) && err.message.contains("`workflow`"),
+                "{}",
+                err.message
+            );
+        }
+        // Under the limit the same chunk inflates (and is then judged as JSON, which zeros are not).
+        let small = png_with_bomb("prompt", 1 << 20, false);
+        assert_eq!(load_png(&small, "s.png").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            png_text_chunks(&small, 1000),
+            Err(ChunkProblem::TooLarge("prompt".into()))
+        );
+        // Chunks we never read are not inflated at all, bomb or not.
+        let other = png_with_bomb("comment", over, false);
+        assert_eq!(load_png(&other, "o.png").unwrap_err().code(), "no_embedded_workflow");
     }
 }
