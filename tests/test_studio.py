@@ -12,6 +12,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -523,6 +524,50 @@ def test_hostile_clients_get_errors_and_disturb_nothing(tmp_path, sim):
         run(scenario())
         job = submit(server, workflow=api_workflow("invert"))
         assert run(brief_until_final(ws_url(server, f"/ws/{job}")))[-1]["status"] == "completed"
+
+
+def test_a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(tmp_path):
+    with studio(tmp_path, database="memory", outbox_max_frames=50) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+
+        async def scenario():
+            # A reader with a tiny receive window, so the server's outbox (not the kernel) holds what waits.
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.connect((host, int(port)))
+            async with websockets.connect(
+                ws_url(server, "/ws/events?jobs=all"), sock=sock, ping_interval=None, max_queue=1
+            ) as ws:
+                hello = await recv_json(ws)
+                ws.transport.pause_reading()
+                # 1500 × 10 KB: far more than the kernel's socket buffers hold for a reader that stopped.
+                note = "x" * 10_000
+                for i in range(1500):
+                    code, _ = http(
+                        "POST",
+                        server.url + f"/api/jobs/ext-{i}/progress",
+                        {"status": "processing", "progress": 1, "message": note},
+                    )
+                    assert code == 200
+                ws.transport.resume_reading()
+                got = []
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    while True:
+                        got.append(await recv_json(ws))
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+            last = got[-1]["offset"] if got else hello["offset"]
+            async with websockets.connect(
+                ws_url(server, f"/ws/events?jobs=all&since={last}&epoch={hello['epoch']}")
+            ) as ws:
+                back = await recv_json(ws)
+                assert back["recovered"] is True
+                rest = await read_events(ws, count=back["offset"] - last)
+            seen = [e["job_id"] for e in got + rest if e["type"] == "progress"]
+            assert seen == [f"ext-{i}" for i in range(1500)], "every job's event once, in order"
+
+        run(scenario())
+        code, text = http("GET", server.url + "/metrics")
+        assert "director_link_slow_consumer_closes_total 1" in text.decode()
 
 
 def test_the_brief_pings_and_a_silent_peer_is_closed(tmp_path):

@@ -80,6 +80,9 @@ pub struct StudioConfig {
     pub history_events: usize,
     /// The monitor's periodic `system_status`, at most this often on change.
     pub monitor_interval_seconds: f64,
+    /// Frames (and bytes) one subscriber may have waiting before it is closed as a slow consumer (4008).
+    pub outbox_max_frames: usize,
+    pub outbox_max_bytes: usize,
 }
 
 impl Default for StudioConfig {
@@ -103,6 +106,8 @@ impl Default for StudioConfig {
             connect_rate_per_address: 200.0,
             history_events: 100_000,
             monitor_interval_seconds: 5.0,
+            outbox_max_frames: 4096,
+            outbox_max_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -89,6 +89,10 @@ impl StudioServer {
         };
         let relay_config = RelayConfig {
             history_events: config.history_events.max(1),
+            outbox: super::relay::OutboxLimits {
+                max_frames: config.outbox_max_frames.max(1),
+                max_bytes: config.outbox_max_bytes.max(1024),
+            },
             ..RelayConfig::default()
         };
         let sink = store.clone().map(|s| s as Arc<dyn Sink>);
