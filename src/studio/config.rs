@@ -76,6 +76,8 @@ pub struct StudioConfig {
     pub max_connections: usize,
     /// New WebSocket connections per second per client address (burst: twice that).
     pub connect_rate_per_address: f64,
+    /// Loopback clients (this machine: tools, load tests, a local reverse proxy) are not rate limited unless set.
+    pub rate_limit_loopback: bool,
     /// Resume history: events kept.
     pub history_events: usize,
     /// The monitor's periodic `system_status`, at most this often on change.
@@ -104,6 +106,7 @@ impl Default for StudioConfig {
             cleanup_interval_seconds: 60.0,
             max_connections: 20_000,
             connect_rate_per_address: 200.0,
+            rate_limit_loopback: false,
             history_events: 100_000,
             monitor_interval_seconds: 5.0,
             outbox_max_frames: 4096,

@@ -212,7 +212,12 @@ impl JobView {
                 }
                 self.progress = 100.0;
                 self.node_progress = 100.0;
-                self.message = "Completed".to_string();
+                // An external producer's own words, else ours.
+                self.message = ui
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Completed")
+                    .to_string();
             }
             EventKind::JobFailed { error, .. } => {
                 self.state = JobState::Failed;

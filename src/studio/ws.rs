@@ -55,7 +55,8 @@ fn admit(state: &AppState, peer: SocketAddr) -> Result<(), ApiError> {
             ),
         ));
     }
-    if !state.limiter.allow(peer.ip()) {
+    let limited = state.config.rate_limit_loopback || !peer.ip().is_loopback();
+    if limited && !state.limiter.allow(peer.ip()) {
         state.refused_connections.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
