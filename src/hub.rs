@@ -952,7 +952,7 @@ impl Hub {
             h.openai(service)?.http.clone()
         };
         let list = self.block_on(async move { http.models().await })?;
-        Ok(list.map_err(Error::from)?.data)
+        Ok(list?.data)
     }
 
     /// Cancels a job by id on a server, including one submitted by another client or process.

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use director_link::discovery::fingerprint::{self, GradioConfig, ServerKind};
 use director_link::net::sse::SseDecoder;
-use director_link::openai::error::OpenAiError;
 use director_link::openai::protocol::{ErrorBody, Frame, ModelList};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -148,8 +147,8 @@ fn litellm_health_answers() {
             );
         }
         if url.ends_with("/models") && resp["status"] != 200 {
-            let err = ErrorBody::parse(&body).unwrap();
-            let e = OpenAiError::from_status(resp["status"].as_u64().unwrap() as u16, Some(err), "");
+            assert!(ErrorBody::parse(&body).is_some(), "an error body: {resp}");
+            let e = director_link::openai::error::failure(resp["status"].as_u64().unwrap() as u16, &body, None, None);
             assert!(e.is_auth(), "a missing or wrong key is an auth failure: {}", e.message);
         }
     }
@@ -222,7 +221,7 @@ fn recorded_error_bodies_become_typed_errors() {
             "code is the status as a string"
         );
         assert!(!err.message.is_empty());
-        let e = OpenAiError::from_status(status, Some(err), "");
+        let e = director_link::openai::error::failure(status, &body, None, None);
         assert!(e.message.starts_with(&format!("HTTP {status}: ")));
         codes.push((status, e.code.as_str(), e.is_retryable()));
     }

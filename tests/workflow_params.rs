@@ -82,8 +82,8 @@ fn roles_resolve_on_the_default_graph() {
 fn two_samplers_make_roles_ambiguous_and_list_candidates() {
     let prompt = two_samplers();
     let err = resolve(&prompt, "sampler.seed").unwrap_err();
-    assert_eq!(err.code(), "ambiguous_selector");
-    assert_eq!(err.candidates, ["3.seed", "11.seed"]);
+    assert_eq!(err.reason().unwrap_or_default(), "ambiguous_selector");
+    assert_eq!(err.candidates(), ["3.seed", "11.seed"]);
     assert!(
         err.message.contains("First pass") && err.message.contains("Second pass"),
         "{}",
@@ -94,12 +94,12 @@ fn two_samplers_make_roles_ambiguous_and_list_candidates() {
     assert_eq!(resolve(&prompt, "negative.text").unwrap(), target("7", "text"));
     // Latents differ (the second pass reads LatentUpscale).
     assert_eq!(
-        resolve(&prompt, "latent.width").unwrap_err().candidates,
+        resolve(&prompt, "latent.width").unwrap_err().candidates(),
         ["5.width", "10.width"]
     );
     let err = resolve(&prompt, "KSampler.steps").unwrap_err();
     assert_eq!(
-        (err.code(), err.candidates.clone()),
+        (err.reason().unwrap_or_default(), err.candidates()),
         ("ambiguous_selector", vec!["3.steps".into(), "11.steps".into()])
     );
     assert_eq!(
@@ -115,9 +115,9 @@ fn sdxl_template_roles_follow_primitive_values_and_report_both_samplers() {
         return;
     };
     let err = resolve(&prompt, "sampler.seed").unwrap_err();
-    assert_eq!(err.candidates, ["10.noise_seed", "11.noise_seed"]);
+    assert_eq!(err.candidates(), ["10.noise_seed", "11.noise_seed"]);
     let err = resolve(&prompt, "positive.text").unwrap_err();
-    assert_eq!(err.candidates, ["6.text", "15.text"]);
+    assert_eq!(err.candidates(), ["6.text", "15.text"]);
     assert_eq!(
         resolve(&prompt, "\"KSampler (Advanced) - BASE\".noise_seed").unwrap(),
         target("10", "noise_seed")
@@ -171,20 +171,30 @@ fn conditioning_chains_are_followed_on_the_matching_side() {
 #[test]
 fn selector_errors_have_codes_and_candidates() {
     let prompt = two_samplers();
-    assert_eq!(resolve(&prompt, "nodot").unwrap_err().code(), "invalid_selector");
-    assert_eq!(resolve(&prompt, "\"Pos.text").unwrap_err().code(), "invalid_selector");
+    assert_eq!(
+        resolve(&prompt, "nodot").unwrap_err().reason().unwrap_or_default(),
+        "invalid_selector"
+    );
+    assert_eq!(
+        resolve(&prompt, "\"Pos.text").unwrap_err().reason().unwrap_or_default(),
+        "invalid_selector"
+    );
     let err = resolve(&prompt, "\"First pas\".seed").unwrap_err();
-    assert_eq!(err.code(), "selector_not_found");
-    assert!(err.candidates.iter().any(|c| c.contains("First pass")), "{err:?}");
+    assert_eq!(err.reason().unwrap_or_default(), "selector_not_found");
+    assert!(err.candidates().iter().any(|c| c.contains("First pass")), "{err:?}");
     let none = api(r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}"#);
-    assert_eq!(resolve(&none, "sampler.seed").unwrap_err().code(), "selector_not_found");
+    assert_eq!(
+        resolve(&none, "sampler.seed").unwrap_err().reason().unwrap_or_default(),
+        "selector_not_found"
+    );
 }
 
 #[test]
 fn set_checks_type_range_and_options() {
     let Some(info) = object_info() else { return };
     let mut prompt = two_samplers();
-    let code = |r: Result<Target, director_link::workflow::Error>| r.unwrap_err().code();
+    let code =
+        |r: Result<Target, director_link::workflow::Error>| r.unwrap_err().reason().unwrap_or_default().to_string();
     assert_eq!(
         set(&mut prompt, Some(info), "3.seed", json!(18446744073709551615u64)).unwrap(),
         target("3", "seed")
@@ -219,8 +229,8 @@ fn set_checks_type_range_and_options() {
         "selector_not_found"
     );
     let err = set(&mut prompt, Some(info), "3.sampler_name", json!("eulr")).unwrap_err();
-    assert_eq!(err.code(), "value_not_in_list");
-    assert!(err.candidates.contains(&"euler".to_string()));
+    assert_eq!(err.reason().unwrap_or_default(), "value_not_in_list");
+    assert!(err.candidates().contains(&"euler".to_string()));
     set(&mut prompt, Some(info), "\"Pos\".text", json!("a dog")).unwrap();
     set(&mut prompt, Some(info), "3.cfg", json!(6.5)).unwrap();
     assert_eq!(get(&prompt, "positive.text").unwrap().1.unwrap(), json!("a dog"));

@@ -134,8 +134,8 @@ fn check_roles<'a>(
                 }
                 "resolved"
             }
-            Err(e) if e.code() == "ambiguous_selector" => "ambiguous",
-            Err(e) if e.code() == "selector_not_found" => "not_found",
+            Err(e) if e.reason().unwrap_or_default() == "ambiguous_selector" => "ambiguous",
+            Err(e) if e.reason().unwrap_or_default() == "selector_not_found" => "not_found",
             Err(e) => {
                 wrong.push(format!("{name}: {sel}: unexpected {e:?}"));
                 "error"
@@ -195,7 +195,7 @@ fn every_template_converts_and_known_nodes_validate() {
         let wf = match load_file(path) {
             Ok(Workflow::Ui(ui)) => ui,
             Ok(Workflow::Api(_)) => continue,
-            Err(e) if e.code() == "not_a_workflow" => {
+            Err(e) if e.reason().unwrap_or_default() == "not_a_workflow" => {
                 not_workflows += 1;
                 continue;
             }

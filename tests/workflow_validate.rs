@@ -50,14 +50,21 @@ fn every_recorded_validation_answer_is_reproduced() {
         // Bodies that are not prompts: our loader refuses them with its own codes.
         if let Value::String(raw) = req {
             assert_eq!(status, &500);
-            assert_eq!(load_str(raw, "body").unwrap_err().code(), "invalid_json", "case {case}");
+            assert_eq!(
+                load_str(raw, "body").unwrap_err().reason().unwrap_or_default(),
+                "invalid_json",
+                "case {case}"
+            );
             checked += 1;
             continue;
         }
         if req.get("prompt").is_none() {
             assert_eq!(resp["error"]["type"], "no_prompt");
             assert_eq!(
-                load_value(req.clone(), "body").unwrap_err().code(),
+                load_value(req.clone(), "body")
+                    .unwrap_err()
+                    .reason()
+                    .unwrap_or_default(),
                 "not_a_workflow",
                 "case {case}"
             );

@@ -10,21 +10,34 @@ from typing import Any
 
 
 class DirectorLinkError(Exception):
-    """Base of every Director Link error."""
+    """Base of every Director Link error.
+
+    ``code`` is stable; ``message`` says what was wrong and what to do; ``details`` (also attributes) hold the
+    structured facts, e.g. ``status`` for a server's HTTP answer. ``causes`` lists the texts of the underlying
+    errors, outermost first (e.g. ``["error sending request", …, "Connection refused (os error 111)"]``), and
+    ``__cause__`` is that chain as exceptions (an ``OSError`` subclass for an OS error, else `ErrorCause`).
+    """
 
     code: str = "director_link_error"
 
-    def __init__(self, message: str = "", code: str | None = None, **details: Any) -> None:
+    def __init__(
+        self, message: str = "", code: str | None = None, *, causes: list[str] | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        self.causes: list[str] = list(causes or [])
         self.details = details
         for key, value in details.items():
             setattr(self, key, value)
 
     def __str__(self) -> str:
         return self.message
+
+
+class ErrorCause(Exception):
+    """An underlying error of a Director Link error, by its text (the HTTP, WebSocket or JSON error beneath it)."""
 
 
 class InvalidUrlError(DirectorLinkError, ValueError):
@@ -108,6 +121,7 @@ class HubClosed(DirectorLinkError, RuntimeError):
 __all__ = [
     "DirectorLinkError",
     "DuplicateServiceError",
+    "ErrorCause",
     "HubClosed",
     "InvalidUrlError",
     "JobCancelled",

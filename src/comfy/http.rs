@@ -3,7 +3,7 @@ use super::protocol::{node_problems, HistoryEntry, PromptAccepted, PromptRejecte
 use crate::endpoint::Endpoint;
 use crate::error::{describe_http_error, Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
-use crate::net::body::{read_capped, ERROR_CAP, JSON_CAP};
+use crate::net::body::{read_capped, read_prefix, ERROR_CAP, JSON_CAP};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -77,13 +77,11 @@ impl ComfyHttp {
             .map_err(|e| describe_http_error(e, what))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ));
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
+            return Err(Error::from_status(what, status.as_u16(), &body));
         }
         let bytes = read_capped(resp, JSON_CAP, what).await?;
-        serde_json::from_slice(&bytes).map_err(|_| {
+        serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorCode::WrongService,
                 format!(
@@ -91,6 +89,7 @@ impl ComfyHttp {
                     self.endpoint
                 ),
             )
+            .with_source(e)
         })
     }
 
@@ -107,10 +106,8 @@ impl ComfyHttp {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("{what}: the server answered HTTP {status}"),
-            ))
+            let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
+            Err(Error::from_status(what, status.as_u16(), &body))
         }
     }
 
@@ -147,11 +144,12 @@ impl ComfyHttp {
         let status = resp.status();
         let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
-            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|_| {
+            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::new(
                     ErrorCode::Protocol,
                     "the server accepted the workflow but its answer is not the expected JSON",
                 )
+                .with_source(e)
             })?;
             return Ok(SubmitOutcome::Accepted {
                 prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
@@ -189,22 +187,20 @@ impl ComfyHttp {
             err.node_errors = problems;
             return Ok(SubmitOutcome::Rejected(err));
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let hint = match status.as_u16() {
-            413 => "the workflow is larger than the server's max upload size".to_string(),
-            403 => "the server refused the request (origin check or a proxy's auth)".to_string(),
-            401 => "the server wants credentials: set a token for this service".to_string(),
-            404 => format!(
+        // The code comes from the one status mapping; the hint says what it means for a submission to ComfyUI.
+        let e = Error::from_status("submitting the workflow", status.as_u16(), &bytes);
+        let e = match status.as_u16() {
+            413 => e.with_hint("the workflow is larger than the server's max upload size"),
+            403 => e.with_hint("the server refused the request (origin check or a proxy's auth)"),
+            401 => e.with_hint("the server wants credentials: set a token for this service"),
+            404 => e.with_hint(&format!(
                 "no ComfyUI prompt endpoint at {}; check the URL and base path",
                 self.endpoint
-            ),
-            500 => "the server failed while reading the workflow (is it API format JSON?)".to_string(),
-            _ => text.chars().take(200).collect(),
+            )),
+            500 => e.with_hint("the server failed while reading the workflow (is it API format JSON?)"),
+            _ => e,
         };
-        Ok(SubmitOutcome::Rejected(JobError::simple(
-            "validation_failed",
-            format!("the server answered HTTP {status} to the submission: {hint}"),
-        )))
+        Ok(SubmitOutcome::Rejected(e.to_job_error()))
     }
 
     pub async fn queue(&self) -> Result<QueueView> {
@@ -293,7 +289,7 @@ impl ComfyHttp {
             .await
             .map_err(|e| describe_http_error(e, &what))?;
         if !resp.status().is_success() {
-            return Err(crate::net::download::status_error(&what, resp.status()));
+            return Err(crate::net::download::status_error(&what, resp).await);
         }
         crate::net::download::save(resp, dir, name, &what).await
     }
@@ -313,13 +309,10 @@ impl ComfyHttp {
         let status = resp.status();
         let bytes = read_capped(resp, ERROR_CAP, "reading the upload answer").await?;
         if !status.is_success() {
-            return Err(Error::new(
-                ErrorCode::HttpStatus,
-                format!("uploading an image: HTTP {status}"),
-            ));
+            return Err(Error::from_status("uploading an image", status.as_u16(), &bytes));
         }
         let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| Error::new(ErrorCode::Protocol, "uploading an image: the answer is not JSON"))?;
+            .map_err(|e| Error::protocol("uploading an image: the answer is not JSON").with_source(e))?;
         let name = v.get("name").and_then(Value::as_str).unwrap_or(name);
         Ok(match v.get("subfolder").and_then(Value::as_str) {
             Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),

@@ -6,7 +6,7 @@ use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
 use super::outputs::download_all;
 use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
-use crate::error::{ErrorCode, Result};
+use crate::error::Result;
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
 use crate::net::files::job_dir;
 use crate::net::manifest::Manifest;
@@ -671,7 +671,7 @@ impl ComfyService {
                 }
             }
             Err(e) => {
-                let never_sent = e.code == ErrorCode::ConnectionFailed && e.message.contains("could not connect");
+                let never_sent = e.is_connect();
                 if let Some(job) = self.router.get_mut(&prompt_id) {
                     job.phase = Phase::Pending;
                     job.maybe_sent = !never_sent;

@@ -38,7 +38,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
                 "the WebSocket handshake did not finish in time",
             ))
         }
-        Ok(Err(e)) => return Err(describe_ws_error(&e)),
+        Ok(Err(e)) => return Err(describe_ws_error(e)),
         Ok(Ok(pair)) => pair,
     };
     ws.send(Message::text(FEATURE_FLAGS)).await.map_err(|e| {
@@ -46,6 +46,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
             ErrorCode::ConnectionFailed,
             format!("the WebSocket closed at once: {}", root_cause(&e)),
         )
+        .with_source(e)
     })?;
     // The first frame is `status` with our sid; a socket that says nothing was hit by the duplicate-clientId race.
     let first = tokio::time::timeout(timeout, async {
@@ -54,7 +55,7 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
                 Ok(Message::Text(t)) if t.as_str().contains("\"status\"") => return Ok(()),
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,
-                Err(e) => return Err(describe_ws_error(&e)),
+                Err(e) => return Err(describe_ws_error(e)),
             }
         }
         Err(Error::new(
@@ -73,20 +74,22 @@ pub async fn open(endpoint: &Endpoint, client_id: &str, token: Option<&str>, tim
     }
 }
 
-fn describe_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
+/// The WebSocket error is kept as the cause.
+fn describe_ws_error(e: tokio_tungstenite::tungstenite::Error) -> Error {
     use tokio_tungstenite::tungstenite::Error as E;
-    match e {
+    let described = match &e {
         E::Http(resp) => Error::new(
             ErrorCode::WrongService,
             format!(
                 "the server refused the WebSocket upgrade with HTTP {} (a proxy without WebSocket support, or not ComfyUI)",
                 resp.status()
             ),
-        ),
-        E::Io(io) => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(io))),
-        E::Capacity(_) => Error::new(ErrorCode::Protocol, crate::net::ws::describe_read_error(e)),
+        )
+        .with_status(resp.status().as_u16()),
+        E::Capacity(_) => Error::new(ErrorCode::Protocol, crate::net::ws::describe_read_error(&e)),
         other => Error::new(ErrorCode::ConnectionFailed, format!("WebSocket connection failed: {}", root_cause(other))),
-    }
+    };
+    described.with_source(e)
 }
 
 /// Closes the socket and waits (briefly) until the server has seen the close: a new socket with the same
@@ -97,4 +100,34 @@ pub async fn close_and_wait(mut ws: Socket) {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_websocket_keeps_the_websocket_error_and_not_the_token() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a loopback port")
+            .port();
+        let endpoint = Endpoint::parse(&format!("127.0.0.1:{port}"), 8188).expect("an address");
+        let Err(e) = open(&endpoint, "cid", Some("tok-ws-secret"), Duration::from_secs(5)).await else {
+            panic!("nothing listens on {port}");
+        };
+        assert_eq!(e.code, ErrorCode::ConnectionFailed);
+        assert!(e.is_connect(), "{e:?}");
+        let ws = e.find_source::<tokio_tungstenite::tungstenite::Error>();
+        assert!(
+            matches!(ws, Some(tokio_tungstenite::tungstenite::Error::Io(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.find_source::<std::io::Error>().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        let everything = format!("{e} {:?} {e:?}", e.causes());
+        assert!(!everything.contains("tok-ws-secret"), "{everything}");
+    }
 }

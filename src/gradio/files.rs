@@ -2,9 +2,9 @@
 //! `director_link.gradio_file()` makes) is uploaded and replaced by the server's file value (4.x+ FileData, 3.x file
 //! dict). Out: every FileData in the outputs is downloaded into the job's folder (URL built from `path`, never from
 //! the server's `url`), streamed, hashed, synced and renamed into place; the output values get a `local_path`.
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{file_ref, files_in, FileRef};
+use crate::error::Error;
 use crate::event::OutputFile;
 use crate::net::files::safe_component;
 use serde_json::{json, Map, Value};
@@ -19,7 +19,7 @@ pub fn upload_marker(o: &Map<String, Value>) -> Option<PathBuf> {
 }
 
 /// Uploads every marked local file in `inputs` (once per path) and substitutes the server's value.
-pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool) -> Result<usize, GradioError> {
+pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool) -> Result<usize, Error> {
     let mut wanted = Vec::new();
     for v in inputs.iter() {
         collect_markers(v, &mut wanted);
@@ -30,7 +30,7 @@ pub async fn upload_inputs(http: &GradioHttp, inputs: &mut [Value], legacy: bool
             continue;
         }
         if !local.is_file() {
-            return Err(GradioError::new(
+            return Err(Error::new(
                 crate::ErrorCode::InvalidParameter,
                 format!("input file {} does not exist (or is not a file)", local.display()),
             ));
@@ -90,7 +90,7 @@ pub async fn download_outputs(
     dir: &Path,
     data: &[Value],
     kinds: &[(String, Option<String>)],
-) -> Result<(Vec<OutputFile>, Vec<Value>), GradioError> {
+) -> Result<(Vec<OutputFile>, Vec<Value>), Error> {
     let mut files = Vec::new();
     let mut local: HashMap<String, PathBuf> = HashMap::new();
     for (i, value) in data.iter().enumerate() {

@@ -2,10 +2,9 @@
 //! the root), the login cookie, queue join/cancel/reset, the queue stream, uploads and downloads. The password is
 //! only ever in the login form; cookies are kept here and sent explicitly (the `-unsecure-` cookie suffices on
 //! plain http).
-use super::error::GradioError;
 use super::protocol::Config;
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, ErrorCode};
+use crate::error::{Error, ErrorCode};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -118,31 +117,31 @@ impl GradioHttp {
         *self.api_root.lock() = api_root(&self.root, prefix);
     }
 
-    pub fn api_url(&self, path: &str) -> Result<url::Url, GradioError> {
+    pub fn api_url(&self, path: &str) -> Result<url::Url, Error> {
         self.api_root
             .lock()
             .join(path)
-            .map_err(|e| GradioError::new(ErrorCode::InvalidUrl, format!("{path}: {e}")))
+            .map_err(|e| Error::new(ErrorCode::InvalidUrl, format!("{path}: {e}")))
     }
 
-    fn root_url(&self, path: &str) -> Result<url::Url, GradioError> {
+    fn root_url(&self, path: &str) -> Result<url::Url, Error> {
         self.root
             .join(path)
-            .map_err(|e| GradioError::new(ErrorCode::InvalidUrl, format!("{path}: {e}")))
+            .map_err(|e| Error::new(ErrorCode::InvalidUrl, format!("{path}: {e}")))
     }
 
     /// `{api_root}/file={path}` (3.x: `/file={name}` at the root, which is its api_root).
-    pub fn file_url(&self, server_path: &str) -> Result<url::Url, GradioError> {
+    pub fn file_url(&self, server_path: &str) -> Result<url::Url, Error> {
         let encoded = percent_encoding::utf8_percent_encode(server_path, FILE_PATH).to_string();
         self.api_url(&format!("file={encoded}"))
     }
 
     /// `ws://…/queue/join` for 3.x apps.
-    pub fn ws_url(&self) -> Result<url::Url, GradioError> {
+    pub fn ws_url(&self) -> Result<url::Url, Error> {
         let mut url = self.api_url("queue/join")?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
-            .map_err(|_| GradioError::new(ErrorCode::InvalidUrl, "cannot make a WebSocket URL"))?;
+            .map_err(|_| Error::new(ErrorCode::InvalidUrl, "cannot make a WebSocket URL"))?;
         Ok(url)
     }
 
@@ -189,7 +188,7 @@ impl GradioHttp {
         timeout: Option<Duration>,
         what: &str,
         idempotent: bool,
-    ) -> Result<reqwest::Response, GradioError> {
+    ) -> Result<reqwest::Response, Error> {
         let mut tried_login = false;
         let mut tried_again = false;
         loop {
@@ -205,7 +204,7 @@ impl GradioHttp {
                     );
                     continue;
                 }
-                Err(e) => return Err(describe_http_error(e, what).into()),
+                Err(e) => return Err(Error::http(what, e)),
             };
             self.latency.lock().record(started.elapsed().as_secs_f64() * 1000.0);
             if resp.status().as_u16() == 401 && self.credentials.is_some() && !tried_login {
@@ -218,18 +217,18 @@ impl GradioHttp {
     }
 
     /// A non-2xx answer as the typed error.
-    pub async fn failure(&self, what: &str, resp: reqwest::Response) -> GradioError {
+    pub async fn failure(&self, what: &str, resp: reqwest::Response) -> Error {
         let status = resp.status().as_u16();
         let body = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, what)
             .await
             .unwrap_or_default();
-        GradioError::from_status(what, status, &String::from_utf8_lossy(&body), self.logged_in())
+        super::error::failure(what, status, &body, self.logged_in())
     }
 
     /// `POST /login` (form) with the credentials; keeps the cookies it sets.
-    pub async fn login(&self) -> Result<(), GradioError> {
+    pub async fn login(&self) -> Result<(), Error> {
         let Some(c) = &self.credentials else {
-            return Err(GradioError::new(ErrorCode::AuthFailed, super::error::LOGIN_NEEDED));
+            return Err(Error::new(ErrorCode::AuthFailed, super::error::LOGIN_NEEDED));
         };
         let what = "logging in to the Gradio app";
         let resp = self
@@ -239,7 +238,7 @@ impl GradioHttp {
             .timeout(SHORT_TIMEOUT)
             .send()
             .await
-            .map_err(|e| GradioError::from(describe_http_error(e, what)))?;
+            .map_err(|e| Error::http(what, e))?;
         let status = resp.status().as_u16();
         let mut fresh = Vec::new();
         for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
@@ -251,15 +250,10 @@ impl GradioHttp {
             let body = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, what)
                 .await
                 .unwrap_or_default();
-            let detail = super::error::detail_text(&String::from_utf8_lossy(&body));
-            let mut e = GradioError::new(
-                ErrorCode::AuthFailed,
-                format!(
-                    "{what} as {:?} failed: HTTP {status} ({detail}); check the user name and password",
-                    c.user
-                ),
-            );
-            e.status = Some(status);
+            // Whatever the status, a refused login form is a credentials problem.
+            let mut e = Error::from_status(&format!("{what} as {:?} failed", c.user), status, &body)
+                .with_hint("check the user name and password");
+            e.code = ErrorCode::AuthFailed;
             return Err(e);
         }
         // Over plain http only the `-unsecure-` cookie would be kept by a browser; sending both is harmless.
@@ -273,7 +267,7 @@ impl GradioHttp {
     }
 
     /// `GET /config` (logging in first when the app wants it), and sets `api_root` from it.
-    pub async fn config(&self) -> Result<Config, GradioError> {
+    pub async fn config(&self) -> Result<Config, Error> {
         let what = "reading the Gradio /config";
         let resp = self
             .send(
@@ -290,7 +284,7 @@ impl GradioHttp {
         }
         let body = read_capped(resp, CONFIG_CAP).await?;
         let config = Config::parse(&body).map_err(|why| {
-            GradioError::new(
+            Error::new(
                 ErrorCode::WrongService,
                 format!("{} is not a Gradio app: /config is {why}", self.endpoint),
             )
@@ -300,19 +294,19 @@ impl GradioHttp {
     }
 
     /// `GET {api_root}/queue/status` → the queue length.
-    pub async fn queue_status(&self) -> Result<Option<u64>, GradioError> {
+    pub async fn queue_status(&self) -> Result<Option<u64>, Error> {
         self.small_number("queue/status", "queue_size", "checking the Gradio queue")
             .await
     }
 
     /// `GET {api_root}/app_id` (4.x+) → the id that changes on every launch.
-    pub async fn app_id(&self) -> Result<Option<u64>, GradioError> {
+    pub async fn app_id(&self) -> Result<Option<u64>, Error> {
         self.small_number("app_id", "app_id", "checking the Gradio app_id")
             .await
     }
 
     /// One number from a small JSON answer below the API root (None when the field is missing).
-    async fn small_number(&self, path: &str, field: &str, what: &str) -> Result<Option<u64>, GradioError> {
+    async fn small_number(&self, path: &str, field: &str, what: &str) -> Result<Option<u64>, Error> {
         let resp = self
             .send(
                 reqwest::Method::GET,
@@ -332,7 +326,7 @@ impl GradioHttp {
     }
 
     /// `POST {api_root}/queue/join` → event_id. Not retried: a 5xx fails the job.
-    pub async fn join(&self, body: Value) -> Result<String, GradioError> {
+    pub async fn join(&self, body: Value) -> Result<String, Error> {
         let what = "joining the Gradio queue";
         let resp = self
             .send(
@@ -352,11 +346,11 @@ impl GradioHttp {
         v.get("event_id")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| GradioError::protocol("queue/join answered without an event_id"))
+            .ok_or_else(|| Error::protocol("queue/join answered without an event_id"))
     }
 
     /// `GET {api_root}/queue/data?session_hash=` → the open event stream (no read timeout: an idle watchdog reads it).
-    pub async fn queue_data(&self, session_hash: &str) -> Result<reqwest::Response, GradioError> {
+    pub async fn queue_data(&self, session_hash: &str) -> Result<reqwest::Response, Error> {
         let what = "opening the Gradio queue stream";
         let mut url = self.api_url("queue/data")?;
         url.query_pairs_mut().append_pair("session_hash", session_hash);
@@ -371,7 +365,7 @@ impl GradioHttp {
 
     /// `POST {api_root}/cancel` then `POST {api_root}/reset` (what the browser does). `Ok(false)` when the app has
     /// no `/cancel` (Gradio < 4.29).
-    pub async fn cancel(&self, session_hash: &str, fn_index: u64, event_id: &str) -> Result<bool, GradioError> {
+    pub async fn cancel(&self, session_hash: &str, fn_index: u64, event_id: &str) -> Result<bool, Error> {
         let what = "cancelling the Gradio job";
         let body = json!({"session_hash": session_hash, "fn_index": fn_index, "event_id": event_id});
         let resp = self
@@ -409,7 +403,7 @@ impl GradioHttp {
     }
 
     /// `POST {api_root}/run/predict {data, fn_index, session_hash}` (or `/api/{name}`): the synchronous route.
-    pub async fn predict(&self, body: Value, timeout: Duration) -> Result<Value, GradioError> {
+    pub async fn predict(&self, body: Value, timeout: Duration) -> Result<Value, Error> {
         let what = "calling the Gradio app";
         let resp = self
             .send(
@@ -428,25 +422,20 @@ impl GradioHttp {
             return Ok(v);
         }
         if v.get("error").is_some() {
-            return Err(GradioError::app(super::protocol::error_text(&v, None)));
+            return Err(super::error::app(super::protocol::error_text(&v, None)));
         }
-        Err(GradioError::from_status(
-            what,
-            status.as_u16(),
-            &String::from_utf8_lossy(&bytes),
-            self.logged_in(),
-        ))
+        Err(super::error::failure(what, status.as_u16(), &bytes, self.logged_in()))
     }
 
     /// `POST {api_root}/upload` (multipart field `files`) → the server path of the file.
-    pub async fn upload(&self, local: &Path) -> Result<String, GradioError> {
+    pub async fn upload(&self, local: &Path) -> Result<String, Error> {
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "upload.bin".into());
         let what = format!("uploading {name}");
         let bytes = tokio::fs::read(local).await.map_err(|e| {
-            GradioError::new(
+            Error::new(
                 ErrorCode::Io,
                 format!("cannot read {} to upload it: {e}", local.display()),
             )
@@ -466,10 +455,7 @@ impl GradioHttp {
             if let Some(b) = &self.bearer {
                 rb = rb.bearer_auth(b);
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| GradioError::from(describe_http_error(e, &what)))?;
+            let resp = rb.send().await.map_err(|e| Error::http(&what, e))?;
             if resp.status().as_u16() == 401 && self.credentials.is_some() && !tried_login {
                 tried_login = true;
                 self.login().await?;
@@ -484,7 +470,7 @@ impl GradioHttp {
                 .get(0)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| GradioError::protocol(format!("{what}: the answer is not a list of server paths")));
+                .ok_or_else(|| Error::protocol(format!("{what}: the answer is not a list of server paths")));
         }
     }
 
@@ -495,7 +481,7 @@ impl GradioHttp {
         server_path: &str,
         dir: &Path,
         name: &str,
-    ) -> Result<(std::path::PathBuf, u64, String), GradioError> {
+    ) -> Result<(std::path::PathBuf, u64, String), Error> {
         let what = format!("downloading {server_path}");
         let url = self.file_url(server_path)?;
         let resp = self
@@ -511,7 +497,7 @@ impl GradioHttp {
         if !resp.status().is_success() {
             return Err(self.failure(&what, resp).await);
         }
-        Ok(crate::net::download::save(resp, dir, name, &what).await?)
+        crate::net::download::save(resp, dir, name, &what).await
     }
 
     /// What a manifest must never show: the password and the bearer token.
@@ -540,8 +526,8 @@ pub fn cookie_pair(header: &str) -> Option<(String, String)> {
     (!k.trim().is_empty()).then(|| (k.trim().to_string(), v.trim().to_string()))
 }
 
-async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, GradioError> {
-    Ok(crate::net::body::read_capped(resp, cap, "reading the Gradio answer").await?)
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Error> {
+    crate::net::body::read_capped(resp, cap, "reading the Gradio answer").await
 }
 
 #[cfg(test)]

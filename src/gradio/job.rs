@@ -1,9 +1,9 @@
 //! One Gradio call as a job: turns queue messages (from the SSE session stream, the 3.x WebSocket or the sync
 //! route) into the hub's events, keeps generator values (diffs applied), and ends the job exactly once:
 //! outputs downloaded → `JobCompleted`, the app's error → `JobFailed`, a confirmed cancel → `JobCancelled`.
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::{apply_diff, error_text, progress_of, Config, Endpoint, Message};
+use crate::error::Error;
 use crate::error::ErrorCode;
 use crate::event::EventKind;
 use crate::tracker::Shared;
@@ -49,7 +49,7 @@ pub enum Control {
 pub enum Outcome {
     /// `output` of the final `process_completed` (or the sync route's answer).
     Completed(Value),
-    Failed(GradioError),
+    Failed(Error),
     Cancelled,
 }
 
@@ -189,7 +189,10 @@ impl JobCtx {
                 output, success, title, ..
             } => {
                 if !success {
-                    return Some(Outcome::Failed(GradioError::app(error_text(&output, title.as_deref()))));
+                    return Some(Outcome::Failed(super::error::app(error_text(
+                        &output,
+                        title.as_deref(),
+                    ))));
                 }
                 let has_data = output.get("data").is_some_and(|d| !d.is_null());
                 if !has_data {
@@ -199,13 +202,13 @@ impl JobCtx {
                 return Some(Outcome::Completed(output));
             }
             Message::QueueFull => {
-                return Some(Outcome::Failed(GradioError::new(
+                return Some(Outcome::Failed(Error::new(
                     ErrorCode::RateLimited,
                     "the app's queue is full; try again later",
                 )))
             }
             Message::UnexpectedError { message, .. } => {
-                return Some(Outcome::Failed(GradioError::new(
+                return Some(Outcome::Failed(Error::new(
                     ErrorCode::ServerError,
                     format!("the app's queue failed: {message}"),
                 )))

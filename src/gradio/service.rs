@@ -3,11 +3,11 @@
 //! the app is down. A changed app_id means the app was restarted: jobs in flight fail `server_restarted`. Each call
 //! runs in its own task over the protocol the config names (sse_v3 stream, 3.x WebSocket, or the sync route), and
 //! calls share the service's session_hash unless they name their own, so `gr.State` carries over between them.
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::job::{Control, GradioCall, JobCtx, Outcome};
 use super::protocol::{Config, Protocol};
 use super::sse::{new_session_hash, Session};
+use crate::error::Error;
 use crate::error::ErrorCode;
 use crate::event::{EventKind, ServiceState};
 use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
@@ -53,7 +53,7 @@ enum AppState {
     Unknown,
     Ready(Arc<Config>),
     /// Never reached yet; errors like a refused login fail waiting calls at once.
-    Down(GradioError),
+    Down(Error),
 }
 
 struct JobHandle {
@@ -151,7 +151,7 @@ impl GradioService {
     }
 
     /// One health check: the config when it is not known (or after an outage), else app_id and queue depth.
-    async fn check(&mut self, need_config: &mut bool) -> Result<(), GradioError> {
+    async fn check(&mut self, need_config: &mut bool) -> Result<(), Error> {
         if !*need_config && self.protocol.is_some_and(|p| matches!(p, Protocol::Sse { .. })) {
             if let Some(id) = self.http.app_id().await? {
                 if self.app_id.is_some_and(|old| old != id) {
@@ -193,7 +193,7 @@ impl GradioService {
             }
             Ok(None) => {}
             // An app without the route still answers: it is up.
-            Err(e) if e.status.is_some() && e.code != ErrorCode::AuthFailed => {
+            Err(e) if e.status().is_some() && e.code != ErrorCode::AuthFailed => {
                 log::debug!("{}: queue/status: {}", self.name, e.message)
             }
             Err(e) => return Err(e),
@@ -273,15 +273,12 @@ struct JobRun {
 }
 
 impl JobRun {
-    fn fail(&self, e: GradioError) {
+    fn fail(&self, e: Error) {
         self.shared.fail_job(&self.service, &self.job_id, e.to_job_error());
     }
 
     /// The app's config, waiting (bounded) for the first successful `/config`.
-    async fn config(
-        &mut self,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-    ) -> Result<Option<Arc<Config>>, GradioError> {
+    async fn config(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Result<Option<Arc<Config>>, Error> {
         let deadline = tokio::time::Instant::now() + self.options.connect_wait;
         let mut said_pending = false;
         loop {
@@ -305,7 +302,7 @@ impl JobRun {
             }
             tokio::select! {
                 changed = self.app.changed() => if changed.is_err() {
-                    return Err(GradioError::new(ErrorCode::Closed, "the service was removed"));
+                    return Err(Error::new(ErrorCode::Closed, "the service was removed"));
                 },
                 c = control.recv() => if matches!(c, Some(Control::Cancel) | None) {
                     return Ok(None);
@@ -315,7 +312,7 @@ impl JobRun {
                         AppState::Down(e) => e.message,
                         _ => "no answer".into(),
                     };
-                    return Err(GradioError::new(
+                    return Err(Error::new(
                         ErrorCode::ConnectionFailed,
                         format!("the Gradio app at {} could not be reached within {:.0} s: {why}",
                             self.http.endpoint(), self.options.connect_wait.as_secs_f64()),
@@ -337,7 +334,7 @@ impl JobRun {
         };
         let endpoint = match config.resolve(call.api_name.as_deref(), call.fn_index) {
             Ok(e) => e,
-            Err(why) => return self.fail(GradioError::new(ErrorCode::InvalidParameter, why)),
+            Err(why) => return self.fail(Error::new(ErrorCode::InvalidParameter, why)),
         };
         let protocol = if endpoint.queued {
             config.protocol()

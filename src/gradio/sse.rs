@@ -3,9 +3,9 @@
 //! registered yet (the join answer and the first messages race) wait in a bounded buffer. The reader ends on
 //! `close_stream` when no job waits, reopens the stream when one still does (the server buffers per session), and
 //! fails every waiting job on `unexpected_error`, a broken stream or ~45 s of silence (heartbeats come every 15 s).
-use super::error::GradioError;
 use super::http::GradioHttp;
 use super::protocol::Message;
+use crate::error::Error;
 use crate::error::ErrorCode;
 use crate::net::sse::SseDecoder;
 use parking_lot::Mutex;
@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 pub enum StreamItem {
     Msg(Message),
     /// The stream failed; the job cannot learn how it ends.
-    Lost(GradioError),
+    Lost(Error),
 }
 
 /// Unclaimed messages kept at most (per session).
@@ -106,7 +106,7 @@ impl Session {
                     Ok(delivered) => {
                         empty_reopens = if delivered { 0 } else { empty_reopens + 1 };
                         if empty_reopens > MAX_EMPTY_REOPENS {
-                            let e = GradioError::new(
+                            let e = Error::new(
                                 ErrorCode::Protocol,
                                 "the queue stream keeps closing without news of the job; the server may have lost it",
                             );
@@ -129,7 +129,7 @@ impl Session {
         }
     }
 
-    fn fail_all(inner: &mut Inner, e: GradioError) {
+    fn fail_all(inner: &mut Inner, e: Error) {
         for (_, tx) in inner.waiters.drain() {
             let _ = tx.send(StreamItem::Lost(e.clone()));
         }
@@ -137,14 +137,14 @@ impl Session {
     }
 
     /// Reads one stream to its end. `Ok(true)` when it delivered something to a waiting job.
-    async fn read_once(&self) -> Result<bool, GradioError> {
+    async fn read_once(&self) -> Result<bool, Error> {
         let mut resp = self.http.queue_data(&self.hash).await?;
         let mut decoder = SseDecoder::new();
         let mut delivered = false;
         loop {
             let chunk = match tokio::time::timeout(self.idle, resp.chunk()).await {
                 Err(_) => {
-                    return Err(GradioError::new(
+                    return Err(Error::new(
                         ErrorCode::Timeout,
                         format!(
                             "the queue stream was silent for {:.0} s (heartbeats should come every 15 s); the app \
@@ -154,18 +154,20 @@ impl Session {
                     ))
                 }
                 Ok(Err(e)) => {
-                    return Err(GradioError::new(
+                    let e = e.without_url();
+                    return Err(Error::new(
                         ErrorCode::ConnectionFailed,
                         format!(
                             "the queue stream broke off mid-job (the app stopped?): {}",
-                            crate::error::root_cause(&e.without_url())
+                            crate::error::root_cause(&e)
                         ),
-                    ))
+                    )
+                    .with_source(e));
                 }
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder.push(bytes).map_err(GradioError::from)?,
+                Some(bytes) => decoder.push(bytes)?,
                 None => decoder.finish(),
             };
             for data in datas {
@@ -191,7 +193,7 @@ impl Session {
                         } else {
                             (ErrorCode::ServerError, format!("the app's queue failed: {message}"))
                         };
-                        return Err(GradioError::new(code, text));
+                        return Err(Error::new(code, text));
                     }
                     other => {
                         let Some(id) = other.event_id().map(str::to_string) else {
@@ -251,7 +253,7 @@ pub async fn run(
         },
         Some(c) = control.recv() => return match c {
             Control::Cancel => Outcome::Cancelled,
-            Control::Restarted(why) => Outcome::Failed(GradioError::new(ErrorCode::ServerRestarted, why)),
+            Control::Restarted(why) => Outcome::Failed(Error::new(ErrorCode::ServerRestarted, why)),
         },
     };
     log::debug!("job {}: event_id {event_id} in session {}", ctx.job_id, session.hash);
@@ -272,7 +274,7 @@ pub async fn run(
                     }
                 }
                 Some(StreamItem::Lost(e)) => break if ctx.cancel_requested { Outcome::Cancelled } else { Outcome::Failed(e) },
-                None => break Outcome::Failed(GradioError::new(
+                None => break Outcome::Failed(Error::new(
                     ErrorCode::ConnectionFailed,
                     "the queue stream was closed (the app restarted or the service was removed)",
                 )),
@@ -295,7 +297,7 @@ pub async fn run(
                     }
                 }
                 Some(Control::Cancel) => {}
-                Some(Control::Restarted(why)) => break Outcome::Failed(GradioError::new(ErrorCode::ServerRestarted, why)),
+                Some(Control::Restarted(why)) => break Outcome::Failed(Error::new(ErrorCode::ServerRestarted, why)),
                 None => break Outcome::Cancelled,
             },
             _ = wait_confirm => {

@@ -24,7 +24,7 @@ pub async fn run(ctx: &mut JobCtx, control: &mut mpsc::UnboundedReceiver<Control
             Err(e) => Outcome::Failed(e),
         },
         c = control.recv() => match c {
-            Some(Control::Restarted(why)) => Outcome::Failed(super::error::GradioError::new(crate::ErrorCode::ServerRestarted, why)),
+            Some(Control::Restarted(why)) => Outcome::Failed(crate::Error::new(crate::ErrorCode::ServerRestarted, why)),
             _ => {
                 ctx.note("cancel", "a synchronous Gradio call cannot be stopped: the request was dropped, but the app \
                     finishes the call".into());

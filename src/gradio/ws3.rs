@@ -3,9 +3,9 @@
 //! `process_generating` (full values) and `process_completed`, after which the server closes with 1000. There are
 //! no heartbeats: the client pings every 15 s and counts the pongs as life. Closing the socket does **not** stop
 //! the job in the app (`3.50.2/ws_disconnect_midrun.jsonl`); a cancel says so.
-use super::error::GradioError;
 use super::job::{Control, JobCtx, Outcome};
 use super::protocol::Message;
+use crate::error::Error;
 use crate::error::{root_cause, ErrorCode};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -29,12 +29,7 @@ pub async fn run(
     };
     let mut request = match url.as_str().into_client_request() {
         Ok(r) => r,
-        Err(e) => {
-            return Outcome::Failed(GradioError::new(
-                ErrorCode::InvalidUrl,
-                format!("WebSocket request: {e}"),
-            ))
-        }
+        Err(e) => return Outcome::Failed(Error::new(ErrorCode::InvalidUrl, format!("WebSocket request: {e}"))),
     };
     if let Some(c) = ctx.http.cookie_header().and_then(|c| c.parse().ok()) {
         request.headers_mut().insert("Cookie", c);
@@ -45,16 +40,19 @@ pub async fn run(
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(crate::net::ws::config()), true);
     let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Err(_) => {
-            return Outcome::Failed(GradioError::new(
+            return Outcome::Failed(Error::new(
                 ErrorCode::Timeout,
                 "the 3.x queue WebSocket did not open in time",
             ))
         }
         Ok(Err(e)) => {
-            return Outcome::Failed(GradioError::new(
-                ErrorCode::ConnectionFailed,
-                format!("cannot open the app's queue WebSocket: {}", root_cause(&e)),
-            ))
+            return Outcome::Failed(
+                Error::new(
+                    ErrorCode::ConnectionFailed,
+                    format!("cannot open the app's queue WebSocket: {}", root_cause(&e)),
+                )
+                .with_source(e),
+            )
         }
         Ok(Ok((ws, _))) => ws,
     };
@@ -67,22 +65,22 @@ pub async fn run(
         tokio::select! {
             frame = tokio::time::timeout(idle, ws.next()) => {
                 let frame = match frame {
-                    Err(_) => return Outcome::Failed(GradioError::new(
+                    Err(_) => return Outcome::Failed(Error::new(
                         ErrorCode::Timeout,
                         format!("the app's queue WebSocket was silent for {:.0} s (no pongs); the app seems gone", idle.as_secs_f64()),
                     )),
-                    Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => return Outcome::Failed(GradioError::new(
+                    Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => return Outcome::Failed(Error::new(
                         ErrorCode::ConnectionFailed,
                         "the app closed the queue connection before the job finished (did it stop?)",
                     )),
-                    Ok(Some(Err(e))) if crate::net::ws::is_too_large(&e) => return Outcome::Failed(GradioError::new(
+                    Ok(Some(Err(e))) if crate::net::ws::is_too_large(&e) => return Outcome::Failed(Error::new(
                         ErrorCode::Protocol,
                         crate::net::ws::describe_read_error(&e),
                     )),
-                    Ok(Some(Err(e))) => return Outcome::Failed(GradioError::new(
+                    Ok(Some(Err(e))) => return Outcome::Failed(Error::new(
                         ErrorCode::ConnectionFailed,
                         format!("the queue connection broke off mid-job (the app stopped?): {}", root_cause(&e)),
-                    )),
+                    ).with_source(e)),
                     Ok(Some(Ok(f))) => f,
                 };
                 let text = match frame {
@@ -109,10 +107,10 @@ pub async fn run(
                 };
                 if let Some(r) = reply {
                     if let Err(e) = ws.send(WsMessage::text(r.to_string())).await {
-                        return Outcome::Failed(GradioError::new(
+                        return Outcome::Failed(Error::new(
                             ErrorCode::ConnectionFailed,
                             format!("sending to the app's queue failed: {}", root_cause(&e)),
-                        ));
+                        ).with_source(e));
                     }
                     continue;
                 }
@@ -132,7 +130,7 @@ pub async fn run(
                     return Outcome::Cancelled;
                 }
                 Some(Control::Restarted(why)) => {
-                    return Outcome::Failed(GradioError::new(ErrorCode::ServerRestarted, why));
+                    return Outcome::Failed(Error::new(ErrorCode::ServerRestarted, why));
                 }
             },
         }

@@ -174,6 +174,13 @@ impl McpClient {
             serde_json::from_slice::<RpcResponse>(&bytes).ok()
         };
         let Some(answer) = answer else {
+            if !status.is_success() {
+                let e = Error::from_status(&what, status.as_u16(), &bytes);
+                // A key, a rate limit or a failing server say so; any other refusal means the path is wrong.
+                if !matches!(e.code, ErrorCode::BadRequest | ErrorCode::HttpStatus) {
+                    return Err(e);
+                }
+            }
             let start: String = String::from_utf8_lossy(&bytes)
                 .split_whitespace()
                 .collect::<Vec<_>>()
@@ -215,7 +222,7 @@ impl McpClient {
         });
         let result = self.request("initialize", params, timeout).await?;
         let init: InitializeResult = serde_json::from_value(result)
-            .map_err(|e| Error::new(ErrorCode::Protocol, format!("MCP initialize: unexpected answer ({e})")))?;
+            .map_err(|e| Error::protocol(format!("MCP initialize: unexpected answer ({e})")).with_source(e))?;
         if init.protocol_version.is_empty() {
             return Err(Error::new(
                 ErrorCode::WrongService,
@@ -249,7 +256,7 @@ impl McpClient {
             )
             .await?;
         let result: ToolResult = serde_json::from_value(result)
-            .map_err(|e| Error::new(ErrorCode::Protocol, format!("{name}: unexpected tool result ({e})")))?;
+            .map_err(|e| Error::protocol(format!("{name}: unexpected tool result ({e})")).with_source(e))?;
         if result.is_error {
             let text = result.text();
             let text = text

@@ -348,10 +348,7 @@ impl JobRun {
             .call_tool(wangp::CREATE_DOWNLOAD, json!({"gallery_id": item.gallery_id}))
             .await?;
         let ticket: DownloadTicket = serde_json::from_value(ticket).map_err(|e| {
-            Error::new(
-                ErrorCode::Protocol,
-                format!("{}: unexpected answer ({e})", wangp::CREATE_DOWNLOAD),
-            )
+            Error::protocol(format!("{}: unexpected answer ({e})", wangp::CREATE_DOWNLOAD)).with_source(e)
         })?;
         let url = self.client.resolve(&ticket.download_url)?;
         let fallback = Path::new(&item.path.replace('\\', "/"))

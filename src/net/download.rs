@@ -2,7 +2,7 @@
 //! renamed, so a crash or a full disk never leaves a short file under the final name. ComfyUI, Gradio and WanGP
 //! downloads all end here.
 use super::files::{unique_path, write_error};
-use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::error::{describe_http_error, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,12 +49,14 @@ pub async fn save(mut resp: reqwest::Response, dir: &Path, name: &str, what: &st
     written
 }
 
-/// The error for a download the server answered with a non-2xx status.
-pub fn status_error(what: &str, status: reqwest::StatusCode) -> Error {
-    Error::new(
-        ErrorCode::HttpStatus,
-        format!("{what}: the server answered HTTP {status}"),
-    )
+/// The error for a download the server answered with a non-2xx status (the core's one mapping, with the
+/// start of the server's answer).
+pub async fn status_error(what: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    let body = super::body::read_prefix(resp, super::body::ERROR_CAP, what)
+        .await
+        .unwrap_or_default();
+    Error::from_status(what, status, &body)
 }
 
 /// Downloads `url` into `dir` as `name` (or "name (1)" when taken). Returns the path, size and hex SHA-256.
@@ -67,7 +69,7 @@ pub async fn to_dir(client: &reqwest::Client, url: url::Url, dir: &Path, name: &
         .await
         .map_err(|e| describe_http_error(e, &what))?;
     if !resp.status().is_success() {
-        return Err(status_error(&what, resp.status()));
+        return Err(status_error(&what, resp).await);
     }
     save(resp, dir, name, &what).await
 }

@@ -85,6 +85,15 @@ pub fn write_error(e: &std::io::Error) -> Error {
         ErrorCode::OutputWrite,
         format!("writing a result failed: {}{hint}", root_cause(e)),
     )
+    .with_source(same_io_error(e))
+}
+
+/// An owned copy of a borrowed `io::Error` to keep as the cause (its OS error number, else its kind and text).
+pub fn same_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! The REST calls of an OpenAI-compatible server over the hub's pooled client. The key travels only in the
 //! `Authorization` header (marked sensitive) and is never part of a message, a log line or a URL.
-use super::error::OpenAiError;
-use super::protocol::{ErrorBody, ModelList};
+use super::protocol::ModelList;
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, ErrorCode};
+use crate::error::{Error, ErrorCode};
 use crate::service::metrics::RttWindow;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -107,18 +106,15 @@ impl OpenAiHttp {
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, OpenAiError> {
+    async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, Error> {
         let started = Instant::now();
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| OpenAiError::from(describe_http_error(e, what)))?;
+        let resp = rb.send().await.map_err(|e| Error::http(what, e))?;
         self.latency.lock().record(started.elapsed().as_secs_f64() * 1000.0);
         Ok(resp)
     }
 
     /// Turns a non-2xx answer into the typed error (with `Retry-After`).
-    pub async fn failure(&self, resp: reqwest::Response) -> OpenAiError {
+    pub async fn failure(&self, resp: reqwest::Response) -> Error {
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
         let read = crate::net::body::read_prefix(resp, ERROR_BODY_CAP, "reading the error answer");
@@ -126,20 +122,17 @@ impl OpenAiHttp {
             Ok(Ok(body)) => body,
             _ => Vec::new(),
         };
-        let error = ErrorBody::parse(&body);
-        OpenAiError::from_status(status, error, &String::from_utf8_lossy(&body))
-            .with_retry_after(retry_after)
-            .scrubbed(self.secret())
+        super::error::failure(status, &body, retry_after, self.secret())
     }
 
     /// `GET /health/liveliness` (never `/health`, which runs a completion on every model); for servers that are
     /// not LiteLLM (404 there), `GET /v1/models` proves the server is up.
-    pub async fn health(&self) -> Result<Health, OpenAiError> {
+    pub async fn health(&self) -> Result<Health, Error> {
         let started = Instant::now();
         let url = self
             .root
             .join("health/liveliness")
-            .map_err(|e| OpenAiError::new(ErrorCode::InvalidUrl, e.to_string()))?;
+            .map_err(|e| Error::new(ErrorCode::InvalidUrl, e.to_string()))?;
         let resp = self
             .send(
                 self.client.get(url).timeout(SHORT_TIMEOUT),
@@ -176,14 +169,14 @@ impl OpenAiHttp {
         Err(self.failure(resp).await)
     }
 
-    fn api_url(&self, path: &str) -> Result<url::Url, OpenAiError> {
+    fn api_url(&self, path: &str) -> Result<url::Url, Error> {
         self.api_root
             .join(path)
-            .map_err(|e| OpenAiError::new(ErrorCode::InvalidUrl, e.to_string()))
+            .map_err(|e| Error::new(ErrorCode::InvalidUrl, e.to_string()))
     }
 
     /// `GET /v1/models`
-    pub async fn models(&self) -> Result<ModelList, OpenAiError> {
+    pub async fn models(&self) -> Result<ModelList, Error> {
         let resp = self
             .send(
                 self.request(reqwest::Method::GET, self.api_url("models")?)
@@ -195,19 +188,20 @@ impl OpenAiHttp {
             return Err(self.failure(resp).await);
         }
         let body = crate::net::body::read_capped(resp, crate::net::body::JSON_CAP, "listing models").await?;
-        serde_json::from_slice(&body).map_err(|_| {
-            OpenAiError::new(
+        serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
                 ErrorCode::WrongService,
                 format!(
                     "{} answered /v1/models with something that is not a model list",
                     self.endpoint
                 ),
             )
+            .with_source(e)
         })
     }
 
     /// `POST /v1/chat/completions`; returns the response once its status is 2xx (the body is read by the caller).
-    pub async fn start_chat(&self, body: &Value, stream: bool) -> Result<reqwest::Response, OpenAiError> {
+    pub async fn start_chat(&self, body: &Value, stream: bool) -> Result<reqwest::Response, Error> {
         let mut rb = self
             .request(reqwest::Method::POST, self.api_url("chat/completions")?)
             .json(body);

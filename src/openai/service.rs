@@ -1,10 +1,9 @@
 //! One actor task per OpenAI-compatible service: checks health on a timer (cheap probes only) and runs chat jobs,
 //! each in its own task so one slow answer never holds up another or the health checks. Cancelling a job aborts
 //! its request.
-use super::error::OpenAiError;
 use super::http::{OpenAiHttp, MAX_RETRY_AFTER};
 use super::protocol::{ChatCompletion, Frame};
-use crate::error::ErrorCode;
+use crate::error::{Error, ErrorCode};
 use crate::event::{EventKind, ServiceState};
 use crate::net::sse::SseDecoder;
 use crate::service::{BackoffPolicy, HealthRhythm, ServiceStatus};
@@ -187,9 +186,9 @@ struct Answer {
 }
 
 impl ChatRun {
-    fn fail(&self, e: &OpenAiError, attempts: u32) {
+    fn fail(&self, e: &Error, attempts: u32) {
         self.shared
-            .fail_job(&self.service, &self.job_id, e.to_job_error(attempts));
+            .fail_job(&self.service, &self.job_id, super::error::job_error(e, attempts));
     }
 
     async fn run(self, request: ChatRequest) {
@@ -200,7 +199,7 @@ impl ChatRun {
                 Ok(list) => match list.data.into_iter().next() {
                     Some(m) => m.id,
                     None => {
-                        let e = OpenAiError::new(
+                        let e = Error::new(
                             ErrorCode::BadRequest,
                             "the server lists no models; pass model= explicitly",
                         );
@@ -218,12 +217,10 @@ impl ChatRun {
             match self.http.start_chat(&body, request.stream).await {
                 Ok(resp) => break resp,
                 Err(e) if e.is_retryable() && attempt <= max_retries => {
-                    let wait = e.retry_after.unwrap_or_else(|| retry_delay(attempt));
+                    let wait = e.retry_after().unwrap_or_else(|| retry_delay(attempt));
                     if wait > MAX_RETRY_AFTER {
-                        let e = OpenAiError {
-                            message: format!("{} (the server asks to wait {} s)", e.message, wait.as_secs()),
-                            ..e
-                        };
+                        let mut e = e;
+                        e.message = format!("{} (the server asks to wait {} s)", e.message, wait.as_secs());
                         return self.fail(&e, attempt);
                     }
                     log::info!(
@@ -292,14 +289,14 @@ impl ChatRun {
         answer.pieces += 1;
     }
 
-    async fn read_whole(&self, resp: reqwest::Response) -> Result<Answer, OpenAiError> {
+    async fn read_whole(&self, resp: reqwest::Response) -> Result<Answer, Error> {
         let what = "reading the chat answer";
         let body = crate::net::body::read_capped(resp, crate::net::body::JSON_CAP, what).await?;
         if let Some(err) = super::protocol::ErrorBody::parse(&body) {
-            return Err(OpenAiError::mid_stream(err).scrubbed(self.http.secret()));
+            return Err(super::error::mid_stream(err, self.http.secret()));
         }
         let completion: ChatCompletion = serde_json::from_slice(&body)
-            .map_err(|_| OpenAiError::new(ErrorCode::Protocol, "the chat answer is not a chat.completion object"))?;
+            .map_err(|_| Error::new(ErrorCode::Protocol, "the chat answer is not a chat.completion object"))?;
         let mut answer = Answer {
             usage: completion.usage,
             model: completion.model,
@@ -315,13 +312,13 @@ impl ChatRun {
         Ok(answer)
     }
 
-    async fn read_stream(&self, mut resp: reqwest::Response) -> Result<Answer, OpenAiError> {
+    async fn read_stream(&self, mut resp: reqwest::Response) -> Result<Answer, Error> {
         let mut decoder = SseDecoder::new();
         let mut answer = Answer::default();
         loop {
             let chunk = match tokio::time::timeout(self.stream_idle, resp.chunk()).await {
                 Err(_) => {
-                    return Err(OpenAiError::new(
+                    return Err(Error::new(
                         ErrorCode::Timeout,
                         format!(
                             "the answer stopped for {:.0} s in the middle of the stream",
@@ -330,21 +327,23 @@ impl ChatRun {
                     ))
                 }
                 Ok(Err(e)) => {
-                    return Err(OpenAiError::new(
+                    let e = e.without_url();
+                    return Err(Error::new(
                         ErrorCode::ConnectionFailed,
-                        format!("the stream broke off: {}", crate::error::root_cause(&e.without_url())),
-                    ))
+                        format!("the stream broke off: {}", crate::error::root_cause(&e)),
+                    )
+                    .with_source(e));
                 }
                 Ok(Ok(c)) => c,
             };
             let datas = match &chunk {
-                Some(bytes) => decoder.push(bytes).map_err(OpenAiError::from)?,
+                Some(bytes) => decoder.push(bytes)?,
                 None => decoder.finish(),
             };
             for data in datas {
                 match Frame::parse(&data) {
                     Frame::Done => return Ok(answer),
-                    Frame::Error(e) => return Err(OpenAiError::mid_stream(e).scrubbed(self.http.secret())),
+                    Frame::Error(e) => return Err(super::error::mid_stream(e, self.http.secret())),
                     Frame::Unknown(text) => log::debug!("{}: ignored stream frame {text:?}", self.service),
                     Frame::Chunk(c) => {
                         if c.usage.as_ref().is_some_and(|u| !u.is_null()) {
@@ -370,7 +369,7 @@ impl ChatRun {
                 return if answer.finish_reason.is_some() {
                     Ok(answer)
                 } else {
-                    Err(OpenAiError::new(
+                    Err(Error::new(
                         ErrorCode::ConnectionFailed,
                         "the stream ended before the answer was complete",
                     ))

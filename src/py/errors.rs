@@ -1,9 +1,13 @@
-//! Core errors → the Python exception hierarchy defined in `director_link/errors.py`.
+//! Core errors → the Python exception hierarchy defined in `director_link/errors.py`: the one place that maps a
+//! code to an exception class. The exception carries the code, the message, the details as attributes, the HTTP
+//! `status` when there is one, `causes` (the texts of the source chain) and, as `__cause__`, the chain itself
+//! (an `OSError` with its errno for an OS error, else `ErrorCause`).
 use crate::error::{Error, ErrorCode};
 use crate::event::JobError;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::error::Error as StdError;
 
 fn class_for(code: ErrorCode) -> &'static str {
     match code {
@@ -44,8 +48,42 @@ pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
         .details
         .as_ref()
         .and_then(|d| super::convert::ser_to_py(py, d).ok())
-        .and_then(|d| d.into_bound(py).cast_into::<PyDict>().ok());
-    make(py, class_for(err.code), &err.message, err.code.as_str(), details)
+        .and_then(|d| d.into_bound(py).cast_into::<PyDict>().ok())
+        .unwrap_or_else(|| PyDict::new(py));
+    if let Some(status) = err.status() {
+        let _ = details.set_item("status", status);
+    }
+    let _ = details.set_item("causes", err.causes());
+    let exc = make(py, class_for(err.code), &err.message, err.code.as_str(), Some(details));
+    if let Some(cause) = StdError::source(&err).map(|s| cause_chain(py, s)) {
+        exc.set_cause(py, Some(cause));
+    }
+    exc
+}
+
+/// The source chain as Python exceptions linked by `__cause__`.
+fn cause_chain(py: Python<'_>, err: &(dyn StdError + 'static)) -> PyErr {
+    let text = err.to_string();
+    let exc = match err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::raw_os_error)
+    {
+        // `OSError(errno, strerror)` becomes the matching subclass (`ConnectionRefusedError`, …).
+        Some(errno) => {
+            let strerror = text.strip_suffix(&format!(" (os error {errno})")).unwrap_or(&text);
+            PyOSError::new_err((errno, strerror.to_string()))
+        }
+        None => py
+            .import("director_link.errors")
+            .and_then(|m| m.getattr("ErrorCause"))
+            .and_then(|cls| cls.call1((text.as_str(),)))
+            .map(PyErr::from_value)
+            .unwrap_or_else(|_| PyRuntimeError::new_err(text.clone())),
+    };
+    if let Some(next) = err.source() {
+        exc.set_cause(py, Some(cause_chain(py, next)));
+    }
+    exc
 }
 
 /// Shorthand for `map_err` on core results.

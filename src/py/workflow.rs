@@ -35,7 +35,7 @@ pub fn workflow_json(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Valu
     let path: PathBuf = source.extract().map_err(|_| {
         PyTypeError::new_err("a workflow is a Workflow, a dict, a JSON string or a path to a .json or .png file")
     })?;
-    let loaded = py.detach(|| workflow::load_file(&path)).map_err(Error::from).py(py)?;
+    let loaded = py.detach(|| workflow::load_file(&path)).py(py)?;
     Ok(core_json(&loaded))
 }
 
@@ -56,7 +56,7 @@ fn object_info(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<ObjectInfo
             .map_err(|_| PyTypeError::new_err("object_info is a dict or a path to a .json(.gz) file"))?;
         py.detach(|| read_json(&path)).py(py)?
     };
-    ObjectInfo::from_value(&value).map_err(Error::from).py(py)
+    ObjectInfo::from_value(&value).py(py)
 }
 
 fn read_json(path: &std::path::Path) -> Result<Value, Error> {
@@ -159,16 +159,14 @@ impl PyWorkflow {
         let info = object_info.map(|o| self::object_info(py, o)).transpose()?;
         let value = from_py(value)?;
         let target = self
-            .with_api(|p| params::set(p, info.as_ref(), selector, value).map_err(Error::from))
+            .with_api(|p| params::set(p, info.as_ref(), selector, value))
             .py(py)?;
         Ok(format!("{}.{}", target.node_id, target.input))
     }
 
     /// The value an input selector points at (None for a linked input).
     fn get(&self, py: Python<'_>, selector: &str) -> PyResult<Py<PyAny>> {
-        let (_, value) = self
-            .with_api(|p| params::get(p, selector).map_err(Error::from))
-            .py(py)?;
+        let (_, value) = self.with_api(|p| params::get(p, selector)).py(py)?;
         to_py(py, &value.unwrap_or(Value::Null))
     }
 

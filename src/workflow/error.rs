@@ -1,5 +1,8 @@
-//! The workflow layer's error: a stable snake_case `code` plus a message that names the file, the place in it and
-//! what was expected.
+//! The workflow layer's reasons for failing. Its functions return the core [`Error`] (code `invalid_workflow` or
+//! `invalid_parameter`) whose message names the file, the place in it and what was expected; the precise
+//! [`ErrorKind`] travels as `reason()` and the alternatives as `candidates()`.
+use crate::error::ErrorCode;
+pub use crate::error::{Error, Result};
 use std::fmt;
 
 /// What went wrong; the string form (`as_str`) is the public contract.
@@ -59,44 +62,10 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error of the workflow layer. `candidates` lists the alternatives for ambiguous or unknown selectors.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Error {
-    pub kind: ErrorKind,
-    pub message: String,
-    pub candidates: Vec<String>,
-}
-
-impl Error {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            candidates: Vec::new(),
-        }
-    }
-    pub fn with_candidates(mut self, candidates: Vec<String>) -> Error {
-        self.candidates = candidates;
-        self
-    }
-    /// The stable snake_case code.
-    pub fn code(&self) -> &'static str {
-        self.kind.as_str()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<Error> for crate::Error {
-    fn from(err: Error) -> crate::Error {
-        use crate::ErrorCode;
-        let code = match err.kind {
+impl ErrorKind {
+    /// The core code this reason falls under (Python: the exception class; the reason is `e.reason`).
+    pub fn code(self) -> ErrorCode {
+        match self {
             ErrorKind::InvalidJson
             | ErrorKind::NotAWorkflow
             | ErrorKind::InvalidWorkflow
@@ -111,11 +80,28 @@ impl From<Error> for crate::Error {
             | ErrorKind::ValueOutOfRange
             | ErrorKind::ValueNotInList
             | ErrorKind::InputLinked => ErrorCode::InvalidParameter,
-        };
-        // The precise kind and the alternatives travel as details (Python: `e.reason`, `e.candidates`).
-        let details = serde_json::json!({ "reason": err.kind.as_str(), "candidates": err.candidates });
-        crate::Error::new(code, err.message).with_details(details)
+        }
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// The core error for `kind`: its code, and the precise kind and the alternatives as details (`reason`,
+/// `candidates`; Python: `e.reason`, `e.candidates`).
+pub fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
+    Error::new(kind.code(), message)
+        .with_details(serde_json::json!({ "reason": kind.as_str(), "candidates": Vec::<String>::new() }))
+}
+
+/// Adds the alternatives an ambiguous or unknown selector could have meant.
+pub trait WithCandidates {
+    fn with_candidates(self, candidates: Vec<String>) -> Self;
+}
+
+impl WithCandidates for Error {
+    fn with_candidates(mut self, candidates: Vec<String>) -> Error {
+        let mut details = self.details.take().map(|d| *d).unwrap_or_else(|| serde_json::json!({}));
+        if let Some(d) = details.as_object_mut() {
+            d.insert("candidates".into(), serde_json::json!(candidates));
+        }
+        self.with_details(details)
+    }
+}

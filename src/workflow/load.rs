@@ -1,6 +1,6 @@
 //! Loading workflows: API or UI format from JSON text or a file (detected), or the workflow a ComfyUI PNG carries
 //! in its text chunks (`prompt` = API, `workflow` = UI).
-use super::error::{Error, ErrorKind, Result};
+use super::error::{error, Error, ErrorKind, Result};
 use super::graph::{InputValue, Meta, Prompt, PromptNode};
 use super::ui::{looks_like_ui, UiWorkflow};
 use indexmap::IndexMap;
@@ -41,10 +41,11 @@ pub fn detect(value: &Value) -> Option<&'static str> {
 /// Parses JSON text; `origin` (a file name or `"<text>"`) starts every error message.
 pub fn load_str(text: &str, origin: &str) -> Result<Workflow> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        Error::new(
+        error(
             ErrorKind::InvalidJson,
             format!("{origin}: not JSON: {e} (expected a ComfyUI workflow, API or UI format)"),
         )
+        .with_source(e)
     })?;
     load_value(value, origin)
 }
@@ -53,13 +54,13 @@ pub fn load_str(text: &str, origin: &str) -> Result<Workflow> {
 pub fn load_file(path: impl AsRef<Path>) -> Result<Workflow> {
     let path = path.as_ref();
     let origin = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::new(ErrorKind::Io, format!("{origin}: cannot read the file: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| error(ErrorKind::Io, format!("{origin}: cannot read the file: {e}")).with_source(e))?;
     if bytes.starts_with(PNG_SIGNATURE) {
         return load_png(&bytes, &origin)?.preferred(&origin);
     }
     let text = String::from_utf8(bytes).map_err(|_| {
-        Error::new(
+        error(
             ErrorKind::InvalidJson,
             format!("{origin}: not UTF-8 text (expected a workflow .json or a ComfyUI .png)"),
         )
@@ -76,7 +77,7 @@ pub fn load_value(value: Value, origin: &str) -> Result<Workflow> {
             if let Some(inner) = value.get("prompt").filter(|p| detect(p) == Some("api")) {
                 return parse_api(inner.clone(), origin).map(Workflow::Api);
             }
-            Err(Error::new(
+            Err(error(
                 ErrorKind::NotAWorkflow,
                 format!(
                     "{origin}: at $: expected a ComfyUI workflow: a UI workflow (an object with `nodes` and `links`) \
@@ -102,7 +103,7 @@ fn shape(v: &Value) -> String {
 /// API format with per-node paths in errors.
 fn parse_api(value: Value, origin: &str) -> Result<Prompt> {
     let Value::Object(map) = value else {
-        return Err(Error::new(
+        return Err(error(
             ErrorKind::InvalidWorkflow,
             format!("{origin}: at $: expected an object of nodes"),
         ));
@@ -111,7 +112,7 @@ fn parse_api(value: Value, origin: &str) -> Result<Prompt> {
     for (id, node) in map {
         let path = format!("$[{id:?}]");
         let Value::Object(mut obj) = node else {
-            return Err(Error::new(
+            return Err(error(
                 ErrorKind::InvalidWorkflow,
                 format!("{origin}: at {path}: expected a node object {{class_type, inputs}}"),
             ));
@@ -120,7 +121,7 @@ fn parse_api(value: Value, origin: &str) -> Result<Prompt> {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                return Err(Error::new(
+                return Err(error(
                     ErrorKind::InvalidWorkflow,
                     format!("{origin}: at {path}.class_type: expected the class name (a string), found {other}"),
                 ))
@@ -138,7 +139,7 @@ fn parse_api(value: Value, origin: &str) -> Result<Prompt> {
                 })
                 .collect(),
             Some(other) => {
-                return Err(Error::new(
+                return Err(error(
                     ErrorKind::InvalidWorkflow,
                     format!("{origin}: at {path}.inputs: expected an object of input values, found {other}"),
                 ))
@@ -180,7 +181,7 @@ impl PngWorkflow {
 }
 
 fn no_workflow(origin: &str) -> Error {
-    Error::new(
+    error(
         ErrorKind::NoEmbeddedWorkflow,
         format!("{origin}: the PNG has no `prompt` or `workflow` text chunk (was it saved by ComfyUI's SaveImage?)"),
     )
@@ -189,11 +190,11 @@ fn no_workflow(origin: &str) -> Error {
 /// Reads the `prompt`/`workflow` text chunks (tEXt, zTXt or iTXt, before or after the image data) of a PNG.
 pub fn load_png(bytes: &[u8], origin: &str) -> Result<PngWorkflow> {
     let chunks = png_text_chunks(bytes, MAX_TEXT_CHUNK).map_err(|problem| match problem {
-        ChunkProblem::NotPng => Error::new(
+        ChunkProblem::NotPng => error(
             ErrorKind::NoEmbeddedWorkflow,
             format!("{origin}: not a readable PNG file"),
         ),
-        ChunkProblem::TooLarge(keyword) => Error::new(
+        ChunkProblem::TooLarge(keyword) => error(
             ErrorKind::InvalidWorkflow,
             format!(
                 "{origin}: the PNG text chunk `{keyword}` inflates to more than the limit of {MAX_TEXT_CHUNK} bytes \
@@ -209,19 +210,21 @@ pub fn load_png(bytes: &[u8], origin: &str) -> Result<PngWorkflow> {
         match keyword.as_str() {
             "prompt" => {
                 let value: Value = serde_json::from_str(&text).map_err(|e| {
-                    Error::new(
+                    error(
                         ErrorKind::InvalidJson,
                         format!("{origin}: PNG chunk `prompt`: not JSON: {e}"),
                     )
+                    .with_source(e)
                 })?;
                 found.prompt = Some(parse_api(value, &format!("{origin} (PNG chunk `prompt`)"))?);
             }
             "workflow" => {
                 let value: Value = serde_json::from_str(&text).map_err(|e| {
-                    Error::new(
+                    error(
                         ErrorKind::InvalidJson,
                         format!("{origin}: PNG chunk `workflow`: not JSON: {e}"),
                     )
+                    .with_source(e)
                 })?;
                 found.workflow = Some(UiWorkflow::from_value(
                     value,
@@ -370,14 +373,14 @@ mod tests {
         let ui = r#"{"nodes": [], "links": []}"#;
         assert_eq!(load_str(ui, "b.json").unwrap().format(), "ui");
         let err = load_str("[1, 2]", "c.json").unwrap_err();
-        assert_eq!(err.code(), "not_a_workflow");
+        assert_eq!(err.reason().unwrap_or_default(), "not_a_workflow");
         assert!(
             err.message.starts_with("c.json: at $: expected a ComfyUI workflow"),
             "{}",
             err.message
         );
         let err = load_str("{nope", "d.json").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.reason().unwrap_or_default(), "invalid_json");
         let err = load_str(r#"{"1": {"class_type": 5, "inputs": {}}}"#, "e.json").unwrap_err();
         assert!(err.message.contains("at $[\"1\"].class_type"), "{}", err.message);
     }
@@ -404,7 +407,10 @@ mod tests {
         .unwrap();
         assert_eq!(load_file(&path).unwrap().format(), "api");
         std::fs::write(&path, png_with(&[("parameters", "a1111 text", false)])).unwrap();
-        assert_eq!(load_file(&path).unwrap_err().code(), "no_embedded_workflow");
+        assert_eq!(
+            load_file(&path).unwrap_err().reason().unwrap_or_default(),
+            "no_embedded_workflow"
+        );
     }
 
     /// A PNG with a `zTXt` chunk named `keyword` holding `zeros` zero bytes, compressed (a few KB per 10 MiB).
@@ -451,7 +457,7 @@ mod tests {
             let path = dir.path().join("bomb.png");
             std::fs::write(&path, &bomb).unwrap();
             let err = load_file(&path).unwrap_err();
-            assert_eq!(err.code(), "invalid_workflow", "{}", err.message);
+            assert_eq!(err.reason().unwrap_or_default(), "invalid_workflow", "{}", err.message);
             assert!(
                 err.message.contains(&format!("limit of {MAX_TEXT_CHUNK} bytes")) && err.message.contains("`workflow`"),
                 "{}",
@@ -460,13 +466,19 @@ mod tests {
         }
         // Under the limit the same chunk inflates (and is then judged as JSON, which zeros are not).
         let small = png_with_bomb("prompt", 1 << 20, false);
-        assert_eq!(load_png(&small, "s.png").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            load_png(&small, "s.png").unwrap_err().reason().unwrap_or_default(),
+            "invalid_json"
+        );
         assert_eq!(
             png_text_chunks(&small, 1000),
             Err(ChunkProblem::TooLarge("prompt".into()))
         );
         // Chunks we never read are not inflated at all, bomb or not.
         let other = png_with_bomb("comment", over, false);
-        assert_eq!(load_png(&other, "o.png").unwrap_err().code(), "no_embedded_workflow");
+        assert_eq!(
+            load_png(&other, "o.png").unwrap_err().reason().unwrap_or_default(),
+            "no_embedded_workflow"
+        );
     }
 }

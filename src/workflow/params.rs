@@ -11,7 +11,7 @@
 //!
 //! Role input aliases: `sampler.seed` finds `seed` or `noise_seed`, `frames.length` finds `length`, `frame_count`,
 //! `video_frames` or `num_frames`.
-use super::error::{Error, ErrorKind, Result};
+use super::error::{error, ErrorKind, Result, WithCandidates};
 use super::graph::{InputValue, Prompt, PromptNode};
 use super::schema::{InputSpec, InputType, ObjectInfo};
 use serde::Serialize;
@@ -72,7 +72,7 @@ fn aliases(role: &str, input: &str) -> Vec<String> {
 fn split(selector: &str) -> Result<(String, bool, String)> {
     let s = selector.trim();
     let bad = || {
-        Error::new(
+        error(
             ErrorKind::InvalidSelector,
             format!(
                 "selector {selector:?}: expected NODE.input, where NODE is a node id, a role (positive, negative, \
@@ -137,7 +137,7 @@ pub fn resolve(prompt: &Prompt, selector: &str) -> Result<Target> {
         }
         n if n > 1 => {
             let candidates: Vec<String> = of_class.iter().map(|id| format!("{id}.{input}")).collect();
-            return Err(Error::new(
+            return Err(error(
                 ErrorKind::AmbiguousSelector,
                 format!(
                     "selector {selector:?}: {n} nodes are {head}: {}; use a node id or a \"title\"",
@@ -192,7 +192,7 @@ fn by_title(prompt: &Prompt, title: &str, input: &str, selector: &str) -> Result
                 .take(8)
                 .map(|n| format!("{n}.{input}"))
                 .collect();
-            Err(Error::new(
+            Err(error(
                 ErrorKind::SelectorNotFound,
                 format!(
                     "selector {selector:?}: no node has the id, class or title {title:?}{}",
@@ -205,7 +205,7 @@ fn by_title(prompt: &Prompt, title: &str, input: &str, selector: &str) -> Result
             )
             .with_candidates(near))
         }
-        n => Err(Error::new(
+        n => Err(error(
             ErrorKind::AmbiguousSelector,
             format!(
                 "selector {selector:?}: {n} nodes are titled {title:?}: {}; use a node id",
@@ -238,7 +238,7 @@ fn by_role(prompt: &Prompt, role: &str, input: &str, selector: &str) -> Result<T
     let names = aliases(role, input);
     let found_samplers = samplers(prompt);
     if found_samplers.is_empty() {
-        return Err(Error::new(
+        return Err(error(
             ErrorKind::SelectorNotFound,
             format!("selector {selector:?}: the workflow has no sampler node (KSampler, SamplerCustom…) to start from"),
         ));
@@ -256,7 +256,7 @@ fn by_role(prompt: &Prompt, role: &str, input: &str, selector: &str) -> Result<T
     }
     match targets.len() {
         1 => Ok(targets.remove(0)),
-        0 => Err(Error::new(
+        0 => Err(error(
             ErrorKind::SelectorNotFound,
             format!(
                 "selector {selector:?}: no {} input found for role {role} from sampler {}",
@@ -268,7 +268,7 @@ fn by_role(prompt: &Prompt, role: &str, input: &str, selector: &str) -> Result<T
                     .join(", ")
             ),
         )),
-        n => Err(Error::new(
+        n => Err(error(
             ErrorKind::AmbiguousSelector,
             format!(
                 "selector {selector:?}: the workflow has {} samplers, giving {n} different targets: {}; use a node \
@@ -443,13 +443,13 @@ pub fn set(prompt: &mut Prompt, info: Option<&ObjectInfo>, selector: &str, value
     let target = resolve(prompt, selector)?;
     let label = describe(prompt, &target.node_id);
     let node = prompt.nodes.get_mut(&target.node_id).ok_or_else(|| {
-        Error::new(
+        error(
             ErrorKind::SelectorNotFound,
             format!("selector {selector:?}: node {} is gone", target.node_id),
         )
     })?;
     if let Some(InputValue::Link(link)) = node.inputs.get(&target.input) {
-        return Err(Error::new(
+        return Err(error(
             ErrorKind::InputLinked,
             format!(
                 "{label}.{} is fed by a link from node {}; set the input of that node instead",
@@ -471,7 +471,7 @@ pub fn set(prompt: &mut Prompt, info: Option<&ObjectInfo>, selector: &str, value
                 })
                 .unwrap_or_default();
             names.sort();
-            return Err(Error::new(
+            return Err(error(
                 ErrorKind::SelectorNotFound,
                 format!(
                     "{label} has no input {:?}; its settable inputs: {}",
@@ -489,13 +489,13 @@ pub fn set(prompt: &mut Prompt, info: Option<&ObjectInfo>, selector: &str, value
 }
 
 fn check_value(spec: &InputSpec, value: &Value, what: &str) -> Result<()> {
-    let wrong = |expected: &str| Error::new(ErrorKind::InvalidValue, format!("{what} takes {expected}, not {value}"));
+    let wrong = |expected: &str| error(ErrorKind::InvalidValue, format!("{what} takes {expected}, not {value}"));
     let range = |n: &Number| -> Result<()> {
         let v = num(n);
         let below = spec.min.as_ref().is_some_and(|m| lt(&v, &num(m)));
         let above = spec.max.as_ref().is_some_and(|m| lt(&num(m), &v));
         if below || above {
-            return Err(Error::new(
+            return Err(error(
                 ErrorKind::ValueOutOfRange,
                 format!(
                     "{what} = {n} is out of range: {} to {}",
@@ -522,7 +522,7 @@ fn check_value(spec: &InputSpec, value: &Value, what: &str) -> Result<()> {
                 return Ok(());
             }
             let shown: Vec<String> = options.iter().take(30).map(|o| o.to_string()).collect();
-            Err(Error::new(
+            Err(error(
                 ErrorKind::ValueNotInList,
                 format!(
                     "{what} = {value} is not one of the options: {}{}",
@@ -543,7 +543,7 @@ fn check_value(spec: &InputSpec, value: &Value, what: &str) -> Result<()> {
         }
         // Frontend widget types (WEBCAM, …): the browser makes their value; accept what the caller gives.
         InputType::Other(_) if spec.is_widget() => Ok(()),
-        InputType::Other(t) => Err(Error::new(
+        InputType::Other(t) => Err(error(
             ErrorKind::InvalidValue,
             format!("{what} is a {t} input: it takes a link from another node, not a literal value"),
         )),

@@ -4,7 +4,7 @@
 //! Lenient like the server's variety demands: V1 hidden specs are strings, V3 ones one-element lists; a COMBO is a
 //! list of values (old form) or `["COMBO", {"options": [...]}]` (V3); specs may have one element; numbers (seed
 //! max = u64::MAX) stay raw. A class whose entry cannot be read at all is skipped, not fatal.
-use super::error::{Error, ErrorKind, Result};
+use super::error::{error, ErrorKind, Result};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 
@@ -171,7 +171,7 @@ impl ObjectInfo {
     /// Parses the body of `GET /object_info`.
     pub fn from_value(value: &Value) -> Result<ObjectInfo> {
         let obj = value.as_object().ok_or_else(|| {
-            Error::new(
+            error(
                 ErrorKind::InvalidObjectInfo,
                 "object_info: expected a JSON object of classes",
             )
@@ -187,7 +187,7 @@ impl ObjectInfo {
     }
     pub fn from_json(text: &str) -> Result<ObjectInfo> {
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::new(ErrorKind::InvalidObjectInfo, format!("object_info: not JSON ({e})")))?;
+            .map_err(|e| error(ErrorKind::InvalidObjectInfo, format!("object_info: not JSON ({e})")))?;
         ObjectInfo::from_value(&value)
     }
     pub fn get(&self, class: &str) -> Option<&NodeSchema> {

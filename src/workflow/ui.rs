@@ -2,7 +2,7 @@
 //!
 //! Parsing is lenient where the frontend is (ids as numbers or strings, links as arrays or objects, `null` lists)
 //! and strict where a conversion would otherwise guess; errors carry the JSON path.
-use super::error::{Error, ErrorKind, Result};
+use super::error::{error, Error, ErrorKind, Result};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -153,7 +153,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, path: &str, expected: &str, found: &Value) -> Error {
-        Error::new(
+        error(
             ErrorKind::InvalidWorkflow,
             format!(
                 "{}: at {path}: expected {expected}, found {}",
@@ -430,7 +430,7 @@ mod tests {
     fn errors_name_the_file_and_the_json_path() {
         let v = json!({"nodes": [{"id": 1, "type": "A"}, {"id": 2}], "links": []});
         let err = UiWorkflow::from_value(v, "x.json").unwrap_err();
-        assert_eq!(err.code(), "invalid_workflow");
+        assert_eq!(err.reason().unwrap_or_default(), "invalid_workflow");
         assert!(
             err.message.starts_with("x.json: at $.nodes[1].type: expected"),
             "{}",
