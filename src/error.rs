@@ -49,8 +49,12 @@ pub enum ErrorCode {
     Timeout,
     /// Writing a result to disk failed.
     OutputWrite,
-    /// The hub was closed.
+    /// The hub was closed (a job still unfinished then ends with this code).
     Closed,
+    /// The job's service was removed (or its address changed after the job was sent) before the job ended.
+    ServiceRemoved,
+    /// The server does not know a job that was never confirmed to have been sent to it.
+    NotPosted,
     /// Any other local I/O problem.
     Io,
     /// The server refused the key (missing, wrong or without access).
@@ -84,6 +88,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::OutputWrite => "output_write_failed",
             ErrorCode::Closed => "hub_closed",
+            ErrorCode::ServiceRemoved => "service_removed",
+            ErrorCode::NotPosted => "not_posted",
             ErrorCode::Io => "io_error",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::RateLimited => "rate_limited",

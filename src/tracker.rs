@@ -1,11 +1,28 @@
 //! The hub's job table: what `snapshot()` and `job.wait()` read. Events pass through `Shared::emit`, which
-//! applies them here first, so a job never emits anything after its one terminal event.
+//! applies them here and queues them under the table's lock, so a job never emits anything after its one terminal
+//! event and one job's events reach `poll()` in the order they were applied.
+//!
+//! The table also records who holds each job (which backend actor, and whether it may have been posted), so the
+//! hub can end every job exactly once on every path: a removed service, a closed hub, an actor that cannot be
+//! reached, a cancel that comes before the job reached its actor, an address that changed before it was posted.
+use crate::error::ErrorCode;
 use crate::event::{EventKind, EventQueue, JobError, JobState, OutputFile};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// How `Shared::hand_over` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOver {
+    /// The actor has the order.
+    Sent,
+    /// The job had ended already (cancelled or drained): nothing was sent.
+    Ended,
+    /// The actor could not be reached: the job failed `service_removed`.
+    Failed,
+}
 
 /// What the user submitted (before conversion and parameters), so a job can be submitted again.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,6 +57,10 @@ struct Record {
     submission: Submission,
     created: Instant,
     ended: Option<Instant>,
+    /// The backend actor that holds the job (`ActorHandle::id`); 0 while the hub still prepares it.
+    owner: u64,
+    /// The job may have reached its server: it is never handed to another actor, only ended.
+    posted: bool,
 }
 
 /// Finished jobs kept for `snapshot()`/`wait()` after they end; older ones are dropped so memory stays bounded.
@@ -188,6 +209,8 @@ impl Shared {
                 submission,
                 created: Instant::now(),
                 ended: None,
+                owner: 0,
+                posted: false,
             },
         );
     }
@@ -199,20 +222,50 @@ impl Shared {
         Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.submission.clone()))
     }
 
-    /// Ends a job with `JobFailed`, logged once here for every kind of service.
+    /// Ends a job with `JobFailed`, logged once here for every kind of service. Every job failure goes through
+    /// `fail_locked` (this, an emitted `JobFailed`, and the hub's bulk endings below).
     pub fn fail_job(&self, service: &str, job_id: &str, error: JobError) {
-        log::warn!("{service}: job {job_id} failed [{}]: {}", error.code, error.message);
-        self.emit(EventKind::JobFailed {
-            job_id: job_id.to_string(),
-            error,
-        });
+        let mut jobs = self.jobs.lock();
+        self.fail_locked(&mut jobs, service, job_id, error);
+    }
+
+    fn fail_locked(&self, jobs: &mut JobTable, service: &str, job_id: &str, error: JobError) {
+        match jobs.records.get(job_id) {
+            Some(r) if !r.snap.state.is_terminal() => {
+                log::warn!("{service}: job {job_id} failed [{}]: {}", error.code, error.message);
+            }
+            _ => {}
+        }
+        self.emit_locked(
+            jobs,
+            EventKind::JobFailed {
+                job_id: job_id.to_string(),
+                error,
+            },
+        );
     }
 
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.
     pub fn emit(&self, kind: EventKind) {
+        let mut jobs = self.jobs.lock();
+        match kind {
+            EventKind::JobFailed { job_id, error } => {
+                let service = jobs
+                    .records
+                    .get(&job_id)
+                    .map(|r| r.snap.service.clone())
+                    .unwrap_or_default();
+                self.fail_locked(&mut jobs, &service, &job_id, error);
+            }
+            kind => self.emit_locked(&mut jobs, kind),
+        }
+    }
+
+    /// Apply and push under the one table lock: two emitters of one job cannot reorder its events between the
+    /// table and the queue (a `JobCancelled` overtaking a `TextDelta`). Lock order: table, then queue.
+    fn emit_locked(&self, jobs: &mut JobTable, kind: EventKind) {
         let terminal = kind.is_terminal();
-        let deliver = self.jobs.lock().apply(&kind);
-        if !deliver {
+        if !jobs.apply(&kind) {
             log::debug!("dropped {} for a finished or unknown job", kind.name());
             return;
         }
@@ -220,6 +273,144 @@ impl Shared {
         if terminal {
             self.job_changed.notify_all();
         }
+    }
+
+    /// Hands a job to the actor `owner`: `send` delivers the order and says whether the actor took it. A job
+    /// that ended meanwhile (cancelled while its workflow was converted, its service removed) is not sent; an
+    /// order that cannot reach its actor fails the job at once. `posted`: the actor starts the job on receipt
+    /// (or it was posted before), so it will never be moved to another actor.
+    pub fn hand_over(&self, id: &str, owner: u64, posted: bool, send: impl FnOnce() -> bool) -> HandOver {
+        let mut jobs = self.jobs.lock();
+        let Some(rec) = jobs.records.get_mut(id) else {
+            return HandOver::Ended;
+        };
+        if rec.snap.state.is_terminal() {
+            return HandOver::Ended;
+        }
+        rec.owner = owner;
+        rec.posted = posted;
+        // Sent under the lock, so a cancel that finds the job handed over is queued behind the order.
+        if send() {
+            return HandOver::Sent;
+        }
+        let service = rec.snap.service.clone();
+        self.fail_locked(
+            &mut jobs,
+            &service,
+            id,
+            JobError::simple(
+                ErrorCode::ServiceRemoved.as_str(),
+                "its service stopped before the job reached it; add the service again and resubmit",
+            ),
+        );
+        HandOver::Failed
+    }
+
+    /// Called by an actor right before it posts a job: true while the job is unfinished and still this actor's
+    /// (it may have been moved to a new address, or ended by the hub). From then on the job counts as posted.
+    pub fn claim_post(&self, id: &str, owner: u64) -> bool {
+        let mut jobs = self.jobs.lock();
+        match jobs.records.get_mut(id) {
+            Some(rec) if rec.owner == owner && !rec.snap.state.is_terminal() => {
+                rec.posted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The actor's post of the job certainly never arrived (the connection was refused): the job may be moved
+    /// to a new address again.
+    pub fn unclaim_post(&self, id: &str, owner: u64) {
+        if let Some(rec) = self.jobs.lock().records.get_mut(id) {
+            if rec.owner == owner {
+                rec.posted = false;
+            }
+        }
+    }
+
+    /// Whether the job may have reached its server (false for an unknown job).
+    pub fn is_posted(&self, id: &str) -> bool {
+        self.jobs.lock().records.get(id).is_some_and(|r| r.posted)
+    }
+
+    /// Of `ids`, the ones still unfinished and never posted by `owner` (its kept orders).
+    pub fn unposted_of(&self, owner: u64, ids: &[String]) -> Vec<String> {
+        let jobs = self.jobs.lock();
+        ids.iter()
+            .filter(|id| {
+                jobs.records
+                    .get(*id)
+                    .is_some_and(|r| r.owner == owner && !r.posted && !r.snap.state.is_terminal())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A cancel for a job that has not reached an actor yet (its workflow is still being converted): it ends
+    /// here, and `hand_over` will never send it. False if an actor holds the job (the cancel goes there).
+    pub fn cancel_unsent(&self, id: &str) -> bool {
+        let mut jobs = self.jobs.lock();
+        match jobs.records.get(id) {
+            Some(rec) if rec.owner == 0 && !rec.snap.state.is_terminal() => {
+                self.emit_locked(&mut jobs, EventKind::JobCancelled { job_id: id.to_string() });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends every unfinished job of `service` (all services: `None`) with `JobFailed` — the hub's drain when a
+    /// service is removed or the hub closes. Returns how many ended.
+    pub fn fail_unfinished(&self, service: Option<&str>, code: ErrorCode, message: &str) -> usize {
+        let mut jobs = self.jobs.lock();
+        let ids: Vec<(String, String)> = jobs
+            .records
+            .values()
+            .filter(|r| !r.snap.state.is_terminal() && service.is_none_or(|s| r.snap.service == s))
+            .map(|r| (r.snap.id.clone(), r.snap.service.clone()))
+            .collect();
+        for (id, svc) in &ids {
+            self.fail_locked(&mut jobs, svc, id, JobError::simple(code.as_str(), message));
+        }
+        ids.len()
+    }
+
+    /// A service's address changed: its unfinished jobs that were never posted now belong to `to` (returned, to
+    /// be sent there); the ones that may have reached the old address fail `service_removed`, since the new
+    /// address cannot know them. Jobs still being prepared stay unowned and go to whoever holds the name.
+    pub fn rehome(&self, service: &str, to: u64, old_url: &str) -> Vec<String> {
+        let mut jobs = self.jobs.lock();
+        let mut moved = Vec::new();
+        let mut lost = Vec::new();
+        for rec in jobs.records.values_mut() {
+            if rec.snap.service != service || rec.snap.state.is_terminal() || rec.owner == 0 {
+                continue;
+            }
+            if rec.posted {
+                lost.push(rec.snap.id.clone());
+            } else {
+                rec.owner = to;
+                moved.push(rec.snap.id.clone());
+            }
+        }
+        let message = format!(
+            "the service's address was changed after this job was sent to {old_url}; the new address does not know \
+             it (change the address back to follow it, or resubmit)"
+        );
+        for id in &lost {
+            self.fail_locked(
+                &mut jobs,
+                service,
+                id,
+                JobError::simple(ErrorCode::ServiceRemoved.as_str(), &message),
+            );
+        }
+        moved.sort_by(|a, b| {
+            let at = |id: &String| jobs.records.get(id).map(|r| r.created);
+            at(a).cmp(&at(b))
+        });
+        moved
     }
 
     pub fn job(&self, id: &str) -> Option<JobSnapshot> {

@@ -1,5 +1,5 @@
 //! Discovery fingerprints and the OpenAI wire types against traffic recorded from real Gradio 3.50.2/4.44.1/
-//! 5.29.0/6.31.0 and LiteLLM 1.106.2 (`shared/fixtures/`; root overridable with `DIRECTOR_LINK_FIXTURES`).
+//! 5.29.0/6.31.0 and LiteLLM 1.106.2 (`tests/fixtures/`, see its README).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use director_link::discovery::fingerprint::{self, GradioConfig, ServerKind};
 use director_link::net::sse::SseDecoder;
@@ -7,19 +7,17 @@ use director_link::openai::protocol::{ErrorBody, Frame, ModelList};
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("DIRECTOR_LINK_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.join("litellm").is_dir() && dir.join("gradio").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} has no gradio/ and litellm/ fixtures; replay skipped",
-            dir.display()
+/// The recordings copied into the project (`tests/fixtures/{gradio,litellm}`, see its README).
+fn fixtures() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for sub in ["gradio", "litellm"] {
+        assert!(
+            dir.join(sub).is_dir(),
+            "the recorded fixtures are missing: {}",
+            dir.join(sub).display()
         );
-        None
     }
+    dir
 }
 
 fn lines(path: PathBuf) -> Vec<Value> {
@@ -65,7 +63,7 @@ const GRADIO_VERSIONS: &[(&str, Option<&str>, &str)] = &[
 
 #[test]
 fn every_recorded_gradio_config_is_the_wangp_lookalike() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     for (version, prefix, protocol) in GRADIO_VERSIONS {
         let body = std::fs::read(root.join(format!("gradio/{version}/config.json"))).unwrap();
         let config = GradioConfig::parse(&body).unwrap_or_else(|| panic!("{version}: config did not parse"));
@@ -88,7 +86,7 @@ fn every_recorded_gradio_config_is_the_wangp_lookalike() {
 
 #[test]
 fn a_renamed_app_without_the_headline_is_a_generic_gradio_app() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let body = std::fs::read(root.join("gradio/5.29.0/config.json")).unwrap();
     let mut value: Value = serde_json::from_slice(&body).unwrap();
     value["title"] = "Storyboard".into();
@@ -104,7 +102,7 @@ fn a_renamed_app_without_the_headline_is_a_generic_gradio_app() {
 
 #[test]
 fn recorded_401s_mean_a_login_and_other_answers_do_not() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     for version in ["4.44.1", "5.29.0", "6.31.0"] {
         let mut seen = 0;
         for (_, resp) in exchanges(root.join(format!("gradio/{version}/auth_login.jsonl"))) {
@@ -120,7 +118,7 @@ fn recorded_401s_mean_a_login_and_other_answers_do_not() {
 
 #[test]
 fn litellm_health_answers() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let mut alive = 0;
     for (req, resp) in exchanges(root.join("litellm/health_and_models.jsonl")) {
         let url = req["url"].as_str().unwrap_or_default();
@@ -157,7 +155,7 @@ fn litellm_health_answers() {
 
 #[test]
 fn recorded_streams_decode_to_the_mock_text_in_any_chunking() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let recording = lines(root.join("litellm/chat_stream.jsonl"));
     let mut streams: Vec<Vec<String>> = Vec::new();
     for l in &recording {
@@ -209,7 +207,7 @@ fn recorded_streams_decode_to_the_mock_text_in_any_chunking() {
 
 #[test]
 fn recorded_error_bodies_become_typed_errors() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let mut codes = Vec::new();
     for (_, resp) in exchanges(root.join("litellm/errors.jsonl")) {
         let status = resp["status"].as_u64().unwrap() as u16;

@@ -8,8 +8,9 @@ import threading
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1", port: int = 0) -> None:
         self.upstream_port = upstream_port
+        self.host, self.port = host, port
         self.block_websocket = False
         self.websocket_attempts = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -22,11 +23,11 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()

@@ -1,4 +1,4 @@
-//! Replays the recorded ComfyUI 0.3.64 traffic (`../shared/fixtures/comfyui/*.jsonl`) against the simulator
+//! Replays the recorded ComfyUI 0.3.64 traffic (`tests/fixtures/comfyui/*.jsonl`) against the simulator
 //! and compares shapes: the sequence of WebSocket frames per socket (types, the values that must match, key
 //! structure of `data`, binary layouts), HTTP status codes, content types and JSON key structure.
 #![allow(clippy::unwrap_used)]
@@ -9,11 +9,11 @@ use serde_json::{json, Value};
 use sim_support::*;
 use std::time::Duration;
 
-async fn replay(name: &str, opts: ReplayOptions) -> Option<Replay> {
-    let lines = fixture(name)?;
+async fn replay(name: &str, opts: ReplayOptions) -> Replay {
+    let lines = fixture(name);
     let mut r = Replay::new(sim());
     r.run(&lines, &opts).await;
-    Some(r)
+    r
 }
 
 /// Byte-for-byte comparison of text frames on top of the shapes.
@@ -38,9 +38,7 @@ fn success_prompt_body(client_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_save_image() {
-    let Some(r) = replay("success_save_image", raw()).await else {
-        return;
-    };
+    let r = replay("success_save_image", raw()).await;
     r.assert_ok();
     // The file is really there and is the PNG /view served.
     let saved = r.sim.output_dir().join("dl_accept/success_00001_.png");
@@ -58,7 +56,7 @@ async fn success_save_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_rerun() {
-    let Some(lines) = fixture("cached_rerun") else { return };
+    let lines = fixture("cached_rerun");
     let mut r = Replay::new(sim());
     // The recording ran right after success_save_image: the same prompt is in the cache.
     r.setup_prompt("setup", &success_prompt_body("nobody")).await;
@@ -80,25 +78,19 @@ async fn cached_rerun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_preview_metadata() {
-    let Some(r) = replay("progress_preview_metadata", raw()).await else {
-        return;
-    };
+    let r = replay("progress_preview_metadata", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_legacy_preview() {
-    let Some(r) = replay("progress_legacy_preview", raw()).await else {
-        return;
-    };
+    let r = replay("progress_legacy_preview", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execution_error() {
-    let Some(r) = replay("execution_error", ReplayOptions::default()).await else {
-        return;
-    };
+    let r = replay("execution_error", ReplayOptions::default()).await;
     r.assert_ok();
     let hist = r.reply("/history/", 0).json();
     let entry = hist.as_object().unwrap().values().next().unwrap();
@@ -111,25 +103,19 @@ async fn execution_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_targeted() {
-    let Some(r) = replay("interrupt_targeted", raw()).await else {
-        return;
-    };
+    let r = replay("interrupt_targeted", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_global() {
-    let Some(r) = replay("interrupt_global", raw()).await else {
-        return;
-    };
+    let r = replay("interrupt_global", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_errors() {
-    let Some(r) = replay("validation_errors", ReplayOptions::default()).await else {
-        return;
-    };
+    let r = replay("validation_errors", ReplayOptions::default()).await;
     r.assert_ok();
     // Beyond shapes: every error text matches the real server's (tracebacks aside).
     let mut compared = 0;
@@ -164,9 +150,7 @@ async fn validation_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_ops() {
-    let Some(r) = replay("queue_ops", raw()).await else {
-        return;
-    };
+    let r = replay("queue_ops", raw()).await;
     r.assert_ok();
     // The pending list is the raw heap, in the same order as the real server's.
     let to_fixture: std::collections::HashMap<&String, &String> = r.ids.iter().map(|(f, o)| (o, f)).collect();
@@ -195,7 +179,7 @@ async fn queue_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_ops() {
-    let Some(lines) = fixture("history_ops") else { return };
+    let lines = fixture("history_ops");
     let mut r = Replay::new(sim());
     // Recreate the history the recording server had: the prompts of the entries its answers show, oldest first.
     let mut entries: Vec<(f64, String, Value)> = Vec::new();
@@ -246,58 +230,44 @@ async fn history_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_prompt_id() {
-    let Some(r) = replay("client_prompt_id", raw()).await else {
-        return;
-    };
+    let r = replay("client_prompt_id", raw()).await;
     r.assert_ok();
     assert_eq!(r.reply("/prompt", 2).json()["prompt_id"], "blender-job-42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_same_client_id() {
-    let Some(r) = replay("reconnect_same_client_id", raw()).await else {
-        return;
-    };
+    let r = replay("reconnect_same_client_id", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_client_id_race() {
-    let Some(r) = replay("duplicate_client_id_race", raw()).await else {
-        return;
-    };
+    let r = replay("duplicate_client_id_race", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_id_broadcast() {
-    let Some(r) = replay("no_client_id_broadcast", raw()).await else {
-        return;
-    };
+    let r = replay("no_client_id_broadcast", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_isolation() {
-    let Some(r) = replay("two_clients_isolation", raw()).await else {
-        return;
-    };
+    let r = replay("two_clients_isolation", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_protocol() {
-    let Some(r) = replay("ws_protocol", raw()).await else {
-        return;
-    };
+    let r = replay("ws_protocol", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cases() {
-    let Some(r) = replay("edge_cases", raw()).await else {
-        return;
-    };
+    let r = replay("edge_cases", raw()).await;
     r.assert_ok();
     assert_eq!(r.reply("/prompt", 0).json()["prompt_id"], "None");
     assert_eq!(r.reply("/prompt", 1).json()["prompt_id"], "42");
@@ -310,9 +280,7 @@ async fn http_misc() {
         skip_compare: vec!["/experiment/models", "/internal/folder_paths"],
         ..ReplayOptions::default()
     };
-    let Some(r) = replay("http_misc", opts).await else {
-        return;
-    };
+    let r = replay("http_misc", opts).await;
     r.assert_ok();
     assert_eq!(
         r.reply("/system_stats", 0).json()["system"]["argv"],
@@ -322,7 +290,7 @@ async fn http_misc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_download() {
-    let Some(lines) = fixture("view_download") else { return };
+    let lines = fixture("view_download");
     let mut r = Replay::new(sim());
     r.setup_prompt("setup", &success_prompt_body("nobody")).await;
     r.wait_idle().await;
@@ -344,9 +312,7 @@ async fn upload_image() {
     opts.file_bytes.insert(95, png_bytes(32, 24, [200, 10, 10], None));
     opts.file_bytes.insert(94, png_bytes(32, 24, [10, 200, 10], None));
     opts.file_bytes.insert(99, png_bytes(32, 24, [0, 0, 0], Some(128)));
-    let Some(r) = replay("upload_image", opts).await else {
-        return;
-    };
+    let r = replay("upload_image", opts).await;
     r.assert_ok();
     assert_eq!(r.reply("/upload/image", 2).json()["name"], "dl_upload_c34153 (1).png");
     assert!(r.sim.input_dir().join("clipspace/clipspace-mask-c34153.png").is_file());
@@ -354,17 +320,13 @@ async fn upload_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_animated_and_ws_image() {
-    let Some(r) = replay("outputs_animated_and_ws_image", raw()).await else {
-        return;
-    };
+    let r = replay("outputs_animated_and_ws_image", raw()).await;
     r.assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subgraph_ids_and_partial() {
-    let Some(r) = replay("subgraph_ids_and_partial", raw()).await else {
-        return;
-    };
+    let r = replay("subgraph_ids_and_partial", raw()).await;
     r.assert_ok();
 }
 
@@ -374,20 +336,32 @@ async fn server_restart() {
         restart_down: 1.0,
         ..ReplayOptions::default()
     };
-    let Some(r) = replay("server_restart", opts).await else {
-        return;
-    };
+    let r = replay("server_restart", opts).await;
     r.assert_ok();
     assert_eq!(r.sim.stats().running, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixture_folder_is_used() {
-    // Guard against the whole suite silently skipping in CI: the folder is expected there.
-    if fixtures_dir().is_dir() {
-        assert!(fixture("success_save_image").is_some_and(|l| l.len() > 10));
-    } else {
-        eprintln!("note: {} absent; fixture tests were skipped", fixtures_dir().display());
+/// Guards against a recording that nothing replays (or a folder that went missing): every `*.jsonl` in
+/// `tests/fixtures/comfyui` is named by a test of this file, and every name used here has its file.
+#[test]
+fn every_recorded_case_is_replayed() {
+    let source = include_str!("sim_fixtures.rs");
+    let mut cases: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap_or_else(|e| panic!("{}: {e}", fixtures_dir().display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".jsonl").map(str::to_string))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 23, "the 23 recorded ComfyUI cases, found {cases:?}");
+    let unreplayed: Vec<&String> = cases
+        .iter()
+        .filter(|c| !source.contains(&format!("replay(\"{c}\"")) && !source.contains(&format!("fixture(\"{c}\")")))
+        .collect();
+    assert!(unreplayed.is_empty(), "recordings no test replays: {unreplayed:?}");
+    for used in source.split("replay(\"").chain(source.split("fixture(\"")).skip(1) {
+        let name = used.split('"').next().unwrap_or_default();
+        if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !name.is_empty() {
+            assert!(cases.iter().any(|c| c == name), "{name}.jsonl is replayed but missing");
+        }
     }
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }

@@ -127,10 +127,12 @@ def test_a_stopped_server_flips_health_and_a_restarted_one_comes_back(mcp_python
             job = hub.submit(name, video("interrupted", steps=400, step_seconds=0.05)).id
             collect(hub, [job], timeout=30, until=lambda evs: any(e.type == "progress" and e.job == job for e in evs))
             server.stop()
-            flipped = wait_state(hub, name, "reconnecting", timeout=10)
-            assert flipped <= 2 * HEARTBEAT + 1.0, f"health flipped after {flipped:.2f} s"
-            said = [e for e in hub.poll() if e.type == "service_state_changed" and e.service == name]
+            wait_state(hub, name, "reconnecting", timeout=30)
+            events = hub.poll()
+            said = [e for e in events if e.type == "service_state_changed" and e.service == name]
             assert any(e.state == "reconnecting" and e.previous == "connected" and e.reason for e in said), said
+            # Health flipped on the failed checks alone: the job is still open (only the restart below ends it).
+            assert not [e for e in events if e.job == job and e.is_terminal], [e.type for e in events]
             studio = hub.snapshot()["studio"]
             assert studio["state"] == "down" and [u["name"] for u in studio["unhealthy"]] == [name], studio
             svc = next(s for s in hub.snapshot()["services"] if s["name"] == name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,10 @@ from director_link import Workflow, errors
 
 from .conftest import ROOT, collect, connect, invert_prompt
 
-FIXTURES = Path(os.environ.get("DIRECTOR_LINK_FIXTURES", ROOT.parent / "shared" / "fixtures")) / "comfyui"
+# The recordings copied into the project (tests/fixtures/README.md); a missing file fails the test that opens it.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 OBJECT_INFO = FIXTURES / "object_info.json.gz"
 CASES = FIXTURES / "ui_conversion"
-
-needs_fixtures = pytest.mark.skipif(not OBJECT_INFO.is_file(), reason=f"fixtures not at {FIXTURES}")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -28,7 +26,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", ["widgets_reroute_primitive_bypass_mute", "subgraph", "default_graph"])
 def test_ui_workflows_convert_to_what_the_frontend_posted(case):
     wf = Workflow.load(str(CASES / f"{case}.workflow.json"))
@@ -45,7 +42,6 @@ def test_ui_workflows_convert_to_what_the_frontend_posted(case):
         assert {k: got[node_id]["inputs"][k] for k in inputs} == inputs, node_id
 
 
-@needs_fixtures
 def test_parameters_roles_and_checked_set():
     wf = Workflow.load(str(CASES / "default_graph.workflow.json")).convert(str(OBJECT_INFO))
     assert wf.set("positive.text", "a red fox at dawn", str(OBJECT_INFO)).endswith(".text")
@@ -64,7 +60,6 @@ def test_parameters_roles_and_checked_set():
     assert steps["input_type"] == "INT" and steps["min"] == 1
 
 
-@needs_fixtures
 def test_validation_names_node_and_input():
     info = gzip.decompress(OBJECT_INFO.read_bytes())
     wf = Workflow.load(invert_prompt())
@@ -75,7 +70,6 @@ def test_validation_names_node_and_input():
     assert [(p["node_id"], p["input"], p["code"]) for p in problems] == [("1", "width", "value_bigger_than_max")]
 
 
-@needs_fixtures
 def test_cli_convert_validate_params(tmp_path):
     out = tmp_path / "api.json"
     ui = CASES / "subgraph.workflow.json"

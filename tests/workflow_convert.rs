@@ -13,13 +13,11 @@ fn recording_day() -> ConvertOptions {
     }
 }
 
-fn check_case(case: &str, ui_suffix: &str) -> Option<Vec<String>> {
-    let dir = comfy_fixtures()?.join("ui_conversion");
-    let info = object_info()?;
+fn check_case(case: &str, ui_suffix: &str) -> Vec<String> {
+    let dir = comfy_fixtures().join("ui_conversion");
+    let info = object_info();
     let ui_path = dir.join(format!("{case}.{ui_suffix}"));
-    if !ui_path.exists() {
-        return None;
-    }
+    assert!(ui_path.is_file(), "recorded case missing: {}", ui_path.display());
     let Workflow::Ui(ui) = load_file(&ui_path).unwrap() else {
         panic!("{case}: not detected as UI")
     };
@@ -30,14 +28,12 @@ fn check_case(case: &str, ui_suffix: &str) -> Option<Vec<String>> {
         conv.unknown_classes
     );
     let expected = read_json(&dir.join(format!("{case}.api.json")));
-    Some(prompt_diff(&expected, &conv.prompt.to_value()))
+    prompt_diff(&expected, &conv.prompt.to_value())
 }
 
 #[test]
 fn every_ui_conversion_fixture_converts_to_the_recorded_prompt() {
-    let Some(dir) = comfy_fixtures().map(|d| d.join("ui_conversion")) else {
-        return;
-    };
+    let dir = comfy_fixtures().join("ui_conversion");
     let mut cases: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {
@@ -49,7 +45,7 @@ fn every_ui_conversion_fixture_converts_to_the_recorded_prompt() {
     assert!(cases.len() >= 5, "expected the five recorded cases, found {cases:?}");
     let mut failures = Vec::new();
     for case in &cases {
-        let diff = check_case(case, "workflow.json").unwrap();
+        let diff = check_case(case, "workflow.json");
         if !diff.is_empty() {
             failures.push(format!("{case}:\n  {}", diff.join("\n  ")));
         }
@@ -66,18 +62,14 @@ fn every_ui_conversion_fixture_converts_to_the_recorded_prompt() {
 #[test]
 fn shipped_template_files_convert_like_their_resaved_versions() {
     for case in ["template_default", "template_sdxl_simple_example"] {
-        let Some(diff) = check_case(case, "original.json") else {
-            return;
-        };
+        let diff = check_case(case, "original.json");
         assert!(diff.is_empty(), "{case}.original.json:\n  {}", diff.join("\n  "));
     }
 }
 
 #[test]
 fn api_files_load_as_api_and_round_trip_exactly() {
-    let Some(dir) = comfy_fixtures().map(|d| d.join("ui_conversion")) else {
-        return;
-    };
+    let dir = comfy_fixtures().join("ui_conversion");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if !path.to_string_lossy().ends_with(".api.json") {
@@ -97,8 +89,8 @@ mod synthetic {
     use director_link::workflow::{convert, CivilTime, Conversion, ConvertOptions, UiWorkflow};
     use serde_json::{json, Value};
 
-    fn run(v: Value) -> Option<(Conversion, Value)> {
-        let info = object_info()?;
+    fn run(v: Value) -> (Conversion, Value) {
+        let info = object_info();
         let ui = UiWorkflow::from_value(v, "synthetic").unwrap();
         let conv = convert(
             &ui,
@@ -108,7 +100,7 @@ mod synthetic {
             },
         );
         let value = conv.prompt.to_value();
-        Some((conv, value))
+        (conv, value)
     }
 
     fn node(id: i64, ty: &str, mode: i64, inputs: Value, outputs: Value, widgets: Value) -> Value {
@@ -126,13 +118,11 @@ mod synthetic {
 
     #[test]
     fn unknown_classes_are_emitted_reported_and_warned() {
-        let Some((conv, p)) = run(json!({"nodes": [
+        let (conv, p) = run(json!({"nodes": [
             node(1, "EmptyImage", 0, json!([]), image_out(json!([1])), json!([8, 8, 1, 0])),
             node(2, "FancyCustomFilter", 0, json!([image_in("image", json!(1))]), image_out(json!([2])), json!([0.5, "x"])),
             node(3, "PreviewImage", 0, json!([image_in("images", json!(2))]), json!([]), json!([])),
-        ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]})) else {
-            return;
-        };
+        ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]}));
         assert_eq!(conv.unknown_classes, ["FancyCustomFilter"]);
         assert_eq!(p["2"]["class_type"], "FancyCustomFilter");
         assert_eq!(p["2"]["inputs"]["image"], json!(["1", 0]));
@@ -147,7 +137,7 @@ mod synthetic {
     fn muted_nodes_vanish_with_the_links_into_them_and_bypass_picks_by_type() {
         // 2 = bypassed ImageCompositeMasked whose first input is the MASK: its IMAGE output must come from its
         // first IMAGE input (`destination`), not from input 0.
-        let Some((conv, p)) = run(json!({"nodes": [
+        let (conv, p) = run(json!({"nodes": [
             node(1, "LoadImage", 0, json!([]), json!([{"name": "IMAGE", "type": "IMAGE", "links": [1, 7]},
                 {"name": "MASK", "type": "MASK", "links": [2]}]), json!(["example.png", "image"])),
             node(2, "ImageCompositeMasked", 4, json!([{"name": "mask", "type": "MASK", "link": 2},
@@ -159,10 +149,7 @@ mod synthetic {
             node(6, "SaveImage", 0, json!([image_in("images", json!(6))]), json!([]), json!(["x/%date:yyyy%"])),
         ], "links": [[1, 1, 0, 4, 0, "IMAGE"], [2, 1, 1, 2, 0, "MASK"], [3, 2, 0, 3, 0, "IMAGE"],
                      [4, 3, 0, 5, 0, "IMAGE"], [5, 4, 0, 5, 1, "IMAGE"], [6, 5, 0, 6, 0, "IMAGE"],
-                     [7, 1, 0, 2, 1, "IMAGE"]]}))
-        else {
-            return;
-        };
+                     [7, 1, 0, 2, 1, "IMAGE"]]}));
         assert_eq!(
             p["3"]["inputs"]["image"],
             json!(["1", 0]),
@@ -196,12 +183,10 @@ mod synthetic {
             "links": [{"id": 3, "origin_id": -10, "origin_slot": 0, "target_id": 3, "target_slot": 0, "type": "INT"},
                       {"id": 4, "origin_id": 3, "origin_slot": 0, "target_id": 4, "target_slot": 0, "type": "IMAGE"},
                       {"id": 5, "origin_id": 4, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}]});
-        let Some((conv, p)) = run(json!({"nodes": [
+        let (conv, p) = run(json!({"nodes": [
             node(9, "outer", 0, json!([]), image_out(json!([9])), json!([96])),
             node(10, "PreviewImage", 0, json!([image_in("images", json!(9))]), json!([]), json!([])),
-        ], "links": [[9, 9, 0, 10, 0, "IMAGE"]], "definitions": {"subgraphs": [outer_def, inner_def]}})) else {
-            return;
-        };
+        ], "links": [[9, 9, 0, 10, 0, "IMAGE"]], "definitions": {"subgraphs": [outer_def, inner_def]}}));
         let mut ids: Vec<&String> = p.as_object().unwrap().keys().collect();
         ids.sort();
         assert_eq!(ids, ["10", "9:3", "9:4:7"], "{p:#}");
@@ -218,13 +203,11 @@ mod synthetic {
     fn legacy_force_input_placeholders_and_dict_widgets() {
         // StabilityUpscaleConservativeNode: prompt, creativity, seed (+control), then forceInput negative_prompt:
         // files from before frontend 1.16 carry a value for it too.
-        let Some((conv, p)) = run(json!({"nodes": [
+        let (conv, p) = run(json!({"nodes": [
             node(1, "StabilityUpscaleConservativeNode", 0, json!([]), image_out(json!([])),
                 json!(["a castle", 0.35, 7, "fixed", "legacy placeholder"])),
             node(2, "EmptyImage", 0, json!([]), image_out(json!([])), json!({"height": 24, "width": 40, "junk": 1})),
-        ], "links": []})) else {
-            return;
-        };
+        ], "links": []}));
         assert_eq!(p["1"]["inputs"]["prompt"], "a castle");
         assert_eq!(p["1"]["inputs"]["seed"], 7);
         assert!(p["1"]["inputs"].get("negative_prompt").is_none(), "{p:#}");
@@ -241,14 +224,12 @@ mod synthetic {
 
     #[test]
     fn node_widget_references_in_filename_prefix() {
-        let Some((_, p)) = run(json!({"nodes": [
+        let (_, p) = run(json!({"nodes": [
             json!({"id": 1, "type": "EmptyImage", "mode": 0, "title": "Canvas", "outputs": image_out(json!([1])),
                    "widgets_values": [640, 360, 1, 0], "properties": {}}),
             node(2, "SaveImage", 0, json!([image_in("images", json!(1))]), json!([]),
                 json!(["out/%Canvas.width%x%EmptyImage.height%_%width%_%date:yy-M-d%"])),
-        ], "links": [[1, 1, 0, 2, 0, "IMAGE"]]})) else {
-            return;
-        };
+        ], "links": [[1, 1, 0, 2, 0, "IMAGE"]]}));
         // Title lookup works; an unknown S&R name stays as written; %width% is left for the server.
         assert_eq!(
             p["2"]["inputs"]["filename_prefix"],

@@ -7,14 +7,14 @@ use director_link::workflow::{convert, load_file, load_str, parameters, ConvertO
 use serde_json::json;
 use workflow_support::{comfy_fixtures, object_info};
 
-fn fixture_prompt(case: &str) -> Option<Prompt> {
-    let path = comfy_fixtures()?
+fn fixture_prompt(case: &str) -> Prompt {
+    let path = comfy_fixtures()
         .join("ui_conversion")
         .join(format!("{case}.workflow.json"));
-    let Workflow::Ui(ui) = load_file(path).unwrap() else {
-        panic!()
+    let Workflow::Ui(ui) = load_file(&path).unwrap() else {
+        panic!("{}: not a UI workflow", path.display())
     };
-    Some(convert(&ui, object_info()?, &ConvertOptions::default()).prompt)
+    convert(&ui, object_info(), &ConvertOptions::default()).prompt
 }
 
 fn target(node: &str, input: &str) -> Target {
@@ -53,9 +53,7 @@ fn two_samplers() -> Prompt {
 
 #[test]
 fn roles_resolve_on_the_default_graph() {
-    let Some(prompt) = fixture_prompt("default_graph") else {
-        return;
-    };
+    let prompt = fixture_prompt("default_graph");
     assert_eq!(resolve(&prompt, "positive.text").unwrap(), target("6", "text"));
     assert_eq!(resolve(&prompt, "negative.text").unwrap(), target("7", "text"));
     assert_eq!(resolve(&prompt, "sampler.seed").unwrap(), target("3", "seed"));
@@ -111,9 +109,7 @@ fn two_samplers_make_roles_ambiguous_and_list_candidates() {
 
 #[test]
 fn sdxl_template_roles_follow_primitive_values_and_report_both_samplers() {
-    let Some(prompt) = fixture_prompt("template_sdxl_simple_example") else {
-        return;
-    };
+    let prompt = fixture_prompt("template_sdxl_simple_example");
     let err = resolve(&prompt, "sampler.seed").unwrap_err();
     assert_eq!(err.candidates(), ["10.noise_seed", "11.noise_seed"]);
     let err = resolve(&prompt, "positive.text").unwrap_err();
@@ -191,7 +187,7 @@ fn selector_errors_have_codes_and_candidates() {
 
 #[test]
 fn set_checks_type_range_and_options() {
-    let Some(info) = object_info() else { return };
+    let info = object_info();
     let mut prompt = two_samplers();
     let code =
         |r: Result<Target, director_link::workflow::Error>| r.unwrap_err().reason().unwrap_or_default().to_string();
@@ -243,10 +239,8 @@ fn set_checks_type_range_and_options() {
 
 #[test]
 fn parameters_list_every_literal_with_its_schema() {
-    let Some(info) = object_info() else { return };
-    let Some(prompt) = fixture_prompt("default_graph") else {
-        return;
-    };
+    let info = object_info();
+    let prompt = fixture_prompt("default_graph");
     let params = parameters(&prompt, Some(info));
     let seed = params.iter().find(|p| p.node_id == "3" && p.input == "seed").unwrap();
     assert_eq!(seed.input_type, "INT");

@@ -1,6 +1,7 @@
 //! Every template of `comfyui-workflow-templates-json==0.1.123` converts without a panic, and every validation
 //! error on what it converts to is explained by data the recorded server does not have. The templates come from
-//! `DIRECTOR_LINK_TEMPLATES` or the installed Python package; without either the test is skipped with a note.
+//! `DIRECTOR_LINK_TEMPLATES` or the Python package the README's test command installs; without either the test
+//! fails and says how to get them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod workflow_support;
 
@@ -27,20 +28,26 @@ fn templates_dir() -> Option<PathBuf> {
     (out.status.success() && dir.is_dir()).then_some(dir)
 }
 
-fn template_files() -> Option<Vec<PathBuf>> {
+fn template_files() -> Vec<PathBuf> {
     let Some(dir) = templates_dir() else {
-        eprintln!(
-            "note: no templates: set DIRECTOR_LINK_TEMPLATES or pip install comfyui-workflow-templates-json; skipped"
+        panic!(
+            "no workflow templates: `python3 -m pip install -e '.[test]'` (it pins comfyui-workflow-templates-json) \
+             or set DIRECTOR_LINK_TEMPLATES to their folder"
         );
-        return None;
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    Some(files)
+    assert!(
+        files.len() > 100,
+        "{}: expected the package's templates, found {}",
+        dir.display(),
+        files.len()
+    );
+    files
 }
 
 /// Why an error is acceptable, or `None` when it points at a conversion bug.
@@ -182,8 +189,8 @@ fn check_roles<'a>(
 
 #[test]
 fn every_template_converts_and_known_nodes_validate() {
-    let Some(files) = template_files() else { return };
-    let Some(info) = object_info() else { return };
+    let files = template_files();
+    let info = object_info();
     let (mut clean, mut with_unknown, mut not_workflows, mut load_errors) = (0, 0, 0, Vec::new());
     let (mut panics, mut unexplained) = (Vec::new(), Vec::new());
     let mut excused: BTreeMap<&str, usize> = BTreeMap::new();

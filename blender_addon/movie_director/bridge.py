@@ -128,8 +128,10 @@ def adopt_scene_jobs() -> set[str]:
                     view.outputs = [{"path": p} for p in info.get("outputs") or ()]
                     rt.model._finished.append(record.name)
             elif record.state in st.ACTIVE_STATES and record.service in hub.services():
-                # A new Blender session: ask the server where the job is; its result arrives like any other.
-                hub.track(record.service, record.name, tag=record.tag or None)
+                # A new Blender session: ask the server where the job is; its result arrives like any other. A record
+                # still "pending" was never confirmed on the server: if the server does not know it, it was never
+                # sent (it fails "not_posted"), not lost by a restart.
+                hub.track(record.service, record.name, tag=record.tag or None, posted=record.state != "pending")
                 changed |= rt.model.track(record.name, record.service, record.tag or None, state="pending")
             elif record.state in st.ACTIVE_STATES and record.service not in configured:
                 record.state = "unknown"
@@ -156,10 +158,12 @@ def timer_callback() -> float | None:
         interval = hub_owner.tick(
             rt.owner.hub, rt.model, rt.pacing, redraw=lambda areas: tag_redraw(rt, areas), discovery=rt.owner.discovery
         )
+        posted = rt.model.take_posted()
         finished = rt.model.take_finished()
-        if finished:
+        if posted or finished:
             from . import importer
 
+            importer.record_posted(posted)
             importer.record_finished(rt.model, finished)
         if rt.model.preview is not None and rt.model.preview.seq != rt.preview_seq:
             if time.monotonic() - rt.preview_loaded_at >= PREVIEW_MIN_INTERVAL:

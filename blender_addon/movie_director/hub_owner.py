@@ -179,6 +179,10 @@ class Discovery:
         self._thread = None
 
 
+def _only_url_changed(old: ServiceSpec, new: ServiceSpec) -> bool:
+    return (old.kind, old.token, old.enabled) == (new.kind, new.token, new.enabled) and old.url != new.url
+
+
 class HubOwner:
     """Creates, configures and closes the addon's one ``director_link.Hub``.
 
@@ -241,10 +245,15 @@ class HubOwner:
                 continue
             wanted[spec.name] = spec
         for name, old in list(self._services.items()):
-            if wanted.get(name) != old:
-                self._remove(name)
-                if name not in wanted:
-                    changed |= model.drop_service(name)
+            new = wanted.get(name)
+            if new == old:
+                continue
+            if new is not None and _only_url_changed(old, new):
+                changed |= self._move(name, new, model)
+                continue
+            self._remove(name)
+            if new is None:
+                changed |= model.drop_service(name)
         for name, spec in wanted.items():
             if name in self._services:
                 continue
@@ -260,6 +269,18 @@ class HubOwner:
         for name in [n for n in model.services if n not in configured]:
             changed |= model.drop_service(name)
         return changed
+
+    def _move(self, name: str, spec: ServiceSpec, model: st.ViewModel) -> set[str]:
+        """A corrected address: the hub keeps the service's jobs and sends the ones that never reached the old
+        address to the new one (removing and re-adding would end them)."""
+        try:
+            self.hub.set_service_url(name, spec.url)
+        except Exception as exc:
+            # A bad address loses nothing: the service stays where it was (and is tried again on the next sync).
+            changed = model.set_blocked(spec.name, spec.kind, spec.url, str(exc))
+            return changed | model.add_error(spec.name, getattr(exc, "code", "set_service_url_failed"), str(exc))
+        self._services[name] = spec
+        return model.set_blocked(spec.name, spec.kind, spec.url, None)
 
     def _remove(self, name: str) -> None:
         self._services.pop(name, None)

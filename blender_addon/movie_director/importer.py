@@ -37,6 +37,17 @@ def free_channel(scene, frame_start: int, frame_end: int, lowest: int = 1) -> in
     return channel
 
 
+def record_posted(job_ids: list[str]) -> None:
+    """Marks the scene records of jobs the server confirmed having, so a reopened .blend can tell a job that
+    reached its server from one that never did (still ``pending``)."""
+    from . import props
+
+    for job_id in job_ids:
+        _scene, record = props.find_job(job_id)
+        if record is not None and record.state == "pending":
+            record.state = "queued"
+
+
 def record_finished(model: st.ViewModel, job_ids: list[str]) -> None:
     """Writes finished jobs into the scene records that submitted them; imports results when the scene asks."""
     from . import props

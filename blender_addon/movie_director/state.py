@@ -72,6 +72,9 @@ class JobView:
     error: dict[str, Any] | None = None
     node_errors: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
+    # The server confirmed it has the job (queued or started there): after a reopen it is asked about, and a server
+    # that does not know it was restarted; a job never confirmed was never sent (see ``take_posted``).
+    posted: bool = False
     submitted_at: float = 0.0
     finished_at: float | None = None
 
@@ -119,6 +122,7 @@ class ViewModel:
         self.events_applied = 0
         self.max_jobs = max_jobs
         self._finished: list[str] = []
+        self._posted: list[str] = []
         self._handlers = {
             "service_state_changed": self._on_service_state,
             "queue_changed": self._on_queue,
@@ -229,6 +233,16 @@ class ViewModel:
     def drop_service(self, name: str) -> set[str]:
         return {SERVICES} if self.services.pop(name, None) is not None else set()
 
+    def take_posted(self) -> list[str]:
+        """Ids of the jobs the server confirmed having since the last call (for the .blend's records)."""
+        out, self._posted = self._posted, []
+        return out
+
+    def _mark_posted(self, job: JobView) -> None:
+        if not job.posted:
+            job.posted = True
+            self._posted.append(job.id)
+
     def take_finished(self) -> list[str]:
         """Ids of the jobs that ended since the last call (for importing their results)."""
         out, self._finished = self._finished, []
@@ -292,6 +306,8 @@ class ViewModel:
         job.service = event.service or job.service
         job.queue_position = event.position
         job.pending_connection = bool(event.pending_connection)
+        if not job.pending_connection:
+            self._mark_posted(job)
         problems = list(event.node_errors or ())
         if problems:
             job.node_errors = problems
@@ -314,6 +330,7 @@ class ViewModel:
         job.state = "running"
         job.queue_position = None
         job.pending_connection = False
+        self._mark_posted(job)
         changed.add(JOBS)
 
     def _on_node_started(self, event: Any, changed: set[str]) -> None:

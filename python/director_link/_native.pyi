@@ -246,10 +246,13 @@ class Hub:
         --mcp-transport streamable-http``); submit a WanGP settings dict (or task list) to it.
         """
 
-    def track(self, service: str, job_id: str, tag: str | None = None) -> Job:
+    def track(self, service: str, job_id: str, tag: str | None = None, *, posted: bool = True) -> Job:
         """Follows a job submitted earlier by another hub (e.g. before Blender restarted) by its id.
 
         Returns its `Job` at once; the server is asked where it is and its events and results arrive as usual.
+        ``posted=False``: the job was never confirmed to have reached the server (it was still waiting for it when
+        the earlier session ended); if the server does not know it, it fails ``not_posted`` instead of
+        ``server_restarted``.
         """
 
     def resubmit(self, job_id: str) -> Job:
@@ -259,7 +262,16 @@ class Hub:
         """
 
     def remove_service(self, name: str) -> None:
-        """Stops a service's connection."""
+        """Stops a service's connection. Its unfinished jobs end at once with ``JobFailed`` code
+        ``service_removed``."""
+
+    def set_service_url(self, name: str, url: str) -> str:
+        """Points a service at a new address (same name, kind, token and options); returns its name.
+
+        Jobs that were never sent (e.g. waiting for a server that could not be reached) are sent to the new
+        address, in order; jobs already sent to the old address end ``service_removed``. The same address again
+        changes nothing.
+        """
 
     def services(self) -> list[str]:
         """Names of the services added so far."""
@@ -392,7 +404,8 @@ class Hub:
         """
 
     def close(self) -> None:
-        """Stops every background task and thread. Idempotent."""
+        """Ends every unfinished job (``JobFailed`` code ``hub_closed``), then stops every background task and
+        thread. Idempotent."""
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> Literal[False]:

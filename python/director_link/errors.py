@@ -88,7 +88,10 @@ class WorkflowError(DirectorLinkError, ValueError):
 class JobFailed(DirectorLinkError):
     """A job ended without results. ``job_id``, ``node_id``, ``node_type``, ``exception_type``, ``traceback``.
 
-    Codes: ``execution_failed``, ``interrupted``, ``server_restarted``, ``output_write_failed``.
+    Codes: ``execution_failed``, ``interrupted``, ``server_restarted``, ``output_write_failed``,
+    ``service_removed`` (its service was removed, or its address changed after the job was sent),
+    ``hub_closed`` (the hub was closed before the job ended), ``not_posted`` (the server does not know a job that
+    was never confirmed to have reached it, e.g. one still waiting for the server when Blender was closed).
     """
 
     code = "execution_failed"

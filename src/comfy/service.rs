@@ -6,6 +6,7 @@ use super::jobs::{ActiveJob, Effect, JobRouter, Phase};
 use super::outputs::download_all;
 use super::protocol::{file_refs, BinaryFrame, HistoryEntry, QueueView, ServerMessage};
 use super::ws::{self, Socket};
+use crate::error::ErrorCode;
 use crate::error::Result;
 use crate::event::{EventKind, JobError, OutputFile, ServiceState};
 use crate::net::files::job_dir;
@@ -32,10 +33,12 @@ pub struct ComfyConfig {
     pub resubmit_on_restart: bool,
     pub output_dir: PathBuf,
     pub connect_timeout: Duration,
+    /// This actor's id in the hub's job table (`Shared::claim_post`).
+    pub actor_id: u64,
 }
 
 /// What the hub asks of a service.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     Submit {
         job_id: String,
@@ -51,6 +54,17 @@ pub enum Command {
         group: String,
     },
     Reconnect,
+}
+
+impl crate::service::ActorCommand for Command {
+    const KIND: &'static str = "comfyui";
+    const USAGE: &'static str = "submit a ComfyUI workflow to it";
+    fn cancel(job_id: String) -> Self {
+        Command::Cancel { job_id }
+    }
+    fn reconnect() -> Self {
+        Command::Reconnect
+    }
 }
 
 /// Reports from the actor's spawned tasks.
@@ -477,6 +491,11 @@ impl ComfyService {
                 }
                 continue;
             }
+            // The hub may have taken the job back (moved to a new address, or ended): then it is not ours to post.
+            if !self.shared.claim_post(&job.job_id, self.config.actor_id) {
+                self.router.remove(&id);
+                continue;
+            }
             job.maybe_sent = true;
             let prompt = job.prompt.clone();
             let http = self.http.clone();
@@ -664,10 +683,7 @@ impl ComfyService {
             }
             Ok((SubmitOutcome::Rejected(error), _)) => {
                 if let Some(job) = self.router.remove(&prompt_id) {
-                    self.shared.emit(EventKind::JobFailed {
-                        job_id: job.job_id,
-                        error,
-                    });
+                    self.shared.fail_job(&self.name, &job.job_id, error);
                 }
             }
             Err(e) => {
@@ -675,6 +691,9 @@ impl ComfyService {
                 if let Some(job) = self.router.get_mut(&prompt_id) {
                     job.phase = Phase::Pending;
                     job.maybe_sent = !never_sent;
+                    if never_sent {
+                        self.shared.unclaim_post(&job.job_id, self.config.actor_id);
+                    }
                 }
                 // Anything the server already said about it proves it arrived.
                 let effects = self.router.replay_held(now);
@@ -719,10 +738,7 @@ impl ComfyService {
                             format!("the job finished on the server but its results could not be saved: {e}"),
                         );
                         error.exception_type = Some("OutputError".into());
-                        self.shared.emit(EventKind::JobFailed {
-                            job_id: job.job_id,
-                            error,
-                        });
+                        self.shared.fail_job(&self.name, &job.job_id, error);
                     }
                 }
             }
@@ -793,15 +809,28 @@ impl ComfyService {
                         } else if let Some(job) = self.router.remove(&prompt_id) {
                             if job.cancel_requested {
                                 self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                            } else if !self.shared.is_posted(&job.job_id) {
+                                // Tracked from an earlier session that never saw it reach the server.
+                                self.shared.fail_job(
+                                    &self.name,
+                                    &job.job_id,
+                                    JobError::simple(
+                                        ErrorCode::NotPosted.as_str(),
+                                        "the server does not know this job, and it was never confirmed to have been \
+                                         sent (it was still waiting for the server when the previous session \
+                                         ended); submit it again",
+                                    ),
+                                );
                             } else {
-                                self.shared.emit(EventKind::JobFailed {
-                                    job_id: job.job_id,
-                                    error: JobError::simple(
-                                        "server_restarted",
+                                self.shared.fail_job(
+                                    &self.name,
+                                    &job.job_id,
+                                    JobError::simple(
+                                        ErrorCode::ServerRestarted.as_str(),
                                         "the server no longer knows this job (it was restarted or its queue was \
                                          cleared); submit it again to re-run it",
                                     ),
-                                });
+                                );
                             }
                         }
                     }

@@ -7,36 +7,38 @@ use std::path::PathBuf;
 
 const VERSIONS: [&str; 4] = ["3.50.2", "4.44.1", "5.29.0", "6.31.0"];
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("DIRECTOR_LINK_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-        .join("gradio");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: no Gradio fixtures at {} (set DIRECTOR_LINK_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+/// The recordings copied into the project (`tests/fixtures/gradio`, see its README); missing ones fail the test.
+fn fixtures() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gradio");
+    assert!(
+        dir.is_dir(),
+        "the recorded Gradio fixtures are missing: {}",
+        dir.display()
+    );
+    dir
 }
 
 fn lines(dir: &std::path::Path, version: &str, file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join(version).join(file)).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    let path = dir.join(version).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
 }
 
 fn jsonl_files(dir: &std::path::Path, version: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join(version))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".jsonl"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let folder = dir.join(version);
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert!(
+        names.len() >= 7,
+        "{}: recordings missing, found {names:?}",
+        folder.display()
+    );
     names.sort();
     names
 }
@@ -59,7 +61,7 @@ fn messages(dir: &std::path::Path, version: &str) -> Vec<(String, Value)> {
 
 #[test]
 fn every_recorded_queue_message_parses_into_a_known_variant() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let mut seen = std::collections::BTreeMap::<&'static str, usize>::new();
     let mut total = 0;
     for version in VERSIONS {
@@ -120,7 +122,7 @@ fn every_recorded_queue_message_parses_into_a_known_variant() {
 
 #[test]
 fn raw_sse_frames_decode_to_the_recorded_data() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let mut n = 0;
     for version in ["4.44.1", "5.29.0", "6.31.0"] {
         for file in jsonl_files(&dir, version) {
@@ -146,7 +148,7 @@ fn raw_sse_frames_decode_to_the_recorded_data() {
 
 #[test]
 fn errors_are_unquoted_and_hidden_ones_explained() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for version in VERSIONS {
         let file = if version == "3.50.2" {
             "ws_error_call.jsonl"
@@ -186,7 +188,7 @@ fn errors_are_unquoted_and_hidden_ones_explained() {
 
 #[test]
 fn cancelled_events_complete_without_data() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for version in ["4.44.1", "5.29.0", "6.31.0"] {
         let last = messages(&dir, version)
             .into_iter()
@@ -204,9 +206,10 @@ fn cancelled_events_complete_without_data() {
 
 #[test]
 fn configs_resolve_endpoints_and_protocols() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for version in VERSIONS {
-        let body = std::fs::read(dir.join(version).join("config.json")).unwrap_or_default();
+        let path = dir.join(version).join("config.json");
+        let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let config = Config::parse(&body).unwrap_or_else(|e| panic!("{version}: {e}"));
         assert_eq!(config.version, version);
         assert!(config.app_id().is_some(), "{version}: app_id is a u64");
@@ -242,7 +245,7 @@ fn configs_resolve_endpoints_and_protocols() {
 
 #[test]
 fn generator_diffs_replay_to_the_final_value() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for version in VERSIONS {
         let file = if version == "3.50.2" {
             "ws_generator_call.jsonl"
@@ -279,7 +282,7 @@ fn generator_diffs_replay_to_the_final_value() {
 
 #[test]
 fn output_files_are_found_by_path_not_url() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for version in VERSIONS {
         let file = if version == "3.50.2" {
             "ws_progress_call.jsonl"
@@ -378,4 +381,35 @@ fn diff_edits() {
     assert!(apply_diff(&json!([1]), &json!([["delete", [5]]])).is_err());
     assert!(apply_diff(&json!({}), &json!([["explode", ["a"], 1]])).is_err());
     assert!(apply_diff(&json!({}), &json!("not a list")).is_err());
+}
+
+#[test]
+fn state_inputs_left_out_by_the_caller_are_filled() {
+    use super::protocol::Endpoint;
+    let e = Endpoint {
+        fn_index: 0,
+        trigger_id: None,
+        api_name: Some("infer".into()),
+        generator: false,
+        queued: true,
+        outputs: Vec::new(),
+        inputs: 5,
+        state_inputs: vec![2, 4],
+    };
+    // As the app's API page shows it (state hidden): nulls where the states go.
+    assert_eq!(
+        e.with_state_inputs(vec![json!("a"), json!(1), json!("c")]),
+        vec![json!("a"), json!(1), Value::Null, json!("c"), Value::Null]
+    );
+    // Everything given (states included) or a wrong count: sent as given, the app names what is wrong.
+    let all = vec![json!(1); 5];
+    assert_eq!(e.with_state_inputs(all.clone()), all);
+    assert_eq!(e.with_state_inputs(vec![json!(1); 2]), vec![json!(1); 2]);
+    let config = Config::parse(
+        br#"{"version": "3.50.2", "components": [{"id": 1, "type": "dropdown", "props": {}}, {"id": 2, "type": "state", "props": {}}],
+            "dependencies": [{"targets": [1], "inputs": [1, 2], "outputs": [], "api_name": "load", "queue": null}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let load = config.resolve(Some("load"), None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((load.inputs, load.state_inputs.clone()), (2, vec![1]));
 }

@@ -98,6 +98,22 @@ pub struct Endpoint {
     /// The output components' types (`file`, `video`, `textbox`, …) and labels, in order.
     pub outputs: Vec<(String, Option<String>)>,
     pub inputs: usize,
+    /// Positions of `gr.State` inputs: the server keeps their value per session, so its API page (and Gradio's
+    /// own client) leaves them out, and callers do not pass them.
+    pub state_inputs: Vec<usize>,
+}
+
+impl Endpoint {
+    /// The inputs as the app wants them: a call that left out exactly the `gr.State` inputs (as the app's API page
+    /// shows it) gets `null` in their places; any other count is sent as given (the app then names what is wrong).
+    pub fn with_state_inputs(&self, mut data: Vec<Value>) -> Vec<Value> {
+        if !self.state_inputs.is_empty() && data.len() + self.state_inputs.len() == self.inputs {
+            for &at in &self.state_inputs {
+                data.insert(at.min(data.len()), Value::Null);
+            }
+        }
+        data
+    }
 }
 
 impl Config {
@@ -171,6 +187,13 @@ impl Config {
             queued: dep.queue != Some(false) && self.enable_queue != Some(false),
             outputs,
             inputs: dep.inputs.len(),
+            state_inputs: dep
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| self.component(id).is_some_and(|c| c.kind == "state"))
+                .map(|(at, _)| at)
+                .collect(),
         })
     }
 

@@ -34,7 +34,7 @@ pub struct GradioOptions {
 /// Silence allowed on a queue stream: three missed 15 s heartbeats.
 pub const IDLE: Duration = Duration::from_secs(45);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     Call {
         job_id: String,
@@ -45,6 +45,17 @@ pub enum Command {
         job_id: String,
     },
     Reconnect,
+}
+
+impl crate::service::ActorCommand for Command {
+    const KIND: &'static str = "gradio";
+    const USAGE: &'static str = "submit a GradioCall to it";
+    fn cancel(job_id: String) -> Self {
+        Command::Cancel { job_id }
+    }
+    fn reconnect() -> Self {
+        Command::Reconnect
+    }
 }
 
 /// What calls wait for.
@@ -342,7 +353,7 @@ impl JobRun {
             Protocol::Sync
         };
         let legacy = protocol == Protocol::Ws || config.version.starts_with("3.");
-        let mut data = call.inputs.clone();
+        let mut data = endpoint.with_state_inputs(call.inputs.clone());
         if let Err(e) = super::files::upload_inputs(&self.http, &mut data, legacy).await {
             return self.fail(e);
         }

@@ -21,6 +21,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A job whose server stays unreachable this long fails instead of waiting forever.
 const UNREACHABLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
+#[derive(Debug, Clone)]
 pub enum Command {
     Generate {
         job_id: String,
@@ -31,6 +32,17 @@ pub enum Command {
         job_id: String,
     },
     Reconnect,
+}
+
+impl crate::service::ActorCommand for Command {
+    const KIND: &'static str = "wangp_mcp";
+    const USAGE: &'static str = "submit a WanGP settings dict to it";
+    fn cancel(job_id: String) -> Self {
+        Command::Cancel { job_id }
+    }
+    fn reconnect() -> Self {
+        Command::Reconnect
+    }
 }
 
 #[derive(Clone)]

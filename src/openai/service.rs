@@ -54,11 +54,22 @@ impl ChatRequest {
 }
 
 /// What the hub asks of the service.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     Chat { job_id: String, request: ChatRequest },
     Cancel { job_id: String },
     Reconnect,
+}
+
+impl crate::service::ActorCommand for Command {
+    const KIND: &'static str = "openai";
+    const USAGE: &'static str = "use chat() with it";
+    fn cancel(job_id: String) -> Self {
+        Command::Cancel { job_id }
+    }
+    fn reconnect() -> Self {
+        Command::Reconnect
+    }
 }
 
 /// Retries never exceed this, whatever was asked.

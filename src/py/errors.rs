@@ -24,7 +24,11 @@ fn class_for(code: ErrorCode) -> &'static str {
         | ErrorCode::RateLimited
         | ErrorCode::ServerError
         | ErrorCode::BadRequest => "ServiceError",
-        ErrorCode::ExecutionFailed | ErrorCode::Interrupted | ErrorCode::ServerRestarted => "JobFailed",
+        ErrorCode::ExecutionFailed
+        | ErrorCode::Interrupted
+        | ErrorCode::ServerRestarted
+        | ErrorCode::ServiceRemoved
+        | ErrorCode::NotPosted => "JobFailed",
         ErrorCode::Cancelled => "JobCancelled",
         ErrorCode::Timeout => "Timeout",
         ErrorCode::OutputWrite | ErrorCode::Io => "OutputError",

@@ -99,9 +99,18 @@ impl Hub {
         Ok(added.name)
     }
 
-    /// Stops a service's connection.
+    /// Stops a service's connection. Its unfinished jobs end at once with `JobFailed` code `service_removed`.
     fn remove_service(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         self.inner.remove_service(name).py(py)
+    }
+
+    /// Points a service at a new address (same name, kind, token and options) and returns its name. Jobs that
+    /// were never sent (e.g. waiting for a server that could not be reached) are sent to the new address, in
+    /// order; jobs already sent to the old address end `service_removed`. The same address changes nothing.
+    fn set_service_url(&self, py: Python<'_>, name: &str, url: &str) -> PyResult<String> {
+        let changed = self.inner.set_service_url(name, url).py(py)?;
+        log::info!("service {} now at {}", changed.name, changed.understood);
+        Ok(changed.name)
     }
 
     /// Names of the services added so far.
@@ -159,10 +168,12 @@ impl Hub {
     }
 
     /// Follows a job submitted earlier by another hub (e.g. before Blender restarted) by its id: returns its `Job`
-    /// at once; the server is asked where it is and its events and results arrive as usual.
-    #[pyo3(signature = (service, job_id, tag=None))]
-    fn track(&self, py: Python<'_>, service: &str, job_id: &str, tag: Option<String>) -> PyResult<Job> {
-        let id = self.inner.track(service, job_id, tag.clone()).py(py)?;
+    /// at once; the server is asked where it is and its events and results arrive as usual. `posted=False`: the
+    /// job was never confirmed to have reached the server (it was still waiting for it); if the server does not
+    /// know it, it fails `not_posted` rather than `server_restarted`.
+    #[pyo3(signature = (service, job_id, tag=None, *, posted=true))]
+    fn track(&self, py: Python<'_>, service: &str, job_id: &str, tag: Option<String>, posted: bool) -> PyResult<Job> {
+        let id = self.inner.track_with(service, job_id, tag.clone(), posted).py(py)?;
         Ok(Job {
             hub: self.inner.clone(),
             id,
@@ -388,7 +399,8 @@ impl Hub {
         py.detach(move || hub.upload_image(&service, &name, bytes)).py(py)
     }
 
-    /// Stops every background task and thread. Idempotent.
+    /// Ends every unfinished job (`JobFailed` code `hub_closed`), then stops every background task and thread.
+    /// Idempotent.
     fn close(&self, py: Python<'_>) {
         let hub = self.inner.clone();
         py.detach(move || hub.close());

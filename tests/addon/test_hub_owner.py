@@ -18,6 +18,7 @@ class FakeHub:
         self.closed = False
         self.added = []
         self.removed = []
+        self.moved = []
         self.snapshots = 0
         self.probed = None
 
@@ -37,6 +38,12 @@ class FakeHub:
 
     def remove_service(self, name):
         self.removed.append(name)
+
+    def set_service_url(self, name, url):
+        if "bad" in url:
+            raise director_link.InvalidUrlError(f"cannot use {url!r}")
+        self.moved.append((name, url))
+        return name
 
     def probe(self, urls, timeout):
         self.probed = (list(urls), timeout)
@@ -120,10 +127,18 @@ def test_sync_services_adds_changes_removes_and_blocks():
     owner.sync_services(specs, model, online_access=True)
     assert hub.added[-1] == ("comfyui", "http://10.1.2.3:8188", "farm", None) and hub.removed == []
     assert model.services["farm"].blocked is None
-    # A changed URL re-adds; a removed entry is removed from hub and panel.
+    # A changed URL moves the service (its unsent jobs follow it); a removed entry leaves hub and panel.
+    added = len(hub.added)
     owner.sync_services([ho.ServiceSpec("local", "127.0.0.1:8189", token="t1")], model, online_access=True)
-    assert set(hub.removed) == {"local", "farm"} and hub.added[-1][1] == "127.0.0.1:8189"
-    assert set(model.services) == {"local"}
+    assert hub.moved == [("local", "127.0.0.1:8189")] and hub.removed == ["farm"] and len(hub.added) == added
+    assert set(model.services) == {"local"} and owner.services()["local"].url == "127.0.0.1:8189"
+    # A bad address loses nothing: the service stays at its old address, blocked with the reason.
+    owner.sync_services([ho.ServiceSpec("local", "http://bad:x", token="t1")], model, online_access=True)
+    assert hub.removed == ["farm"] and owner.services()["local"].url == "127.0.0.1:8189"
+    assert "cannot use" in model.services["local"].blocked
+    # Another token is another service: removed and added again.
+    owner.sync_services([ho.ServiceSpec("local", "127.0.0.1:8189", token="t2")], model, online_access=True)
+    assert hub.removed == ["farm", "local"] and hub.added[-1] == ("comfyui", "127.0.0.1:8189", "local", "t2")
     owner.close()
     assert hub.closed and not owner.is_open
     owner.close()  # idempotent
@@ -175,16 +190,60 @@ def test_real_hub_open_tick_close_leaves_no_thread(tmp_path):
     assert thread_count() == before
 
 
+def test_correcting_a_wrong_address_sends_the_jobs_that_waited(tmp_path):
+    """Found in Blender: a job submitted while the address was wrong waited forever after the address was fixed."""
+    from director_link.testing import ComfySimulator
+
+    with ComfySimulator(time_scale=0.1) as sim:
+        owner = ho.HubOwner()
+        hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
+        try:
+            model = st.ViewModel()
+            owner.sync_services([ho.ServiceSpec("sim", "127.0.0.1:9")], model)
+            job = hub.submit("sim", {"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 0.1, "nonce": 3}}})
+            model.track(job.id, "sim")
+            ho.tick(hub, model, ho.Pacing(), now=0.0)
+            assert not model.jobs[job.id].posted and model.take_posted() == []
+            owner.sync_services([ho.ServiceSpec("sim", sim.url)], model)
+            assert owner.services()["sim"].url == sim.url and hub.services() == ["sim"]
+            job.wait(timeout=30)
+            assert job.state == "completed"
+            ho.tick(hub, model, ho.Pacing(), now=1.0)
+            # The server confirmed it: the .blend's record is marked, so a reopen never calls it "never sent".
+            assert model.jobs[job.id].posted and model.take_posted() == [job.id]
+        finally:
+            owner.close()
+
+
 @pytest.mark.parametrize("pending", [0, 1000])
-def test_real_hub_tick_cost_is_small(tmp_path, pending):
-    """Not a benchmark (see bench/bench_addon.py): a generous bound that catches an accidental wait."""
+def test_real_hub_tick_takes_every_pending_event_without_waiting(tmp_path, pending):
+    """Not a benchmark (bench/bench_addon.py times a tick): ``pending`` jobs wait for a server that is not there;
+    ticks take their events into the model in bounded batches (asking to come back at once while more wait) and
+    never wait for the server (it never answers, so a tick that waited would not return)."""
     owner = ho.HubOwner()
     hub = owner.open(str(tmp_path / "out"))
     try:
         model = st.ViewModel()
-        ho.tick(hub, model, ho.Pacing(), now=0.0)
-        start = time.perf_counter()
-        ho.tick(hub, model, ho.Pacing(snapshot_every=1e9), now=1.0)
-        assert time.perf_counter() - start < 0.05
+        owner.sync_services([ho.ServiceSpec("nobody", "127.0.0.1:9")], model)
+        prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+        ids = set()
+        for _ in range(pending):
+            job = hub.submit("nobody", prompt)
+            model.track(job.id, "nobody")
+            ids.add(job.id)
+        pacing = ho.Pacing(snapshot_every=1e9)
+        ticks, intervals = 0, []
+        for _ in range(200):
+            intervals.append(ho.tick(hub, model, pacing, now=1.0))
+            ticks += 1
+            if all(model.jobs[j].state == "queued" for j in ids) and intervals[-1] > 0:
+                break
+            hub.wait_for_events(0.05)
+        assert len(model.jobs) == pending
+        assert all(model.jobs[j].state == "queued" and model.jobs[j].pending_connection for j in ids)
+        assert intervals[-1] > 0, "once drained, the timer backs off"
+        if pending:
+            # 1000 submits make more than one batch of events: the first tick cannot have been idle.
+            assert intervals[0] < pacing.idle_max
     finally:
         owner.close()

@@ -187,7 +187,26 @@ class _WithLayout:
 
 
 def test_panels_poll_free_and_draw_without_the_addon_model(addon):
-    """Drawing never touches the network: drawing 100 times costs no hub call (the hub is closed here)."""
-    addon.current_hub().close()
+    """Drawing never touches the network: 100 draws make no call on the hub, and they still draw once it is closed."""
+    rt = addon.runtime()
+    real = rt.owner.hub
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    rt.owner.hub = Spy()
+    try:
+        for _ in range(100):
+            layouts = draw_all_panels(bpy.context)
+    finally:
+        rt.owner.hub = real
+    assert calls == [], f"drawing called the hub: {sorted(set(calls))}"
+    drawn = [t for layout in layouts.values() for t in layout.texts()]
+    assert drawn, "the panels drew nothing"
+    real.close()
     for _ in range(100):
-        draw_all_panels(bpy.context)
+        closed = draw_all_panels(bpy.context)
+    assert [t for layout in closed.values() for t in layout.texts()], "a closed hub leaves the panels empty"

@@ -24,7 +24,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-FIXTURES = Path(os.environ.get("DIRECTOR_LINK_FIXTURES") or ROOT.parent / "shared" / "fixtures")
+# The recordings and the apps they were recorded from, copied into the project (tests/fixtures/README.md).
+FIXTURES = HERE.parent / "fixtures"
 LITELLM_KEY = "sk-director-test"
 STARTUP_LIMIT = 90.0
 

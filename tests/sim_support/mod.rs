@@ -26,23 +26,22 @@ pub fn sim() -> Simulator {
     .unwrap()
 }
 
+/// The ComfyUI 0.3.64 recordings copied into the project (`tests/fixtures/comfyui`, see its README).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/comfyui")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/comfyui")
 }
 
-/// The fixture's lines, or `None` (with a note) when the shared folder is not there.
-pub fn fixture(name: &str) -> Option<Vec<Value>> {
+/// The fixture's lines; a missing or unreadable recording fails the test and names the path.
+pub fn fixture(name: &str) -> Vec<Value> {
     let path = fixtures_dir().join(format!("{name}.jsonl"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("note: {} not found; skipping the fixture comparison", path.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display())))
+        .collect();
+    assert!(!lines.is_empty(), "fixture {} is empty", path.display());
+    lines
 }
 
 pub fn http_client() -> reqwest::Client {
@@ -663,6 +662,7 @@ impl Replay {
         let mut expected_raw: HashMap<String, Vec<String>> = HashMap::new();
         let mut expected_close: HashMap<String, u64> = HashMap::new();
         let mut pending: Option<(Value, HttpReply)> = None;
+        let mut anchor: Option<(Instant, f64)> = None;
         for (i, line) in lines.iter().enumerate() {
             let kind = line["kind"].as_str().unwrap_or("");
             let stream = line["stream"].as_str().unwrap_or("").to_string();
@@ -674,17 +674,32 @@ impl Replay {
                         .as_str()
                         .is_some_and(|s| s.starts_with("running") && s.contains("restart")));
             if is_action {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(t * SCALE)).await;
+                // Not before the scaled recorded time, and not before the scaled gap after the last frame seen:
+                // a simulator slowed by a busy machine then keeps the recording's spacing relative to what it
+                // sent (e.g. a reconnect lands between the same two progress messages as in the recording).
+                let after_anchor =
+                    anchor.map(|(at, from): (Instant, f64)| at + Duration::from_secs_f64((t - from).max(0.0) * SCALE));
+                let when = (start + Duration::from_secs_f64(t * SCALE)).max(after_anchor.unwrap_or(start));
+                tokio::time::sleep_until(when).await;
                 // Keep the recording's causality: everything received before this point must be in.
+                let mut waited = false;
                 for (name, ws) in &self.streams {
                     let want = lines[..i]
                         .iter()
                         .filter(|l| l["kind"] == "ws_recv" && l["stream"] == name.as_str())
                         .count();
+                    let have = ws.frames().await.len();
+                    waited |= have < want;
                     ws.wait_for(Duration::from_secs(5), |rs| {
                         rs.iter().filter(|r| !matches!(r, Recv::Closed(_))).count() >= want
                     })
                     .await;
+                }
+                if waited {
+                    let last_seen = lines[..i].iter().rev().find(|l| l["kind"] == "ws_recv");
+                    if let Some(from) = last_seen.and_then(|l| l["t"].as_f64()) {
+                        anchor = Some((Instant::now(), from));
+                    }
                 }
             }
             match kind {

@@ -6,39 +6,31 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// `$DIRECTOR_LINK_FIXTURES/comfyui`, default `CARGO_MANIFEST_DIR/../shared/fixtures/comfyui`; `None` (with a
-/// note) when absent.
-pub fn comfy_fixtures() -> Option<PathBuf> {
-    let root = std::env::var_os("DIRECTOR_LINK_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let dir = root.join("comfyui");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} is absent (set DIRECTOR_LINK_FIXTURES); test skipped",
-            dir.display()
-        );
-        None
-    }
+/// The ComfyUI 0.3.64 recordings copied into the project (`tests/fixtures/comfyui`, see its README); a missing
+/// folder fails the test and names the path.
+pub fn comfy_fixtures() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/comfyui");
+    assert!(dir.is_dir(), "the recorded fixtures are missing: {}", dir.display());
+    dir
 }
 
 pub fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The full recorded `/object_info` (500 classes), parsed once.
-pub fn object_info() -> Option<&'static ObjectInfo> {
-    static INFO: OnceLock<Option<ObjectInfo>> = OnceLock::new();
+pub fn object_info() -> &'static ObjectInfo {
+    static INFO: OnceLock<ObjectInfo> = OnceLock::new();
     INFO.get_or_init(|| {
-        let dir = comfy_fixtures()?;
+        let path = comfy_fixtures().join("object_info.json.gz");
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut text = String::new();
-        let file = std::fs::File::open(dir.join("object_info.json.gz")).unwrap();
-        flate2::read::GzDecoder::new(file).read_to_string(&mut text).unwrap();
-        Some(ObjectInfo::from_json(&text).unwrap())
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ObjectInfo::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     })
-    .as_ref()
 }
 
 /// JSON equality where `8` equals `8.0` (raw numbers are kept, so their spelling may differ).

@@ -1,0 +1,66 @@
+//! A ComfyUI service's node schemas (`/object_info`), cached per service: UI-format workflows are converted and
+//! validated against them.
+use super::registry::{ComfyLink, Registry};
+use super::Hub;
+use crate::comfy::http::ComfyHttp;
+use crate::error::{Error, Result};
+use crate::event::JobError;
+use crate::workflow::ObjectInfo;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A service's node list: raw (as Python sees it) and parsed (for conversion and validation).
+pub struct Schema {
+    pub raw: Arc<Value>,
+    pub info: Arc<ObjectInfo>,
+}
+
+pub(super) type SchemaSlot = Arc<Mutex<Option<Arc<Schema>>>>;
+
+pub(super) async fn fetch_schema(http: &ComfyHttp, slot: &SchemaSlot) -> Result<Arc<Schema>> {
+    let raw = http.object_info().await?;
+    let info = ObjectInfo::from_value(&raw)?;
+    let schema = Arc::new(Schema {
+        raw: Arc::new(raw),
+        info: Arc::new(info),
+    });
+    *slot.lock() = Some(schema.clone());
+    Ok(schema)
+}
+
+/// A failure found before posting, as the job's error (with the problems per node when validation found them).
+pub(super) fn job_error(e: Error) -> JobError {
+    let mut error = JobError::simple(e.code(), e.message.clone());
+    if let Some(problems) = e.details.as_ref().and_then(|d| d.get("node_errors")) {
+        error.node_errors = serde_json::from_value(problems.clone()).unwrap_or_default();
+    }
+    error
+}
+
+impl Hub {
+    /// The ComfyUI service's HTTP API and schema cache.
+    pub(super) fn comfy_api(&self, service: &str) -> Result<(ComfyHttp, SchemaSlot)> {
+        let services = self.registry.services.lock();
+        let h = services
+            .get(service)
+            .ok_or_else(|| Registry::unknown_in(&services, service))?;
+        let link = h.typed::<ComfyLink>(service, "a ComfyUI")?;
+        Ok((link.api.http.clone(), link.api.schema.clone()))
+    }
+
+    /// The server's node schemas (`GET /object_info`), cached per service; `refresh` fetches them again.
+    /// Blocks the calling thread (scripts and the CLI, not the UI thread).
+    pub fn object_info(&self, service: &str, refresh: bool) -> Result<Arc<Value>> {
+        let (http, slot) = self.comfy_api(service)?;
+        if !refresh {
+            if let Some(hit) = slot.lock().clone() {
+                return Ok(hit.raw.clone());
+            }
+        }
+        Ok(self
+            .block_on(async move { fetch_schema(&http, &slot).await })??
+            .raw
+            .clone())
+    }
+}
