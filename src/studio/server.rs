@@ -4,7 +4,7 @@ use super::config::StudioConfig;
 use super::relay::{JobView, Relay, RelayConfig, Sink};
 use super::store::{Store, StoreHealth};
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::{EventKind, JobError};
+use crate::event::{EventKind, JobError, JobState};
 use crate::hub::{Hub, HubConfig};
 use crate::sim::{SimConfig, Simulator};
 use parking_lot::Mutex;
@@ -244,7 +244,11 @@ impl StudioServer {
             }
             let kind = hub.service_kind(&view.service).map(|(k, _)| k);
             let tracked = match kind.as_deref() {
-                Some("comfyui") => hub.track(&view.service, &view.job_id, view.tag.clone()).is_ok(),
+                Some("comfyui") => {
+                    // A job the server never confirmed may not be there: then it fails `not_posted`, truthfully.
+                    let posted = !matches!(view.state, JobState::Pending | JobState::Submitting);
+                    hub.track_with(&view.service, &view.job_id, view.tag.clone(), posted).is_ok()
+                }
                 _ => false,
             };
             if !tracked {
