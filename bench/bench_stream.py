@@ -40,8 +40,13 @@ WORKLOADS = {
 }
 
 
-def blast_prompt(steps: int, preview_bytes: int, batch: int = 1) -> dict:
-    return {"1": {"class_type": "Blast", "inputs": {"steps": steps, "preview_bytes": preview_bytes, "batch": batch}}}
+def blast_prompt(steps: int, preview_bytes: int, batch: int = 1, progress_only: bool = False) -> dict:
+    inputs = {"steps": steps, "preview_bytes": preview_bytes, "batch": batch, "progress_only": progress_only}
+    return {"1": {"class_type": "Blast", "inputs": inputs}}
+
+
+# The issue's CPU target: a flood of small ComfyUI `progress` messages (nothing else per step).
+FLOOD_STEPS = (200_000, 200_000, 5_000)  # full, quick, smoke
 
 
 def post_prompt(host: str, port: int, prompt: dict, client_id: str) -> str:
@@ -263,6 +268,110 @@ def run_null(srv: BlastServer, steps: int, preview: int) -> dict:
     return res | {"bytes": total, "mib_per_s": total / wall / 2**20 if wall else None}
 
 
+# ------------------------------------------------------------------------------------------------ progress flood
+
+
+def flood_ours(srv: BlastServer, steps: int, out_dir: str) -> dict:
+    """The issue's consumer: ``poll()`` in a loop, ``wait_for_events()`` when empty, looking only at
+    ``is_terminal``. CPU is the whole process (the hub's runtime threads included), submit -> terminal event."""
+    with director_link.Hub(output_dir=out_dir) as hub:
+        name = hub.add_service("comfyui", srv.url, name="flood")
+        wait_connected(hub, name)
+        drain_all(hub)
+        before = srv.stats()
+        stats0 = hub.snapshot()["events"]
+        poll, wait = hub.poll, hub.wait_for_events
+        events = polls = 0
+        done = False
+        t0, c0 = time.perf_counter(), time.process_time()
+        job = hub.submit(name, blast_prompt(steps, 0, progress_only=True))
+        deadline = time.monotonic() + TIMEOUT
+        while not done and time.monotonic() < deadline:
+            got = poll(10_000)
+            polls += 1
+            if not got:
+                wait(0.05)
+                continue
+            events += len(got)
+            for ev in got:
+                if ev.is_terminal:
+                    done = True
+        t1, c1 = time.perf_counter(), time.process_time()
+        after = srv.stats()
+        stats1 = hub.snapshot()["events"]
+        state = hub.job(job.id).state if hub.job(job.id) else None
+    if state != "completed":
+        raise SystemExit(f"ours (flood): the job ended {state or 'with a timeout'}")
+    res = _window(t0, c0, t1, c1, after["frames"] - before["frames"])
+    res.update(
+        {
+            "events": events,
+            "polls": polls,
+            "events_per_poll": events / polls if polls else None,
+            "coalesced": stats1["coalesced"] - stats0["coalesced"],
+        }
+    )
+    return res
+
+
+def flood_websockets(srv: BlastServer, steps: int) -> dict:
+    """python-websockets doing ``json.loads`` of each message (and the one check that finds the prompt's end)."""
+    from websockets.asyncio.client import connect
+
+    loads = json.loads
+
+    async def go() -> dict:
+        cid = uuid.uuid4().hex
+        async with connect(f"ws://{srv.host}:{srv.port}/ws?clientId={cid}", compression=None, max_size=None) as ws:
+            await ws.send(FEATURE_FLAGS)
+            await asyncio.wait_for(ws.recv(), 10)  # status
+            before = srv.stats()
+            t0, c0 = time.perf_counter(), time.process_time()
+            pid = post_prompt(srv.host, srv.port, blast_prompt(steps, 0, progress_only=True), cid)
+
+            async def read() -> tuple[int, bool]:
+                # The cheapest correct loop: no per-message timeout (one bounds the whole stream).
+                frames = 0
+                async for raw in ws:
+                    msg = loads(raw)
+                    frames += 1
+                    if msg["type"] == "executing" and msg["data"]["node"] is None and msg["data"]["prompt_id"] == pid:
+                        return frames, True
+                return frames, False
+
+            frames, done = await asyncio.wait_for(read(), TIMEOUT)
+            t1, c1 = time.perf_counter(), time.process_time()
+            after = srv.stats()
+        if not done:
+            raise SystemExit("websockets (flood): the stream did not end in time")
+        return _window(t0, c0, t1, c1, after["frames"] - before["frames"] - 1) | {"read": frames}
+
+    return asyncio.run(go())
+
+
+def run_flood(srv: BlastServer, steps: int, out_dir: str, rounds: int) -> dict:
+    """Alternating rounds (ours, websockets, ...) on the same server; the median of each client's CPU/message."""
+    run_null(srv, steps // 4 or 1, 0)  # warm-up
+    ours, base = [], []
+    for _ in range(rounds):
+        ours.append(flood_ours(srv, steps, out_dir))
+        base.append(flood_websockets(srv, steps))
+
+    def med(rs: list[dict], key: str) -> float | None:
+        vals = sorted(r[key] for r in rs if r.get(key) is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    o, b = med(ours, "cpu_us_per_msg"), med(base, "cpu_us_per_msg")
+    return {
+        "steps": steps,
+        "rounds": rounds,
+        "ours": {k: med(ours, k) for k in ("cpu_us_per_msg", "msgs_per_s", "wall_s", "events_per_poll", "coalesced")},
+        "websockets": {k: med(base, k) for k in ("cpu_us_per_msg", "msgs_per_s", "wall_s")},
+        "cpu_ratio": b / o if o and b else None,
+        "runs": {"ours": ours, "websockets": base},
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ round trips
 
 
@@ -372,17 +481,37 @@ def http_rtt(srv: BlastServer, calls: int, lib: str) -> dict:
 # ------------------------------------------------------------------------------------------------------------ main
 
 
+def flood_text(f: dict) -> str:
+    o, b = f["ours"], f["websockets"]
+    return (
+        f"progress flood: {f['steps']:,} messages, median of {f['rounds']} alternating rounds\n"
+        f"  ours       {o['cpu_us_per_msg'] or 0:>6.2f} µs CPU/msg  {o['msgs_per_s'] or 0:>10,.0f} msg/s  "
+        f"{o['events_per_poll'] or 0:.0f} events/poll  coalesced {o['coalesced']}\n"
+        f"  websockets {b['cpu_us_per_msg'] or 0:>6.2f} µs CPU/msg  {b['msgs_per_s'] or 0:>10,.0f} msg/s\n"
+        f"  CPU ratio (websockets / ours): {f['cpu_ratio'] or 0:.2f}x (target >= 5x)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--flood-only", action="store_true", help="only the progress flood (the issue's CPU target)")
+    p.add_argument("--flood-steps", type=int, default=None, help="progress messages in the flood (max 200000)")
+    p.add_argument("--flood-rounds", type=int, default=None, help="alternating rounds (default 3, smoke 1)")
     args = p.parse_args(argv)
     size = 2 if args.smoke else (1 if args.quick else 0)
     pings = 20 if args.smoke else 200
     result: dict = {"stream": {}, "ws_rtt": {}, "http_rtt": {}}
+    flood_steps = max(1, min(args.flood_steps or FLOOD_STEPS[size], 200_000))
+    flood_rounds = max(1, min(args.flood_rounds or (1 if args.smoke else 3), 20))
     with BlastServer() as srv, tempfile.TemporaryDirectory(prefix="dl_stream_") as out_dir:
         cpu_srv0 = srv.cpu_seconds() or 0.0
+        result["flood"] = run_flood(srv, flood_steps, out_dir, flood_rounds)
+        if args.flood_only:
+            print(json.dumps(result["flood"], default=str) if args.json else flood_text(result["flood"]))
+            return 0
         for wl, spec in WORKLOADS.items():
             steps, preview = spec[size], spec[3]
             run_null(srv, steps // 4 or 1, preview)  # warm-up: page faults, the server's code paths
@@ -418,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, default=str))
     else:
+        print(flood_text(result["flood"]))
         for wl, block in result["stream"].items():
             print(f"stream {wl}: steps={block['steps']} preview={block['preview_bytes']} B")
             for name in ("null", "ours", "websockets", "websocket-client"):

@@ -12,7 +12,8 @@ It speaks just enough of ComfyUI for any client's real path (ours: ``Hub`` + the
 
 A prompt's node ``"1"`` inputs say what to stream once ``batch`` prompts of that client have arrived (and the
 ``GET /queue`` that follows a POST was answered, or 30 ms passed): ``steps`` steps per prompt, each step a
-``progress_state`` and a ``progress`` text frame and, with ``preview_bytes`` > 0, a binary
+``progress_state`` and a ``progress`` text frame (only the ``progress`` frame with ``progress_only``: the
+small-message flood of the issue's CPU target) and, with ``preview_bytes`` > 0, a binary
 ``PREVIEW_IMAGE_WITH_METADATA`` frame carrying a JPEG-sized payload (sizes vary ±50 % around ``preview_bytes``).
 The prompts of a batch are interleaved step by step, as if they ran side by side. The whole stream is encoded
 into ~1 MiB slices (ending on frame boundaries) *before* the first byte is sent, then written with ``sendall``, so
@@ -69,7 +70,9 @@ def fake_jpeg(size: int, rng: random.Random) -> bytes:
 class Stream:
     """One prompt's frames: head, steps (a list of per-step bytes) and tail."""
 
-    def __init__(self, pid: str, steps: int, preview_bytes: int, rng: random.Random) -> None:
+    def __init__(
+        self, pid: str, steps: int, preview_bytes: int, rng: random.Random, progress_only: bool = False
+    ) -> None:
         ts = int(time.time() * 1000)
         self.head = b"".join(
             [
@@ -97,8 +100,8 @@ class Stream:
         )
         self.steps: list[bytes] = []
         for v in range(1, steps + 1):
-            nodes = {}
-            for i, n in enumerate(NODES):
+            nodes: dict = {}
+            for i, n in enumerate([] if progress_only else NODES):
                 state = "finished" if i < NODES.index(SAMPLER) else ("running" if n == SAMPLER else "pending")
                 value = v if n == SAMPLER else (1 if state == "finished" else 0)
                 nodes[n] = {
@@ -111,10 +114,14 @@ class Stream:
                     "parent_node_id": None,
                     "real_node_id": n,
                 }
-            parts = [
-                text_frame({"type": "progress_state", "data": {"prompt_id": pid, "nodes": nodes}}),
-                text_frame({"type": "progress", "data": {"value": v, "max": steps, "prompt_id": pid, "node": SAMPLER}}),
-            ]
+            progress = text_frame(
+                {"type": "progress", "data": {"value": v, "max": steps, "prompt_id": pid, "node": SAMPLER}}
+            )
+            parts = (
+                [progress]
+                if progress_only
+                else [text_frame({"type": "progress_state", "data": {"prompt_id": pid, "nodes": nodes}}), progress]
+            )
             if jpegs:
                 img = jpegs[v % len(jpegs)]
                 parts.append(binary_frame(struct.pack(">II", 4, len(meta)) + meta + img))
@@ -272,7 +279,8 @@ class WsConn:
         streams = []
         for pid, inputs in batch:
             steps = max(1, min(int(inputs.get("steps", 100)), 200_000))
-            streams.append(Stream(pid, steps, max(0, min(int(inputs.get("preview_bytes", 0)), 4 << 20)), rng))
+            preview = max(0, min(int(inputs.get("preview_bytes", 0)), 4 << 20))
+            streams.append(Stream(pid, steps, preview, rng, bool(inputs.get("progress_only"))))
         parts = [s.head for s in streams]
         for i in range(max(len(s.steps) for s in streams)):
             parts.extend(s.steps[i] for s in streams if i < len(s.steps))

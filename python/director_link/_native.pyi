@@ -35,6 +35,8 @@ __all__ = [
     "DEFAULT_SCAN_HOSTS",
     "__version__",
     "_close_all",
+    "_dropped_log_records",
+    "_flush_logs",
 ]
 
 _StrPath: TypeAlias = str | os.PathLike[str]
@@ -69,6 +71,13 @@ DEFAULT_SCAN_HOSTS: list[str]
 
 def _close_all() -> None:
     """Closes every hub still open (called at interpreter exit)."""
+
+def _flush_logs(timeout: float = 1.0) -> None:
+    """Waits (without the GIL, at most `timeout` seconds) until the core's log records logged so far reached
+    Python's `logging`. They are handed over by a thread of their own, so the runtime never waits for the GIL."""
+
+def _dropped_log_records() -> int:
+    """Log records lost because Python did not take them in time (a bounded channel was full)."""
 
 @final
 class Workflow:
@@ -192,6 +201,7 @@ class Hub:
         heartbeat: float = 10.0,
         connect_timeout: float = 10.0,
         event_capacity: int = 10000,
+        event_budget_bytes: int = 67108864,
         reconnect_initial: float = 1.0,
         reconnect_max: float = 30.0,
         poll_interval: float = 1.0,
@@ -204,7 +214,10 @@ class Hub:
 
         `output_dir`: where results are written (`<output_dir>/<tag or service>/<job id>/`). `heartbeat` and
         `connect_timeout` are seconds (tiny values are raised to a few milliseconds). `event_capacity`: events
-        that may wait for `poll()` before progress and previews are coalesced. `reconnect_initial` /
+        that may wait for `poll()` before progress and previews are coalesced. `event_budget_bytes` (64 MiB, at
+        least 64 KiB): the approximate bytes waiting events may hold; beyond it older previews of a job, then
+        older progress, are coalesced into the newest, then the oldest previews dropped (lifecycle events are
+        always kept). `reconnect_initial` /
         `reconnect_max`: the reconnect back-off, in seconds. `poll_interval`: how often jobs are checked over
         HTTP while a WebSocket cannot be opened. More than `breaker_threshold` failed connects (or sessions that
         end at once) within `breaker_window` seconds open the circuit for `breaker_open_for` seconds (state
@@ -313,6 +326,9 @@ class Hub:
     def wait_for_events(self, timeout: float) -> bool:
         """Blocks (without the GIL) up to `timeout` seconds until an event waits. For scripts, not for Blender's UI.
 
+        After waiting for the first event of a burst it lingers up to 1 ms for the rest, so a flood is taken in
+        batches (one wake-up per batch instead of per event).
+
         Returns True when an event waits, False when the timeout passed first.
         """
 
@@ -323,7 +339,10 @@ class Hub:
         `services`, `connected`, `unhealthy` [{name, state, reason}], `queued_on_servers`), `services` (a list
         of dicts: state, reason, version, queue_remaining, latency and http_latency p50/p99, uptime_percent,
         consecutive_failures, recent_errors, ...), `jobs` (a list of job info dicts, as `Job.info()` returns)
-        and `events` (queue statistics: `pending`, `pushed`, `coalesced`, `dropped`).
+        and `events` (queue statistics: `pending`, `pending_bytes`, `budget_bytes`, `pushed`, `coalesced`,
+        `dropped`, `coalesced_bytes`, `dropped_bytes`, `previews_coalesced`, `previews_dropped`,
+        `progress_coalesced`, `progress_dropped`; "coalesced" events live on in a newer one of the same job,
+        "dropped" ones are gone).
         """
 
     def probe(self, urls: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:

@@ -1,7 +1,11 @@
 //! ComfyUI wire types: WebSocket JSON messages, binary frames and HTTP bodies, parsed leniently
 //! (every field optional where a server version may omit it; unknown message types pass through).
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// A server → client JSON message. Unknown `type`s become `Unknown`, never an error.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,13 +25,80 @@ pub enum ServerMessage {
 }
 
 /// `data` stays raw text until the `type` says what it is: typed messages are parsed straight from it, without
-/// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`).
-#[derive(Deserialize)]
+/// building a `Value` tree first (that tree was most of the per-message cost of a `progress_state`). A `progress`
+/// (one per sampler step) is read in the same pass when `type` comes first, as ComfyUI always writes it.
 struct Envelope<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default, borrow)]
-    data: Option<&'a serde_json::value::RawValue>,
+    /// Borrowed from the frame when it has no escapes (always, for ComfyUI's own types): no allocation.
+    kind: Option<Cow<'a, str>>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Raw(Option<&'a RawValue>),
+    Progress(RawProgress<'a>),
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeKey {
+    Type,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+/// A string borrowed from the input when it can be.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut env = Envelope {
+                    kind: None,
+                    data: Data::Raw(None),
+                };
+                while let Some(key) = map.next_key::<EnvelopeKey>()? {
+                    match key {
+                        EnvelopeKey::Type => env.kind = Some(map.next_value::<BorrowedStr>()?.0),
+                        EnvelopeKey::Data if env.kind.as_deref() == Some("progress") => {
+                            env.data = Data::Progress(map.next_value()?);
+                        }
+                        EnvelopeKey::Data => env.data = Data::Raw(map.next_value()?),
+                        EnvelopeKey::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Why a text frame could not be used.
@@ -37,6 +108,13 @@ pub struct ParseError(pub String);
 impl ServerMessage {
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
         let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
+        let Some(kind) = env.kind else {
+            return Err(ParseError("not a message: no `type`".into()));
+        };
+        let raw = match env.data {
+            Data::Progress(p) => return Ok(ServerMessage::Progress(p.into())),
+            Data::Raw(raw) => raw,
+        };
         fn data<T: for<'de> Deserialize<'de>>(
             kind: &str,
             raw: Option<&serde_json::value::RawValue>,
@@ -49,22 +127,21 @@ impl ServerMessage {
             raw.and_then(|r| serde_json::from_str(r.get()).ok())
                 .unwrap_or(Value::Null)
         }
-        let kind = env.kind.as_str();
-        Ok(match kind {
-            "status" => ServerMessage::Status(data(kind, env.data)?),
-            "execution_start" => ServerMessage::ExecutionStart(data(kind, env.data)?),
-            "execution_cached" => ServerMessage::ExecutionCached(data(kind, env.data)?),
-            "executing" => ServerMessage::Executing(data(kind, env.data)?),
-            "progress" => ServerMessage::Progress(data(kind, env.data)?),
-            "progress_state" => ServerMessage::ProgressState(data(kind, env.data)?),
-            "executed" => ServerMessage::Executed(data(kind, env.data)?),
-            "execution_success" => ServerMessage::ExecutionSuccess(data(kind, env.data)?),
-            "execution_error" => ServerMessage::ExecutionError(data(kind, env.data)?),
-            "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(kind, env.data)?),
-            "feature_flags" => ServerMessage::FeatureFlags(value(env.data)),
+        Ok(match &*kind {
+            "status" => ServerMessage::Status(data(&kind, raw)?),
+            "execution_start" => ServerMessage::ExecutionStart(data(&kind, raw)?),
+            "execution_cached" => ServerMessage::ExecutionCached(data(&kind, raw)?),
+            "executing" => ServerMessage::Executing(data(&kind, raw)?),
+            "progress" => ServerMessage::Progress(ProgressData::from_raw(raw)?),
+            "progress_state" => ServerMessage::ProgressState(data(&kind, raw)?),
+            "executed" => ServerMessage::Executed(data(&kind, raw)?),
+            "execution_success" => ServerMessage::ExecutionSuccess(data(&kind, raw)?),
+            "execution_error" => ServerMessage::ExecutionError(data(&kind, raw)?),
+            "execution_interrupted" => ServerMessage::ExecutionInterrupted(data(&kind, raw)?),
+            "feature_flags" => ServerMessage::FeatureFlags(value(raw)),
             _ => ServerMessage::Unknown {
-                data: value(env.data),
-                kind: env.kind,
+                data: value(raw),
+                kind: kind.into_owned(),
             },
         })
     }
@@ -146,6 +223,75 @@ pub struct ProgressData {
     pub prompt_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_id")]
     pub node: Option<String>,
+}
+
+/// `progress` is the one message a sampler sends on every step: read straight from the raw text of its fields,
+/// with the same leniency as `lenient_f64` / `lenient_id` but without building a `Value` for each (with
+/// `arbitrary_precision`, every number in a `Value` is a heap string).
+#[derive(Deserialize)]
+struct RawProgress<'a> {
+    #[serde(default, borrow)]
+    value: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    max: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    prompt_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    node: Option<&'a serde_json::value::RawValue>,
+}
+
+impl ProgressData {
+    fn from_raw(raw: Option<&serde_json::value::RawValue>) -> Result<ProgressData, ParseError> {
+        let text = raw.map_or("null", |r| r.get());
+        let r: RawProgress =
+            serde_json::from_str(text).map_err(|e| ParseError(format!("bad progress message: {e}")))?;
+        Ok(r.into())
+    }
+}
+
+impl From<RawProgress<'_>> for ProgressData {
+    fn from(r: RawProgress<'_>) -> ProgressData {
+        ProgressData {
+            value: raw_f64(r.value),
+            max: raw_f64(r.max),
+            prompt_id: raw_id(r.prompt_id),
+            node: raw_id(r.node),
+        }
+    }
+}
+
+/// A JSON string's contents when it needs no unescaping.
+fn plain_string(text: &str) -> Option<&str> {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|t| !t.contains('\\'))
+}
+
+/// `lenient_f64` on raw JSON text: a finite number, or a string holding one; anything else is 0.
+fn raw_f64(raw: Option<&serde_json::value::RawValue>) -> f64 {
+    let Some(text) = raw.map(|r| r.get()) else { return 0.0 };
+    let parsed = match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => text.parse::<f64>().ok(),
+        Some(b'"') => match plain_string(text) {
+            Some(inner) => inner.parse::<f64>().ok(),
+            None => serde_json::from_str::<String>(text).ok().and_then(|s| s.parse().ok()),
+        },
+        _ => None,
+    };
+    parsed.filter(|f| f.is_finite()).unwrap_or(0.0)
+}
+
+/// `lenient_id` on raw JSON text: a string, or a number's text; anything else is None.
+fn raw_id(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    let text = raw?.get();
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => Some(text.to_string()),
+        Some(b'"') => match plain_string(text) {
+            Some(inner) => Some(inner.to_string()),
+            None => serde_json::from_str::<String>(text).ok(),
+        },
+        _ => None,
+    }
 }
 
 /// Whole-graph progress. Only the prompt id is read: the per-node `progress` messages carry what we show, and
@@ -525,6 +671,58 @@ mod tests {
         let m = ServerMessage::parse(r#"{"type":"progress","data":{"value":"x","max":[1],"prompt_id":7}}"#);
         assert!(
             matches!(m, Ok(ServerMessage::Progress(ProgressData { ref prompt_id, .. })) if prompt_id.as_deref() == Some("7"))
+        );
+        // The raw-text progress path reads what the `Value` path read.
+        for (text, value, max, pid, node) in [
+            (
+                r#"{"value":3,"max":10,"prompt_id":"p","node":"5"}"#,
+                3.0,
+                10.0,
+                Some("p"),
+                Some("5"),
+            ),
+            (
+                r#"{"value":"2.5","max":1e1,"prompt_id":"a\"b","node":12}"#,
+                2.5,
+                10.0,
+                Some("a\"b"),
+                Some("12"),
+            ),
+            (
+                r#"{"value":true,"max":"NaN","prompt_id":null,"node":[1]}"#,
+                0.0,
+                0.0,
+                None,
+                None,
+            ),
+            (r#"{"value":1e999,"max":-4,"prompt_id":{"x":1}}"#, 0.0, -4.0, None, None),
+            (r#"{"value":"\u0037"}"#, 7.0, 0.0, None, None),
+        ] {
+            let data = format!(r#"{{"type":"progress","data":{text}}}"#);
+            let expected = ProgressData {
+                value,
+                max,
+                prompt_id: pid.map(str::to_string),
+                node: node.map(str::to_string),
+            };
+            assert_eq!(
+                ServerMessage::parse(&data),
+                Ok(ServerMessage::Progress(expected)),
+                "{text}"
+            );
+        }
+        assert!(ServerMessage::parse(r#"{"type":"progress"}"#).is_err());
+        // `data` before `type` (not ComfyUI's order) and extra keys read the same.
+        let first = ServerMessage::parse(r#"{"type":"progress","data":{"value":1,"max":2,"node":"3"},"x":[1]}"#);
+        let last = ServerMessage::parse(r#"{"x":{"y":1},"data":{"value":1,"max":2,"node":"3"},"type":"progress"}"#);
+        assert!(
+            matches!(first, Ok(ServerMessage::Progress(ProgressData { max: 2.0, .. }))),
+            "{first:?}"
+        );
+        assert_eq!(first, last);
+        assert!(
+            ServerMessage::parse(r#"{"data":{}}"#).is_err(),
+            "a message without a type"
         );
         // Blocked execution_error carries a list for current_inputs and no timestamp.
         let m = ServerMessage::parse(

@@ -20,6 +20,9 @@ pub struct HubConfig {
     pub output_dir: PathBuf,
     /// Events waiting for `poll()` before progress/previews are coalesced.
     pub event_capacity: usize,
+    /// Approximate bytes the waiting events may hold before previews, then progress, are coalesced or dropped
+    /// (lifecycle events are always kept).
+    pub event_budget_bytes: usize,
     pub worker_threads: usize,
     pub heartbeat: Duration,
     pub backoff: BackoffPolicy,
@@ -36,6 +39,7 @@ impl Default for HubConfig {
         HubConfig {
             output_dir: default_output_dir(),
             event_capacity: 10_000,
+            event_budget_bytes: crate::event::DEFAULT_EVENT_BUDGET,
             worker_threads: 2,
             heartbeat: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),

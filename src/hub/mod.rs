@@ -54,8 +54,10 @@ impl Hub {
             .user_agent(concat!("director-link/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new(ErrorCode::Io, format!("cannot create the HTTP client: {e}")))?;
+        let shared = Arc::new(Shared::new(config.event_capacity, config.finished_jobs));
+        shared.events.set_budget_bytes(config.event_budget_bytes);
         Ok(Hub {
-            shared: Arc::new(Shared::new(config.event_capacity, config.finished_jobs)),
+            shared,
             runtime: Mutex::new(Some(runtime)),
             registry: Arc::new(Registry::default()),
             http,
@@ -79,6 +81,11 @@ impl Hub {
     /// Takes up to `max` waiting events. Never blocks.
     pub fn poll(&self, max: usize) -> Vec<Event> {
         self.shared.events.drain(max)
+    }
+
+    /// `poll` into a buffer the caller reuses (appends up to `max` events).
+    pub fn poll_into(&self, out: &mut Vec<Event>, max: usize) {
+        self.shared.events.drain_into(out, max)
     }
 
     /// Blocks up to `timeout` until an event waits (for scripts; the addon uses `poll`).

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Below this a single preview would not fit: such a budget is a mistake, not a wish.
+const MIN_EVENT_BUDGET: usize = 64 << 10;
+
 fn duration(secs: f64, what: &str) -> PyResult<Duration> {
     if (0.0..1e9).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
@@ -25,19 +28,25 @@ fn duration(secs: f64, what: &str) -> PyResult<Duration> {
 #[pyclass(module = "director_link._native", frozen, subclass)]
 pub struct Hub {
     inner: Arc<CoreHub>,
+    /// `poll()`'s batch buffer, kept between calls (a consumer polls in a loop).
+    batch: parking_lot::Mutex<Vec<crate::event::Event>>,
 }
+
+/// Largest batch buffer kept between `poll()` calls.
+const KEEP_BATCH: usize = 4096;
 
 #[pymethods]
 impl Hub {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
-    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0, finished_jobs=1000))]
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, event_budget_bytes=64 << 20, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0, finished_jobs=1000))]
     fn new(
         py: Python<'_>,
         output_dir: Option<PathBuf>,
         heartbeat: f64,
         connect_timeout: f64,
         event_capacity: usize,
+        event_budget_bytes: usize,
         reconnect_initial: f64,
         reconnect_max: f64,
         poll_interval: f64,
@@ -53,6 +62,14 @@ impl Hub {
         config.heartbeat = duration(heartbeat, "heartbeat")?.max(Duration::from_millis(5));
         config.connect_timeout = duration(connect_timeout, "connect_timeout")?.max(Duration::from_millis(50));
         config.event_capacity = event_capacity;
+        if event_budget_bytes < MIN_EVENT_BUDGET {
+            return Err(PyValueError::new_err(format!(
+                "event_budget_bytes must be at least {MIN_EVENT_BUDGET} (64 KiB), not {event_budget_bytes}"
+            )));
+        }
+        // The signature's default is the literal 64 MiB (so Python sees it); keep it equal to the core's default.
+        debug_assert_eq!(crate::event::DEFAULT_EVENT_BUDGET, 64 << 20);
+        config.event_budget_bytes = event_budget_bytes;
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
         config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
         config.poll_interval = duration(poll_interval, "poll_interval")?.max(Duration::from_millis(50));
@@ -64,7 +81,12 @@ impl Hub {
         config.finished_jobs = finished_jobs.max(1);
         let hub = Arc::new(py.detach(|| CoreHub::new(config)).py(py)?);
         super::logging::track(&hub);
-        Ok(Hub { inner: hub })
+        // Read the Python logger's level now, so records of this hub's first moments are not filtered by a stale one.
+        super::logging::refresh_level(py);
+        Ok(Hub {
+            inner: hub,
+            batch: parking_lot::Mutex::new(Vec::new()),
+        })
     }
 
     /// Where results are written.
@@ -219,12 +241,28 @@ impl Hub {
     /// Takes up to `max_events` waiting events, oldest first. Never blocks; returns [] when nothing waits.
     #[pyo3(signature = (max_events=256))]
     fn poll<'py>(&self, py: Python<'py>, max_events: usize) -> PyResult<Bound<'py, PyList>> {
-        let events = self.inner.poll(max_events);
-        let list = PyList::empty(py);
-        for ev in events {
-            list.append(to_python(py, ev)?)?;
+        // try_lock: making Python objects can run Python code (a finalizer) that polls from another thread while
+        // this one holds the buffer; that caller gets a fresh vector instead of waiting with the GIL held.
+        let mut fresh = Vec::new();
+        let mut kept = self.batch.try_lock();
+        let buf = kept.as_deref_mut().unwrap_or(&mut fresh);
+        self.inner.poll_into(buf, max_events);
+        let mut objs = Vec::with_capacity(buf.len());
+        let mut failed = None;
+        for ev in buf.drain(..) {
+            match to_python(py, ev) {
+                Ok(o) => objs.push(o),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(list)
+        buf.shrink_to(KEEP_BATCH);
+        drop(kept);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        PyList::new(py, objs)
     }
 
     /// Blocks (without the GIL) up to `timeout` seconds until an event waits. For scripts, not for Blender's UI.
@@ -399,11 +437,12 @@ impl Hub {
         py.detach(move || hub.upload_image(&service, &name, bytes)).py(py)
     }
 
-    /// Ends every unfinished job (`JobFailed` code `hub_closed`), then stops every background task and thread.
-    /// Idempotent.
+    /// Ends every unfinished job (`JobFailed` code `hub_closed`), stops every background task and thread, then
+    /// hands the log records still on their way to Python's `logging`. Idempotent.
     fn close(&self, py: Python<'_>) {
         let hub = self.inner.clone();
         py.detach(move || hub.close());
+        super::logging::flush(py, Duration::from_millis(500));
     }
 
     #[getter]

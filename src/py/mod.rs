@@ -16,6 +16,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Route the core's `log` records into Python's `logging` (logger names start with "director_link").
     logging::install(m.py());
     m.add_function(wrap_pyfunction!(logging::_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_dropped_log_records, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_SCAN_HOSTS", crate::discovery::default_hosts())?;
     m.add_class::<hub::Hub>()?;
