@@ -39,7 +39,7 @@ impl ServiceState {
 }
 
 /// A job's state as shown in `snapshot()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Accepted locally, not yet sent (no connection yet).
@@ -71,7 +71,7 @@ impl JobState {
 }
 
 /// A result file written into the output directory.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct OutputFile {
     pub node_id: String,
     /// `images`, `gifs`, `audio`, ... — the key of the node's UI output.
@@ -99,7 +99,7 @@ pub struct NodeProblem {
 }
 
 /// Why a job failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct JobError {
     pub code: String,
     pub message: String,

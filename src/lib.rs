@@ -14,6 +14,7 @@ pub mod net;
 pub mod openai;
 pub mod service;
 pub mod sim;
+pub mod studio;
 pub mod tracker;
 pub mod workflow;
 

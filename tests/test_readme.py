@@ -47,7 +47,7 @@ SET_UP = "python3 -m pip install . && director-link demo"
 TEST_COMMAND = ". .ci/backends.sh && python3 -m pip install -e '.[test]' && cargo test && python3 -m pytest"
 
 # Port the README names → the server fixture that answers there.
-PORTS = {8188: "comfy", 4000: "litellm", 7860: "wan2gp", 7861: "locked", 7865: "rvc", 8000: "mcp"}
+PORTS = {8188: "comfy", 4000: "litellm", 7860: "wan2gp", 7861: "locked", 7865: "rvc", 8000: "mcp", 8328: "studio"}
 
 # Commands not run here, each with the reason; they are still parsed.
 NOT_RUN = {
@@ -210,6 +210,45 @@ def mcp(alias, backend_tmp):
     server = start_wangp_mcp(venv_python("DIRECTOR_LINK_MCP_PYTHON"), alias, 8000, backend_tmp, out, known=True)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def studio(alias, backend_tmp):
+    """`director-link serve --simulator` on the alias's port 8328, as the README starts it."""
+    out = backend_tmp / "readme-studio-out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "director_link.cli",
+            "serve",
+            "--simulator",
+            "--host",
+            alias,
+            "--port",
+            "8328",
+            "--database",
+            "memory",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        assert json.loads(line)["port"] == 8328
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 # ---- the files the examples name ----------------------------------------------------------------------------------
@@ -377,6 +416,14 @@ def run_sh(block: Block, host: str, workdir: Path) -> None:
             elif argv[0] == ".":
                 assert (ROOT / argv[1]).is_file(), printed
             continue
+        if argv[0] == "curl":
+            res = subprocess.run(
+                shlex.split(rewrite(shlex.join(argv), host)), capture_output=True, text=True, timeout=60, cwd=workdir
+            )
+            assert res.returncode == 0, f"{printed}\n{res.stderr}"
+            answer = json.loads(res.stdout)
+            assert "error" not in answer, answer
+            continue
         assert argv[0] == "director-link", f"{printed!r}: not a director-link command and not in NOT_RUN"
         argv = shlex.split(rewrite(shlex.join(argv), host))[1:]
         build_parser().parse_args(argv)
@@ -384,6 +431,13 @@ def run_sh(block: Block, host: str, workdir: Path) -> None:
             argv += ["--server", f"{host}:8188"]  # its default, 127.0.0.1:8188, is the alias here
         if argv[0] == "watch":
             run_watch(argv, workdir)
+            continue
+        if argv[0] == "serve":
+            # Serves until Ctrl-C, like watch; on the alias, with a port of its own (8328 may be the fixture's).
+            port = argv.index("--port") + 1 if "--port" in argv else None
+            if port is not None:
+                argv[port] = "0"
+            run_watch([*argv, "--host", host, "--database", "memory", "--out", str(workdir / "studio")], workdir)
             continue
         other = None
         if "JOB_ID" in argv:

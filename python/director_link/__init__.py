@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 
 from . import errors, events, workflows
-from ._native import GradioCall, Hub, Job, Workflow, __version__, _close_all
+from ._native import GradioCall, Hub, Job, StudioServer, Workflow, __version__, _close_all
 from .errors import (
     DirectorLinkError,
     DuplicateServiceError,
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .events import Event
 from .gradio import gradio_file
+from .studio import serve
 
 # Background threads must be stopped before the interpreter finalizes.
 atexit.register(_close_all)
@@ -52,6 +53,7 @@ __all__ = [
     "JobFailed",
     "OutputError",
     "ServiceError",
+    "StudioServer",
     "Timeout",
     "UnknownJobError",
     "UnknownServiceError",
@@ -61,5 +63,6 @@ __all__ = [
     "errors",
     "events",
     "gradio_file",
+    "serve",
     "workflows",
 ]

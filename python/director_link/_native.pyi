@@ -6,7 +6,7 @@ here. Errors raised by these functions are the classes in ``director_link.errors
 
 import asyncio
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias, final
 
 from typing_extensions import Self, disjoint_base
@@ -118,6 +118,25 @@ class Workflow:
 
     def to_dict(self) -> dict[str, Any]:
         """The workflow as a JSON-ready dict (API prompt, or the UI file as loaded)."""
+
+@final
+class StudioServer:
+    """The studio server (`director-link serve`): HTTP + WebSocket on its own hub's runtime. Use
+    `director_link.serve(...)`, which builds the settings; `close()` (or `with`) stops it."""
+
+    def __new__(cls, settings: Mapping[str, Any]) -> Self: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def simulator_url(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, t: object | None, v: object | None, tb: object | None) -> None: ...
 
 @final
 class ComfySimulator:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import demo, errors
+from . import demo, errors, studio
 from ._console import (
     CONNECT_WAIT,
     EXIT_BAD_INPUT,
@@ -442,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--object-info", help="the node list as a .json(.gz) file instead of a server")
     pa.add_argument("--json", action="store_true")
     pa.set_defaults(func=cmd_params)
+
+    studio.add_parser(sub)
 
     m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
     demo.add_arguments(m)

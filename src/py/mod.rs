@@ -6,6 +6,7 @@ mod gradio;
 mod hub;
 mod logging;
 mod sim;
+mod studio;
 mod workflow;
 
 use pyo3::prelude::*;
@@ -23,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hub::Job>()?;
     m.add_class::<gradio::GradioCall>()?;
     m.add_class::<sim::ComfySimulator>()?;
+    m.add_class::<studio::StudioServer>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     events::register(m)?;
     Ok(())

@@ -1,0 +1,24 @@
+//! The studio server (`director-link serve`): one hub's jobs, live, for every browser, tool and teammate.
+//!
+//! HTTP + WebSocket on the hub's own runtime (axum). The hub's events are drained by one thread into the
+//! [`relay::Relay`], which numbers them in one stream (offsets + epoch), keeps a bounded history for resuming,
+//! keeps each job's view for the brief's endpoints, and fans out to every subscriber's bounded outbox.
+//! Jobs and history persist in SQLite (see [`store`]). Endpoints:
+//!
+//! - `WS /ws/{job_id}` — the brief's per-job progress messages; `WS /ws/monitor` — `system_status`;
+//!   `WS /ws/events?jobs=a,b|all&since=OFFSET&epoch=E` — our typed stream with resume.
+//! - `POST/GET /api/jobs`, `GET/DELETE /api/jobs/{id}`, `GET /api/jobs/{id}/files/{name}`,
+//!   `GET /api/jobs/{id}/preview`, `POST /api/jobs/{id}/progress` (external producers), `GET /api/services`,
+//!   `GET /api/health`, `GET /metrics`, `GET /api/anime/websocket/status`.
+mod auth;
+mod clock;
+mod config;
+mod relay;
+mod routes;
+mod server;
+mod store;
+mod ws;
+
+pub use config::{ServiceSpec, StudioConfig, DEFAULT_PORT};
+pub use relay::{Filter, JobView, Relay};
+pub use server::StudioServer;

@@ -1,0 +1,1146 @@
+//! The studio's fan-out. Every event (the hub's, and external producers') gets the next offset of one stream
+//! whose history is kept in a bounded log; the per-job view the brief's endpoints show is kept up to date; and
+//! every subscriber gets what matches its filter through a bounded outbox of its own.
+//!
+//! Offsets are global and increase by one per event. A job's progress may be coalesced in the log (a newer
+//! progress of the same job replaces an older one that no lifecycle event followed), so a subscriber sees gaps
+//! in the offsets it receives, never an event out of order or twice. A client that reconnects with the last
+//! offset it saw (and the stream's epoch) gets exactly the events it missed, or — when the log no longer reaches
+//! back that far, or the epoch changed — `recovered: false` and a snapshot of the jobs it follows.
+use super::clock;
+use crate::event::{EventKind, JobError, JobState, OutputFile};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// How a frame may be treated by a slow subscriber's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameClass {
+    /// Never dropped or coalesced.
+    Lifecycle,
+    /// Replaced by a newer frame of the same class and job.
+    Progress,
+    Preview,
+}
+
+impl FrameClass {
+    fn of(kind: &EventKind) -> FrameClass {
+        match kind {
+            EventKind::Progress { .. } | EventKind::QueueChanged { .. } => FrameClass::Progress,
+            EventKind::Preview { .. } => FrameClass::Preview,
+            _ => FrameClass::Lifecycle,
+        }
+    }
+
+    fn coalescable(self) -> bool {
+        self != FrameClass::Lifecycle
+    }
+}
+
+/// One message ready to send: its JSON text is built once and shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub offset: u64,
+    pub job: Option<Arc<str>>,
+    pub class: FrameClass,
+    pub text: Arc<str>,
+}
+
+/// A job as the studio shows it (the brief's progress fields and ours). Also what is persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub service: String,
+    pub tag: Option<String>,
+    pub state: JobState,
+    /// Overall progress 0–100; never goes back while the job runs.
+    pub progress: f64,
+    /// The running node's own progress 0–100.
+    pub node_progress: f64,
+    pub current_node: Option<String>,
+    pub current_node_type: Option<String>,
+    pub queue_position: Option<u32>,
+    pub eta_seconds: Option<f64>,
+    pub message: String,
+    pub outputs: Vec<OutputFile>,
+    /// An external producer's `output_path`.
+    pub output_path: Option<String>,
+    pub error: Option<JobError>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub updated_at: f64,
+    /// The offset of this job's newest event.
+    pub offset: u64,
+    /// Reported by `POST /api/jobs/{id}/progress`, not run by this server's hub.
+    pub external: bool,
+    /// The offset of the newest preview, when one was seen (`GET /api/jobs/{id}/preview`).
+    pub preview_offset: Option<u64>,
+}
+
+impl JobView {
+    pub fn new(job_id: &str, service: &str, tag: Option<String>, external: bool) -> JobView {
+        let now = clock::now();
+        JobView {
+            job_id: job_id.to_string(),
+            service: service.to_string(),
+            tag,
+            state: JobState::Pending,
+            progress: 0.0,
+            node_progress: 0.0,
+            current_node: None,
+            current_node_type: None,
+            queue_position: None,
+            eta_seconds: None,
+            message: "Waiting to be sent".to_string(),
+            outputs: Vec::new(),
+            output_path: None,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            offset: 0,
+            external,
+            preview_offset: None,
+        }
+    }
+
+    /// The brief's `status`: queued → processing → completed | failed | cancelled.
+    pub fn brief_status(&self) -> &'static str {
+        match self.state {
+            JobState::Pending | JobState::Submitting | JobState::Queued => "queued",
+            JobState::Running => "processing",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The first output's path, for the brief's `output_path`.
+    pub fn first_output(&self) -> Option<String> {
+        self.output_path
+            .clone()
+            .or_else(|| self.outputs.first().map(|o| o.path.to_string_lossy().into_owned()))
+    }
+
+    /// Applies an event; false when the event changes nothing the view shows (after the terminal event).
+    fn apply(&mut self, kind: &EventKind, offset: u64, time: f64) -> bool {
+        if self.state.is_terminal() {
+            return false;
+        }
+        self.offset = offset;
+        self.updated_at = time;
+        match kind {
+            EventKind::JobQueued {
+                position,
+                pending_connection,
+                ..
+            } => {
+                self.state = if *pending_connection {
+                    JobState::Pending
+                } else {
+                    JobState::Queued
+                };
+                self.queue_position = *position;
+                self.message = match (pending_connection, position) {
+                    (true, _) => "Waiting for the server".to_string(),
+                    (false, Some(0)) => "Queued, next to run".to_string(),
+                    (false, Some(p)) => format!("Queued, {p} ahead"),
+                    (false, None) => "Queued".to_string(),
+                };
+            }
+            EventKind::JobStarted { .. } => {
+                self.state = JobState::Running;
+                self.queue_position = None;
+                self.started_at.get_or_insert(time);
+                self.message = "Generation in progress".to_string();
+            }
+            EventKind::NodeStarted { node_id, node_type, .. } => {
+                self.state = JobState::Running;
+                self.started_at.get_or_insert(time);
+                self.current_node = Some(node_id.clone());
+                self.current_node_type.clone_from(node_type);
+                self.node_progress = 0.0;
+                self.eta_seconds = None;
+                self.message = match node_type {
+                    Some(t) => format!("Running {t} (node {node_id})"),
+                    None => format!("Running node {node_id}"),
+                };
+            }
+            EventKind::Progress {
+                percentage,
+                eta_seconds,
+                node_id,
+                text,
+                ..
+            } => {
+                if self.state != JobState::Running {
+                    self.state = JobState::Running;
+                    self.started_at.get_or_insert(time);
+                }
+                self.node_progress = percentage.clamp(0.0, 100.0);
+                // Overall progress never goes back: a new node starting at 0 % does not empty the bar.
+                self.progress = self.progress.max(self.node_progress.min(99.0));
+                self.eta_seconds = *eta_seconds;
+                if node_id.is_some() {
+                    self.current_node.clone_from(node_id);
+                }
+                if let Some(t) = text.as_ref().filter(|t| !t.is_empty()) {
+                    self.message.clone_from(t);
+                } else if self.message.is_empty() || self.queue_position.is_some() {
+                    self.message = "Generation in progress".to_string();
+                }
+                self.queue_position = None;
+            }
+            EventKind::Preview { .. } => self.preview_offset = Some(offset),
+            EventKind::TextDelta { .. } => {
+                self.state = JobState::Running;
+                self.started_at.get_or_insert(time);
+                self.message = "Writing".to_string();
+            }
+            EventKind::JobCompleted { outputs, ui, .. } => {
+                self.state = JobState::Completed;
+                self.outputs = outputs.clone();
+                if self.output_path.is_none() {
+                    self.output_path = ui.get("output_path").and_then(Value::as_str).map(str::to_string);
+                }
+                self.progress = 100.0;
+                self.node_progress = 100.0;
+                // An external producer's own words, else ours.
+                self.message = ui
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Completed")
+                    .to_string();
+            }
+            EventKind::JobFailed { error, .. } => {
+                self.state = JobState::Failed;
+                self.message.clone_from(&error.message);
+                self.error = Some(error.clone());
+            }
+            EventKind::JobCancelled { .. } => {
+                self.state = JobState::Cancelled;
+                self.message = "Cancelled".to_string();
+            }
+            _ => {}
+        }
+        if self.state.is_terminal() {
+            self.finished_at = Some(time);
+            self.current_node = None;
+            self.eta_seconds = None;
+            self.queue_position = None;
+        }
+        true
+    }
+
+    /// The brief's progress message for this job.
+    pub fn brief_progress(&self) -> String {
+        #[derive(Serialize)]
+        struct Progress<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            job_id: &'a str,
+            status: &'static str,
+            progress: u32,
+            estimated_remaining: Option<u64>,
+            message: &'a str,
+            output_path: Option<String>,
+            timestamp: String,
+            offset: u64,
+        }
+        let p = Progress {
+            kind: "progress",
+            job_id: &self.job_id,
+            status: self.brief_status(),
+            progress: self.progress.round().clamp(0.0, 100.0) as u32,
+            estimated_remaining: self
+                .eta_seconds
+                .filter(|e| e.is_finite() && *e >= 0.0)
+                .map(|e| e.ceil() as u64),
+            message: &self.message,
+            output_path: self.first_output(),
+            timestamp: clock::rfc3339(self.updated_at),
+            offset: self.offset,
+        };
+        serde_json::to_string(&p).unwrap_or_default()
+    }
+}
+
+/// Limits of one subscriber's outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_frames: 4096,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Default)]
+struct OutboxInner {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    overflow: bool,
+    coalesced: u64,
+}
+
+/// One subscriber's queue. Progress and previews wait at most once per job (a newer one replaces the waiting
+/// one, which moves to the back so frames still leave in offset order); lifecycle frames are never dropped — a
+/// subscriber that lets more pile up than its limits is marked overflowed and closed (it resumes by offset).
+pub struct Outbox {
+    inner: Mutex<OutboxInner>,
+    notify: Notify,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            inner: Mutex::new(OutboxInner::default()),
+            notify: Notify::new(),
+            limits,
+        })
+    }
+
+    pub fn push(&self, frame: Frame) {
+        let mut q = self.inner.lock();
+        if q.overflow {
+            return;
+        }
+        if frame.class.coalescable() {
+            // The newest waiting frame of this job, if it is of the same class, is stale now.
+            let stale = q
+                .frames
+                .iter()
+                .rposition(|f| f.job == frame.job)
+                .filter(|&i| q.frames[i].class == frame.class);
+            if let Some(i) = stale {
+                if let Some(old) = q.frames.remove(i) {
+                    q.bytes -= old.text.len();
+                    q.coalesced += 1;
+                }
+            }
+        }
+        q.bytes += frame.text.len();
+        q.frames.push_back(frame);
+        if q.frames.len() > self.limits.max_frames || q.bytes > self.limits.max_bytes {
+            q.overflow = true;
+            q.frames.clear();
+            q.bytes = 0;
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Waits for frames and moves them into `out`; `Err` once the outbox overflowed.
+    pub async fn next_batch(&self, out: &mut Vec<Frame>, max: usize) -> Result<(), Overflowed> {
+        loop {
+            {
+                let mut guard = self.inner.lock();
+                let q = &mut *guard;
+                if q.overflow {
+                    return Err(Overflowed);
+                }
+                if !q.frames.is_empty() {
+                    let n = q.frames.len().min(max);
+                    for f in q.frames.drain(..n) {
+                        q.bytes -= f.text.len();
+                        out.push(f);
+                    }
+                    return Ok(());
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    pub fn coalesced(&self) -> u64 {
+        self.inner.lock().coalesced
+    }
+
+    pub fn pending(&self) -> usize {
+        self.inner.lock().frames.len()
+    }
+}
+
+/// The subscriber could not keep up: its outbox passed its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflowed;
+
+/// What a typed-stream subscriber follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Jobs(HashSet<String>),
+}
+
+impl Filter {
+    fn matches(&self, job: Option<&str>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Jobs(set) => job.is_some_and(|j| set.contains(j)),
+        }
+    }
+}
+
+/// What a subscriber gets when it (re)connects.
+pub struct Subscription {
+    pub id: u64,
+    pub outbox: Arc<Outbox>,
+    /// True when `replay` holds exactly what was missed since the offset asked for.
+    pub recovered: bool,
+    pub replay: Vec<Frame>,
+    /// The jobs the subscriber follows, when it could not be recovered (or asked for no offset).
+    pub snapshot: Option<Vec<JobView>>,
+    pub epoch: String,
+    /// The newest offset at the moment of subscribing.
+    pub offset: u64,
+}
+
+/// Connection kinds, for counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnKind {
+    Job,
+    Monitor,
+    Events,
+}
+
+struct Sub {
+    outbox: Arc<Outbox>,
+    filter: Filter,
+}
+
+/// The log: slot i holds offset `base + i`; `None` marks a progress entry that a newer one replaced.
+struct Log {
+    slots: VecDeque<Option<Frame>>,
+    base: u64,
+    live: usize,
+    bytes: usize,
+    /// Per job: the offset of its newest entry, and whether that entry is coalescable (and its class).
+    newest_of_job: HashMap<Arc<str>, (u64, FrameClass)>,
+}
+
+impl Log {
+    fn get(&self, offset: u64) -> Option<&Option<Frame>> {
+        offset
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.slots.get(i))
+    }
+
+    fn tombstone(&mut self, offset: u64) {
+        if let Some(i) = offset.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) {
+            if let Some(slot) = self.slots.get_mut(i) {
+                if let Some(f) = slot.take() {
+                    self.live -= 1;
+                    self.bytes -= f.text.len();
+                }
+            }
+        }
+    }
+}
+
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events kept for resuming (live entries) and their bytes.
+    pub history_events: usize,
+    pub history_bytes: usize,
+    /// Finished jobs kept in memory (all of them stay in the database).
+    pub finished_jobs: usize,
+    pub outbox: OutboxLimits,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            history_events: 100_000,
+            history_bytes: 64 * 1024 * 1024,
+            finished_jobs: 10_000,
+            outbox: OutboxLimits::default(),
+        }
+    }
+}
+
+struct Inner {
+    next_offset: u64,
+    log: Log,
+    jobs: HashMap<String, JobView>,
+    finished: VecDeque<String>,
+    previews: HashMap<String, (String, Bytes)>,
+    subs: HashMap<u64, Sub>,
+    /// Typed-stream subscribers by the job they follow, and those following everything.
+    subs_by_job: HashMap<String, HashSet<u64>>,
+    subs_all: HashSet<u64>,
+    /// The brief's `/ws/{job_id}` subscribers by job.
+    brief_by_job: HashMap<String, HashMap<u64, Arc<Outbox>>>,
+    next_sub: u64,
+}
+
+/// What persistence hears about.
+pub trait Sink: Send + Sync {
+    fn job_changed(&self, view: &JobView);
+    fn event(&self, frame: &Frame);
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct RelayCounters {
+    pub events: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub overflow_closes: AtomicU64,
+    pub coalesced: AtomicU64,
+}
+
+pub struct Relay {
+    inner: Mutex<Inner>,
+    epoch: String,
+    config: RelayConfig,
+    changed: watch::Sender<u64>,
+    sink: Option<Arc<dyn Sink>>,
+    pub counters: RelayCounters,
+    connections: Mutex<HashMap<ConnKind, usize>>,
+    brief_conns_by_job: Mutex<HashMap<String, usize>>,
+}
+
+/// The JSON of one typed-stream event: the hub's event with the stream's offset instead of the queue's seq.
+#[derive(Serialize)]
+struct StreamEvent<'a> {
+    offset: u64,
+    time: f64,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+    /// Previews travel by reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+impl Relay {
+    /// A relay that continues a stream (`epoch`, next offset, jobs and history loaded from the database).
+    pub fn new(
+        config: RelayConfig,
+        epoch: String,
+        next_offset: u64,
+        jobs: Vec<JobView>,
+        history: Vec<Frame>,
+        sink: Option<Arc<dyn Sink>>,
+    ) -> Relay {
+        let next_offset = next_offset.max(1);
+        let mut inner = Inner {
+            next_offset,
+            log: Log {
+                slots: VecDeque::new(),
+                base: next_offset,
+                live: 0,
+                bytes: 0,
+                newest_of_job: HashMap::new(),
+            },
+            jobs: HashMap::new(),
+            finished: VecDeque::new(),
+            previews: HashMap::new(),
+            subs: HashMap::new(),
+            subs_by_job: HashMap::new(),
+            subs_all: HashSet::new(),
+            brief_by_job: HashMap::new(),
+            next_sub: 1,
+        };
+        let mut jobs = jobs;
+        jobs.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        for view in jobs {
+            if view.state.is_terminal() {
+                inner.finished.push_back(view.job_id.clone());
+            }
+            inner.jobs.insert(view.job_id.clone(), view);
+        }
+        // History is continuous only from its first offset on; a gap means nothing before it can be replayed.
+        let mut history: Vec<Frame> = history.into_iter().filter(|f| f.offset < next_offset).collect();
+        history.sort_by_key(|f| f.offset);
+        if let Some(first) = history.first() {
+            inner.log.base = first.offset;
+            for f in history {
+                let slot = usize::try_from(f.offset - inner.log.base).unwrap_or(usize::MAX);
+                while inner.log.slots.len() < slot {
+                    inner.log.slots.push_back(None);
+                }
+                inner.log.live += 1;
+                inner.log.bytes += f.text.len();
+                if let Some(j) = &f.job {
+                    inner.log.newest_of_job.insert(j.clone(), (f.offset, f.class));
+                }
+                inner.log.slots.push_back(Some(f));
+            }
+            while inner.log.base + (inner.log.slots.len() as u64) < next_offset {
+                inner.log.slots.push_back(None);
+            }
+        }
+        let (changed, _) = watch::channel(0);
+        Relay {
+            inner: Mutex::new(inner),
+            epoch,
+            config,
+            changed,
+            sink,
+            counters: RelayCounters::default(),
+            connections: Mutex::new(HashMap::new()),
+            brief_conns_by_job: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Bumped on every job change (the monitor's wake-up).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Registers a job the hub was just given, so it is known before its first event.
+    pub fn register_job(&self, view: JobView) {
+        let mut inner = self.inner.lock();
+        if let Some(known) = inner.jobs.get_mut(&view.job_id) {
+            // Its first event overtook the registration: keep what only the registration knows.
+            if known.service.is_empty() {
+                known.service = view.service;
+            }
+            if known.tag.is_none() {
+                known.tag = view.tag;
+            }
+            if let Some(sink) = &self.sink {
+                sink.job_changed(known);
+            }
+            return;
+        }
+        if let Some(sink) = &self.sink {
+            sink.job_changed(&view);
+        }
+        inner.jobs.insert(view.job_id.clone(), view);
+        drop(inner);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Publishes an event: offset, log, job view, persistence and every matching subscriber, in one step so
+    /// that no subscriber sees events out of order.
+    pub fn publish(&self, kind: &EventKind, time: f64, preview: Option<Bytes>) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let job = kind.job_id().map(str::to_string);
+        if let Some(id) = &job {
+            let view = inner.jobs.entry(id.clone()).or_insert_with(|| {
+                let service = match kind {
+                    EventKind::JobQueued { service, .. } | EventKind::JobStarted { service, .. } => service.clone(),
+                    _ => String::new(),
+                };
+                JobView::new(id, &service, None, false)
+            });
+            if view.state.is_terminal() {
+                return; // nothing follows a job's one terminal event
+            }
+        }
+        let offset = inner.next_offset;
+        inner.next_offset += 1;
+        let class = FrameClass::of(kind);
+        let url = match (kind, &job) {
+            (EventKind::Preview { .. }, Some(id)) => Some(format!("/api/jobs/{id}/preview?offset={offset}")),
+            _ => None,
+        };
+        let text: Arc<str> = serde_json::to_string(&StreamEvent {
+            offset,
+            time,
+            kind,
+            url,
+        })
+        .unwrap_or_default()
+        .into();
+        let job_arc: Option<Arc<str>> = job.as_deref().map(Arc::from);
+        let frame = Frame {
+            offset,
+            job: job_arc.clone(),
+            class,
+            text,
+        };
+        self.counters.events.fetch_add(1, Ordering::Relaxed);
+
+        // The log: a coalescable entry replaces the job's newest entry when that one is of the same class.
+        if let Some(j) = &job_arc {
+            if class.coalescable() {
+                if let Some(&(prev, prev_class)) = inner.log.newest_of_job.get(j) {
+                    if prev_class == class {
+                        inner.log.tombstone(prev);
+                        self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            inner.log.newest_of_job.insert(j.clone(), (offset, class));
+        }
+        inner.log.live += 1;
+        inner.log.bytes += frame.text.len();
+        inner.log.slots.push_back(Some(frame.clone()));
+        self.trim_log(&mut inner.log);
+
+        // The job's view, the brief's subscribers and persistence.
+        let mut view_changed = None;
+        if let Some(id) = &job {
+            if let Some(view) = inner.jobs.get_mut(id) {
+                if view.apply(kind, offset, time) {
+                    view_changed = Some(view.clone());
+                }
+            }
+            if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
+                inner.previews.insert(id.clone(), (mime.clone(), data));
+            }
+        }
+        if let Some(sink) = &self.sink {
+            sink.event(&frame);
+            if let Some(v) = &view_changed {
+                sink.job_changed(v);
+            }
+        }
+
+        // Typed-stream subscribers.
+        let mut delivered = 0u64;
+        let targets = job
+            .as_ref()
+            .and_then(|id| inner.subs_by_job.get(id))
+            .into_iter()
+            .flatten()
+            .chain(inner.subs_all.iter());
+        for sid in targets {
+            if let Some(sub) = inner.subs.get(sid) {
+                sub.outbox.push(frame.clone());
+                delivered += 1;
+            }
+        }
+        // The brief's per-job subscribers get the job's progress message.
+        if let (Some(view), Some(id)) = (&view_changed, &job) {
+            if let Some(subs) = inner.brief_by_job.get(id) {
+                if !subs.is_empty() && class != FrameClass::Preview {
+                    let brief = Frame {
+                        offset,
+                        job: job_arc.clone(),
+                        class: if view.state.is_terminal() {
+                            FrameClass::Lifecycle
+                        } else {
+                            FrameClass::Progress
+                        },
+                        text: view.brief_progress().into(),
+                    };
+                    for outbox in subs.values() {
+                        outbox.push(brief.clone());
+                        delivered += 1;
+                    }
+                }
+            }
+            if view.state.is_terminal() {
+                inner.previews.remove(id);
+                inner.finished.push_back(id.clone());
+                while inner.finished.len() > self.config.finished_jobs {
+                    if let Some(old) = inner.finished.pop_front() {
+                        inner.jobs.remove(&old);
+                        inner.previews.remove(&old);
+                    }
+                }
+            }
+        }
+        drop(guard);
+        self.counters.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        if view_changed.is_some() || job.is_none() {
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn trim_log(&self, log: &mut Log) {
+        while log.live > self.config.history_events || log.bytes > self.config.history_bytes {
+            match log.slots.pop_front() {
+                Some(Some(f)) => {
+                    log.live -= 1;
+                    log.bytes -= f.text.len();
+                    if let Some(j) = &f.job {
+                        if log.newest_of_job.get(j).is_some_and(|(o, _)| *o == f.offset) {
+                            log.newest_of_job.remove(j);
+                        }
+                    }
+                    log.base += 1;
+                }
+                Some(None) => log.base += 1,
+                None => break,
+            }
+        }
+        // Leading tombstones carry nothing to replay.
+        while matches!(log.slots.front(), Some(None)) {
+            log.slots.pop_front();
+            log.base += 1;
+        }
+    }
+
+    /// Subscribes to the typed stream. With `since` (and the current epoch) the subscriber gets exactly what it
+    /// missed when the history still holds it; otherwise `recovered == false` and a snapshot.
+    pub fn subscribe(&self, filter: Filter, since: Option<u64>, epoch: Option<&str>) -> Subscription {
+        let outbox = Outbox::new(self.config.outbox);
+        let mut inner = self.inner.lock();
+        let newest = inner.next_offset - 1;
+        let same_epoch = epoch.is_none_or(|e| e == self.epoch);
+        let mut replay = Vec::new();
+        let recovered = match since {
+            Some(s) if same_epoch && s <= newest && s + 1 >= inner.log.base => {
+                let mut o = s + 1;
+                while o <= newest {
+                    if let Some(Some(f)) = inner.log.get(o) {
+                        if filter.matches(f.job.as_deref()) {
+                            replay.push(f.clone());
+                        }
+                    }
+                    o += 1;
+                }
+                true
+            }
+            _ => false,
+        };
+        let snapshot = (!recovered).then(|| {
+            let mut jobs: Vec<JobView> = inner
+                .jobs
+                .values()
+                .filter(|v| filter.matches(Some(&v.job_id)))
+                .cloned()
+                .collect();
+            jobs.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+            jobs
+        });
+        let id = inner.next_sub;
+        inner.next_sub += 1;
+        match &filter {
+            Filter::All => {
+                inner.subs_all.insert(id);
+            }
+            Filter::Jobs(set) => {
+                for j in set {
+                    inner.subs_by_job.entry(j.clone()).or_default().insert(id);
+                }
+            }
+        }
+        inner.subs.insert(
+            id,
+            Sub {
+                outbox: outbox.clone(),
+                filter,
+            },
+        );
+        Subscription {
+            id,
+            outbox,
+            recovered: recovered && since.is_some(),
+            replay,
+            snapshot,
+            epoch: self.epoch.clone(),
+            offset: newest,
+        }
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(sub) = inner.subs.remove(&id) {
+            self.counters
+                .coalesced
+                .fetch_add(sub.outbox.coalesced(), Ordering::Relaxed);
+            match sub.filter {
+                Filter::All => {
+                    inner.subs_all.remove(&id);
+                }
+                Filter::Jobs(set) => {
+                    for j in set {
+                        if let Some(s) = inner.subs_by_job.get_mut(&j) {
+                            s.remove(&id);
+                            if s.is_empty() {
+                                inner.subs_by_job.remove(&j);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes to one job's brief progress messages; returns the job's current view (if known) too.
+    pub fn subscribe_brief(&self, job_id: &str) -> (u64, Arc<Outbox>, Option<JobView>) {
+        let outbox = Outbox::new(self.config.outbox);
+        let mut inner = self.inner.lock();
+        let id = inner.next_sub;
+        inner.next_sub += 1;
+        inner
+            .brief_by_job
+            .entry(job_id.to_string())
+            .or_default()
+            .insert(id, outbox.clone());
+        let view = inner.jobs.get(job_id).cloned();
+        drop(inner);
+        *self.brief_conns_by_job.lock().entry(job_id.to_string()).or_default() += 1;
+        (id, outbox, view)
+    }
+
+    pub fn unsubscribe_brief(&self, job_id: &str, id: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(m) = inner.brief_by_job.get_mut(job_id) {
+            if let Some(o) = m.remove(&id) {
+                self.counters.coalesced.fetch_add(o.coalesced(), Ordering::Relaxed);
+            }
+            if m.is_empty() {
+                inner.brief_by_job.remove(job_id);
+            }
+        }
+        drop(inner);
+        let mut counts = self.brief_conns_by_job.lock();
+        if let Some(n) = counts.get_mut(job_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(job_id);
+            }
+        }
+    }
+
+    pub fn job(&self, job_id: &str) -> Option<JobView> {
+        self.inner.lock().jobs.get(job_id).cloned()
+    }
+
+    /// Jobs, newest first, filtered by state (brief or our names) and tag.
+    pub fn jobs(&self, state: Option<&str>, tag: Option<&str>) -> Vec<JobView> {
+        let inner = self.inner.lock();
+        let mut v: Vec<JobView> = inner
+            .jobs
+            .values()
+            .filter(|j| state.is_none_or(|s| s == j.state.as_str() || s == j.brief_status()))
+            .filter(|j| tag.is_none_or(|t| j.tag.as_deref() == Some(t)))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.created_at
+                .total_cmp(&a.created_at)
+                .then_with(|| a.job_id.cmp(&b.job_id))
+        });
+        v
+    }
+
+    pub fn preview(&self, job_id: &str) -> Option<(String, Bytes)> {
+        self.inner.lock().previews.get(job_id).cloned()
+    }
+
+    pub fn newest_offset(&self) -> u64 {
+        self.inner.lock().next_offset - 1
+    }
+
+    /// The oldest offset a client can still resume after (history), for `/api/health`.
+    pub fn history_span(&self) -> (u64, usize) {
+        let inner = self.inner.lock();
+        (inner.log.base, inner.log.live)
+    }
+
+    pub fn connection_opened(&self, kind: ConnKind) {
+        *self.connections.lock().entry(kind).or_default() += 1;
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn connection_closed(&self, kind: ConnKind) {
+        if let Some(n) = self.connections.lock().get_mut(&kind) {
+            *n = n.saturating_sub(1);
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn connection_counts(&self) -> HashMap<ConnKind, usize> {
+        self.connections.lock().clone()
+    }
+
+    /// Connections per job on `/ws/{job_id}` (the brief's `connection_details`).
+    pub fn brief_connections(&self) -> HashMap<String, usize> {
+        self.brief_conns_by_job.lock().clone()
+    }
+
+    /// Job counts: total, active, completed, failed, cancelled.
+    pub fn job_counts(&self) -> JobCounts {
+        let inner = self.inner.lock();
+        let mut c = JobCounts::default();
+        for j in inner.jobs.values() {
+            c.total += 1;
+            match j.state {
+                JobState::Completed => c.completed += 1,
+                JobState::Failed => c.failed += 1,
+                JobState::Cancelled => c.cancelled += 1,
+                _ => c.active += 1,
+            }
+        }
+        c
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub total: usize,
+    pub active: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(history: usize) -> Relay {
+        let config = RelayConfig {
+            history_events: history,
+            ..RelayConfig::default()
+        };
+        Relay::new(config, "e1".into(), 1, Vec::new(), Vec::new(), None)
+    }
+
+    fn progress(job: &str, v: f64) -> EventKind {
+        EventKind::Progress {
+            job_id: job.into(),
+            node_id: Some("3".into()),
+            value: v,
+            max: 10.0,
+            percentage: v * 10.0,
+            eta_seconds: None,
+            text: None,
+        }
+    }
+
+    fn started(job: &str) -> EventKind {
+        EventKind::JobStarted {
+            job_id: job.into(),
+            service: "s".into(),
+            cached_nodes: vec![],
+        }
+    }
+
+    fn done(job: &str) -> EventKind {
+        EventKind::JobCancelled { job_id: job.into() }
+    }
+
+    fn offsets(frames: &[Frame]) -> Vec<u64> {
+        frames.iter().map(|f| f.offset).collect()
+    }
+
+    #[test]
+    fn resume_gets_exactly_what_was_missed_with_progress_coalesced() {
+        let r = relay(1000);
+        r.publish(&started("a"), 1.0, None); // 1
+        r.publish(&progress("a", 1.0), 1.0, None); // 2 (replaced by 3)
+        r.publish(&progress("a", 2.0), 1.0, None); // 3
+        r.publish(&started("b"), 1.0, None); // 4
+        r.publish(&progress("a", 3.0), 1.0, None); // 5: b's event sits between, still replaces 3 (a's newest)
+        r.publish(&done("a"), 1.0, None); // 6
+        r.publish(&progress("a", 4.0), 1.0, None); // after the terminal: dropped, no offset
+        let s = r.subscribe(Filter::All, Some(1), Some("e1"));
+        assert!(s.recovered);
+        assert_eq!(offsets(&s.replay), vec![4, 5, 6]);
+        let s = r.subscribe(Filter::Jobs(["b".to_string()].into()), Some(0), Some("e1"));
+        assert!(s.recovered);
+        assert_eq!(offsets(&s.replay), vec![4]);
+        assert_eq!(r.newest_offset(), 6);
+    }
+
+    #[test]
+    fn another_epoch_or_a_trimmed_history_is_not_recovered() {
+        let r = relay(3);
+        for j in ["a", "b", "c", "d", "e"] {
+            r.publish(&started(j), 1.0, None);
+        }
+        let s = r.subscribe(Filter::All, Some(1), Some("e1"));
+        assert!(!s.recovered, "offsets 2..=5 are partly gone");
+        assert_eq!(s.snapshot.as_ref().map(Vec::len), Some(5));
+        let s = r.subscribe(Filter::All, Some(2), Some("e1"));
+        assert!(s.recovered);
+        assert_eq!(offsets(&s.replay), vec![3, 4, 5]);
+        let s = r.subscribe(Filter::All, Some(4), Some("other"));
+        assert!(!s.recovered);
+        let s = r.subscribe(Filter::All, Some(99), Some("e1"));
+        assert!(!s.recovered, "an offset from the future cannot be resumed");
+    }
+
+    #[test]
+    fn live_frames_follow_the_replay_without_gap_or_duplicate() {
+        let r = relay(1000);
+        r.publish(&started("a"), 1.0, None);
+        let s = r.subscribe(Filter::All, Some(0), None);
+        r.publish(&progress("a", 1.0), 1.0, None);
+        r.publish(&done("a"), 1.0, None);
+        let rt = tokio::runtime::Builder::new_current_thread().build().ok();
+        let mut out = Vec::new();
+        if let Some(rt) = rt {
+            let _ = rt.block_on(s.outbox.next_batch(&mut out, 100));
+        }
+        assert_eq!(offsets(&s.replay), vec![1]);
+        assert_eq!(offsets(&out), vec![2, 3]);
+    }
+
+    #[test]
+    fn outbox_coalesces_progress_keeps_order_and_overflows_on_lifecycle() {
+        let o = Outbox::new(OutboxLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+        });
+        let f = |offset, job: &str, class| Frame {
+            offset,
+            job: Some(Arc::from(job)),
+            class,
+            text: Arc::from("x"),
+        };
+        o.push(f(1, "a", FrameClass::Progress));
+        o.push(f(2, "b", FrameClass::Lifecycle));
+        o.push(f(3, "a", FrameClass::Progress)); // replaces 1, goes to the back
+        assert_eq!(o.pending(), 2);
+        assert_eq!(o.coalesced(), 1);
+        o.push(f(4, "a", FrameClass::Lifecycle));
+        o.push(f(5, "a", FrameClass::Progress)); // a's newest is lifecycle: kept
+        let rt = tokio::runtime::Builder::new_current_thread().build().ok();
+        let mut out = Vec::new();
+        assert!(o.pending() > 3 || o.inner.lock().overflow);
+        if let Some(rt) = rt {
+            assert_eq!(rt.block_on(o.next_batch(&mut out, 10)), Err(Overflowed));
+        }
+    }
+
+    #[test]
+    fn brief_view_tracks_a_job_to_its_end() {
+        let r = relay(100);
+        let (_, outbox, view) = r.subscribe_brief("a");
+        assert!(view.is_none());
+        r.publish(
+            &EventKind::JobQueued {
+                job_id: "a".into(),
+                service: "sim".into(),
+                position: Some(2),
+                pending_connection: false,
+                node_errors: vec![],
+            },
+            1.0,
+            None,
+        );
+        r.publish(&progress("a", 5.0), 2.0, None);
+        r.publish(&progress("a", 1.0), 3.0, None);
+        let v = r.job("a");
+        assert_eq!(
+            v.as_ref().map(|v| v.progress),
+            Some(50.0),
+            "overall progress never goes back"
+        );
+        assert_eq!(v.as_ref().map(|v| v.brief_status()), Some("processing"));
+        r.publish(&done("a"), 4.0, None);
+        assert_eq!(r.job("a").map(|v| v.brief_status()), Some("cancelled"));
+        assert!(outbox.pending() >= 2);
+        assert_eq!(r.job_counts().cancelled, 1);
+    }
+}
