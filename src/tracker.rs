@@ -10,7 +10,7 @@ use crate::event::{EventKind, EventQueue, JobError, JobState, OutputFile};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How `Shared::hand_over` went.
@@ -67,7 +67,8 @@ struct Record {
 pub const DEFAULT_FINISHED_CAP: usize = 1000;
 
 pub struct JobTable {
-    records: HashMap<String, Record>,
+    /// Looked up on every event: a fast hasher (the keys are our own job ids).
+    records: rustc_hash::FxHashMap<String, Record>,
     finished: VecDeque<String>,
     finished_cap: usize,
 }
@@ -75,7 +76,7 @@ pub struct JobTable {
 impl JobTable {
     fn new(finished_cap: usize) -> JobTable {
         JobTable {
-            records: HashMap::new(),
+            records: rustc_hash::FxHashMap::default(),
             finished: VecDeque::new(),
             finished_cap,
         }

@@ -141,7 +141,8 @@ pub enum Effect {
 #[derive(Default)]
 pub struct JobRouter {
     service: String,
-    jobs: HashMap<String, ActiveJob>,
+    /// Looked up on every message: a fast hasher (the keys are our own job ids).
+    jobs: rustc_hash::FxHashMap<String, ActiveJob>,
     /// The prompt the server is running for our client, for frames without a prompt id.
     running: Option<String>,
     /// The message stream, paused while a POST answer is awaited for a prompt the server already talks about

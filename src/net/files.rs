@@ -96,6 +96,34 @@ pub fn same_io_error(e: &std::io::Error) -> std::io::Error {
     }
 }
 
+/// The media type of a result file by its extension (`mimetypes.guess_type` for what ComfyUI writes); the
+/// simulator's `/view` and the studio server's file downloads answer with it.
+pub fn content_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mov" => "video/quicktime",
+        "wav" => "audio/x-wav",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        "ogg" => "audio/ogg",
+        "json" => "application/json",
+        "txt" => "text/plain",
+        "glb" => "model/gltf-binary",
+        // ComfyUI forces HTML/JS/CSS to download.
+        _ => "application/octet-stream",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

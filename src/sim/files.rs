@@ -9,33 +9,6 @@ use sha2::{Digest, Sha256};
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-/// `mimetypes.guess_type` for the extensions ComfyUI outputs.
-fn content_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mov" => "video/quicktime",
-        "wav" => "audio/x-wav",
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        "ogg" => "audio/ogg",
-        "json" => "application/json",
-        "txt" => "text/plain",
-        "glb" => "model/gltf-binary",
-        // ComfyUI forces HTML/JS/CSS to download.
-        _ => "application/octet-stream",
-    }
-}
-
 /// Lexical `os.path.abspath(os.path.join(base, sub))`, or `None` if it leaves `base`.
 fn sub_inside(base: &Path, sub: &str) -> Option<PathBuf> {
     let mut out = base.to_path_buf();
@@ -110,7 +83,7 @@ fn file_response(req: &Request, file: &Path, name: &str, bytes: Vec<u8>) -> Resp
     let size = bytes.len();
     let etag = format!("\"{mtime_ns:x}-{size:x}\"");
     let base = |status: u16, body: Vec<u8>| {
-        Response::bytes(status, content_type(name), body)
+        Response::bytes(status, crate::net::files::content_type(name), body)
             .with_header("Content-Disposition", &disposition(name))
             .with_header("Etag", &etag)
             .with_header("Last-Modified", &http_date(modified))

@@ -195,7 +195,7 @@ fn with_cors(mut resp: Response, origin: Option<&str>, preflight: bool) -> Respo
     resp
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
+pub(super) fn check_id(id: &str) -> ApiResult<()> {
     if auth::valid_job_id(id) {
         Ok(())
     } else {
@@ -407,27 +407,6 @@ async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": id, "state": "cancelling"}))).into_response())
 }
 
-fn content_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "wav" => "audio/wav",
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        "json" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
 async fn job_file(State(state): State<Arc<AppState>>, Path((id, name)): Path<(String, String)>) -> ApiResult<Response> {
     check_id(&id)?;
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
@@ -458,7 +437,10 @@ async fn job_file(State(state): State<Arc<AppState>>, Path((id, name)): Path<(St
     let body = Body::from_stream(file_stream(f));
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::net::files::content_type(&name)),
+    );
     if let Ok(l) = HeaderValue::from_str(&len.to_string()) {
         h.insert(header::CONTENT_LENGTH, l);
     }

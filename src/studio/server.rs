@@ -247,7 +247,8 @@ impl StudioServer {
                 Some("comfyui") => {
                     // A job the server never confirmed may not be there: then it fails `not_posted`, truthfully.
                     let posted = !matches!(view.state, JobState::Pending | JobState::Submitting);
-                    hub.track_with(&view.service, &view.job_id, view.tag.clone(), posted).is_ok()
+                    hub.track_with(&view.service, &view.job_id, view.tag.clone(), posted)
+                        .is_ok()
                 }
                 _ => false,
             };

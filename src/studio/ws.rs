@@ -6,7 +6,7 @@
 use super::auth::{self, valid_job_id};
 use super::clock;
 use super::relay::{ConnKind, Filter, Frame, JobView, Outbox};
-use super::routes::{brief_connections, ApiError};
+use super::routes::{brief_connections, check_id, ApiError};
 use super::server::AppState;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -227,13 +227,7 @@ async fn job(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if !valid_job_id(&job_id) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "invalid_job_id",
-            "a job id is a UUID or 1–64 letters, digits, '-' or '_'".into(),
-        ));
-    }
+    check_id(&job_id)?;
     admit(&state, peer)?;
     Ok(tune(ws, &headers).on_upgrade(move |socket| job_connection(state, socket, job_id)))
 }
