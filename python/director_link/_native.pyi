@@ -30,6 +30,7 @@ __all__ = [
     "QueueChanged",
     "ServiceDiscovered",
     "ServiceStateChanged",
+    "StudioServer",
     "TextDelta",
     "Workflow",
     "DEFAULT_SCAN_HOSTS",

@@ -39,7 +39,7 @@ const KEEP_BATCH: usize = 4096;
 impl Hub {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
-    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, event_budget_bytes=64 << 20, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0, finished_jobs=1000))]
+    #[pyo3(signature = (output_dir=None, *, heartbeat=10.0, connect_timeout=10.0, event_capacity=10_000, event_budget_bytes=67_108_864, reconnect_initial=1.0, reconnect_max=30.0, poll_interval=1.0, breaker_threshold=5, breaker_window=60.0, breaker_open_for=30.0, finished_jobs=1000))]
     fn new(
         py: Python<'_>,
         output_dir: Option<PathBuf>,
@@ -69,6 +69,8 @@ impl Hub {
         }
         // The signature's default is the literal 64 MiB (so Python sees it); keep it equal to the core's default.
         debug_assert_eq!(crate::event::DEFAULT_EVENT_BUDGET, 64 << 20);
+        // The signature's default is the literal 67_108_864 (so Python sees it); keep it equal to the core's.
+        debug_assert_eq!(crate::event::DEFAULT_EVENT_BUDGET, 67_108_864);
         config.event_budget_bytes = event_budget_bytes;
         config.backoff.initial = duration(reconnect_initial, "reconnect_initial")?;
         config.backoff.max = duration(reconnect_max, "reconnect_max")?.max(config.backoff.initial);
