@@ -176,8 +176,10 @@ impl McpClient {
         let Some(answer) = answer else {
             if !status.is_success() {
                 let e = Error::from_status(&what, status.as_u16(), &bytes);
-                // A key, a rate limit or a failing server say so; any other refusal means the path is wrong.
-                if !matches!(e.code, ErrorCode::BadRequest | ErrorCode::HttpStatus) {
+                // A key, a rate limit or a failing server say so; any other refusal means the path is wrong, and
+                // so does 501 (a plain web server that does not take POST at all).
+                let not_mcp = status == reqwest::StatusCode::NOT_IMPLEMENTED;
+                if !not_mcp && !matches!(e.code, ErrorCode::BadRequest | ErrorCode::HttpStatus) {
                     return Err(e);
                 }
             }
