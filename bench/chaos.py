@@ -2,6 +2,7 @@
 
     python3 bench/chaos.py --jobs 10000            # the chaos test at scale: drops every 1–5 s, a stall, a restart
     python3 bench/chaos.py --soak 3600             # one hour of steady load with drops; RSS sampled every minute
+    python3 bench/chaos.py --soak 3600 --rate 20   # the same at a farm's pace (20 jobs / s), leaving CPU to others
 
 Prints what the test suite asserts (one terminal event per job, one POST per prompt id, files on disk) plus
 throughput and the client process's resident memory at the start, every minute and at the end (the simulators run
@@ -110,7 +111,7 @@ def chaos_monkey(sims: Sims, stop: threading.Event, rng: random.Random, faults: 
             restarted = True
 
 
-def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
+def run(jobs: int, soak: float | None, out: Path, seed: int, rate: float | None = None) -> dict:
     rng = random.Random(seed)
     sims = Sims()
     hub = director_link.Hub(output_dir=str(out), reconnect_initial=0.2, reconnect_max=2.0, heartbeat=1.0)
@@ -145,7 +146,9 @@ def run(jobs: int, soak: float | None, out: Path, seed: int) -> dict:
         limit = jobs if not soak else 10**9
         while time.monotonic() < deadline and (submitted < limit or open_jobs):
             # Keep a bounded number of jobs in flight, like a render farm feeding shots.
-            while len(open_jobs) < 200 and submitted < limit and time.monotonic() < deadline:
+            # With a rate, submissions are paced (never more than `rate` per second on average).
+            allowed = limit if rate is None else min(limit, int((time.monotonic() - started) * rate) + 1)
+            while len(open_jobs) < 200 and submitted < allowed and time.monotonic() < deadline:
                 name = names[submitted % 2]
                 open_jobs.add(hub.submit(name, prompt(f"chaos/{name}", rng)).id)
                 submitted += 1
@@ -194,12 +197,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--soak", type=float, default=None, help="run for this many seconds instead of a job count")
+    p.add_argument("--rate", type=float, default=None, help="submit at most this many jobs per second")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=None, help="output directory (default: a temporary one)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="dl-chaos-") as tmp:
         out = Path(args.out or tmp)
-        report = run(args.jobs, args.soak, out, args.seed)
+        report = run(args.jobs, args.soak, out, args.seed, args.rate)
     print(json.dumps(report, indent=2))
     ok = report["jobs_without_terminal"] == 0 and report["extra_terminal_events"] == 0
     ok = ok and report["prompts_posted_twice"] == 0
