@@ -6,13 +6,15 @@ against a recording stand-in.
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 import bpy
-from bpy.types import Panel
+from bpy.types import Panel, UIList
 
-from . import bridge, preferences, props
+from . import bridge, importer, preferences, props, shotlist
 from . import format as fmt
+from . import shots as sh
 
 CATEGORY = "Director"
 MAX_JOBS_SHOWN = 12
@@ -179,6 +181,150 @@ def draw_jobs(layout, context) -> None:
             box.label(text=fmt.clip(record.message, 60), icon="INFO")
 
 
+def wrapped(layout, text: str, width: int = 60, alert: bool = False, icon: str = "NONE") -> None:
+    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be)."""
+    col = layout.column(align=True)
+    col.alert = alert
+    for index, line in enumerate(textwrap.wrap(text, width) or [""]):
+        col.label(text=line, icon=icon if index == 0 else "NONE")
+
+
+def shot_status(shot, model, scene=None) -> sh.ShotStatus:
+    """The shot's line: its newest job as the hub sees it now, else its last state saved in the .blend."""
+    view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id) else None
+    state = view.state if view is not None else (shot.job_state or None)
+    message = shot.message
+    if view is not None and view.error:
+        message = str(view.error.get("message") or message)
+    completed = sum(1 for t in shot.takes if t.state == "completed")
+    stale = False
+    if scene is not None and completed:
+        stale = shotlist.is_stale(scene, shot)
+    return sh.status_line(
+        state,
+        completed,
+        queue_position=view.queue_position if view is not None else None,
+        percentage=view.percentage if view is not None else 0.0,
+        node=view.node_type if view is not None else None,
+        message=message,
+        stale=stale,
+        missing=shot.missing,
+    )
+
+
+SHOT_ICONS = {
+    "not_generated": "DOT",
+    "pending": "SORTTIME",
+    "queued": "SORTTIME",
+    "running": "PLAY",
+    "completed": "CHECKMARK",
+    "failed": "ERROR",
+    "cancelled": "X",
+    "missing": "QUESTION",
+}
+
+
+class MOVIE_DIRECTOR_UL_shots(UIList):
+    """The shot list: tick, name, frames, state."""
+
+    bl_idname = "MOVIE_DIRECTOR_UL_shots"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        status = shot_status(item, bridge.current_model(), importer.sequencer_scene(context))
+        row = layout.row(align=True)
+        row.prop(item, "selected", text="")
+        row.label(text=f"{item.name}  {item.frame_start}–{item.frame_end}", icon=SHOT_ICONS.get(status.state, "DOT"))
+        sub = row.row()
+        sub.alert = status.alert
+        sub.label(text=fmt.clip(status.text, 40))
+
+
+def draw_shots(layout, context) -> None:
+    scene = importer.sequencer_scene(context)
+    s = props.settings(scene)
+    model = bridge.current_model()
+    row = layout.row(align=True)
+    row.operator("movie_director.shots_from_markers", icon="MARKER_HLT")
+    row.operator("movie_director.shots_from_strips", icon="SEQ_STRIP_DUPLICATE")
+    if not len(s.shots):
+        layout.label(text="No shots yet: add timeline markers (M) or pick strips, then make shots from them")
+        return
+    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=6)
+    counts: dict[str, int] = {}
+    for shot in s.shots:
+        state = shot_status(shot, model).state
+        counts[state] = counts.get(state, 0) + 1
+    summary = [f"{len(s.shots)} shots"] + [
+        f"{counts[k]} {label}"
+        for k, label in (("completed", "done"), ("queued", "queued"), ("running", "running"), ("failed", "failed"))
+        if counts.get(k)
+    ]
+    layout.label(text=" · ".join(summary))
+    row = layout.row(align=True)
+    row.scale_y = 1.3
+    for which, text, icon in (
+        ("ALL", "Generate All", "RENDER_ANIMATION"),
+        ("SELECTED", "Selected", "CHECKBOX_HLT"),
+        ("STALE", "Stale", "FILE_REFRESH"),
+    ):
+        op = row.operator("movie_director.generate_shots", text=text, icon=icon)
+        op.which = which
+    op = row.operator("movie_director.cancel_shots", text="", icon="CANCEL")
+    op.which = "ALL"
+    layout.prop(s, "seed_policy")
+    if not 0 <= s.active_shot < len(s.shots):
+        return
+    shot = s.shots[s.active_shot]
+    draw_shot(layout.box(), context, scene, shot, model)
+
+
+def draw_shot(box, context, scene, shot, model) -> None:
+    status = shot_status(shot, model, scene)
+    row = box.row(align=True)
+    row.label(text=f"{shot.name} · frames {shot.frame_start}–{shot.frame_end} ({shot.frames})", icon="SEQUENCE")
+    op = row.operator("movie_director.generate_shots", text="", icon="RENDER_STILL")
+    op.which, op.shot_id = "ONE", shot.shot_id
+    if shotlist.active(model, shot):
+        op = row.operator("movie_director.cancel_shots", text="", icon="X")
+        op.which, op.shot_id = "ONE", shot.shot_id
+    if status.progress is not None:
+        _progress(box, status.progress, status.text)
+    elif status.state == "failed":
+        wrapped(box, status.text, alert=True, icon="ERROR")
+        op = box.operator("movie_director.copy_error", icon="COPYDOWN")
+        op.source = shot.job_id
+    else:
+        box.label(text=status.text, icon=SHOT_ICONS.get(status.state, "DOT"))
+    col = box.column()
+    col.use_property_split = True
+    col.use_property_decorate = False
+    col.prop(shot, "prompt")
+    col.prop(shot, "negative")
+    col.prop(shot, "seed", text="Seed (empty: sequence's)")
+    if shot.seed_problem:
+        wrapped(col, shot.seed_problem, alert=True)
+    col.prop(shot, "workflow")
+    prefs = preferences.get(context)
+    if prefs is not None:
+        col.prop_search(shot, "service", prefs, "services", icon="LINKED")
+    col.prop(shot, "channel", text="Channel (0: first free)")
+    col.prop(shot, "camera")
+    col.prop(shot, "extra")
+    if len(shot.takes):
+        box.label(text="Takes")
+        for index, take in enumerate(shot.takes):
+            line = box.row(align=True)
+            active = index == shot.active_take
+            style = fmt.job_style(take.state)
+            line.label(
+                text=f"Take {take.number} · seed {take.seed} · {style.label}",
+                icon="RADIOBUT_ON" if active else "RADIOBUT_OFF",
+            )
+            if take.state == "completed" and not active:
+                op = line.operator("movie_director.use_take", text="Use", icon="FILE_REFRESH")
+                op.shot_id, op.index = shot.shot_id, index
+
+
 def draw_preview(layout, context) -> None:
     rt = bridge.runtime()
     model = bridge.current_model()
@@ -241,14 +387,17 @@ def _make_panels(space: str, prefix: str) -> list[type]:
 
     return [
         panel("status", "Movie Director", draw_status),
-        panel("generate", "Generate", draw_generate, main_id),
+        panel("shots", "Shots", draw_shots, main_id),
+        panel("generate", "Sequence Defaults", draw_generate, main_id),
         panel("jobs", "Jobs", draw_jobs, main_id),
         panel("preview", "Preview", draw_preview, main_id),
         panel("health", "Health", draw_health, main_id, closed=True),
     ]
 
 
-classes = tuple(_make_panels("VIEW_3D", "view3d") + _make_panels("SEQUENCE_EDITOR", "sequencer"))
+classes = (MOVIE_DIRECTOR_UL_shots,) + tuple(
+    _make_panels("VIEW_3D", "view3d") + _make_panels("SEQUENCE_EDITOR", "sequencer")
+)
 
 
 def register() -> None:

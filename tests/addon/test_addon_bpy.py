@@ -10,7 +10,6 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +17,7 @@ bpy = pytest.importorskip("bpy")
 
 import addon_utils  # noqa: E402  (comes with bpy)
 
-from .blender_support import ADDON, ManualTimers, draw_all_panels, settled_thread_count, thread_count  # noqa: E402
+from .blender_support import ADDON, draw_all_panels, settled_thread_count, thread_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "sk-test-SECRET-123"
@@ -55,37 +54,8 @@ def fail_workflow(message: str) -> dict:
     return {"1": {"class_type": "AcceptanceFail", "inputs": {"message": message, "steps_before_failing": 1}}}
 
 
-@pytest.fixture
-def timers(monkeypatch):
-    manual = ManualTimers()
-    monkeypatch.setattr(bpy.app.timers, "register", manual.register)
-    monkeypatch.setattr(bpy.app.timers, "unregister", manual.unregister)
-    monkeypatch.setattr(bpy.app.timers, "is_registered", manual.is_registered)
-    return manual
-
-
 def _prefs():
     return bpy.context.preferences.addons[ADDON].preferences
-
-
-@pytest.fixture
-def addon(timers, tmp_path):
-    """The add-on enabled on an empty scene, no servers, results under ``tmp_path/out``."""
-    bpy.ops.wm.read_homefile(use_empty=True)
-    addon_utils.enable(ADDON, default_set=True)
-    import movie_director
-    from movie_director import bridge
-
-    prefs = _prefs()
-    prefs.auto_discover = False
-    prefs.initialized = True  # no default "local" service
-    prefs.services.clear()
-    prefs.output_dir = str(tmp_path / "out") + os.sep
-    timers.step()
-    try:
-        yield SimpleNamespace(module=movie_director, bridge=bridge, prefs=prefs, timers=timers, tmp=tmp_path)
-    finally:
-        addon_utils.disable(ADDON, default_set=True)
 
 
 def add_server(addon, url: str, name: str = "sim", token: str = "") -> None:
@@ -330,7 +300,7 @@ def test_save_reopen_restores_settings_finds_the_running_job_and_never_stores_th
     s = scene.movie_director
     s.workflow = workflow_file(addon.tmp, "progress", progress_workflow(steps=10, step_seconds=0.4))
     s.prompt = "unique-prompt-marker-7781"
-    s.seed, s.randomize_seed, s.steps, s.cfg = 1234, False, 28, 6.5
+    s.seed, s.randomize_seed, s.steps, s.cfg = "1234", False, 28, 6.5
     scene.render.resolution_x, scene.render.resolution_y = 128, 72
     scene.frame_current = 5
     s.channel = 2
@@ -353,7 +323,7 @@ def test_save_reopen_restores_settings_finds_the_running_job_and_never_stores_th
     s = scene.movie_director
     assert (s.prompt, s.seed, s.randomize_seed, s.steps, s.service) == (
         "unique-prompt-marker-7781",
-        1234,
+        "1234",
         False,
         28,
         "sim",
