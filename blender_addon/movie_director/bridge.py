@@ -107,6 +107,13 @@ def _on_load_post(*_args) -> None:
         return
     _arm_timer()
     adopt_scene_jobs()
+    from . import shotlist
+
+    rt = runtime_mod.get()
+    rt.workflows = None
+    if shotlist.has_waiting():
+        # A batch the last session did not finish sending: offered to continue (Continue Batch), not sent by itself.
+        rt.batch_pending = rt.batch_paused = True
     request_sync()
 
 
@@ -221,7 +228,9 @@ def adopt_scene_jobs() -> set[str]:
                 view.percentage = float(info.get("progress") or 0.0)
                 view.eta_seconds = info.get("eta_seconds")
                 if job.state in st.TERMINAL_STATES and not record.imported:
-                    view.outputs = [{"path": p} for p in info.get("outputs") or ()]
+                    # Its end was taken by a model that is gone: finish it from the hub's record (outputs are
+                    # dicts with "path", as in JobCompleted).
+                    view.outputs = [o if isinstance(o, dict) else {"path": str(o)} for o in info.get("outputs") or ()]
                     rt.model._finished.append(record.name)
             elif record.state in st.ACTIVE_STATES and record.service in hub.services():
                 # A new Blender session: ask the server where the job is; its result arrives like any other. A record
@@ -255,6 +264,14 @@ def timer_callback() -> float | None:
             rt.owner.hub, rt.model, rt.pacing, redraw=lambda areas: tag_redraw(rt, areas), discovery=rt.owner.discovery
         )
         _fetch_schemas(rt)
+        if rt.batch_pending and not rt.batch_paused:
+            from . import shotlist
+
+            sent, more = shotlist.send_waiting(rt)
+            if sent:
+                tag_redraw(rt, {st.JOBS})
+            if more:
+                interval = 0.0  # the rest of the batch on the next tick, at once
         posted = rt.model.take_posted()
         finished = rt.model.take_finished()
         if posted or finished:

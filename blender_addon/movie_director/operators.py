@@ -259,7 +259,8 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
         record.name = job.id
         record.service = service
         record.tag = tag
-        record.state = job.state
+        # "pending", not job.state: a fast job may be done already; its end (with its files) comes as an event.
+        record.state = "pending"
         record.frame = scene.frame_current
         record.frames = frames if resolved.is_video else 1
         record.channel = s.channel
@@ -267,7 +268,7 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
         record.submitted_at = time.time()
         s.last_seed = str(seed)
         s.active_job = len(s.jobs) - 1
-        bridge.tag_redraw(rt, rt.model.track(job.id, service, tag, state=job.state))
+        bridge.tag_redraw(rt, rt.model.track(job.id, service, tag, state="pending"))
         rt.pacing.interval = rt.pacing.active
         self.report({"INFO"}, f"Submitted {tag} to {service}")
         return {"FINISHED"}
@@ -547,28 +548,43 @@ class MOVIE_DIRECTOR_OT_generate_shots(Operator):
         if not chosen:
             self.report({"WARNING"}, "No shot to generate (running shots are skipped)")
             return {"CANCELLED"}
-        prepared = shotlist.Prepared(rt)
-        sent, problems, unused = 0, [], set()
-        for shot in chosen:
+        # Checked now, before anything is sent: a workflow that cannot be used fails the whole batch with its reason.
+        service = props.settings(scene).service or next(iter(rt.owner.services()), "")
+        workflow = props.settings(scene).workflow
+        if workflow and not any(shot.workflow for shot in chosen):
             try:
-                _job_id, missing = shotlist.submit_shot(rt, scene, shot, prepared)
+                shotlist.prepared(rt).get(bpy.path.abspath(workflow), service)
             except shotlist.SubmitProblem as exc:
-                shot.job_state = "failed"
-                shot.message = str(exc)
-                problems.append(str(exc))
-                continue
-            unused.update(missing)
-            sent += 1
-        bridge.tag_redraw(rt, {st.JOBS})
-        rt.pacing.interval = rt.pacing.active
-        if unused:
-            self.report({"WARNING"}, f"The workflow has no input for: {', '.join(sorted(unused))}")
-        if problems:
-            rt.model.add_error("shots", "submit_failed", problems[0], all=problems)
-            self.report({"ERROR"} if not sent else {"WARNING"}, f"{len(problems)} shot(s) not sent: {problems[0]}")
-            if not sent:
+                self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
-        self.report({"INFO"}, f"Sent {sent} shot(s)")
+        count = shotlist.enqueue(rt, chosen)
+        # The timer sends them, a few per tick: this returns at once even for hundreds of shots.
+        rt.pacing.interval = 0.0
+        bridge.tag_redraw(rt, {st.JOBS})
+        self.report({"INFO"}, f"{count} shot(s) to send")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_continue_batch(Operator):
+    """Send the shots of a batch that were not sent yet (e.g. when Blender closed in the middle of a batch)"""
+
+    bl_idname = "movie_director.continue_batch"
+    bl_label = "Continue Batch"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if not shotlist.waiting_shots(importer.sequencer_scene(context)):
+            cls.poll_message_set("No shot is waiting to be sent")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        rt.batch_paused = False
+        rt.batch_pending = True
+        rt.pacing.interval = 0.0
         return {"FINISHED"}
 
 
@@ -590,6 +606,11 @@ class MOVIE_DIRECTOR_OT_cancel_shots(Operator):
         scene = importer.sequencer_scene(context)
         cancelled = 0
         for shot in shotlist.choose(scene, self.which, self.shot_id):
+            if shot.waiting:  # not sent yet: it simply is not sent
+                shot.waiting = False
+                shot.job_state = "cancelled"
+                cancelled += 1
+                continue
             if not shotlist.active(rt.model, shot):
                 continue
             try:
@@ -645,6 +666,7 @@ classes = (
     MOVIE_DIRECTOR_OT_shots_from_strips,
     MOVIE_DIRECTOR_OT_generate_shots,
     MOVIE_DIRECTOR_OT_cancel_shots,
+    MOVIE_DIRECTOR_OT_continue_batch,
     MOVIE_DIRECTOR_OT_use_take,
     MOVIE_DIRECTOR_OT_refresh,
     MOVIE_DIRECTOR_OT_discover,

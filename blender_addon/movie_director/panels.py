@@ -191,8 +191,8 @@ def wrapped(layout, text: str, width: int = 60, alert: bool = False, icon: str =
 
 def shot_status(shot, model, scene=None) -> sh.ShotStatus:
     """The shot's line: its newest job as the hub sees it now, else its last state saved in the .blend."""
-    view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id) else None
-    state = view.state if view is not None else (shot.job_state or None)
+    view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id and not shot.waiting) else None
+    state = "waiting" if shot.waiting else (view.state if view is not None else (shot.job_state or None))
     message = shot.message
     if view is not None and view.error:
         message = str(view.error.get("message") or message)
@@ -214,6 +214,7 @@ def shot_status(shot, model, scene=None) -> sh.ShotStatus:
 
 SHOT_ICONS = {
     "not_generated": "DOT",
+    "waiting": "TIME",
     "pending": "SORTTIME",
     "queued": "SORTTIME",
     "running": "PLAY",
@@ -260,6 +261,16 @@ def draw_shots(layout, context) -> None:
         if counts.get(k)
     ]
     layout.label(text=" · ".join(summary))
+    waiting = counts.get("waiting", 0)
+    rt = bridge.runtime()
+    if waiting:
+        row = layout.row(align=True)
+        if rt is not None and rt.batch_paused:
+            row.label(text=f"{waiting} shot(s) of an unfinished batch not sent", icon="INFO")
+            row.operator("movie_director.continue_batch", icon="PLAY")
+        else:
+            row.label(text=f"Sending: {waiting} shot(s) to go", icon="EXPORT")
+    not_generated = counts.get("not_generated", 0)
     row = layout.row(align=True)
     row.scale_y = 1.3
     for which, text, icon in (
@@ -271,6 +282,11 @@ def draw_shots(layout, context) -> None:
         op.which = which
     op = row.operator("movie_director.cancel_shots", text="", icon="CANCEL")
     op.which = "ALL"
+    if not_generated and not_generated < len(s.shots):
+        op = layout.operator(
+            "movie_director.generate_shots", text=f"Generate the {not_generated} not generated", icon="ADD"
+        )
+        op.which = "NEW"
     layout.prop(s, "seed_policy")
     if not 0 <= s.active_shot < len(s.shots):
         return

@@ -121,6 +121,7 @@ class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
     )
     takes: CollectionProperty(type=MOVIE_DIRECTOR_PG_take)
     active_take: IntProperty(name="Active take", default=-1)
+    waiting: BoolProperty(name="Waiting", description="In a batch, not sent yet (sent a few per timer tick)")
     job_id: StringProperty(name="Job", description="The shot's newest job")
     job_state: StringProperty(name="State", description="The newest job's state when last seen")
     message: StringProperty(name="Message", description="Why the newest job failed (in full)")

@@ -23,6 +23,11 @@ class Runtime:
         self.redraws: dict[str, int] = {}
         self.last_tick_error: str | None = None
         self.started_discovery = False
+        # Shots waiting to be sent (Generate marks them; the timer sends a few per tick, see shotlist.send_waiting).
+        self.batch_pending = False
+        # Set when a reopened .blend has shots still waiting: they are offered to continue, not sent by themselves.
+        self.batch_paused = False
+        self.workflows = None  # shotlist.Prepared, made on first use (workflows resolved once per file and server)
 
 
 _current: Runtime | None = None

@@ -248,6 +248,9 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
         job = hub.submit(service, wf, params=built, tag=shot.shot_id)
     except Exception as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    # Not ``job.state``: a fast job may already be done, and the model must take its end from the JobCompleted
+    # event (which carries the files); a view that starts "completed" would ignore that event.
+    state = "pending"
     folder = takes.take_dir(hub.output_dir, shot.shot_id, job.id)
     number = max((t.number for t in shot.takes), default=0) + 1
     try:
@@ -269,7 +272,7 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
                 "params": built,
                 "inputs_hash": inputs,
                 "submitted_at": time.time(),
-                "state": job.state,
+                "state": state,
             },
         )
     except OSError as exc:
@@ -278,7 +281,7 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     record.name = job.id
     record.service = service
     record.tag = shot.name
-    record.state = job.state
+    record.state = state
     record.frame = shot.frame_start
     record.frames = shot.frames
     record.channel = shot.channel
@@ -291,16 +294,76 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     take.folder = folder
     take.seed = str(settings.seed)
     take.inputs_hash = inputs
-    take.state = job.state
+    take.state = state
     take.submitted_at = time.time()
     take.frames = shot.frames
     shot.job_id = job.id
-    shot.job_state = job.state
+    shot.job_state = state
     shot.message = ""
     s.last_seed = str(settings.seed)
-    rt.model.track(job.id, service, shot.shot_id, state=job.state)
+    rt.model.track(job.id, service, shot.shot_id, state=state)
     wanted = [k for k in ("prompt", "negative", "steps", "cfg") if getattr(settings, k) is not None]
     return job.id, [prm.LABELS[k] for k in unused if k in wanted]
+
+
+# ---- batches: Generate marks shots, the timer sends them ------------------------------------------------------------
+
+BATCH_BUDGET = 0.004  # seconds of sending per timer tick (a batch of 100+ never stalls Blender's UI)
+BATCH_MAX_PER_TICK = 64
+
+
+def prepared(rt) -> Prepared:
+    if rt.workflows is None:
+        rt.workflows = Prepared(rt)
+    return rt.workflows
+
+
+def enqueue(rt, shots) -> int:
+    """Marks shots to be sent (returns at once); the timer sends them in order."""
+    count = 0
+    for shot in shots:
+        shot.waiting = True
+        shot.job_state = "waiting"
+        shot.message = ""
+        count += 1
+    if count:
+        rt.batch_pending = True
+        rt.batch_paused = False
+    return count
+
+
+def waiting_shots(scene) -> list:
+    return [shot for shot in props.settings(scene).shots if shot.waiting and not shot.missing]
+
+
+def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> tuple[int, bool]:
+    """Sends waiting shots until ``budget`` seconds or ``limit`` shots (default: the module's settings, read now);
+    returns (sent, more waiting). A shot that cannot be sent fails with the reason (the rest of the batch goes on)."""
+    if not rt.batch_pending or rt.batch_paused or not rt.owner.is_open:
+        return 0, False
+    budget = BATCH_BUDGET if budget is None else budget
+    limit = BATCH_MAX_PER_TICK if limit is None else limit
+    deadline = time.perf_counter() + budget
+    sent = 0
+    cache = prepared(rt)
+    for scene in bpy.data.scenes:
+        for shot in waiting_shots(scene):
+            if sent >= limit or (sent and time.perf_counter() > deadline):
+                return sent, True
+            shot.waiting = False
+            try:
+                submit_shot(rt, scene, shot, cache)
+            except SubmitProblem as exc:
+                shot.job_state = "failed"
+                shot.message = str(exc)
+                rt.model.add_error(shot.shot_id, "submit_failed", str(exc))
+            sent += 1
+    rt.batch_pending = False
+    return sent, False
+
+
+def has_waiting() -> bool:
+    return any(waiting_shots(scene) for scene in bpy.data.scenes)
 
 
 def choose(scene, which: str, shot_id: str = "") -> list:
@@ -322,7 +385,9 @@ def choose(scene, which: str, shot_id: str = "") -> list:
 
 
 def active(model: st.ViewModel | None, shot) -> bool:
-    """The shot's newest job is still on its way."""
+    """The shot's newest job is still on its way (or the shot waits in a batch)."""
+    if shot.waiting:
+        return True
     if not shot.job_id:
         return False
     view = model.jobs.get(shot.job_id) if model is not None else None
@@ -334,6 +399,8 @@ def refresh_states(scene, model: st.ViewModel) -> bool:
     """Copies the newest job's state into each shot (saved with the .blend: a restart shows the last state)."""
     changed = False
     for shot in props.settings(scene).shots:
+        if shot.waiting:
+            continue  # its last job is an older take; the shot shows "in the batch"
         view = model.jobs.get(shot.job_id) if shot.job_id else None
         if view is not None and view.state != shot.job_state:
             shot.job_state = view.state

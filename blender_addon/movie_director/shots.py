@@ -252,7 +252,7 @@ NOT_GENERATED = "not_generated"
 
 @dataclass(frozen=True)
 class ShotStatus:
-    state: str  # not_generated, pending, queued, running, completed, failed, cancelled, missing
+    state: str  # not_generated, waiting, pending, queued, running, completed, failed, cancelled, missing
     text: str
     progress: float | None = None  # 0..1 while running
     alert: bool = False
@@ -272,8 +272,10 @@ def status_line(
     suffix = " · stale" if stale else ""
     if missing:
         return ShotStatus("missing", "Its marker/strip is gone (takes kept)", alert=True)
+    if job_state == "waiting":
+        return ShotStatus("waiting", "In the batch, not sent yet")
     if job_state in ("pending", "submitting"):
-        return ShotStatus("pending", "Waiting to be sent")
+        return ShotStatus("pending", "Sent, waiting for the server")
     if job_state == "queued":
         where = f" (position {queue_position + 1})" if queue_position is not None and queue_position >= 0 else ""
         return ShotStatus("queued", f"Queued{where}")

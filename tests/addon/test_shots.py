@@ -103,6 +103,7 @@ def test_inputs_hash_changes_with_what_the_take_was_made_from():
 
 def test_status_lines():
     assert sh.status_line(None, 0).text == "Not generated"
+    assert sh.status_line("waiting", 1).state == "waiting"
     assert sh.status_line("queued", 0, queue_position=2).text == "Queued (position 3)"
     running = sh.status_line("running", 1, percentage=42.4, node="KSampler")
     assert running.text == "Running 42% · KSampler" and running.progress == pytest.approx(0.424)

@@ -51,6 +51,8 @@ def wait_shots_done(addon, shots, timeout=60.0):
     model = addon.bridge.current_model()
 
     def state(shot):
+        if shot.waiting:
+            return "waiting"
         view = model.jobs.get(shot.job_id)
         return view.state if view is not None else shot.job_state  # finished before a restart: as saved
 
@@ -153,13 +155,25 @@ def test_generate_all_24_shots_land_at_each_start_frame_for_its_length(addon, se
     wait_connected(addon)
     assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
     shots = list(s.shots)
-    assert len(shots) == 24 and all(shot.job_id for shot in shots)
+    assert len(shots) == 24 and all(shot.waiting for shot in shots)  # marked; the timer sends them
     wait_shots_done(addon, shots)
+    assert all(shot.job_id and not shot.waiting for shot in shots)
     model = addon.bridge.current_model()
     for shot in shots:
         assert model.jobs[shot.job_id].state == "completed", model.jobs[shot.job_id].error
         strips = strips_of_shot(shot.shot_id)
-        assert len(strips) == 1, shot.name
+        if len(strips) != 1:
+            with open("/tmp/dbg_fail.txt", "w") as fh:
+                fh.write(
+                    repr(
+                        (
+                            addon.module.hub().job(shot.job_id).info(),
+                            server.get("/history/" + shot.job_id),
+                            model.jobs[shot.job_id],
+                        )
+                    )
+                )
+        assert len(strips) == 1, (shot.name, [(e.code, e.message) for e in model.errors], model.jobs[shot.job_id])
         strip = strips[0]
         assert (strip.frame_final_start, strip.frame_final_duration) == (shot.frame_start, shot.frames)
         assert strip.channel == (2 if shot.name == "S02" else 1), (shot.name, strip.channel)
@@ -230,7 +244,9 @@ def test_takes_switch_keeps_channel_and_trims(addon, server):
     scene.frame_current = 60  # … and the playhead is elsewhere: the new take still lands at the shot
     assert bpy.ops.movie_director.generate_shots(which="STALE") == {"FINISHED"}
     wait_shots_done(addon, [shot])
-    assert len(shot.takes) == 2 and shot.active_take == 1 and not shotlist.is_stale(scene, shot)
+    errors = [(e.code, e.message) for e in addon.bridge.current_model().errors]
+    assert len(shot.takes) == 2 and shot.active_take == 1, (errors, [(t.name, t.state) for t in shot.takes])
+    assert not shotlist.is_stale(scene, shot)
     (strip,) = strips_of_shot(shot.shot_id)
     assert (strip.channel, strip.frame_final_start, strip.frame_final_end) == (3, 45, 71)
     assert strip["movie_director_take"].endswith(shot.takes[1].name)
@@ -275,24 +291,38 @@ def test_ui_format_workflow_with_parameters_from_the_core(addon, server):
     assert shot.takes[0].seed == str(2**64 - 1)
 
 
-def test_restart_mid_batch_reattaches_running_shots_and_keeps_finished_takes(addon, server):
+def test_restart_mid_batch_reattaches_running_shots_keeps_finished_takes_and_offers_the_rest(
+    addon, server, monkeypatch
+):
+    """Blender closes in the middle of a batch: some shots done, some on the server, some never sent. After the
+    restart the finished takes are kept, the ones on the server are followed to the end, the unsent ones are offered
+    (Continue Batch) — nothing is run twice."""
+    from movie_director import shotlist
+
+    monkeypatch.setattr(shotlist, "BATCH_MAX_PER_TICK", 1)  # one shot sent per tick: the batch is caught mid-way
     add_server(addon, server.url)
     scene = bpy.context.scene
     s = scene_settings()
-    s.workflow = write_workflow(addon.tmp, "slowish", progress_workflow(steps=6, step_seconds=0.15))
+    s.workflow = write_workflow(addon.tmp, "slowish", progress_workflow(steps=4, step_seconds=0.1))
     scene.render.resolution_x, scene.render.resolution_y = 64, 64
-    _markers(scene, 6, 10)
+    _markers(scene, 8, 10)
     bpy.ops.movie_director.shots_from_markers()
     wait_connected(addon)
-    bpy.ops.movie_director.generate_shots(which="ALL")
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    assert all(shot.waiting and not shot.job_id for shot in s.shots)  # nothing sent by the operator itself
     model = addon.bridge.current_model()
     ids = {shot.name: shot.shot_id for shot in s.shots}
+    addon.timers.run_until(lambda: sum(1 for sh in s.shots if sh.job_id) >= 3, 30, "three shots sent")
+    monkeypatch.setattr(shotlist, "BATCH_MAX_PER_TICK", 0)  # Blender "hangs" here: nothing more is sent
     addon.timers.run_until(
-        lambda: any(model.jobs[sh.job_id].state == "completed" for sh in s.shots), 30, "a first shot to finish"
+        lambda: any(sh.job_id and model.jobs[sh.job_id].state == "completed" for sh in s.shots),
+        30,
+        "a first shot to finish",
     )
     addon.timers.step()
-    done_before = {sh.name for sh in s.shots if len(sh.takes) and sh.takes[0].state == "completed"}
-    assert 0 < len(done_before) < 6
+    sent_before = {sh.name: sh.job_id for sh in s.shots if sh.job_id}
+    assert 3 <= len(sent_before) < 8, sent_before
+    assert any(model.jobs[j].state in ("queued", "running") for j in sent_before.values())
     blend = addon.tmp / "batch.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), compress=False)
     addon_utils.disable(ADDON, default_set=True)  # Blender quits mid-batch
@@ -307,16 +337,55 @@ def test_restart_mid_batch_reattaches_running_shots_and_keeps_finished_takes(add
     # The panel shows every shot's last state at once, before anything is heard from the server.
     texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"].texts()
     assert any("Done · 1 take" in t for t in texts)
+    assert any("not sent" in t for t in texts), texts
     wait_connected(addon)
+    monkeypatch.setattr(shotlist, "BATCH_MAX_PER_TICK", 64)
+    for _ in range(20):
+        addon.timers.step()
+    # Not sent by themselves after a restart: offered.
+    assert {sh.name for sh in s.shots if sh.job_id} == set(sent_before)
+    assert bpy.ops.movie_director.continue_batch() == {"FINISHED"}
     shots = list(s.shots)
+    addon.timers.run_until(lambda: not any(sh.waiting for sh in shots), 30, "the rest of the batch to be sent")
     wait_shots_done(addon, shots)
-    model = addon.bridge.current_model()
     for shot in shots:
         assert shot.shot_id == ids[shot.name]
-        assert len(shot.takes) == 1, (shot.name, [t.name for t in shot.takes])  # nothing re-run from scratch
+        if shot.name in sent_before:
+            assert shot.job_id == sent_before[shot.name]  # followed, not sent again
+        assert len(shot.takes) == 1, (shot.name, [t.name for t in shot.takes])  # nothing run twice
         assert shot.takes[0].state == "completed" and shot.job_state == "completed", (shot.name, shot.message)
         (strip,) = strips_of_shot(shot.shot_id)
         assert strip.frame_final_start == shot.frame_start and strip.frame_final_duration == shot.frames
+
+
+def test_cancel_one_and_all(addon, server):
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    s = scene_settings()
+    s.workflow = write_workflow(
+        addon.tmp, "slow", {"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 60.0, "nonce": 0}}}
+    )
+    _markers(scene, 4, 5)
+    bpy.ops.movie_director.shots_from_markers()
+    wait_connected(addon)
+    bpy.ops.movie_director.generate_shots(which="ALL")
+    model = addon.bridge.current_model()
+    addon.timers.run_until(
+        lambda: all(sh.job_id and model.jobs[sh.job_id].state in ("queued", "running") for sh in s.shots),
+        15,
+        "the batch on the server",
+    )
+    first = s.shots[0]
+    assert bpy.ops.movie_director.cancel_shots(which="ONE", shot_id=first.shot_id) == {"FINISHED"}
+    addon.timers.run_until(lambda: model.jobs[first.job_id].state == "cancelled", 15, "one shot cancelled")
+    assert all(model.jobs[sh.job_id].state in ("queued", "running") for sh in s.shots[1:])
+    assert bpy.ops.movie_director.cancel_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, list(s.shots))
+    assert all(model.jobs[sh.job_id].state == "cancelled" for sh in s.shots)
+    assert all(len(sh.takes) == 1 and sh.takes[0].state == "cancelled" for sh in s.shots)
+    assert not strips_of_shot(first.shot_id)
+    texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"].texts()
+    assert "Cancelled" in texts
 
 
 def test_unsaved_results_move_next_to_the_blend_on_first_save(addon, server, tmp_path):
@@ -338,6 +407,15 @@ def test_unsaved_results_move_next_to_the_blend_on_first_save(addon, server, tmp
     bpy.ops.movie_director.generate_shots(which="ALL")
     shot = s.shots[0]
     wait_shots_done(addon, [shot])
+    errors = [(e.code, e.message) for e in addon.bridge.current_model().errors]
+    view = addon.bridge.current_model().jobs.get(shot.job_id)
+    assert shot.job_state == "completed" and len(strips_of_shot(shot.shot_id)) == 1, (
+        shot.message,
+        errors,
+        [(t.state, t.paths, t.folder) for t in shot.takes],
+        view and view.outputs,
+        bpy.data.filepath,
+    )
     try:
         project = tmp_path / "project"
         project.mkdir()
