@@ -283,6 +283,7 @@ def timer_callback() -> float | None:
             importer.record_finished(rt.model, finished)
             for scene in bpy.data.scenes:
                 shotlist.refresh_states(scene, rt.model)
+            show_final(rt, finished)
         if rt.model.preview is not None and rt.model.preview.seq != rt.preview_seq:
             if time.monotonic() - rt.preview_loaded_at >= PREVIEW_MIN_INTERVAL:
                 update_preview_image(rt)
@@ -362,6 +363,32 @@ def tag_redraw(rt: Runtime, areas: set[str]) -> None:
             for region in area.regions:
                 if region.type == "UI":
                     region.tag_redraw()
+
+
+def show_final(rt: Runtime, job_ids: list[str]) -> None:
+    """The Preview shows a finished job's image, not the last noisy step: the newest completed job's first still
+    becomes the preview (through the same image datablock)."""
+    from . import media
+
+    for job_id in reversed(job_ids):
+        view = rt.model.jobs.get(job_id)
+        if view is None or view.state != "completed":
+            continue
+        still = next(
+            (p for p in view.paths if media.media_kind(p) == "image" and media.animated_frames_hint(p) == 1), None
+        )
+        if still is None:
+            continue
+        try:
+            with open(still, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        seq = (rt.model.preview.seq if rt.model.preview is not None else 0) + 1
+        fmt = "png" if data.startswith(b"\x89PNG") else "jpeg"
+        rt.model.preview = st.PreviewView(job_id, None, data, fmt, seq)
+        rt.preview_loaded_at = 0.0  # shown at once, not rate-limited like the steps
+        return
 
 
 def update_preview_image(rt: Runtime) -> None:

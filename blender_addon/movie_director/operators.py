@@ -221,7 +221,7 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
         s = props.settings(scene)
         service = s.service or next(iter(rt.owner.services()))
         try:
-            wf, resolved = shotlist.Prepared(rt).get(bpy.path.abspath(s.workflow), service)
+            wf, resolved = shotlist.prepared(rt).get(bpy.path.abspath(s.workflow), service)
             seed = secrets.randbits(64) if s.randomize_seed else sh.parse_seed(s.seed) or 0
         except (shotlist.SubmitProblem, ValueError) as exc:
             self.report({"ERROR"}, str(exc))

@@ -14,6 +14,7 @@ from bpy.types import Panel, UIList
 
 from . import bridge, importer, preferences, props, shotlist
 from . import format as fmt
+from . import params as prm
 from . import shots as sh
 
 CATEGORY = "Director"
@@ -76,26 +77,44 @@ def draw_status(layout, context) -> None:
         preferences.draw_discovered(layout, model)
 
 
+def _resolved(context, s):
+    """The sequence workflow's resolution if the add-on already has it (drawing never loads or asks anything)."""
+    rt = bridge.runtime()
+    if rt is None or rt.workflows is None or not s.workflow:
+        return None
+    return rt.workflows.peek(bpy.path.abspath(s.workflow))
+
+
 def draw_generate(layout, context) -> None:
-    scene = context.scene
+    scene = importer.sequencer_scene(context)
     s = props.settings(scene)
     prefs = preferences.get(context)
     layout.use_property_split = True
     layout.use_property_decorate = False
     if prefs is not None:
         layout.prop_search(s, "service", prefs, "services", icon="LINKED")
+        if not s.service and len(prefs.services):
+            # An empty field means "the first server": say which one, instead of looking unset.
+            layout.label(text=f"Empty: the first server ({prefs.services[0].name})", icon="INFO")
     else:
         layout.prop(s, "service")
     layout.prop(s, "workflow")
+    resolved = _resolved(context, s)
     layout.prop(s, "prompt")
     layout.prop(s, "negative")
     row = layout.row(align=True)
     row.prop(s, "seed")
     row.prop(s, "randomize_seed", text="", icon="FILE_REFRESH")
+    if s.seed_problem:
+        wrapped(layout, s.seed_problem, alert=True)
     if s.randomize_seed and s.last_seed:
         layout.label(text=f"Last seed: {s.last_seed}")
-    layout.prop(s, "steps")
-    layout.prop(s, "cfg")
+    layout.prop(s, "steps", text="Steps (0: the workflow's)")
+    layout.prop(s, "cfg", text="CFG (0: the workflow's)")
+    if resolved is not None:
+        missing = [prm.LABELS[k] for k in ("prompt", "negative", "seed", "steps", "cfg") if not resolved.supports(k)]
+        if missing:
+            layout.label(text=f"Not in this workflow: {', '.join(missing)}", icon="INFO")
     layout.prop(s, "use_scene_resolution")
     width, height = props.size_for(scene)
     if s.use_scene_resolution:
@@ -104,19 +123,21 @@ def draw_generate(layout, context) -> None:
         col = layout.column(align=True)
         col.prop(s, "width")
         col.prop(s, "height")
-    layout.prop(s, "use_scene_frames")
-    if s.use_scene_frames:
-        layout.label(text=f"Frames: {props.frames_for(scene)} at {props.fps_for(scene):g} fps")
-    else:
-        layout.prop(s, "frames")
+    # Frames only mean something to a video workflow (unknown until the workflow has been read once).
+    if resolved is None or resolved.is_video:
+        layout.prop(s, "use_scene_frames")
+        if s.use_scene_frames:
+            layout.label(text=f"Frames: {props.frames_for(scene)} at {props.fps_for(scene):g} fps (shots: their own)")
+        else:
+            layout.prop(s, "frames")
     layout.prop(s, "shot_source")
     layout.prop(s, "target")
     if s.target == "SEQUENCER":
-        layout.prop(s, "channel")
+        layout.prop(s, "channel", text="Channel (0: first free)")
     layout.prop(s, "auto_import")
     row = layout.row()
     row.scale_y = 1.4
-    row.operator("movie_director.generate", icon="RENDER_STILL")
+    row.operator("movie_director.generate", text="Generate at Playhead", icon="RENDER_STILL")
 
 
 def draw_jobs(layout, context) -> None:
@@ -164,17 +185,14 @@ def draw_jobs(layout, context) -> None:
             box.label(text=style.label + (f" · frame {record.frame}, channel {record.channel}" if record.paths else ""))
         if state == "failed":
             message = (view.error or {}).get("message") if view is not None and view.error else record.message
-            err = box.row()
-            err.alert = True
-            err.label(text=fmt.clip(message or "failed", 60))
+            wrapped(box, message or "failed", alert=True)  # in full: the end of it says what to change
             op = box.operator("movie_director.copy_error", icon="COPYDOWN")
             op.source = record.name
         if state == "completed" and record.paths:
             row = box.row(align=True)
-            op = row.operator(
-                "movie_director.import_result", text="Import again" if record.imported else "Import", icon="IMPORT"
-            )
-            op.job_id = record.name
+            if not record.imported:  # imported already (automatically): nothing to offer but the folder
+                op = row.operator("movie_director.import_result", text="Import", icon="IMPORT")
+                op.job_id = record.name
             op = row.operator("movie_director.open_output", text="", icon="FILE_FOLDER")
             op.job_id = record.name
         if state == "unknown" and record.message:

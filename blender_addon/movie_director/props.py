@@ -131,10 +131,29 @@ class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
         return max(self.frame_end - self.frame_start + 1, 1)
 
 
+def _workflow_changed(self, _context) -> None:
+    """Reads a newly chosen workflow once (a local file: no network), so the panel can say which settings it has
+    and whether it makes video; a file that cannot be used is reported when generating."""
+    from . import runtime, shotlist
+
+    rt = runtime.get()
+    if rt is None or not rt.owner.is_open or not self.workflow:
+        return
+    service = self.service or next(iter(rt.owner.services()), "")
+    try:
+        shotlist.prepared(rt).get(bpy.path.abspath(self.workflow), service)
+    except shotlist.SubmitProblem:
+        pass
+
+
 class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     service: StringProperty(name="Service", description="The server to send jobs to (set up in the preferences)")
     workflow: StringProperty(
-        name="Workflow", description="A ComfyUI workflow in API format (.json)", subtype="FILE_PATH", default=""
+        name="Workflow",
+        description="A ComfyUI workflow: API or UI format (.json) or a ComfyUI .png",
+        subtype="FILE_PATH",
+        default="",
+        update=_workflow_changed,
     )
     prompt: StringProperty(name="Prompt", description="The positive prompt", default="")
     negative: StringProperty(name="Negative", description="The negative prompt (empty: the workflow's)", default="")

@@ -202,9 +202,18 @@ class Prepared:
         self.rt = rt
         self.cache: dict[tuple[str, str, str, bool], tuple[object, prm.Resolved]] = {}
 
+    def peek(self, path: str) -> prm.Resolved | None:
+        """The newest resolution of ``path`` already made (for drawing: never loads anything)."""
+        digest = workflow_digest(path)
+        for (p, d, _service, _info), (_wf, resolved) in reversed(list(self.cache.items())):
+            if p == path and d == digest:
+                return resolved
+        return None
+
     def get(self, path: str, service: str):
         hub = self.rt.owner.hub
-        info = self.rt.owner.schemas.get(hub, service)
+        known = service in self.rt.owner.services()
+        info = self.rt.owner.schemas.get(hub, service) if known else None
         key = (path, workflow_digest(path), service, info is not None)
         hit = self.cache.get(key)
         if hit is None:

@@ -105,14 +105,16 @@ def test_disable_removes_timer_handler_hub_and_types(timers):
 
     _prefs().initialized = False
     _prefs().services.clear()
-    timers.step()  # a fresh install gets one local service, once
-    assert [(s.name, s.url) for s in _prefs().services] == [("local", "127.0.0.1:8188")]
+    timers.step()  # a fresh install invents no server (discovery offers the running ones)
+    assert len(_prefs().services) == 0 and _prefs().initialized
 
     hub = movie_director.hub()
     addon_utils.disable(ADDON, default_set=True)
     assert hub.closed and movie_director.hub() is None
     assert timers.callbacks == {}
     assert bridge._on_load_post not in bpy.app.handlers.load_post
+    assert bridge._on_save_pre not in bpy.app.handlers.save_pre
+    assert bridge._on_save_post not in bpy.app.handlers.save_post
     assert not hasattr(bpy.types.Scene, "movie_director")
     assert not hasattr(bpy.types, "MOVIE_DIRECTOR_PT_view3d_status")
 
@@ -201,8 +203,15 @@ def test_generate_progress_complete_and_import_at_the_locked_frame_and_channel(a
     # The shot settings reached the workflow: the render size at 50 %.
     sent = [r for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"][-1]["json"]
     assert sent["prompt"]["1"]["inputs"]["width"] == 128 and sent["prompt"]["1"]["inputs"]["height"] == 72
-    assert bpy.data.images.get(addon.bridge.PREVIEW_IMAGE) is not None
-    # Import again puts a second copy on the next free channel at the same frame.
+    preview = bpy.data.images.get(addon.bridge.PREVIEW_IMAGE)
+    assert preview is not None
+    # The Preview ends on the result (128 × 72), not on the last noisy step (the simulator's 64 px previews).
+    addon.timers.step()
+    assert tuple(preview.size) == (128, 72), tuple(preview.size)
+    # Imported automatically: the job offers its folder, not an "Import again" that would duplicate it.
+    ops = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_jobs"].operators()
+    assert "movie_director.import_result" not in ops and "movie_director.open_output" in ops
+    # Importing again by hand puts a second copy on the next free channel at the same frame.
     assert bpy.ops.movie_director.import_result(job_id=job_id) == {"FINISHED"}
     assert len([st for st in scene.sequence_editor.strips_all if st.type == "IMAGE"]) == 2
 

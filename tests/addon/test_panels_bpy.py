@@ -245,3 +245,18 @@ def test_panels_poll_free_and_draw_without_the_addon_model(addon):
     for _ in range(100):
         closed = draw_all_panels(bpy.context)
     assert [t for layout in closed.values() for t in layout.texts()], "a closed hub leaves the panels empty"
+
+
+def test_discovery_lists_what_answered_and_one_line_for_the_rest(addon):
+    model = addon.current_model()
+    model.discovered = [
+        {"url": "http://127.0.0.1:8000", "kind": "none", "summary": "nothing there"},
+        {"url": "http://127.0.0.1:8188", "kind": "comfyui", "summary": "ComfyUI 0.3.64 at 127.0.0.1:8188"},
+        {"url": "http://127.0.0.1:8189", "kind": "none", "summary": "nothing there"},
+    ]
+    layout = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_status"]
+    texts = layout.texts()
+    assert not any("nothing there" in t for t in texts), texts
+    assert sum(1 for t in texts if t.startswith("Nothing found at")) == 1
+    assert "ComfyUI 0.3.64 at 127.0.0.1:8188" in texts
+    assert layout.operators().count("movie_director.add_service") == 1
