@@ -430,3 +430,30 @@ def test_unsaved_results_move_next_to_the_blend_on_first_save(addon, server, tmp
         assert b"movie_director_unsaved" not in blend.read_bytes()
     finally:
         shutil.rmtree(takes.unsaved_output_dir(), ignore_errors=True)
+
+
+def test_strip_helpers_use_strips_and_fall_back_to_sequences_and_the_sequencer_scene():
+    """Blender 4.4 renamed ``sequences``/``sequences_all`` to ``strips``/``strips_all`` (5.0 removed the old names);
+    5.0 added ``context.sequencer_scene``. The helpers take whichever exists (stand-ins for 4.2/4.3 and 5.0)."""
+    from types import SimpleNamespace as NS
+
+    from movie_director import importer
+
+    def strip(ch, start, end, ident):
+        return NS(channel=ch, frame_final_start=start, frame_final_end=end, as_pointer=lambda: ident)
+
+    old_strips = [strip(1, 1, 10, 1)]
+    old_editor = NS(sequences="top-level (4.3)", sequences_all=old_strips)
+    old_scene = NS(sequence_editor=old_editor, sequence_editor_create=lambda: old_editor)
+    assert importer.strips_of(old_scene) == "top-level (4.3)"
+    assert importer.all_strips(old_scene) == old_strips
+    assert importer.free_channel(old_scene, 5, 8) == 2 and importer.free_channel(old_scene, 10, 20) == 1
+    new_editor = NS(strips="top-level (5.0)", strips_all=[strip(1, 1, 10, 2), strip(2, 1, 10, 3)])
+    new_scene = NS(sequence_editor=new_editor, sequence_editor_create=lambda: new_editor)
+    assert importer.strips_of(new_scene) == "top-level (5.0)"
+    assert importer.free_channel(new_scene, 5, 8) == 3
+    assert importer.all_strips(NS(sequence_editor=None)) == []
+    edited, active = NS(name="edit"), NS(name="active")
+    assert importer.sequencer_scene(NS(sequencer_scene=edited, scene=active)) is edited
+    assert importer.sequencer_scene(NS(sequencer_scene=None, scene=active)) is active
+    assert importer.sequencer_scene(NS(scene=active)) is active  # before 5.0
