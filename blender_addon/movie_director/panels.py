@@ -215,6 +215,12 @@ def shot_status(shot, model, scene=None) -> sh.ShotStatus:
     if view is not None and view.error:
         message = str(view.error.get("message") or message)
     completed = sum(1 for t in shot.takes if t.state == "completed")
+    server_down = None
+    if view is not None and model is not None:
+        svc = model.services.get(view.service)
+        if view.pending_connection or (svc is not None and svc.state in SERVER_DOWN):
+            name = view.service or "?"
+            server_down = f"{name} {fmt.service_style(svc.state, svc.blocked).label.lower()}" if svc else name
     stale = False
     if scene is not None and completed:
         stale = shotlist.is_stale(scene, shot)
@@ -227,10 +233,14 @@ def shot_status(shot, model, scene=None) -> sh.ShotStatus:
         message=message,
         stale=stale,
         missing=shot.missing,
+        server_down=server_down,
     )
 
 
+SERVER_DOWN = ("disconnected", "connecting", "reconnecting", "circuit_open")
+
 SHOT_ICONS = {
+    "waiting_server": "UNLINKED",
     "not_generated": "DOT",
     "waiting": "TIME",
     "pending": "SORTTIME",

@@ -252,7 +252,9 @@ NOT_GENERATED = "not_generated"
 
 @dataclass(frozen=True)
 class ShotStatus:
-    state: str  # not_generated, waiting, pending, queued, running, completed, failed, cancelled, missing
+    state: (
+        str  # not_generated, waiting, pending, queued, running, waiting_server, completed, failed, cancelled, missing
+    )
     text: str
     progress: float | None = None  # 0..1 while running
     alert: bool = False
@@ -267,11 +269,15 @@ def status_line(
     message: str = "",
     stale: bool = False,
     missing: bool = False,
+    server_down: str | None = None,
 ) -> ShotStatus:
-    """The one line the shot list shows for a shot (its newest job's state, else its takes)."""
+    """The one line the shot list shows for a shot (its newest job's state, else its takes). ``server_down``: why
+    the shot's server cannot be reached now (its queued/unsent shot waits for it and resumes by itself)."""
     suffix = " · stale" if stale else ""
     if missing:
         return ShotStatus("missing", "Its marker/strip is gone (takes kept)", alert=True)
+    if server_down and job_state in ("pending", "submitting", "queued", "running"):
+        return ShotStatus("waiting_server", f"Waiting for the server: {server_down}")
     if job_state == "waiting":
         return ShotStatus("waiting", "In the batch, not sent yet")
     if job_state in ("pending", "submitting"):

@@ -260,3 +260,12 @@ def test_discovery_lists_what_answered_and_one_line_for_the_rest(addon):
     assert sum(1 for t in texts if t.startswith("Nothing found at")) == 1
     assert "ComfyUI 0.3.64 at 127.0.0.1:8188" in texts
     assert layout.operators().count("movie_director.add_service") == 1
+
+
+def test_shots_of_a_server_that_went_away_say_they_wait_for_it(addon):
+    _state_shots(addon)
+    feed(addon, svc("reconnecting", "connected", "connection reset"))
+    texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"].texts()
+    waiting = [t for t in texts if t.startswith("Waiting for the server: local")]
+    assert len(waiting) >= 2, texts  # the queued and the running shot; the failed one still says why it failed
+    assert any(t.startswith("Failed: ") for t in texts)

@@ -89,3 +89,21 @@ def test_bad_files_are_clear_errors(tmp_path):
 def test_scene_values():
     assert prm.render_size(1920, 1080, 50) == (960, 544)
     assert prm.scene_fps(30, 1.001) == 29.97
+
+
+def test_a_comfyui_png_carries_its_workflow(tmp_path):
+    """A PNG ComfyUI saved (the graph in its ``prompt`` text chunk) is a workflow file like any other."""
+    import struct
+    import zlib
+
+    def chunk(ctype: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+
+    api = json.loads((ROOT / "workflows" / "sd_basic.json").read_text())
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+    png += chunk(b"tEXt", b"prompt\x00" + json.dumps(api).encode())
+    png += chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00")) + chunk(b"IEND", b"")
+    path = tmp_path / "ComfyUI_00042_.png"
+    path.write_bytes(png)
+    r = prm.resolve(prm.load(str(path), OBJECT_INFO), OBJECT_INFO)
+    assert [t.selector for t in r.targets["prompt"]] == ["6.text"] and r.supports("seed")

@@ -111,3 +111,6 @@ def test_status_lines():
     assert failed.alert and failed.text.endswith("node 3 cfg too high")  # in full
     assert sh.status_line("completed", 2, stale=True).text == "Done · 2 takes · stale"
     assert sh.status_line("completed", 1, missing=True).state == "missing"
+    down = sh.status_line("queued", 0, queue_position=3, server_down="local reconnecting…")
+    assert down.state == "waiting_server" and down.text == "Waiting for the server: local reconnecting…"
+    assert sh.status_line("completed", 1, server_down="local reconnecting…").state == "completed"
