@@ -93,6 +93,7 @@ def stop() -> None:
         bpy.app.handlers.save_post.remove(_on_save_post)
     if rt is not None:
         rt.owner.close()
+        rt.converter.join()
 
 
 def _arm_timer() -> None:
@@ -284,6 +285,17 @@ def timer_callback() -> float | None:
             for scene in bpy.data.scenes:
                 shotlist.refresh_states(scene, rt.model)
             show_final(rt, finished)
+        converted = rt.converter.collect()
+        if converted:
+            from . import importer
+
+            # Their animated files are split now: the takes land (finish_take finds the frames ready).
+            for job_id in converted:
+                scene, record = props_find_job(job_id)
+                view = rt.model.jobs.get(job_id)
+                if record is not None and record.shot_id:
+                    importer.finish_take(scene, record, view.outputs if view is not None else [], rt.model)
+            tag_redraw(rt, {st.JOBS})
         if rt.model.preview is not None and rt.model.preview.seq != rt.preview_seq:
             if time.monotonic() - rt.preview_loaded_at >= PREVIEW_MIN_INTERVAL:
                 update_preview_image(rt)
@@ -309,6 +321,12 @@ def _fetch_schemas(rt: Runtime) -> None:
             continue
         if schemas.error(name) is None:
             schemas.get(rt.owner.hub, name)
+
+
+def props_find_job(job_id: str):
+    from . import props
+
+    return props.find_job(job_id)
 
 
 def sync_services(rt: Runtime, prefs) -> set[str]:

@@ -8,7 +8,7 @@ import time
 
 import bpy
 
-from . import media, placement, shots
+from . import media, placement, runtime, shots
 from . import state as st
 from . import takes as takes_mod
 
@@ -180,6 +180,12 @@ def finish_take(scene, record, outputs: list[dict], model: st.ViewModel | None =
             if model is not None:
                 model.add_error(record.name, "take_write_failed", f"could not update the take's record: {exc}")
     if record.state != "completed" or record.imported:
+        return
+    rt = runtime.get()
+    slow = [p for p in record.paths.splitlines() if p and media.needs_decoder(p)]
+    if slow and rt is not None:
+        # Pillow/ffmpeg take seconds on a long clip: split on a thread; the timer lands the take when it is done.
+        rt.converter.start(record.name, slow)
         return
     index = shot.takes.find(record.name)
     created, problems = activate_take(scene, shot, index, outputs)

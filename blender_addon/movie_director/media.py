@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +206,66 @@ def convert_animated(path: str) -> Converted:
     else:
         problems.append("no ffmpeg on the PATH")
     return Converted(problem=f"{os.path.basename(path)} is animated but could not be split ({'; '.join(problems)})")
+
+
+def needs_decoder(path: str) -> bool:
+    """An animated file that only Pillow or ffmpeg can split (seconds for a long clip): converted off Blender's
+    thread first. An APNG is split in place quickly; a still or a file already split needs nothing."""
+    if media_kind(path) != "image" or os.path.isdir(frames_dir(path)):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return not head.startswith(PNG_SIGNATURE) and animated_frames_hint(path) > 1
+
+
+class Converter:
+    """Splits animated files on short-lived threads; ``collect()`` (from the timer) returns the keys whose files
+    are ready. What a conversion could not do is found again by ``convert_animated`` when the take lands."""
+
+    def __init__(self) -> None:
+        self._threads: dict[str, threading.Thread] = {}
+        self._done: list[str] = []
+        self._lock = threading.Lock()
+
+    def start(self, key: str, paths: list[str]) -> bool:
+        """Starts converting ``paths`` for ``key`` (a job id); False when it is already under way."""
+        with self._lock:
+            if key in self._threads:
+                return False
+
+        def run() -> None:
+            for path in paths:
+                try:
+                    convert_animated(path)
+                except Exception:  # reported when the take lands (convert_animated is asked again there)
+                    pass
+            with self._lock:
+                self._threads.pop(key, None)
+                self._done.append(key)
+
+        thread = threading.Thread(target=run, name=f"movie-director-convert-{key[:8]}", daemon=True)
+        with self._lock:
+            self._threads[key] = thread
+        thread.start()
+        return True
+
+    def busy(self, key: str) -> bool:
+        with self._lock:
+            return key in self._threads
+
+    def collect(self) -> list[str]:
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def join(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
 
 
 # ---- a take's files → strips -------------------------------------------------------------------------------------

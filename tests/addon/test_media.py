@@ -111,3 +111,48 @@ def test_plan_import_groups_outputs(tmp_path):
     assert [os.path.basename(p) for p in plan.audio] == ["voice.wav"]
     assert [os.path.basename(p) for p in plan.other] == ["latent.bin"]
     assert media.media_kind("x.gif") == "video" and media.media_kind("x.webm") == "video"
+
+
+def animated_webp(path, frames: int = 2) -> None:
+    anmf = b"ANMF" + struct.pack("<I", 2) + b"\x00\x00"
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + b"\x02" + b"\x00" * 9 + anmf * frames
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_slow_decoders_run_on_a_thread_and_report_when_done(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    path = tmp_path / "clip.webp"
+    animated_webp(path, 3)
+    release = threading.Event()
+
+    def decoder(src, out_dir):  # stands in for Pillow: slow, and proves it is not on the caller's thread
+        assert threading.current_thread() is not threading.main_thread()
+        release.wait(10)
+        os.makedirs(out_dir, exist_ok=True)
+        frames = []
+        for i in range(3):
+            frames.append(os.path.join(out_dir, f"frame_{i + 1:05d}.png"))
+            open(frames[-1], "wb").write(b"png")
+        return frames
+
+    monkeypatch.setattr(media, "_pillow_frames", decoder)
+    assert media.needs_decoder(str(path))
+    converter = media.Converter()
+    assert converter.start("job-1", [str(path)])
+    assert not converter.start("job-1", [str(path)])  # once per job
+    assert converter.busy("job-1") and converter.collect() == []
+    release.set()
+    deadline = time.monotonic() + 10
+    done: list[str] = []
+    while not done and time.monotonic() < deadline:
+        done = converter.collect()
+        time.sleep(0.01)
+    assert done == ["job-1"] and not converter.busy("job-1")
+    converter.join()
+    assert not media.needs_decoder(str(path))  # split: the take can land at once
+    assert len(media.convert_animated(str(path)).frames) == 3
+    apng_path = tmp_path / "sim.webp"
+    apng_path.write_bytes(apng([1, 2]))
+    assert not media.needs_decoder(str(apng_path))  # an APNG is split quickly in place

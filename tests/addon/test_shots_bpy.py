@@ -192,9 +192,17 @@ def test_generate_all_24_shots_land_at_each_start_frame_for_its_length(addon, se
     assert any("Done · 1 take" in t for t in panel.texts())
 
 
-def test_video_shot_gets_its_frame_count_and_fps_and_lands_as_a_sequence(addon, server):
+@pytest.mark.parametrize("threaded", [False, True], ids=["split-in-place", "split-on-a-thread"])
+def test_video_shot_gets_its_frame_count_and_fps_and_lands_as_a_sequence(addon, server, monkeypatch, threaded):
     """The LTX template on the simulator: the shot's 31 frames ask for 33 (8·k + 1), the strip is 31 frames long at
-    the shot's start, made of the animated file's frames."""
+    the shot's start, made of the animated file's frames. ``threaded``: the file is treated like a real animated
+    WebP (split off Blender's thread, the take lands when that is done)."""
+    from movie_director import media
+
+    if threaded:
+        monkeypatch.setattr(
+            media, "needs_decoder", lambda p: p.endswith(".webp") and not os.path.isdir(media.frames_dir(p))
+        )
     add_server(addon, server.url)
     scene = bpy.context.scene
     scene.render.fps = 12
@@ -212,6 +220,7 @@ def test_video_shot_gets_its_frame_count_and_fps_and_lands_as_a_sequence(addon, 
     assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=shots_by_name()["intro"].shot_id) == {"FINISHED"}
     shot = shots_by_name()["intro"]
     wait_shots_done(addon, [shot])
+    addon.timers.run_until(lambda: strips_of_shot(shot.shot_id), 15, "the take's strip")
     sent = [r for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"][-1]["json"]["prompt"]
     assert sent["70"]["inputs"]["length"] == 33  # 31 frames → the next 8·k + 1
     assert sent["69"]["inputs"]["frame_rate"] == 12 and sent["41"]["inputs"]["fps"] == 12
