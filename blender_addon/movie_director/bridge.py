@@ -127,6 +127,10 @@ def _on_save_pre(*args) -> None:
     if rt is None or not path:
         return
     try:
+        from . import shotlist
+
+        for scene in bpy.data.scenes:  # the saved file shows each shot's state as of now after a restart
+            shotlist.refresh_states(scene, rt.model)
         relocate_unsaved(rt, path)
     except Exception as exc:  # a save must never fail because of the add-on
         rt.model.add_error("addon", "relocate_failed", f"results could not be moved next to the .blend: {exc}")
