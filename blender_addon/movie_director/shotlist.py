@@ -210,6 +210,30 @@ class Prepared:
                 return resolved
         return None
 
+    def check(self, wf, built: dict, service: str) -> str | None:
+        """What the server would reject, said before anything is sent: the workflow with this shot's inputs checked
+        against the server's node list (when known), e.g. "node 3 (KSampler): cfg = 500 is bigger than the maximum
+        100; use a value from 0.0 to 100.0". None when it passes (or the node list is not known yet)."""
+        info = self.rt.owner.schemas.get(self.rt.owner.hub, service, fetch=False)
+        if info is None:
+            return None
+        try:
+            scratch = prm._workflow_class().load(wf.to_dict())
+            for selector, value in built.items():
+                scratch.set(selector, value)
+            problems = [p for p in scratch.validate(info) if p.get("severity") == "error"]
+        except Exception as exc:  # a selector the workflow does not have (an extra parameter)
+            return str(exc)
+        if not problems:
+            return None
+        first = problems[0]
+        text = str(first.get("message") or first.get("code"))
+        if first.get("suggestion"):
+            text += f"; {first['suggestion']}"
+        if len(problems) > 1:
+            text += f" (and {len(problems) - 1} more)"
+        return text
+
     def get(self, path: str, service: str):
         hub = self.rt.owner.hub
         known = service in self.rt.owner.services()
@@ -249,6 +273,9 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
         built, unused = prm.build(resolved, settings)
     except prm.WorkflowProblem as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    problem = prepared.check(wf, built, service)
+    if problem:
+        raise SubmitProblem(f"{shot.name}: {problem}")
     sent_seed = next((built[t.selector] for t in resolved.targets.get("seed") or [] if t.selector in built), None)
     if sent_seed is not None:
         settings.seed = sent_seed

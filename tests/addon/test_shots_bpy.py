@@ -469,3 +469,32 @@ def test_strip_helpers_use_strips_and_fall_back_to_sequences_and_the_sequencer_s
     assert importer.sequencer_scene(NS(sequencer_scene=edited, scene=active)) is edited
     assert importer.sequencer_scene(NS(sequencer_scene=None, scene=active)) is active
     assert importer.sequencer_scene(NS(scene=active)) is active  # before 5.0
+
+
+def test_a_shot_the_server_would_reject_fails_before_anything_is_sent(addon, server):
+    """Checked against the server's node list first: the shot says which node and input, and what to use; the other
+    shots of the batch go on."""
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    s = scene_settings()
+    s.workflow = str(ROOT / "workflows" / "sd_basic.json")
+    scene.render.resolution_x, scene.render.resolution_y = 64, 64
+    _markers(scene, 3, 5)
+    bpy.ops.movie_director.shots_from_markers()
+    bad, typo, good = s.shots
+    bad.extra = "3.cfg = 500"
+    typo.extra = "99.nothing = 1"
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [bad, typo, good])
+    assert bad.job_state == "failed" and not bad.job_id
+    assert "node 3 (KSampler): cfg = 500 is bigger than the maximum 100" in bad.message
+    assert "use a value from" in bad.message
+    assert typo.job_state == "failed" and "99" in typo.message
+    assert good.job_state == "completed"
+    posted = [r for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"]
+    assert len(posted) == 1  # only the good shot reached the server
+    texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"].texts()
+    assert "1 shots" not in texts and any("2 failed" in t for t in texts), texts
