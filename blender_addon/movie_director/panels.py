@@ -336,7 +336,9 @@ def draw_shot(box, context, scene, shot, model) -> None:
     elif status.state == "failed":
         wrapped(box, status.text, alert=True, icon="ERROR")
         op = box.operator("movie_director.copy_error", icon="COPYDOWN")
-        op.source = shot.job_id
+        view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id) else None
+        # A shot refused before sending has no job of its own: its error is filed under the shot id.
+        op.source = shot.job_id if view is not None and view.state == "failed" else shot.shot_id
     else:
         box.label(text=status.text, icon=SHOT_ICONS.get(status.state, "DOT"))
     col = box.column()

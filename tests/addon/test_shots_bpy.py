@@ -493,6 +493,9 @@ def test_a_shot_the_server_would_reject_fails_before_anything_is_sent(addon, ser
     assert "node 3 (KSampler): cfg = 500 is bigger than the maximum 100" in bad.message
     assert "use a value from" in bad.message
     assert typo.job_state == "failed" and "99" in typo.message
+    model = addon.bridge.current_model()
+    assert any("cfg = 500" in e.message for e in model.errors_for(bad.shot_id))  # what Copy Error Details copies
+    assert bpy.ops.movie_director.copy_error(source=bad.shot_id) == {"FINISHED"}
     assert good.job_state == "completed"
     posted = [r for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"]
     assert len(posted) == 1  # only the good shot reached the server
