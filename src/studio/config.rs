@@ -205,21 +205,12 @@ impl StudioConfig {
             ));
         }
         if let Some(redis) = &self.redis {
-            return Err(Error::new(
-                ErrorCode::InvalidParameter,
-                format!(
-                    "--redis {}: Redis Streams are not in this build yet; run one instance without --redis",
-                    redact(redis)
-                ),
-            ));
-        }
-        if let Some(db) = &self.database {
-            if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            if !redis.starts_with("redis://") {
                 return Err(Error::new(
-                    ErrorCode::InvalidParameter,
+                    ErrorCode::InvalidUrl,
                     format!(
-                        "--database {}: PostgreSQL is not in this build yet; use SQLite (the default) for now",
-                        redact(db)
+                        "--redis {}: expected redis://[:password@]host:port[/db] (TLS is not supported)",
+                        redact(redis)
                     ),
                 ));
             }

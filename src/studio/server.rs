@@ -2,7 +2,7 @@
 use super::auth::RateLimiter;
 use super::config::StudioConfig;
 use super::relay::{JobView, Relay, RelayConfig, Sink};
-use super::store::{Store, StoreHealth};
+use super::store::{Database, Store, StoreHealth};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{EventKind, JobError, JobState};
 use crate::hub::{Hub, HubConfig};
@@ -64,13 +64,16 @@ impl StudioServer {
         let (store, loaded, database) = match config.database.as_deref() {
             Some("memory") | Some(":memory:") => (None, None, "memory".to_string()),
             other => {
-                let path = match other {
-                    Some(p) => {
-                        std::path::PathBuf::from(p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p))
+                let database = match other {
+                    Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                        Database::Postgres(url.to_string())
                     }
-                    None => output_dir.join("studio.sqlite3"),
+                    Some(p) => Database::Sqlite(std::path::PathBuf::from(
+                        p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p),
+                    )),
+                    None => Database::Sqlite(output_dir.join("studio.sqlite3")),
                 };
-                let (store, loaded) = Store::open(&path, 10_000, config.history_events)?;
+                let (store, loaded) = Store::open(&database, 10_000, config.history_events)?;
                 if loaded.continued {
                     log::info!(
                         "studio: continuing stream {} from offset {}",
@@ -83,8 +86,7 @@ impl StudioServer {
                         loaded.epoch
                     );
                 }
-                let name = format!("sqlite:{}", path.display());
-                (Some(Arc::new(store)), Some(loaded), name)
+                (Some(Arc::new(store)), Some(loaded), database.display())
             }
         };
         let relay_config = RelayConfig {
