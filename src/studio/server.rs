@@ -1,5 +1,6 @@
 //! Starting and stopping the studio server: its hub and services, persistence, the event pump, the listener.
 use super::auth::RateLimiter;
+use super::bus::Bus;
 use super::config::StudioConfig;
 use super::relay::{JobView, Relay, RelayConfig, Sink};
 use super::store::{Database, Store, StoreHealth};
@@ -24,6 +25,8 @@ pub struct AppState {
     /// The writer, for making a new job durable before its id is handed out.
     pub store_writer: Option<Arc<Store>>,
     pub database: String,
+    /// Redis Streams, with `--redis`.
+    pub bus: Option<Arc<Bus>>,
     pub limiter: RateLimiter,
     /// WebSocket connections open now.
     pub connections: AtomicUsize,
@@ -41,6 +44,7 @@ pub struct StudioServer {
     pump_stop: Arc<AtomicBool>,
     pump: Mutex<Option<JoinHandle<()>>>,
     store: Option<Arc<Store>>,
+    bus: Option<Arc<Bus>>,
     simulator: Mutex<Option<Simulator>>,
     closed: AtomicBool,
 }
@@ -110,6 +114,13 @@ impl StudioServer {
             ),
         });
 
+        // Other instances over Redis, before any event: every one of this instance's events is shared, in order.
+        let handle = hub.block_on(async { tokio::runtime::Handle::current() })?;
+        let bus = match config.redis.as_deref() {
+            Some(url) => Some(Arc::new(Bus::start(url, relay.clone(), &handle)?)),
+            None => None,
+        };
+
         // Services.
         let simulator = if config.simulator {
             let sim = Simulator::start(SimConfig {
@@ -142,7 +153,6 @@ impl StudioServer {
         }
 
         // The listener, on the hub's runtime.
-        let handle = hub.block_on(async { tokio::runtime::Handle::current() })?;
         let host = config.host.trim_matches(['[', ']']).to_string();
         let host = if host == "localhost" {
             "127.0.0.1".to_string()
@@ -177,6 +187,7 @@ impl StudioServer {
             store: store.as_ref().map(|s| s.health.clone()),
             store_writer: store.clone(),
             database,
+            bus: bus.clone(),
             connections: AtomicUsize::new(0),
             refused_connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -228,6 +239,7 @@ impl StudioServer {
             pump_stop,
             pump: Mutex::new(Some(pump)),
             store,
+            bus,
             simulator: Mutex::new(simulator),
             closed: AtomicBool::new(false),
         };
@@ -241,7 +253,8 @@ impl StudioServer {
     fn pick_up_unfinished(&self) {
         let hub = &self.state.hub;
         for view in self.state.relay.jobs(None, None) {
-            if view.state.is_terminal() || view.external {
+            // Another instance's jobs are that instance's to follow.
+            if view.state.is_terminal() || view.external || view.instance.is_some() {
                 continue;
             }
             let kind = hub.service_kind(&view.service).map(|(k, _)| k);
@@ -316,6 +329,10 @@ impl StudioServer {
         self.pump_stop.store(true, Ordering::Release);
         if let Some(p) = self.pump.lock().take() {
             let _ = p.join();
+        }
+        // What waits for Redis goes out (if it answers) before the hub stops.
+        if let Some(bus) = &self.bus {
+            bus.close();
         }
         // Jobs still running stay unfinished in the database (not failed `hub_closed`): the next run follows them.
         self.state.hub.close();
