@@ -27,7 +27,7 @@ import pytest
 import websockets
 from director_link.testing import ComfySimulator, api_workflow
 
-from .test_studio import TIMEOUT, http, lifecycle, read_events, recv_json, run, studio, submit, ws_url
+from .test_studio import TIMEOUT, http, read_events, recv_json, run, studio, submit, ws_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASTORES = ROOT / ".ci" / "datastores.sh"
