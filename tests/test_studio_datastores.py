@@ -371,6 +371,12 @@ def test_two_instances_over_redis_deliver_each_others_jobs_with_zero_loss(tmp_pa
                 async with websockets.connect(ws_url(b, f"/ws/{one}")) as brief:
                     assert (await recv_json(brief))["type"] == "connection"
                     final = await recv_json(brief)
+                # A client of A that moves to B (another stream) is told so and gets the job's state there.
+                epoch_a = http("GET", a.url + "/api/health")[1]["stream"]["epoch"]
+                async with websockets.connect(ws_url(b, f"/ws/events?jobs={one}&since=3&epoch={epoch_a}")) as moved:
+                    hello = await recv_json(moved)
+                assert hello["recovered"] is False
+                assert [(j["job_id"], j["state"]) for j in hello["snapshot"]] == [(one, "completed")]
                 return jobs_a, jobs_b, seen_a, seen_b, final
 
         jobs_a, jobs_b, seen_a, seen_b, final = run(scenario())
@@ -408,14 +414,13 @@ def test_redis_killed_and_restarted_mid_stream_each_instance_catches_up_without_
                 websockets.connect(ws_url(b, "/ws/events?jobs=all")) as on_b,
             ):
                 await recv_json(on_a), await recv_json(on_b)
-                jobs = {submit(a, workflow=api_workflow("progress", steps=30 + i, step_seconds=0.1)) for i in range(3)}
-                # B has seen some of A's jobs' events: then Redis dies.
-                seen_b = [await recv_json(on_b) for _ in range(4)]
+                jobs = {submit(a, workflow=api_workflow("progress", steps=60 + i, step_seconds=0.1)) for i in range(3)}
+                # B has shown some of A's jobs' events: then Redis dies.
+                seen_b = []
+                while sum(e.get("job_id") in jobs for e in seen_b) < 3:
+                    seen_b.append(await recv_json(on_b))
                 redis_server.kill()
-                # A goes on serving its own jobs; both say Redis is away.
-                seen_a = []
-                while len(seen_a) < 8:
-                    seen_a.append(await recv_json(on_a))
+                # Both say Redis is away ...
                 for s in (a, b):
                     h = wait_until(
                         "Redis to show as down",
@@ -423,6 +428,12 @@ def test_redis_killed_and_restarted_mid_stream_each_instance_catches_up_without_
                     )
                     assert h["status"] == "degraded" and h["redis"]["last_error"]
                     assert "director_link_redis_up 0" in http("GET", s.url + "/metrics")[1].decode()
+                # ... and A goes on serving its own jobs meanwhile: events it published after the outage began.
+                outage_from = http("GET", a.url + "/api/health")[1]["stream"]["offset"]
+                seen_a = []
+                while not any(e.get("job_id") in jobs and e["offset"] > outage_from for e in seen_a):
+                    seen_a.append(await recv_json(on_a))
+                assert http("GET", b.url + "/api/health")[1]["redis"]["ok"] is False, "Redis was away all along"
                 redis_server.start()  # empty: nothing was saved
                 seen_a += await collect_until_ended(on_a, jobs)
                 seen_b += await collect_until_ended(on_b, jobs)
@@ -430,9 +441,13 @@ def test_redis_killed_and_restarted_mid_stream_each_instance_catches_up_without_
 
         jobs, seen_a, seen_b = run(scenario())
         assert_same_jobs(seen_a, seen_b, jobs)
+        healths = []
         for s in (a, b):
             h = wait_until(
                 "Redis to be back", lambda s=s: (h := http("GET", s.url + "/api/health")[1])["redis"]["ok"] and h
             )
             assert h["redis"]["gaps"] == 0 and h["redis"]["dropped"] == 0, h["redis"]
             assert h["redis"]["waiting"] == 0
+            healths.append(h["redis"])
+        # The new Redis had nothing: A sent its recent events again and B dropped the copies it had shown.
+        assert healths[0]["resent"] > 0 and healths[1]["duplicates_skipped"] > 0, healths

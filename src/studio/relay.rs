@@ -1253,4 +1253,50 @@ mod tests {
         assert!(outbox.pending() >= 2);
         assert_eq!(r.job_counts().cancelled, 1);
     }
+
+    fn relayed(instance: &str, seq: u64, kind: &EventKind, view: &JobView) -> Relayed {
+        Relayed {
+            instance: instance.into(),
+            seq,
+            time: 2.0,
+            event: serde_json::to_string(kind).unwrap_or_default(),
+            view: view.clone(),
+        }
+    }
+
+    #[test]
+    fn relayed_events_are_shown_once_in_order_and_never_for_our_own_jobs() {
+        let r = relay(100);
+        let s = r.subscribe(Filter::All, None, None);
+        let mut view = JobView::new("x", "gpu", Some("shot".into()), false);
+        view.state = JobState::Running;
+        view.progress = 30.0;
+        assert!(r.publish_relayed(relayed("other", 1, &started("x"), &view)));
+        assert!(r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)));
+        assert!(!r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)), "a replay");
+        assert!(!r.publish_relayed(relayed("other", 1, &started("x"), &view)), "a replay");
+        // The same job followed by a new process of that instance (another id) goes on.
+        view.state = JobState::Cancelled;
+        assert!(r.publish_relayed(relayed("other-restarted", 1, &done("x"), &view)));
+        assert!(!r.publish_relayed(relayed("other-restarted", 2, &progress("x", 4.0), &view)), "after its end");
+        let shown = r.job("x");
+        assert_eq!(shown.as_ref().and_then(|v| v.instance.clone()).as_deref(), Some("other-restarted"));
+        assert_eq!(shown.as_ref().and_then(|v| v.tag.clone()).as_deref(), Some("shot"));
+        assert_eq!(shown.map(|v| v.offset), Some(3), "shown with this stream's offset");
+        // Our own job's events coming back over the bus are not shown again.
+        r.publish(&started("mine"), 1.0, None);
+        let own = JobView::new("mine", "gpu", None, false);
+        assert!(!r.publish_relayed(relayed("other", 3, &progress("mine", 1.0), &own)));
+        let rt = tokio::runtime::Builder::new_current_thread().build().ok();
+        let mut out = Vec::new();
+        if let Some(rt) = rt {
+            let _ = rt.block_on(s.outbox.next_batch(&mut out, 100));
+        }
+        assert_eq!(offsets(&out), vec![1, 2, 3, 4]);
+        let first: Value = serde_json::from_str(&out[0].text).unwrap_or_default();
+        assert_eq!(first["offset"], 1);
+        assert_eq!(first["type"], "job_started");
+        assert_eq!(first["job_id"], "x");
+        assert_eq!(out[1].class, FrameClass::Progress);
+    }
 }

@@ -238,6 +238,7 @@ impl Bus {
             gaps: u64,
             dropped: u64,
             errors: u64,
+            resent: u64,
         }
         let h = &self.shared.health;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -256,6 +257,7 @@ impl Bus {
             gaps: get(&h.gaps),
             dropped: get(&h.dropped),
             errors: get(&h.errors),
+            resent: get(&h.resent),
         })
         .unwrap_or_default()
     }
