@@ -27,7 +27,7 @@ import pytest
 import websockets
 from director_link.testing import ComfySimulator, api_workflow
 
-from .test_studio import TIMEOUT, http, read_events, recv_json, run, studio, submit, ws_url
+from .test_studio import TIMEOUT, brief_until_final, http, read_events, recv_json, run, studio, submit, ws_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASTORES = ROOT / ".ci" / "datastores.sh"
@@ -240,6 +240,9 @@ def test_postgres_down_mid_job_serving_goes_on_the_error_shows_and_writes_catch_
             _, metrics = http("GET", server.url + "/metrics")
             assert "director_link_db_up 0" in metrics.decode()
             assert http("GET", server.url + f"/api/jobs/{job}")[1]["status"] == "completed"
+            # New jobs are taken and run meanwhile.
+            during = submit(server, workflow=api_workflow("invert"), tag="during")
+            assert run(brief_until_final(ws_url(server, f"/ws/{during}")))[-1]["status"] == "completed"
             # Back: the kept batch is written, the error clears.
             start()
             wait_until(
@@ -250,8 +253,11 @@ def test_postgres_down_mid_job_serving_goes_on_the_error_shows_and_writes_catch_
                 ),
             )
             assert "director_link_db_up 1" in http("GET", server.url + "/metrics")[1].decode()
-            rows = psql(url, f"SELECT status FROM jobs WHERE job_id = '{job}'")
-            assert rows == [["completed"]]
+            rows = psql(url, "SELECT job_id, status, tag FROM jobs ORDER BY created_at")
+            assert rows == [[job, "completed", ""], [during, "completed", "during"]]
+            # Away again with writes waiting: closing does not wait for it (the context closes the server).
+            stop()
+            submit(server, workflow=api_workflow("invert"))
 
 
 # ---- Redis Streams ----------------------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def serve(
 
     ``config`` names a JSON file with the same keys; arguments given here win over it. ``token`` (or
     ``$DIRECTOR_LINK_STUDIO_TOKEN``) is required on every call when set; binding beyond loopback without one is
-    refused. Other keys (``ping_interval_seconds``, ``connection_timeout_seconds``, ``max_connections``,
+    refused. ``database`` is ``sqlite:PATH`` (default: ``studio.sqlite3`` in the output folder),
+    ``postgresql://user:password@host:port/db`` or ``memory``; ``redis`` (``redis://host:port``) shares jobs' events
+    with the other instances on the same Redis. Other keys (``ping_interval_seconds``, ``connection_timeout_seconds``, ``max_connections``,
     ``history_events``, ...) pass through ``settings``.
     """
     merged: dict[str, Any] = {}

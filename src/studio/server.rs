@@ -389,6 +389,9 @@ fn pump_events(hub: &Hub, relay: &Relay, stop: &AtomicBool) {
 pub fn register(state: &AppState, job_id: &str, service: &str, tag: Option<String>) {
     state.relay.register_job(JobView::new(job_id, service, tag, false));
     if let Some(store) = &state.store_writer {
-        store.flush(Duration::from_secs(5));
+        // Not while the database is failing: the job is served from memory, its row follows when it is back.
+        if store.health.last_error.lock().is_none() {
+            store.flush(Duration::from_secs(5));
+        }
     }
 }

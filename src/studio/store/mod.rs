@@ -340,7 +340,13 @@ fn writer(mut db: Box<dyn Backend>, rx: Receiver<Op>, health: Arc<StoreHealth>, 
                     if stop {
                         break; // closing: what cannot be written now is lost with the process anyway
                     }
-                    std::thread::sleep(retry_delay);
+                    // Wait before retrying, but hear a Stop (or more work) meanwhile: a full batch no longer reads
+                    // the channel, and close() must not wait for a database that stays away.
+                    match rx.recv_timeout(retry_delay) {
+                        Ok(op) => take(op, &mut batch, &mut waiters, &mut stop),
+                        Err(RecvTimeoutError::Disconnected) => stop = true,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
                     retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
