@@ -63,8 +63,8 @@ def serve(
     ``$DIRECTOR_LINK_STUDIO_TOKEN``) is required on every call when set; binding beyond loopback without one is
     refused. ``database`` is ``sqlite:PATH`` (default: ``studio.sqlite3`` in the output folder),
     ``postgresql://user:password@host:port/db`` or ``memory``; ``redis`` (``redis://host:port``) shares jobs' events
-    with the other instances on the same Redis. Other keys (``ping_interval_seconds``, ``connection_timeout_seconds``, ``max_connections``,
-    ``history_events``, ...) pass through ``settings``.
+    with the other instances on the same Redis. Other keys (``ping_interval_seconds``,
+    ``connection_timeout_seconds``, ``max_connections``, ``history_events``, ...) pass through ``settings``.
     """
     merged: dict[str, Any] = {}
     if config is not None:
