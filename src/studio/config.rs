@@ -163,9 +163,8 @@ impl StudioConfig {
         if self.database.is_none() {
             if let (Ok(host), Ok(name)) = (std::env::var("DB_HOST"), std::env::var("DB_NAME")) {
                 // Encoded: a password may hold any character (`@`, `/`, `:`) and must not break the URL.
-                let enc = |v: &str| {
-                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-                };
+                let enc =
+                    |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
                 let user = enc(&std::env::var("DB_USER").unwrap_or_else(|_| "postgres".to_string()));
                 let password = std::env::var("DB_PASSWORD")
                     .map(|p| format!(":{}", enc(&p)))

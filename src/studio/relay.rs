@@ -1273,14 +1273,26 @@ mod tests {
         view.progress = 30.0;
         assert!(r.publish_relayed(relayed("other", 1, &started("x"), &view)));
         assert!(r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)));
-        assert!(!r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)), "a replay");
-        assert!(!r.publish_relayed(relayed("other", 1, &started("x"), &view)), "a replay");
+        assert!(
+            !r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)),
+            "a replay"
+        );
+        assert!(
+            !r.publish_relayed(relayed("other", 1, &started("x"), &view)),
+            "a replay"
+        );
         // The same job followed by a new process of that instance (another id) goes on.
         view.state = JobState::Cancelled;
         assert!(r.publish_relayed(relayed("other-restarted", 1, &done("x"), &view)));
-        assert!(!r.publish_relayed(relayed("other-restarted", 2, &progress("x", 4.0), &view)), "after its end");
+        assert!(
+            !r.publish_relayed(relayed("other-restarted", 2, &progress("x", 4.0), &view)),
+            "after its end"
+        );
         let shown = r.job("x");
-        assert_eq!(shown.as_ref().and_then(|v| v.instance.clone()).as_deref(), Some("other-restarted"));
+        assert_eq!(
+            shown.as_ref().and_then(|v| v.instance.clone()).as_deref(),
+            Some("other-restarted")
+        );
         assert_eq!(shown.as_ref().and_then(|v| v.tag.clone()).as_deref(), Some("shot"));
         assert_eq!(shown.map(|v| v.offset), Some(3), "shown with this stream's offset");
         // Our own job's events coming back over the bus are not shown again.
