@@ -63,6 +63,13 @@ export interface IProgressState {
   eta: number | null;
 }
 
+export interface JobIndexEntry {
+  jobId: string;
+  status: JobStatus;
+  tag: string | null;
+  service: string | null;
+}
+
 export interface JobStoreOptions {
   /** Turns a server path (`/api/jobs/…`) into a link the page can open (base URL, token). */
   link: (path: string) => string;
@@ -125,6 +132,9 @@ export class JobStore {
   private listDirty = false;
   private cancelFlush: (() => void) | null = null;
   private listCache: JobProgress[] | null = null;
+  private indexCache: JobIndexEntry[] | null = null;
+  private indexListeners = new Set<Listener>();
+  private indexDirty = false;
   /** ComfyUI: when a node's first step was seen, for an ETA from the step rate. */
   private stepClock = new Map<string, { node: string | null; at: number; value: number }>();
   /** ComfyUI's jobs map prompt ids; the client id decides which are ours (all, when watching). */
@@ -166,13 +176,31 @@ export class JobStore {
 
   /** Listeners still attached (tests check that unmounting leaves none). */
   listenerCount(): number {
-    let n = this.listListeners.size;
+    let n = this.listListeners.size + this.indexListeners.size;
     for (const s of this.byJob.values()) n += s.size;
     return n;
   }
 
+  /** Which jobs exist, with the fields lists filter on; a new array only when one of those changed. */
+  index(): JobIndexEntry[] {
+    if (!this.indexCache) {
+      this.indexCache = this.list().map((j) => ({ jobId: j.jobId, status: j.status, tag: j.tag, service: j.service }));
+    }
+    return this.indexCache;
+  }
+
+  subscribeIndex(listener: Listener): () => void {
+    this.indexListeners.add(listener);
+    return () => this.indexListeners.delete(listener);
+  }
+
   /** Replaces one job's record and marks it for the next frame's notification. */
   private put(next: JobProgress): void {
+    const before = this.jobs.get(next.jobId);
+    if (!before || before.status !== next.status || before.tag !== next.tag || before.service !== next.service) {
+      this.indexCache = null;
+      this.indexDirty = true;
+    }
     this.jobs.set(next.jobId, next);
     this.dirty.add(next.jobId);
     this.listDirty = true;
@@ -197,6 +225,10 @@ export class JobStore {
     if (this.listDirty) {
       this.listDirty = false;
       for (const l of [...this.listListeners]) l();
+    }
+    if (this.indexDirty) {
+      this.indexDirty = false;
+      for (const l of [...this.indexListeners]) l();
     }
   }
 
@@ -566,7 +598,9 @@ export class JobStore {
       this.dirty.add(j.jobId);
     }
     this.listCache = null;
+    this.indexCache = null;
     this.listDirty = true;
+    this.indexDirty = true;
   }
 }
 

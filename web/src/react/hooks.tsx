@@ -14,7 +14,7 @@ import {
   useSyncExternalStore,
 } from "react";
 import { type IWebSocketConfig, type MessageHandler, StudioClient, type StudioClientOptions } from "../client/client";
-import { type IProgressState, type JobProgress, progressOf } from "../client/jobs";
+import { type IProgressState, type JobIndexEntry, type JobProgress, progressOf } from "../client/jobs";
 import type { ConnectionPhase, ConnectionState, ConnectionStatus } from "../client/reducer";
 import type { Incoming } from "../client/schemas";
 
@@ -173,5 +173,15 @@ export function useJobList(): JobProgress[] {
     (cb) => client.jobs.subscribeList(cb),
     () => client.jobs.list(),
     () => client.jobs.list(),
+  );
+}
+
+/** Which jobs exist (id, status, tag, service); re-renders only when a job appears or changes status or tag. */
+export function useJobIndex(): JobIndexEntry[] {
+  const client = useStudioClient();
+  return useSyncExternalStore(
+    (cb) => client.jobs.subscribeIndex(cb),
+    () => client.jobs.index(),
+    () => client.jobs.index(),
   );
 }
