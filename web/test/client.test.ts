@@ -92,7 +92,7 @@ describe("backoff", () => {
     }
     expect(seen[0]).toBe(1000);
     expect(seen[6]).toBeLessThan(11391 + 1);
-    expect(c.getState().reconnectCount).toBe(8);
+    expect(c.getState().reconnectCount).toBe(7);
   });
 });
 
@@ -182,7 +182,7 @@ describe("circuit breaker and polling", () => {
     c.start();
     await until(() => c.getState().phase === "gave_up", "gave up");
     expect(c.getState().connectionStatus).toBe("error");
-    expect(c.getState().reconnectCount).toBe(3);
+    expect(c.getState().reconnectCount).toBe(2);
   });
 });
 
@@ -210,7 +210,7 @@ describe("messages", () => {
     expect(c.getState().phase).toBe("connected");
   });
 
-  it("applies a burst with terminal events first and keeps each type in order", async () => {
+  it("applies a burst with terminal events first, drops progress a terminal superseded, keeps order", async () => {
     const srv = await server();
     srv.onConnect = (conn) => {
       const burst = [
@@ -221,6 +221,8 @@ describe("messages", () => {
         ev(4, "job_completed", { job_id: "a", outputs: [{ path: "/out/a/img.png" }], ui: {}, elapsed_seconds: 1 }),
         progress(5, "b", 1),
         ev(6, "job_failed", { job_id: "b", error: { code: "execution_failed", message: "boom" } }),
+        progress(7, "c", 2),
+        progress(8, "c", 4),
       ];
       for (const m of burst) conn.socket.send(m);
     };
@@ -230,18 +232,19 @@ describe("messages", () => {
     const steps: number[] = [];
     c.on("progress", (m) => steps.push((m as { value: number }).value));
     c.start();
-    await until(() => order.length === 7, "all delivered");
+    await until(() => order.length === 6, "all delivered");
     const firstProgress = order.findIndex((x) => x.startsWith("progress"));
     expect(order.indexOf("job_completed:a")).toBeLessThan(firstProgress);
     expect(order.indexOf("job_failed:b")).toBeLessThan(firstProgress);
-    expect(steps).toEqual([3, 6, 1]);
+    expect(order.filter((x) => x === "progress:a" || x === "progress:b")).toEqual([]);
+    expect(steps).toEqual([2, 4]);
     const a = c.jobs.get("a");
     expect(a?.status).toBe("completed");
     expect(a?.percentage).toBe(100);
     expect(a?.outputs[0]?.url).toBe(`http://127.0.0.1:${srv.port}/api/jobs/a/files/img.png`);
     expect(c.jobs.get("b")?.status).toBe("failed");
     expect(c.jobs.get("b")?.error?.message).toBe("boom");
-    expect(c.position().offset).toBe(6);
+    expect(c.position().offset).toBe(8);
   });
 
   it("keeps the last 100 progress samples per job", async () => {

@@ -116,6 +116,16 @@ function priority(m: Incoming["message"]): number {
   }
 }
 
+/** The job a message is about, when it is about one. */
+function jobOf(m: Incoming["message"]): string | null {
+  if ("job_id" in m && typeof m.job_id === "string") return m.job_id;
+  if ("prompt_id" in m && typeof m.prompt_id === "string") return m.prompt_id;
+  if ("data" in m && m.data && typeof m.data === "object" && "prompt_id" in m.data) {
+    return typeof m.data.prompt_id === "string" ? m.data.prompt_id : null;
+  }
+  return null;
+}
+
 function defaultStorage(): StorageLike | null {
   try {
     return typeof localStorage !== "undefined" ? localStorage : null;
@@ -151,6 +161,8 @@ export class StudioClient {
   private epoch: string | null = null;
   private offset: number | null = null;
   private previewUrls: string[] = [];
+  /** Jobs first seen in the stream (which does not carry their tag): asked for once over HTTP. */
+  private described = new Set<string>();
   private readonly o: Required<Pick<StudioClientOptions, "pollInterval" | "heartbeatInterval">> & StudioClientOptions;
   private readonly now: () => number;
   private readonly schedule: FrameScheduler;
@@ -311,7 +323,7 @@ export class StudioClient {
     if (this.closed) return;
     this.dropSocket();
     const Impl = this.o.WebSocket ?? (globalThis.WebSocket as unknown as SocketFactory | undefined);
-    if (this.state.phase === "idle") this.dispatch({ type: "RECONNECT_ATTEMPT", attempt: 0, retryAt: this.now() });
+    if (this.state.phase === "idle") this.dispatch({ type: "CONNECT_STARTED" });
     let socket: SocketLike;
     try {
       if (!Impl) throw new Error("this browser has no WebSocket");
@@ -346,6 +358,11 @@ export class StudioClient {
     for (const m of this.state.outbox) socket.send(m);
     this.dispatch({ type: "OUTBOX_FLUSHED" });
     this.startHeartbeat();
+    // The first ping at once: the page shows the link's latency without waiting a whole interval.
+    if (this.protocol !== "comfyui" && this.o.heartbeatInterval > 0) {
+      this.pingSentAt = this.now();
+      socket.send(JSON.stringify({ type: "ping" }));
+    }
   }
 
   private onClose(socket: SocketLike, code: number, reason: string): void {
@@ -560,8 +577,16 @@ export class StudioClient {
     if (!this.inbox.length) return;
     const burst = this.inbox;
     this.inbox = [];
+    // A job that ends in this burst: its progress in the same burst is superseded (coalesced, like the server
+    // does), so no handler sees progress after the job's end.
+    const ended = new Set<string>();
+    for (const item of burst) {
+      const job = priority(item.message) === 0 ? jobOf(item.message) : null;
+      if (job) ended.add(job);
+    }
     const ordered = burst
       .map((item, i) => ({ item, i, p: priority(item.message) }))
+      .filter((x) => x.p !== 2 || !ended.has(jobOf(x.item.message) ?? ""))
       .sort((a, b) => a.p - b.p || a.i - b.i)
       .map((x) => x.item);
     let last: unknown = null;
@@ -594,7 +619,10 @@ export class StudioClient {
       }
       if ("offset" in m && typeof m.offset === "number" && "time" in m) {
         this.offset = Math.max(this.offset ?? 0, m.offset);
+        const id = "job_id" in m && typeof m.job_id === "string" ? m.job_id : null;
+        const unknown = id !== null && !this.jobs.get(id);
         this.jobs.applyStream(m as Parameters<JobStore["applyStream"]>[0]);
+        if (unknown && id) this.describe(id);
       }
       return;
     }
@@ -608,6 +636,21 @@ export class StudioClient {
       return;
     }
     if ("data" in m) this.jobs.applyComfy(m as Parameters<JobStore["applyComfy"]>[0], (p) => this.previewUrl(p));
+  }
+
+  /** Fetches a job's tag and timings, once (the stream's events do not repeat them). */
+  private describe(jobId: string): void {
+    if (this.described.has(jobId) || this.closed) return;
+    this.described.add(jobId);
+    this.request(`/api/jobs/${encodeURIComponent(jobId)}`)
+      .then(async (r) => {
+        if (!r.ok || this.closed) return;
+        const v = JobViewSchema.safeParse(await r.json());
+        if (v.success) this.jobs.applyViews([v.data]);
+      })
+      .catch(() => {
+        // The stream still carries the job; only its tag is missing until the next snapshot.
+      });
   }
 
   private previewUrl(p: ComfyPreview): string | null {

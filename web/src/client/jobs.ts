@@ -84,6 +84,11 @@ function basename(path: string): string {
   return parts[parts.length - 1] || path;
 }
 
+/** The server drops a job's preview when it ends: its first image output takes the thumbnail's place. */
+function firstImage(outputs: ReadonlyArray<OutputLink>): string | null {
+  return outputs.find((o) => /\.(png|jpe?g|webp|gif)$/i.test(o.name) && o.url)?.url ?? null;
+}
+
 function statusOfState(state: string): JobStatus {
   switch (state) {
     case "running":
@@ -339,6 +344,7 @@ export class JobStore {
                 currentNode: null,
                 queuePosition: null,
                 outputs: this.outputLinks(e.job_id, e.outputs),
+                previewUrl: firstImage(this.outputLinks(e.job_id, e.outputs)),
                 finishedAt: now,
                 message: "Completed",
               },
@@ -354,6 +360,7 @@ export class JobStore {
                 currentNode: null,
                 error: e.error,
                 message: e.error.message,
+                previewUrl: null,
                 finishedAt: now,
               },
         );
@@ -361,7 +368,15 @@ export class JobStore {
         return this.edit(e.job_id, (j) =>
           TERMINAL.has(j.status)
             ? null
-            : { ...j, status: "cancelled", eta: null, currentNode: null, message: "Cancelled", finishedAt: now },
+            : {
+                ...j,
+                status: "cancelled",
+                eta: null,
+                currentNode: null,
+                message: "Cancelled",
+                previewUrl: null,
+                finishedAt: now,
+              },
         );
       case "service_state_changed": {
         const s = this.services.get(e.service);
@@ -387,13 +402,15 @@ export class JobStore {
     for (const v of views) {
       this.edit(v.job_id, (j) => {
         const status = statusOfState(v.state);
-        // A poll that lags the stream never takes a finished job back.
+        // A poll that lags the stream never takes a job back (a finished one, or a running one to queued).
         if (TERMINAL.has(j.status) && !TERMINAL.has(status)) return null;
+        if (j.status === "running" && status === "queued") return null;
         const outputs = v.files
           ? v.files.map((f) => ({ name: f.name, url: this.o.link(f.url), path: null }))
           : this.outputLinks(v.job_id, v.outputs ?? []);
-        const preview =
-          v.preview_url != null
+        const preview = TERMINAL.has(status)
+          ? firstImage(outputs)
+          : v.preview_url != null
             ? this.o.link(`${v.preview_url}?v=${v.preview_offset ?? 0}`)
             : v.preview_offset != null
               ? this.o.link(`/api/jobs/${v.job_id}/preview?v=${v.preview_offset}`)

@@ -43,6 +43,7 @@ export interface ConnectionState {
 }
 
 export type ConnectionAction =
+  | { type: "CONNECT_STARTED" }
   | { type: "CONNECTION_ESTABLISHED"; at: number }
   | { type: "MESSAGE_RECEIVED"; at: number; message: unknown }
   | { type: "MESSAGE_MALFORMED"; at: number; reason: string }
@@ -80,6 +81,8 @@ export const initialConnectionState: ConnectionState = {
 
 export function connectionReducer(s: ConnectionState, a: ConnectionAction): ConnectionState {
   switch (a.type) {
+    case "CONNECT_STARTED":
+      return s.phase === "idle" ? { ...s, connectionStatus: "connecting", phase: "connecting" } : s;
     case "CONNECTION_ESTABLISHED":
       return {
         ...s,

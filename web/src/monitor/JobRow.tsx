@@ -5,6 +5,13 @@ import { useJob, useStudioClient } from "../react/hooks";
 import { cancel, submissionOf, submit } from "./actions";
 import { duration } from "./format";
 
+/** A thumbnail that hides itself when its image is gone (a preview the server no longer holds). */
+function Thumb({ src }: { src: string }) {
+  const [failed, setFailed] = useState<string | null>(null);
+  if (failed === src) return null;
+  return <img src={src} alt="newest preview" loading="lazy" onError={() => setFailed(src)} />;
+}
+
 export const JobRow = memo(function JobRow({ jobId }: { jobId: string }) {
   const job = useJob(jobId);
   const client = useStudioClient();
@@ -40,7 +47,7 @@ export const JobRow = memo(function JobRow({ jobId }: { jobId: string }) {
         </div>
         {job.status === "failed" && <div className="err">{job.error?.message ?? job.message}</div>}
       </td>
-      <td className="thumb">{job.previewUrl && <img src={job.previewUrl} alt="newest preview" loading="lazy" />}</td>
+      <td className="thumb">{job.previewUrl && <Thumb src={job.previewUrl} />}</td>
       <td>
         {job.outputs.map((o) =>
           o.url ? (
