@@ -3,7 +3,8 @@ import type { JobError } from "../client/schemas";
 
 export function duration(seconds: number | null | undefined): string {
   if (seconds == null || !Number.isFinite(seconds)) return "—";
-  const s = Math.max(0, Math.round(seconds));
+  // Up, not to nearest: "0 s" left while work remains reads as done.
+  const s = Math.max(0, Math.ceil(seconds));
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ${s % 60} s`;
