@@ -4,7 +4,7 @@
 // always stopped. `E2E_SCREENSHOTS=dir` also writes the README's screenshots.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -53,7 +53,8 @@ function startStudio(port) {
       const line = buf.split("\n").find((l) => l.includes('"listening"'));
       if (line) {
         clearTimeout(timer);
-        resolve({ child, url: JSON.parse(line).url.replace(/\/$/, "") });
+        const l = JSON.parse(line);
+        resolve({ child, url: l.url.replace(/\/$/, ""), simulator: (l.simulator ?? "").replace(/\/$/, "") });
       }
     });
     child.on("exit", (code) => {
@@ -164,7 +165,15 @@ try {
   const base = studio.url;
   browser = await chromium.launch({
     executablePath: chromiumPath,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-dev-shm-usage",
+      // The ComfyUI step serves its page through the test's routing, which Chromium treats as a public page; its
+      // socket to loopback would then be blocked by Local Network Access. Every address here is loopback.
+      "--disable-features=LocalNetworkAccessChecks",
+    ],
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.addInitScript(recorder);
@@ -295,6 +304,70 @@ try {
     await page.evaluate(() => localStorage.removeItem("e2e-block-ws"));
     await page.locator(".conn button", { hasText: "Retry now" }).click();
     await until("live again", async () => (await phase(page)) === "connected");
+  });
+
+  await step("the client connected straight to the simulator's ComfyUI /ws follows a prompt to its end", async () => {
+    const sim = studio.simulator;
+    assert.ok(sim, "the studio server names its simulator");
+    // ComfyUI lets a browser in only from its own origin (as the real one does): the page is served there, with the
+    // client bundle, by the test's routing; the socket and the prompt are real.
+    const wsUrl = `${sim.replace(/^http/, "ws")}/ws?clientId=e2e-browser`;
+    const comfyPage = await context.newPage();
+    comfyPage.on("pageerror", (e) => errors.push(`pageerror (ComfyUI page): ${e.message}`));
+    await comfyPage.route(`${sim}/e2e-client.html`, (route) =>
+      route.fulfill({
+        contentType: "text/html",
+        body: '<!doctype html><script type="module" src="/e2e-client.js"></script>',
+      }),
+    );
+    await comfyPage.route(`${sim}/e2e-client.js`, (route) =>
+      route.fulfill({ contentType: "text/javascript", body: readFileSync(join(repo, "web/dist/assets/monitor.js")) }),
+    );
+    await comfyPage.goto(`${sim}/e2e-client.html`);
+    await until("the client bundle", () => comfyPage.evaluate(() => !!window.DirectorLink));
+    await comfyPage.evaluate((url) => {
+      window.__comfy = new window.DirectorLink.StudioClient({ url, storage: null, heartbeatInterval: 0 });
+      window.__comfyPreviews = 0;
+      window.__comfyMalformed = [];
+      window.__comfy.on("binary_preview", () => {
+        window.__comfyPreviews += 1;
+      });
+      window.__comfy.start();
+    }, wsUrl);
+    await until("connected to ComfyUI", () =>
+      comfyPage.evaluate(() => window.__comfy.getState().phase === "connected"),
+    );
+    const workflow = JSON.parse(
+      readFileSync(join(repo, "python/director_link/templates/acceptance_progress.json"), "utf8"),
+    );
+    workflow["1"].inputs.steps = 12;
+    workflow["1"].inputs.step_seconds = 0.1;
+    workflow["1"].inputs.nonce = Math.random();
+    const r = await fetch(`${sim}/prompt`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: workflow, client_id: "e2e-browser" }),
+    });
+    assert.equal(r.status, 200);
+    const promptId = (await r.json()).prompt_id;
+    const job = await until("the prompt completes in the page", () =>
+      comfyPage.evaluate((id) => {
+        const j = window.__comfy.jobs.get(id);
+        return j?.status === "completed"
+          ? {
+              steps: j.history.length,
+              preview: window.__comfyPreviews,
+              malformed: window.__comfy.getState().malformed,
+              why: window.__comfy.lastMalformed,
+            }
+          : null;
+      }, promptId),
+    );
+    assert.ok(job.steps > 0, "progress was seen");
+    assert.ok(job.preview > 0, "binary previews were decoded");
+    assert.equal(job.malformed, 0, `every ComfyUI message passed validation (${job.why})`);
+    await comfyPage.evaluate(() => window.__comfy.close());
+    await comfyPage.close();
   });
 
   if (shots) {

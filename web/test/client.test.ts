@@ -237,6 +237,8 @@ describe("messages", () => {
     expect(order.indexOf("job_completed:a")).toBeLessThan(firstProgress);
     expect(order.indexOf("job_failed:b")).toBeLessThan(firstProgress);
     expect(order.filter((x) => x === "progress:a" || x === "progress:b")).toEqual([]);
+    // Each job's own order is kept: a's start comes before its end.
+    expect(order.indexOf("job_started:a")).toBeLessThan(order.indexOf("job_completed:a"));
     expect(steps).toEqual([2, 4]);
     const a = c.jobs.get("a");
     expect(a?.status).toBe("completed");
@@ -280,6 +282,54 @@ describe("messages", () => {
     // Ten updates of a in one burst: one notification per frame, not ten.
     expect(aNotified).toBeGreaterThanOrEqual(1);
     expect(aNotified).toBeLessThan(10);
+  });
+});
+
+describe("ComfyUI's own /ws", () => {
+  it("follows a prompt from ComfyUI's events and binary previews", async () => {
+    const srv = await server();
+    const send = (type: string, data: unknown) => JSON.stringify({ type, data });
+    srv.onConnect = (conn) => {
+      conn.socket.send(send("status", { status: { exec_info: { queue_remaining: 1 } }, sid: "me" }));
+      conn.socket.send(send("execution_start", { prompt_id: "p1" }));
+      conn.socket.send(send("execution_cached", { prompt_id: "p1", nodes: [] }));
+      conn.socket.send(send("executing", { prompt_id: "p1", node: "3" }));
+      conn.socket.send(send("progress", { prompt_id: "p1", node: "3", value: 5, max: 20 }));
+      const frame = Buffer.alloc(8 + 3);
+      frame.writeUInt32BE(1, 0);
+      frame.writeUInt32BE(2, 4);
+      frame.set([0x89, 0x50, 0x4e], 8);
+      conn.socket.send(frame);
+      const text = Buffer.concat([
+        Buffer.from([0, 0, 0, 3, 0, 0, 0, 1]),
+        Buffer.from("3"),
+        Buffer.from("Denoising 5/20"),
+      ]);
+      conn.socket.send(text);
+      conn.socket.send(
+        send("progress_state", { prompt_id: "p1", nodes: { "3": { value: 5, max: 20, state: "running" } } }),
+      );
+      conn.socket.send(send("executed", { prompt_id: "p1", node: "9", output: { images: [] } }));
+      // The end in a later burst (in one burst, the end supersedes the progress before it).
+      setTimeout(() => {
+        conn.socket.send(send("execution_success", { prompt_id: "p1" }));
+        conn.socket.send(send("execution_error", { prompt_id: "p2", exception_message: "CUDA out of memory" }));
+        conn.socket.send(send("progress", { value: "five" }));
+      }, 50);
+    };
+    const c = client({ url: srv.wsUrl("/ws?clientId=me") });
+    expect(c.protocol).toBe("comfyui");
+    const previews: string[] = [];
+    c.on("binary_preview", (m) => previews.push((m as { mime: string }).mime));
+    c.start();
+    await until(() => c.jobs.get("p2")?.status === "failed", "both prompts ended");
+    const p1 = c.jobs.get("p1");
+    expect(p1?.status).toBe("completed");
+    expect(p1?.history.map((h) => h.value)).toEqual([5]);
+    expect(previews).toEqual(["image/png"]);
+    expect(p1?.message).toBe("Completed");
+    expect(c.jobs.get("p2")?.error?.message).toBe("CUDA out of memory");
+    expect(c.getState().malformed).toBe(1);
   });
 });
 

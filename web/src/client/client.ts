@@ -161,6 +161,8 @@ export class StudioClient {
   private epoch: string | null = null;
   private offset: number | null = null;
   private previewUrls: string[] = [];
+  /** Why the newest malformed message was refused (for the console and tests). */
+  lastMalformed: string | null = null;
   /** Jobs first seen in the stream (which does not carry their tag): asked for once over HTTP. */
   private described = new Set<string>();
   private readonly o: Required<Pick<StudioClientOptions, "pollInterval" | "heartbeatInterval">> & StudioClientOptions;
@@ -544,17 +546,20 @@ export class StudioClient {
   private onMessage(socket: SocketLike, data: unknown): void {
     if (socket !== this.socket || this.closed) return;
     const at = this.now();
-    let parsed: ReturnType<typeof parseText> | null = null;
+    let parsed: ReturnType<typeof parseText>;
     if (typeof data === "string") {
       parsed = parseText(this.protocol, data);
     } else if (data instanceof ArrayBuffer) {
       const p = this.protocol === "comfyui" ? parseComfyBinary(data) : null;
-      parsed = p ? { ok: true, value: { protocol: "comfyui", message: p } } : { ok: false, reason: "binary frame" };
+      parsed = p
+        ? { ok: true, value: { protocol: "comfyui", message: p } as Incoming }
+        : { ok: false, reason: "binary frame" };
     } else {
       parsed = { ok: false, reason: "unknown frame" };
     }
     if (!parsed.ok) {
       // Counted and shown; never thrown: one bad frame must not take the page down.
+      this.lastMalformed = parsed.reason;
       this.dispatch({ type: "MESSAGE_MALFORMED", at, reason: parsed.reason });
       return;
     }
@@ -570,7 +575,7 @@ export class StudioClient {
     if (!this.cancelInbox) this.cancelInbox = this.schedule(() => this.flushInbox());
   }
 
-  /** Applies a burst: terminal events first (per job order is kept where it matters: nothing after a terminal). */
+  /** Applies a burst: jobs that end in it first, then lifecycle, then progress; each job's own order is kept. */
   private flushInbox(): void {
     this.cancelInbox?.();
     this.cancelInbox = null;
@@ -584,9 +589,14 @@ export class StudioClient {
       const job = priority(item.message) === 0 ? jobOf(item.message) : null;
       if (job) ended.add(job);
     }
+    // A job that ends moves ahead as a whole (its own order kept): its end is never behind other jobs' progress.
     const ordered = burst
-      .map((item, i) => ({ item, i, p: priority(item.message) }))
-      .filter((x) => x.p !== 2 || !ended.has(jobOf(x.item.message) ?? ""))
+      .map((item, i) => {
+        const p = priority(item.message);
+        const endedJob = ended.has(jobOf(item.message) ?? "");
+        return { item, i, p: endedJob && p > 0 ? (p === 2 ? 3 : 0) : p };
+      })
+      .filter((x) => x.p !== 3)
       .sort((a, b) => a.p - b.p || a.i - b.i)
       .map((x) => x.item);
     let last: unknown = null;
@@ -631,7 +641,7 @@ export class StudioClient {
         this.jobs.applyBrief(m as Parameters<JobStore["applyBrief"]>[0]);
       return;
     }
-    if (m.type === "binary_preview") {
+    if (m.type === "binary_preview" || m.type === "progress_text") {
       this.jobs.applyComfy(m, (p) => this.previewUrl(p));
       return;
     }

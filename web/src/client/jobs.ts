@@ -2,7 +2,16 @@
  * The jobs the client knows, built from whichever protocol it speaks. Each job is an immutable record replaced on
  * change, so a subscriber to one job is told only when that job changed, at most once per frame.
  */
-import type { BriefProgress, ComfyEvent, ComfyPreview, JobError, JobView, StreamEvent, SystemStatus } from "./schemas";
+import type {
+  BriefProgress,
+  ComfyEvent,
+  ComfyPreview,
+  ComfyProgressText,
+  JobError,
+  JobView,
+  StreamEvent,
+  SystemStatus,
+} from "./schemas";
 
 export type JobStatus = "queued" | "running" | "completed" | "failed" | "cancelled";
 
@@ -142,6 +151,8 @@ export class JobStore {
   private indexDirty = false;
   /** ComfyUI: when a node's first step was seen, for an ETA from the step rate. */
   private stepClock = new Map<string, { node: string | null; at: number; value: number }>();
+  /** ComfyUI: the prompt running now (previews without metadata belong to it). */
+  private comfyRunning: string | null = null;
   /** ComfyUI's jobs map prompt ids; the client id decides which are ours (all, when watching). */
   readonly renders = { notifications: 0 };
   /** Services as the stream reports them: state and queue depth. */
@@ -485,13 +496,29 @@ export class JobStore {
 
   // ---- ComfyUI's own events ------------------------------------------------------------------------------------
 
-  applyComfy(m: ComfyEvent | ComfyPreview, previewUrl: (p: ComfyPreview) => string | null): void {
+  applyComfy(m: ComfyEvent | ComfyPreview | ComfyProgressText, previewUrl: (p: ComfyPreview) => string | null): void {
     const now = this.o.now();
-    if (m.type === "binary_preview") {
-      if (!m.prompt_id) return;
-      const url = previewUrl(m);
-      if (url) this.live(m.prompt_id, (j) => ({ ...j, previewUrl: url }));
+    if (m.type === "progress_text") {
+      const id = this.comfyRunning;
+      if (id && m.text) this.live(id, (j) => ({ ...j, message: m.text }));
       return;
+    }
+    if (m.type === "binary_preview") {
+      // Without the metadata feature a preview names no prompt: it belongs to the one running (ComfyUI runs one).
+      const id = m.prompt_id ?? this.comfyRunning;
+      if (!id) return;
+      const url = previewUrl(m);
+      if (url) this.live(id, (j) => ({ ...j, previewUrl: url }));
+      return;
+    }
+    const running = "prompt_id" in m.data && typeof m.data.prompt_id === "string" ? m.data.prompt_id : null;
+    if (m.type === "execution_start" || m.type === "executing" || m.type === "progress") {
+      if (running) this.comfyRunning = running;
+    } else if (
+      (m.type === "execution_success" || m.type === "execution_error" || m.type === "execution_interrupted") &&
+      this.comfyRunning === running
+    ) {
+      this.comfyRunning = null;
     }
     switch (m.type) {
       case "status":

@@ -236,6 +236,7 @@ export type ComfyEvent = z.infer<typeof ComfyEventSchema>;
 
 /** ComfyUI's binary frames: 4-byte big-endian event type, then its payload. */
 export const COMFY_BINARY_PREVIEW = 1;
+export const COMFY_BINARY_PROGRESS_TEXT = 3;
 export const COMFY_BINARY_PREVIEW_WITH_METADATA = 4;
 
 const PreviewMetadataSchema = z.looseObject({ node_id: optStr, prompt_id: optStr, image_type: optStr });
@@ -248,11 +249,28 @@ export interface ComfyPreview {
   node_id: string | null;
 }
 
-/** A binary preview frame, or null when the frame is not one we understand (counted as malformed). */
-export function parseComfyBinary(buf: ArrayBuffer): ComfyPreview | null {
+/** A node's progress text (`send_progress_text`): what it says it is doing. */
+export interface ComfyProgressText {
+  type: "progress_text";
+  node_id: string;
+  text: string;
+}
+
+/** A binary frame, or null when it is not one we understand (counted as malformed). */
+export function parseComfyBinary(buf: ArrayBuffer): ComfyPreview | ComfyProgressText | null {
   if (buf.byteLength < 8) return null;
   const view = new DataView(buf);
   const event = view.getUint32(0);
+  if (event === COMFY_BINARY_PROGRESS_TEXT) {
+    const len = view.getUint32(4);
+    if (8 + len > buf.byteLength) return null;
+    const utf8 = new TextDecoder();
+    return {
+      type: "progress_text",
+      node_id: utf8.decode(new Uint8Array(buf, 8, len)),
+      text: utf8.decode(new Uint8Array(buf, 8 + len)),
+    };
+  }
   if (event === COMFY_BINARY_PREVIEW) {
     const format = view.getUint32(4);
     const mime = format === 2 ? "image/png" : format === 1 ? "image/jpeg" : null;
@@ -293,6 +311,7 @@ export type Incoming =
   | { protocol: "brief"; message: SystemStatus }
   | { protocol: "comfyui"; message: ComfyEvent }
   | { protocol: "comfyui"; message: ComfyPreview }
+  | { protocol: "comfyui"; message: ComfyProgressText }
   | { protocol: Protocol; message: z.infer<typeof PingSchema> }
   | { protocol: Protocol; message: z.infer<typeof PongSchema> }
   | { protocol: Protocol; message: z.infer<typeof ServerErrorSchema> }
