@@ -11,10 +11,12 @@
 //! - `POST/GET /api/jobs`, `GET/DELETE /api/jobs/{id}`, `GET /api/jobs/{id}/files/{name}`,
 //!   `GET /api/jobs/{id}/preview`, `POST /api/jobs/{id}/progress` (external producers), `GET /api/services`,
 //!   `GET /api/health`, `GET /metrics`, `GET /api/anime/websocket/status`.
+//! - `GET /` — the monitor page (`web/`), embedded ([`monitor`]).
 mod auth;
 mod bus;
 mod clock;
 mod config;
+mod monitor;
 mod relay;
 mod routes;
 mod server;

@@ -101,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // After the guard: the page is public; what it shows comes through the guarded API with the user's token.
+        .merge(super::monitor::routes())
         .with_state(state)
 }
 
