@@ -10,6 +10,7 @@ refreshes the preview image, and records finished jobs in their scenes (importin
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -94,6 +95,9 @@ def stop() -> None:
     if rt is not None:
         rt.owner.close()
         rt.converter.join()
+    # The preview's scratch file is this session's only: it does not outlive the add-on (one folder per process
+    # was left in the temp directory before).
+    shutil.rmtree(preview_folder(), ignore_errors=True)
 
 
 def _arm_timer() -> None:
@@ -413,6 +417,10 @@ def show_final(rt: Runtime, job_ids: list[str]) -> None:
         return
 
 
+def preview_folder() -> str:
+    return os.path.join(tempfile.gettempdir(), f"movie_director_preview_{os.getpid()}")
+
+
 def update_preview_image(rt: Runtime) -> None:
     """Shows the latest preview as the image datablock ``Director Link Preview``."""
     preview = rt.model.preview
@@ -420,7 +428,7 @@ def update_preview_image(rt: Runtime) -> None:
         return
     rt.preview_seq = preview.seq
     rt.preview_loaded_at = time.monotonic()
-    folder = os.path.join(tempfile.gettempdir(), f"movie_director_preview_{os.getpid()}")
+    folder = preview_folder()
     os.makedirs(folder, exist_ok=True)
     ext = "png" if preview.format == "png" else "jpg"
     path = os.path.join(folder, f"preview.{ext}")

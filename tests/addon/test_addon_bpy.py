@@ -109,8 +109,10 @@ def test_disable_removes_timer_handler_hub_and_types(timers):
     assert len(_prefs().services) == 0 and _prefs().initialized
 
     hub = movie_director.hub()
+    os.makedirs(bridge.preview_folder(), exist_ok=True)
     addon_utils.disable(ADDON, default_set=True)
     assert hub.closed and movie_director.hub() is None
+    assert not os.path.exists(bridge.preview_folder())  # no scratch folder left in the temp directory
     assert timers.callbacks == {}
     assert bridge._on_load_post not in bpy.app.handlers.load_post
     assert bridge._on_save_pre not in bpy.app.handlers.save_pre
@@ -208,6 +210,7 @@ def test_generate_progress_complete_and_import_at_the_locked_frame_and_channel(a
     # The Preview ends on the result (128 × 72), not on the last noisy step (the simulator's 64 px previews).
     addon.timers.step()
     assert tuple(preview.size) == (128, 72), tuple(preview.size)
+    assert os.path.isdir(addon.bridge.preview_folder())  # removed when the add-on is disabled (test below)
     # Imported automatically: the job offers its folder, not an "Import again" that would duplicate it.
     ops = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_jobs"].operators()
     assert "movie_director.import_result" not in ops and "movie_director.open_output" in ops
