@@ -292,6 +292,8 @@ def timer_callback() -> float | None:
             importer.record_finished(rt.model, finished)
             for scene in bpy.data.scenes:
                 shotlist.refresh_states(scene, rt.model)
+            if rt.model.texts and shotlist.finish_writing(rt.model, finished):
+                tag_redraw(rt, {st.JOBS})
             show_final(rt, finished)
         converted = rt.converter.collect()
         if converted:

@@ -216,6 +216,12 @@ class Schemas:
         thread.start()
         return None
 
+    def put(self, service: str, info: dict[str, Any]) -> None:
+        """A node list read by someone else (re-read after an upload)."""
+        with self._lock:
+            self._known[service] = info
+            self._errors.pop(service, None)
+
     def error(self, service: str) -> str | None:
         with self._lock:
             return self._errors.get(service)

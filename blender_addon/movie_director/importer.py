@@ -210,8 +210,9 @@ def activate_take(scene, shot, index: int, outputs: list[dict] | None = None) ->
         first = min(old, key=lambda s: s.channel)
         keep = (first.channel, first.frame_final_start, first.frame_final_end)
     preferred = keep[0] if keep else shot.channel
-    if not any(os.path.isfile(p) for _kind, files in plan.visuals for p in files):
-        return [], plan.problems or [f"take {take.number} has no file Blender can show"]
+    shown = [p for _kind, files in plan.visuals for p in files] + list(plan.audio)  # a sound-only take is a take
+    if not any(os.path.isfile(p) for p in shown):
+        return [], plan.problems or [f"take {take.number} has no file Blender can show or play"]
     # The old take's strip goes first: Blender moves a new strip that overlaps another to a different channel.
     strips = strips_of(scene)
     for strip in old:

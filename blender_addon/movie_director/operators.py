@@ -11,7 +11,7 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import bridge, importer, preferences, props, redact, shotlist
+from . import bridge, importer, preferences, props, redact, shotlist, writer
 from . import params as prm
 from . import shots as sh
 from . import state as st
@@ -661,7 +661,100 @@ class MOVIE_DIRECTOR_OT_use_take(Operator):
         return {"FINISHED"}
 
 
+def chat_services(rt) -> list[str]:
+    """The enabled OpenAI-compatible services, in the preferences' order."""
+    return [name for name, spec in rt.owner.services().items() if spec.kind in ("openai", "litellm")]
+
+
+class MOVIE_DIRECTOR_OT_write_shots(Operator):
+    """Ask an OpenAI-compatible service (LiteLLM, Ollama …) to turn the logline into a shot list (returns at once;
+    the answer streams into the panel)"""
+
+    bl_idname = "movie_director.write_shots"
+    bl_label = "Write Shots"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        s = props.settings(importer.sequencer_scene(context))
+        if not s.logline.strip():
+            cls.poll_message_set("Type a logline or script first")
+            return False
+        if s.writer_job and shotlist.writing(bridge.runtime().model, s):
+            cls.poll_message_set("Already writing")
+            return False
+        if not chat_services(bridge.runtime()):
+            cls.poll_message_set("Set up an OpenAI-compatible (LiteLLM) service in the preferences first")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        s = props.settings(importer.sequencer_scene(context))
+        available = chat_services(rt)
+        service = s.writer_service or available[0]
+        if service not in available:
+            self.report({"ERROR"}, f"{service!r} is not an enabled OpenAI-compatible service")
+            return {"CANCELLED"}
+        try:
+            job = rt.owner.hub.chat(
+                service, writer.messages(s.logline), model=s.writer_model or None, tag="write_shots"
+            )
+        except Exception as exc:
+            self.report({"ERROR"}, f"Write Shots: {exc}")
+            return {"CANCELLED"}
+        rt.model.track(job.id, service, "write_shots", state="running")
+        rt.model.texts[job.id] = ""
+        s.writer_job = job.id
+        rt.pacing.interval = 0.0
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_cancel_writing(Operator):
+    """Stop writing shots (what has arrived so far stays in the panel)"""
+
+    bl_idname = "movie_director.cancel_writing"
+    bl_label = "Stop Writing"
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        s = props.settings(importer.sequencer_scene(context))
+        if rt is None or not s.writer_job:
+            return {"CANCELLED"}
+        try:
+            rt.owner.hub.cancel(s.writer_job)
+        except Exception as exc:
+            self.report({"WARNING"}, f"Stop Writing: {exc}")
+        s.written = rt.model.texts.get(s.writer_job, s.written)
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_shots_from_text(Operator):
+    """Timeline markers from the written shot list, spread over the scene's frame range, each shot with its prompt"""
+
+    bl_idname = "movie_director.shots_from_text"
+    bl_label = "Make Shots from Text"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if not writer.parse_shots(props.settings(importer.sequencer_scene(context)).written):
+            cls.poll_message_set("No shots in the text yet ('Shot 1: …' per line)")
+            return False
+        return True
+
+    def execute(self, context):
+        scene = importer.sequencer_scene(context)
+        count = shotlist.shots_from_text(scene, props.settings(scene).written)
+        self.report({"INFO"}, f"{count} shot(s) written")
+        return {"FINISHED"}
+
+
 classes = (
+    MOVIE_DIRECTOR_OT_write_shots,
+    MOVIE_DIRECTOR_OT_cancel_writing,
+    MOVIE_DIRECTOR_OT_shots_from_text,
     MOVIE_DIRECTOR_OT_shots_from_markers,
     MOVIE_DIRECTOR_OT_shots_from_strips,
     MOVIE_DIRECTOR_OT_generate_shots,

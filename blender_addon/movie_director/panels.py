@@ -99,6 +99,10 @@ def draw_generate(layout, context) -> None:
     else:
         layout.prop(s, "service")
     layout.prop(s, "workflow")
+    if prefs is not None and any(svc.kind in preferences.GRADIO_KINDS for svc in prefs.services):
+        col = layout.column(align=True)
+        col.prop(s, "gradio_api")
+        col.prop(s, "gradio_inputs")
     resolved = _resolved(context, s)
     layout.prop(s, "prompt")
     layout.prop(s, "negative")
@@ -130,6 +134,9 @@ def draw_generate(layout, context) -> None:
             layout.label(text=f"Frames: {props.frames_for(scene)} at {props.fps_for(scene):g} fps (shots: their own)")
         else:
             layout.prop(s, "frames")
+    # The picture only means something to a workflow with an image input (shown until the workflow is read once).
+    if resolved is None or resolved.wants_image:
+        draw_input(layout, s)
     layout.prop(s, "shot_source")
     layout.prop(s, "target")
     if s.target == "SEQUENCER":
@@ -275,6 +282,7 @@ def draw_shots(layout, context) -> None:
     row = layout.row(align=True)
     row.operator("movie_director.shots_from_markers", icon="MARKER_HLT")
     row.operator("movie_director.shots_from_strips", icon="SEQ_STRIP_DUPLICATE")
+    draw_writer(layout.box(), context, s, model)
     if not len(s.shots):
         layout.label(text="No shots yet: add timeline markers (M) or pick strips, then make shots from them")
         return
@@ -322,6 +330,41 @@ def draw_shots(layout, context) -> None:
     draw_shot(layout.box(), context, scene, shot, model)
 
 
+def draw_writer(box, context, s, model) -> None:
+    """ "Write shots": logline in, the answer streaming in, then an editable shot list that becomes markers."""
+    box.prop(s, "logline", text="", icon="TEXT")
+    prefs = preferences.get(context)
+    row = box.row(align=True)
+    if prefs is not None:
+        row.prop_search(s, "writer_service", prefs, "services", text="", icon="LINKED")
+    row.prop(s, "writer_model", text="")
+    if shotlist.writing(model, s):
+        text = model.texts.get(s.writer_job, "")
+        row = box.row(align=True)
+        row.label(text=f"Writing… {len(text)} characters", icon="SORTTIME")
+        row.operator("movie_director.cancel_writing", text="", icon="CANCEL")
+        if text:
+            wrapped(box, text)
+        return
+    box.operator("movie_director.write_shots", icon="GREASEPENCIL")
+    view = model.jobs.get(s.writer_job) if (model is not None and s.writer_job) else None
+    if view is not None and view.state == "failed" and view.error:
+        wrapped(box, f"Writing failed: {view.error.get('message') or view.error.get('code')}", alert=True)
+    if s.written:
+        box.prop(s, "written", text="")
+        box.operator("movie_director.shots_from_text", icon="MARKER_HLT")
+
+
+def draw_input(layout, owner) -> None:
+    """Where a workflow's image input comes from (the sequence's choice, or a shot's own)."""
+    row = layout.row(align=True)
+    row.prop(owner, "input_source")
+    if owner.input_source == "CAMERA" and hasattr(owner, "input_render"):
+        row.prop(owner, "input_render", text="")
+    if owner.input_source in ("FILE", "STRIP"):
+        layout.prop(owner, "input_path", text="Image file" if owner.input_source == "FILE" else "Image strip")
+
+
 def draw_shot(box, context, scene, shot, model) -> None:
     status = shot_status(shot, model, scene)
     row = box.row(align=True)
@@ -355,7 +398,11 @@ def draw_shot(box, context, scene, shot, model) -> None:
         col.prop_search(shot, "service", prefs, "services", icon="LINKED")
     col.prop(shot, "channel", text="Channel (0: first free)")
     col.prop(shot, "camera")
+    draw_input(col, shot)
     col.prop(shot, "extra")
+    if prefs is not None and any(svc.kind in preferences.GRADIO_KINDS for svc in prefs.services):
+        col.prop(shot, "gradio_api", text="Gradio endpoint")
+        col.prop(shot, "gradio_inputs")
     if len(shot.takes):
         box.label(text="Takes")
         for index, take in enumerate(shot.takes):

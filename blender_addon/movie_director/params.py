@@ -12,6 +12,7 @@ No ``bpy`` here: the add-on's operators pass plain values; tests import this wit
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "height": ("latent.height", ("height",)),
     "frames": ("frames.length", ("length", "frame_count", "video_frames", "num_frames")),
 }
+IMAGE_LOADERS = ("LoadImage",)  # nodes whose ``image`` input is a file in the server's input folder
 FPS_INPUTS = ("frame_rate", "fps")  # every one is set: a video graph has the conditioning's and the file's rate
 LABELS = {
     "prompt": "Prompt",
@@ -42,6 +44,7 @@ LABELS = {
     "height": "Height",
     "frames": "Frames",
     "fps": "Frame rate",
+    "image": "Image input",
 }
 
 
@@ -79,6 +82,10 @@ class Resolved:
     @property
     def is_video(self) -> bool:
         return self.supports("frames")
+
+    @property
+    def wants_image(self) -> bool:
+        return self.supports("image")
 
 
 def _workflow_class():
@@ -127,8 +134,60 @@ def _target(param: dict[str, Any], how: str) -> Target:
     )
 
 
-def resolve(wf, object_info: dict[str, Any] | None = None) -> Resolved:
-    """Where each shot setting goes in ``wf`` (an API-format ``director_link.Workflow``)."""
+def bindings_for(path: str) -> list[dict[str, Any]]:
+    """The template's bindings (``<name>.bindings.json`` next to ``<name>.json``, as shipped in ``workflows/``):
+    its parameters, or [] when there is no such file (a bad one is ignored: the workflow's own nodes still count)."""
+    stem, _ext = os.path.splitext(path)
+    try:
+        with open(stem + ".bindings.json", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    params = data.get("parameters") if isinstance(data, dict) else None
+    return [p for p in params if isinstance(p, dict)] if isinstance(params, list) else []
+
+
+def image_targets(wf, params: list[dict[str, Any]], bindings: list[dict[str, Any]]) -> list[Target]:
+    """The workflow's image input: the template's binding marked ``"upload": true`` of type IMAGE (resolved through
+    the core's selectors), else the ``image`` input of its first image-loading node in the core's parameter list.
+    The scene's picture goes into the first one only (a second LoadImage is usually a mask or a reference)."""
+    for binding in bindings:
+        if binding.get("upload") and str(binding.get("type", "")).upper() == "IMAGE" and binding.get("selector"):
+            try:
+                concrete = wf.set(str(binding["selector"]), wf.get(str(binding["selector"])))
+            except Exception:
+                continue  # a binding that does not fit this graph (edited by hand): try the nodes
+            return [Target(selector=concrete, input_type="IMAGE", how="binding")]
+    loaders = [
+        p for p in params if p.get("class_type") in IMAGE_LOADERS and str(p["selector"]).rpartition(".")[2] == "image"
+    ]
+    loaders.sort(key=lambda p: _node_order(str(p["selector"]).rpartition(".")[0]))
+    return [_target(loaders[0], "name")] if loaders else []
+
+
+def image_choices(object_info: dict[str, Any] | None, class_type: str = "LoadImage") -> list[str]:
+    """The files the server's node list offers for ``class_type``'s ``image`` input (its input folder when the list
+    was read)."""
+    try:
+        spec = object_info[class_type]["input"]["required"]["image"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return []
+    options = spec[0] if isinstance(spec, list) and spec else None
+    if isinstance(options, list):
+        return [str(o) for o in options]
+    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict):  # COMBO v3: {"options": [...]}
+        return [str(o) for o in spec[1].get("options") or []]
+    return []
+
+
+def _node_order(node_id: str) -> tuple[int, str]:
+    head = node_id.split(":")[0]
+    return (int(head), node_id) if head.isdigit() else (1 << 62, node_id)
+
+
+def resolve(wf, object_info: dict[str, Any] | None = None, wf_path: str = "") -> Resolved:
+    """Where each shot setting goes in ``wf`` (an API-format ``director_link.Workflow``); ``wf_path``: the file it
+    came from (a shipped template's bindings next to it name its image input)."""
     Workflow = _workflow_class()
     params = wf.parameters(object_info) if object_info is not None else wf.parameters()
     by_selector = {str(p["selector"]): p for p in params}
@@ -148,6 +207,9 @@ def resolve(wf, object_info: dict[str, Any] | None = None) -> Resolved:
             candidates = [p for p in candidates if p.get("input_type") == "STRING"]
         if len(candidates) == 1:
             out.targets[setting] = [_target(candidates[0], "name")]
+    image = image_targets(scratch, params, bindings_for(wf_path) if wf_path else [])
+    if image:
+        out.targets["image"] = image
     fps = [_target(p, "name") for p in params if str(p["selector"]).rpartition(".")[2] in FPS_INPUTS]
     if fps:
         out.targets["fps"] = fps
@@ -210,6 +272,12 @@ def build(resolved: Resolved, settings: Settings) -> tuple[dict[str, Any], list[
     for t in resolved.targets.get("fps") or []:
         fps = _clamp(float(settings.fps), t)
         params[t.selector] = int(round(fps)) if t.input_type == "INT" else fps
+    if settings.image:
+        targets = resolved.targets.get("image")
+        if targets:
+            params[targets[0].selector] = settings.image
+        else:
+            unused.append("image")
     params.update(settings.extra)
     return params, unused
 

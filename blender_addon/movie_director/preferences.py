@@ -18,7 +18,18 @@ from .hub_owner import ServiceSpec, is_loopback
 
 ADDON_ID = __package__
 DEFAULT_DISCOVERY = "127.0.0.1:8188, 127.0.0.1:8000, 127.0.0.1:8189"
-SERVICE_KINDS = [("comfyui", "ComfyUI", "A ComfyUI server (HTTP + WebSocket)")]
+SERVICE_KINDS = [
+    ("comfyui", "ComfyUI", "A ComfyUI server (HTTP + WebSocket)"),
+    ("litellm", "OpenAI / LiteLLM", "An OpenAI-compatible server (LiteLLM, Ollama, LM Studio, vLLM): Write Shots"),
+    ("gradio", "Gradio app", "Any Gradio 3.x–6.x app, called with the shot's Gradio call"),
+    ("wan2gp", "Wan2GP", "Wan2GP's Gradio app (text/image to video)"),
+    ("rvc", "RVC", "RVC voice conversion (Gradio; results land as sound strips)"),
+    ("audioldm", "AudioLDM", "AudioLDM sound generation (Gradio; results land as sound strips)"),
+    ("wangp_mcp", "WanGP MCP", "WanGP run as an MCP server (wgp.py --mcp)"),
+]
+COMFY_KINDS = frozenset({"comfyui"})
+CHAT_KINDS = frozenset({"litellm", "openai"})
+GRADIO_KINDS = frozenset({"gradio", "wan2gp", "wangp", "rvc", "audioldm"})
 
 
 def _changed(_self, context) -> None:

@@ -19,6 +19,7 @@ from bpy.props import (
 from bpy.types import PropertyGroup
 
 from . import params as prm
+from . import scene_inputs
 from . import shots as sh
 
 TARGETS = [
@@ -87,6 +88,8 @@ class MOVIE_DIRECTOR_PG_take(PropertyGroup):
     message: StringProperty(name="Message")
     submitted_at: FloatProperty(name="Submitted at")
     frames: IntProperty(name="Frames", description="The shot's length when the take was made", min=1, default=1)
+    input_key: StringProperty(name="Input", description="What the take's picture was made from (empty: none sent)")
+    input_file: StringProperty(name="Input file", description="The picture sent as the workflow's image input")
 
 
 class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
@@ -118,6 +121,19 @@ class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
     service: StringProperty(name="Service", description="The server for this shot (empty: the sequence's)")
     extra: StringProperty(
         name="Extra", description="More inputs, 'selector = value' separated by ';' (e.g. 3.denoise = 0.6)"
+    )
+    input_source: EnumProperty(
+        name="Input",
+        description="The picture for a workflow that takes an image",
+        items=scene_inputs.SHOT_SOURCES,
+        default="DEFAULT",
+    )
+    input_path: StringProperty(
+        name="Input file/strip", description="The image file, or the image strip's name, for this shot's input"
+    )
+    gradio_api: StringProperty(name="Endpoint", description="This shot's Gradio endpoint (empty: the sequence's)")
+    gradio_inputs: StringProperty(
+        name="Gradio inputs", description="This shot's Gradio inputs as a JSON list (empty: the sequence's)"
     )
     takes: CollectionProperty(type=MOVIE_DIRECTOR_PG_take)
     active_take: IntProperty(name="Active take", default=-1)
@@ -189,6 +205,29 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     strip_channel: IntProperty(
         name="Source channel", description="'Shots from Strips' reads this channel (0: the selected strips)", min=0
     )
+    input_source: EnumProperty(
+        name="Input",
+        description="The picture sent to a workflow that takes an image (img2img, image to video, upscale)",
+        items=scene_inputs.SOURCES,
+        default="CAMERA",
+    )
+    input_path: StringProperty(name="Input file/strip", description="The image file, or the image strip's name")
+    input_render: EnumProperty(name="Camera picture", items=scene_inputs.RENDERS, default="VIEWPORT")
+    gradio_api: StringProperty(
+        name="Gradio endpoint", description="For shots on a Gradio app (Wan2GP, RVC, AudioLDM): e.g. /generate"
+    )
+    gradio_inputs: StringProperty(
+        name="Gradio inputs",
+        description='One value per input, as JSON; "{prompt}", "{seed}", "{frames}", "{fps}", "{image}": the shot',
+        default='["{prompt}"]',
+    )
+    logline: StringProperty(name="Logline", description="A logline or script text for 'Write Shots'")
+    writer_service: StringProperty(
+        name="Writer", description="The OpenAI-compatible service that writes shots (empty: the first one)"
+    )
+    writer_model: StringProperty(name="Model", description="The model to ask (empty: the server's first)")
+    writer_job: StringProperty(name="Writing job", description="The chat job writing shots now")
+    written: StringProperty(name="Shot list", description="The written shots, one 'Shot N: prompt' per line (editable)")
 
 
 def settings(scene) -> MOVIE_DIRECTOR_PG_scene:

@@ -9,10 +9,11 @@ import time
 
 import bpy
 
-from . import importer, props, takes
+from . import importer, props, scene_inputs, takes, writer
 from . import params as prm
 from . import shots as sh
 from . import state as st
+from .preferences import CHAT_KINDS, COMFY_KINDS, GRADIO_KINDS
 
 _digests: dict[str, tuple[float, int, str]] = {}
 
@@ -172,18 +173,24 @@ def settings_for(scene, shot, seed_value: int | None = None) -> tuple[sh.Setting
     return settings, counts
 
 
-def current_hash(scene, shot) -> str:
+def current_hash(scene, shot, with_input: bool = False) -> str:
+    """The shot's fingerprint now; ``with_input``: including what its picture is made from (when its take sent
+    one; the picture itself is not rendered for this)."""
     settings, counts = settings_for(scene, shot)
+    if with_input:
+        settings.image_key = scene_inputs.key_of(scene, props.settings(scene), shot, workflow_digest)
     path = bpy.path.abspath(settings.workflow) if settings.workflow else ""
     return sh.inputs_hash(settings, workflow_digest(path) if path else "", seed_counts=counts)
 
 
 def is_stale(scene, shot) -> bool:
-    """The shot's inputs (prompt, settings, seed, workflow file, range) changed since its active take."""
+    """The shot's inputs (prompt, settings, seed, workflow file, range, input picture) changed since its active
+    take."""
     if not 0 <= shot.active_take < len(shot.takes):
         return False
+    take = shot.takes[shot.active_take]
     try:
-        return shot.takes[shot.active_take].inputs_hash != current_hash(scene, shot)
+        return take.inputs_hash != current_hash(scene, shot, with_input=bool(take.input_key))
     except ValueError:
         return True
 
@@ -210,7 +217,7 @@ class Prepared:
                 return resolved
         return None
 
-    def check(self, wf, built: dict, service: str) -> str | None:
+    def check(self, wf, built: dict, service: str, uploaded: str = "") -> str | None:
         """What the server would reject, said before anything is sent: the workflow with this shot's inputs checked
         against the server's node list (when known), e.g. "node 3 (KSampler): cfg = 500 is bigger than the maximum
         100; use a value from 0.0 to 100.0". None when it passes (or the node list is not known yet)."""
@@ -222,6 +229,9 @@ class Prepared:
             for selector, value in built.items():
                 scratch.set(selector, value)
             problems = [p for p in scratch.validate(info) if p.get("severity") == "error"]
+            if uploaded:  # the node list was read before the upload: the new file is not in its choices yet
+                node, _, name = uploaded.rpartition(".")
+                problems = [p for p in problems if (p.get("node_id"), p.get("input")) != (node, name)]
         except Exception as exc:  # a selector the workflow does not have (an extra parameter)
             return str(exc)
         if not problems:
@@ -243,7 +253,7 @@ class Prepared:
         if hit is None:
             try:
                 wf = prm.load(path, info)
-                hit = (wf, prm.resolve(wf, info))
+                hit = (wf, prm.resolve(wf, info, wf_path=path))
             except prm.WorkflowProblem as exc:
                 raise SubmitProblem(str(exc)) from exc
             except Exception as exc:
@@ -255,35 +265,51 @@ class Prepared:
 def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     """Sends one take of ``shot``; returns (job id, settings the workflow has no input for). Never waits on the
     network (``Hub.submit`` returns at once)."""
-    s = props.settings(scene)
     try:
         settings, counts = settings_for(scene, shot)
     except ValueError as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
     services = rt.owner.services()
-    service = settings.service or next(iter(services), "")
+    service = settings.service or next((n for n, spec in services.items() if spec.kind not in CHAT_KINDS), "")
     if service not in services:
         raise SubmitProblem(f"{shot.name}: server {service!r} is not set up or not enabled")
+    kind = services[service].kind
+    if kind in GRADIO_KINDS:
+        return submit_gradio(rt, scene, shot, settings, counts, service)
+    if kind not in COMFY_KINDS:
+        raise SubmitProblem(f"{shot.name}: {service!r} is a {kind} service; shots run on ComfyUI or a Gradio app")
     if not settings.workflow:
         raise SubmitProblem(f"{shot.name}: choose a workflow")
     path = bpy.path.abspath(settings.workflow)
     wf, resolved = prepared.get(path, service)
+    hub = rt.owner.hub
+    picture = None
+    if resolved.wants_image:
+        picture = scene_picture(rt, scene, shot, settings, service)
     inputs = sh.inputs_hash(settings, workflow_digest(path), seed_counts=counts)
     try:
         built, unused = prm.build(resolved, settings)
     except prm.WorkflowProblem as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
-    problem = prepared.check(wf, built, service)
+    image_targets = resolved.targets.get("image") or []
+    uploaded = image_targets[0].selector if (picture is not None and image_targets) else ""
+    problem = prepared.check(wf, built, service, uploaded)
     if problem:
         raise SubmitProblem(f"{shot.name}: {problem}")
     sent_seed = next((built[t.selector] for t in resolved.targets.get("seed") or [] if t.selector in built), None)
     if sent_seed is not None:
         settings.seed = sent_seed
-    hub = rt.owner.hub
     try:
         job = hub.submit(service, wf, params=built, tag=shot.shot_id)
     except Exception as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    return _record(rt, scene, shot, job, service, settings, path, built, inputs, picture, unused)
+
+
+def _record(rt, scene, shot, job, service, settings, path, built, inputs, picture, unused) -> tuple[str, list[str]]:
+    """The take of a job just sent: its folder with the record, the scene's job record, the shot's take."""
+    s = props.settings(scene)
+    hub = rt.owner.hub
     # Not ``job.state``: a fast job may already be done, and the model must take its end from the JobCompleted
     # event (which carries the files); a view that starts "completed" would ignore that event.
     state = "pending"
@@ -307,6 +333,7 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
                 "workflow_sha256": workflow_digest(path),
                 "params": built,
                 "inputs_hash": inputs,
+                "input": picture,
                 "submitted_at": time.time(),
                 "state": state,
             },
@@ -333,6 +360,9 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     take.state = state
     take.submitted_at = time.time()
     take.frames = shot.frames
+    if picture is not None:
+        take.input_key = settings.image_key
+        take.input_file = picture["file"]
     shot.job_id = job.id
     shot.job_state = state
     shot.message = ""
@@ -340,6 +370,72 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     rt.model.track(job.id, service, shot.shot_id, state=state)
     wanted = [k for k in ("prompt", "negative", "steps", "cfg") if getattr(settings, k) is not None]
     return job.id, [prm.LABELS[k] for k in unused if k in wanted]
+
+
+def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service: str) -> tuple[str, list[str]]:
+    """A take on a Gradio app (Wan2GP, RVC, AudioLDM …): the sequence's endpoint called with the shot's inputs
+    (``{prompt}``, ``{seed}``, ``{image}`` … filled in); audio results land as sound strips, video as movie strips."""
+    from director_link import GradioCall
+
+    s = props.settings(scene)
+    api = (shot.gradio_api or s.gradio_api).strip()
+    template = shot.gradio_inputs if shot.gradio_inputs.strip() else s.gradio_inputs
+    if not api:
+        raise SubmitProblem(f"{shot.name}: {service!r} is a Gradio app: give its endpoint (e.g. /generate)")
+    picture = None
+    if "{image}" in template:
+        folder = os.path.join(rt.owner.hub.output_dir, "inputs")
+        try:
+            settings.image_key = scene_inputs.key_of(scene, s, shot, workflow_digest)
+            path = scene_inputs.capture(scene, s, shot, folder, s.input_render)
+        except (scene_inputs.InputProblem, OSError) as exc:
+            raise SubmitProblem(f"{shot.name}: input picture: {exc}") from exc
+        if path is not None:
+            picture = {"file": path, "sha256": sh.file_digest(path), "uploaded_as": "", "source": "gradio"}
+    try:
+        values = sh.gradio_inputs(template, settings, picture["file"] if picture else None)
+        call = GradioCall(api_name=api, inputs=values)
+    except ValueError as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    inputs = sh.inputs_hash(settings, sh.inputs_hash(sh.Settings(), f"{api}|{template}"), seed_counts=counts)
+    try:
+        job = rt.owner.hub.submit(service, call, tag=shot.shot_id)
+    except Exception as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    built = {"api_name": api, "inputs": values}
+    return _record(rt, scene, shot, job, service, settings, "", built, inputs, picture, [])
+
+
+def scene_picture(rt, scene, shot, settings: sh.Settings, service: str) -> dict | None:
+    """Makes the shot's picture (camera render, strip frame or file), uploads it to ``service`` (the hub sends each
+    distinct file once per server) and puts its name into ``settings.image``; returns what the take's manifest
+    records about it (None: the workflow keeps its own image)."""
+    s = props.settings(scene)
+    folder = os.path.join(rt.owner.hub.output_dir, "inputs")
+    try:
+        key = scene_inputs.key_of(scene, s, shot, workflow_digest)
+        path = scene_inputs.capture(scene, s, shot, folder, s.input_render)
+    except scene_inputs.InputProblem as exc:
+        raise SubmitProblem(f"{shot.name}: input picture: {exc}") from exc
+    except OSError as exc:
+        raise SubmitProblem(f"{shot.name}: input picture could not be written in {folder}: {exc}") from exc
+    if path is None:
+        return None
+    try:
+        name = rt.owner.hub.upload_image(service, path)
+    except Exception as exc:
+        raise SubmitProblem(f"{shot.name}: uploading the input picture {os.path.basename(path)} failed: {exc}") from exc
+    hub = rt.owner.hub
+    try:
+        # Hub.submit checks the workflow against the node list it holds, read before this file was on the server:
+        # read it again once when the file is new to it (a picture uploaded before is in it already).
+        if name not in prm.image_choices(hub.object_info(service)):
+            rt.owner.schemas.put(service, hub.object_info(service, refresh=True))
+    except Exception as exc:
+        raise SubmitProblem(f"{shot.name}: reading the server's node list after the upload failed: {exc}") from exc
+    settings.image = name
+    settings.image_key = key
+    return {"file": path, "sha256": sh.file_digest(path), "uploaded_as": name, "source": key.partition(":")[0]}
 
 
 # ---- batches: Generate marks shots, the timer sends them ------------------------------------------------------------
@@ -442,3 +538,40 @@ def refresh_states(scene, model: st.ViewModel) -> bool:
             shot.job_state = view.state
             changed = True
     return changed
+
+
+# ---- "Write shots": an LLM's shot list → markers with prompts ------------------------------------------------------
+
+
+def writing(model: st.ViewModel | None, s) -> bool:
+    view = model.jobs.get(s.writer_job) if (model is not None and s.writer_job) else None
+    return view is not None and view.state not in st.TERMINAL_STATES
+
+
+def finish_writing(model: st.ViewModel, finished: list[str]) -> bool:
+    """A finished "Write shots" chat: its whole answer goes into the editable shot list (also when cancelled or
+    failed: what arrived is kept)."""
+    changed = False
+    for scene in bpy.data.scenes:
+        s = props.settings(scene)
+        if s.writer_job and s.writer_job in finished:
+            text = model.texts.pop(s.writer_job, None)
+            if text:
+                s.written = text
+            changed = True
+    return changed
+
+
+def shots_from_text(scene, text: str) -> int:
+    """One timeline marker per written shot (spread over the scene's range) and its shot with the prompt."""
+    prompts = writer.parse_shots(text)
+    placed = writer.place(prompts, scene.frame_start, scene.frame_end, {m.name for m in scene.timeline_markers})
+    for item in placed:
+        scene.timeline_markers.new(item.name, frame=item.frame)
+    from_markers(scene)
+    by_key = {shot.key: shot for shot in props.settings(scene).shots}
+    for item in placed:
+        shot = by_key.get(item.name)
+        if shot is not None:
+            shot.prompt = item.prompt
+    return len(placed)

@@ -202,6 +202,8 @@ class Settings:
     fps: float = 24.0
     extra: dict[str, Any] = field(default_factory=dict)
     random_seed: bool = False  # ``seed`` is a fresh random number: it may be folded into the input's range
+    image: str | None = None  # the uploaded scene picture's name on the server (the workflow's image input)
+    image_key: str = ""  # what that picture was made from (a changed camera, frame or file makes the shot stale)
 
 
 def merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +234,8 @@ def inputs_hash(settings: Settings, workflow_digest: str, seed_counts: bool = Tr
         "fps": settings.fps,
         "extra": settings.extra,
     }
+    if settings.image_key:  # only then: a take that sent no picture keeps its fingerprint
+        data["image"] = settings.image_key
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -295,3 +299,46 @@ def status_line(
     if takes:
         return ShotStatus("completed", f"Done · {takes} take{'s' if takes != 1 else ''}{suffix}")
     return ShotStatus(NOT_GENERATED, "Not generated")
+
+
+# ---- a shot on a Gradio app (Wan2GP, RVC, AudioLDM …) ------------------------------------------------------------
+
+PLACEHOLDERS = ("prompt", "negative", "seed", "frames", "fps", "width", "height", "image")
+
+
+def gradio_inputs(template: str, settings: Settings, image_path: str | None = None) -> list[Any]:
+    """A Gradio endpoint's inputs from ``template`` (a JSON list, one value per input component): a string that is
+    exactly ``"{prompt}"`` (or ``{seed}``, ``{frames}``, ``{fps}``, ``{width}``, ``{height}``, ``{negative}``) becomes
+    the shot's value with its type; ``"{image}"`` becomes the shot's picture as a file to upload; placeholders inside
+    longer strings are replaced as text. ValueError names what is wrong."""
+    try:
+        values = json.loads(template) if template.strip() else ["{prompt}"]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"Gradio inputs are not a JSON list: {exc.msg} at character {exc.pos}") from exc
+    if not isinstance(values, list):
+        raise ValueError("Gradio inputs must be a JSON list (one value per input of the endpoint)")
+    known = {
+        "prompt": settings.prompt or "",
+        "negative": settings.negative or "",
+        "seed": settings.seed,
+        "frames": settings.frames,
+        "fps": settings.fps,
+        "width": settings.width,
+        "height": settings.height,
+    }
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, str) and value == "{image}":
+            if not image_path:
+                raise ValueError("the Gradio inputs ask for {image}, but the shot has no input picture")
+            out.append({"path": image_path})  # ``director_link.gradio_file``: uploaded before the call
+        elif isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in known:
+            out.append(known[value[1:-1]])
+        elif isinstance(value, str) and "{" in value:
+            text = value
+            for key, given in known.items():
+                text = text.replace("{" + key + "}", "" if given is None else str(given))
+            out.append(text)
+        else:
+            out.append(value)
+    return out

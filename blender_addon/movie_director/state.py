@@ -121,6 +121,7 @@ class ViewModel:
         self.discovering = False
         self.events_applied = 0
         self.max_jobs = max_jobs
+        self.texts: dict[str, str] = {}  # a chat job's answer so far (streamed ``TextDelta`` pieces, in order)
         self._finished: list[str] = []
         self._posted: list[str] = []
         self._handlers = {
@@ -132,6 +133,7 @@ class ViewModel:
             "progress": self._on_progress,
             "preview": self._on_preview,
             "node_text": self._on_node_text,
+            "text_delta": self._on_text_delta,
             "node_output": self._on_node_output,
             "job_completed": self._on_completed,
             "job_failed": self._on_failed,
@@ -161,6 +163,12 @@ class ViewModel:
                 handler(event, changed)
         self.events_applied += len(batch)
         return changed
+
+    def _on_text_delta(self, event: Any, changed: set[str]) -> None:
+        job_id = event.job
+        if job_id in self.jobs:  # only jobs the add-on started (e.g. "Write shots")
+            self.texts[job_id] = self.texts.get(job_id, "") + str(event.text)
+            changed.add(JOBS)
 
     def apply_snapshot(self, snapshot: dict[str, Any]) -> set[str]:
         """Refreshes health figures and fills gaps from ``Hub.snapshot()``; returns the areas that changed."""
@@ -387,6 +395,10 @@ class ViewModel:
         if self._finish(job, "completed", changed):
             job.outputs = [dict(o) for o in (event.outputs or ())]
             job.percentage = 100.0
+            if job.id in self.texts:  # a chat: the whole answer as the server sent it
+                ui = getattr(event, "ui", None)
+                if isinstance(ui, dict) and isinstance(ui.get("text"), str):
+                    self.texts[job.id] = ui["text"]
 
     def _on_failed(self, event: Any, changed: set[str]) -> None:
         job = self._job(event)

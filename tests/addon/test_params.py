@@ -107,3 +107,36 @@ def test_a_comfyui_png_carries_its_workflow(tmp_path):
     path.write_bytes(png)
     r = prm.resolve(prm.load(str(path), OBJECT_INFO), OBJECT_INFO)
     assert [t.selector for t in r.targets["prompt"]] == ["6.text"] and r.supports("seed")
+
+
+@pytest.mark.parametrize(
+    ("name", "selector", "how"),
+    [
+        ("ltx_img2video", "78.image", "binding"),
+        ("upscale_4x", "1.image", "binding"),
+        ("controlnet_pose", "11.image", "binding"),
+    ],
+)
+def test_image_input_of_the_templates_comes_from_their_bindings(name, selector, how):
+    path = str(ROOT / "workflows" / f"{name}.json")
+    r = prm.resolve(prm.load(path, OBJECT_INFO), OBJECT_INFO, wf_path=path)
+    assert r.wants_image and [(t.selector, t.how) for t in r.targets["image"]] == [(selector, how)]
+    built, unused = prm.build(r, Settings(image="shot.png"))
+    assert built[selector] == "shot.png" and not unused
+
+
+def test_image_input_without_bindings_is_the_first_load_image_and_a_text_graph_has_none(tmp_path):
+    graph = {
+        "9": {"class_type": "LoadImage", "inputs": {"image": "mask.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "4": {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "x"}},
+    }
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(graph))
+    r = prm.resolve(prm.load(str(path)), wf_path=str(path))
+    assert [(t.selector, t.how) for t in r.targets["image"]] == [("3.image", "name")]
+    text = prm.resolve(prm.load(str(ROOT / "workflows" / "sd_basic.json")))
+    assert not text.wants_image
+    _built, unused = prm.build(text, Settings(image="shot.png"))
+    assert unused == ["image"]  # said, never silently dropped

@@ -335,7 +335,9 @@ def test_restart_mid_batch_reattaches_running_shots_keeps_finished_takes_and_off
     blend = addon.tmp / "batch.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), compress=False)
     saved_states = {sh.name: sh.job_state for sh in s.shots}
-    assert {st for name, st in saved_states.items() if name in sent_before} <= {"completed", "queued", "running"}
+    # "pending": sent in the last tick, the server's confirmation not heard yet (on a busy machine) — still followed.
+    sent_states = {"completed", "queued", "running", "pending"}
+    assert {st for name, st in saved_states.items() if name in sent_before} <= sent_states
     assert "queued" in saved_states.values() or "running" in saved_states.values(), saved_states
     addon_utils.disable(ADDON, default_set=True)  # Blender quits mid-batch
     addon_utils.enable(ADDON, default_set=True)

@@ -1,0 +1,153 @@
+"""A shot's picture from the scene, for a workflow that takes an image (img2img, ``ltx_img2video``, ``upscale_4x``,
+``controlnet_pose``): the shot's camera at its start frame, a Sequencer image strip's frame, or an image file.
+
+The picture is written under the output folder (``inputs/``), then uploaded by the caller (``Hub.upload_image``
+sends each distinct file once per server: a second take of an unchanged shot uploads nothing). A camera picture is a
+viewport (OpenGL) render when a 3D view is open — fast, what the animator sees — or a final render with the scene's
+engine when asked (or when Blender runs without a window, as in the tests).
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import importer
+
+SOURCES = [
+    ("CAMERA", "Camera", "The shot's camera (or the scene's) at the shot's start frame"),
+    ("STRIP", "Strip", "The frame of a Sequencer image strip at the shot's start"),
+    ("FILE", "Image file", "An image file"),
+    ("NONE", "Workflow's own", "Keep the image the workflow names"),
+]
+SHOT_SOURCES = [("DEFAULT", "Sequence's", "The sequence's choice")] + SOURCES
+RENDERS = [
+    ("VIEWPORT", "Viewport", "An OpenGL render of the 3D view (fast; a final render where no 3D view is open)"),
+    ("FINAL", "Final render", "A render with the scene's engine"),
+]
+
+VARYING_STAMPS = ("use_stamp_date", "use_stamp_time", "use_stamp_render_time", "use_stamp_memory", "use_stamp_hostname")
+
+
+class InputProblem(Exception):
+    """The shot's picture cannot be made; the message says what to change."""
+
+
+def source_of(scene_settings, shot) -> tuple[str, str]:
+    """(source, file path or strip name) the shot uses: its own choice, else the sequence's."""
+    if shot.input_source != "DEFAULT":
+        return shot.input_source, shot.input_path
+    return scene_settings.input_source, scene_settings.input_path
+
+
+def key_of(scene, scene_settings, shot, digest) -> str:
+    """A cheap fingerprint of what the picture is made from (no rendering): a changed camera, frame, strip or file
+    makes the shot stale. ``digest(path)``: a file's sha256 (cached by the caller)."""
+    source, path = source_of(scene_settings, shot)
+    if source == "CAMERA":
+        camera = shot.camera or scene.camera
+        if camera is None:
+            return "camera:none"
+        m = camera.matrix_world
+        pose = ",".join(f"{v:.4f}" for row in m for v in row)
+        return f"camera:{camera.name}:{shot.frame_start}:{pose}"
+    if source == "FILE":
+        return f"file:{digest(bpy.path.abspath(path))}" if path else "file:none"
+    if source == "STRIP":
+        try:
+            return f"strip:{digest(strip_frame_file(scene, path, shot.frame_start))}"
+        except InputProblem:
+            return f"strip:{path}:none"
+    return ""
+
+
+def capture(scene, scene_settings, shot, folder: str, prefs_render: str = "VIEWPORT") -> str | None:
+    """The picture's file for ``shot`` (None: the source is "the workflow's own")."""
+    source, path = source_of(scene_settings, shot)
+    if source == "NONE":
+        return None
+    if source == "FILE":
+        full = bpy.path.abspath(path) if path else ""
+        if not full or not os.path.isfile(full):
+            raise InputProblem(f"the image file {path!r} does not exist; choose one under Input")
+        return full
+    if source == "STRIP":
+        return strip_frame_file(scene, path, shot.frame_start)
+    camera = shot.camera or scene.camera
+    if camera is None or camera.type != "CAMERA":
+        raise InputProblem("no camera: bind one to the shot's marker (Ctrl B), set the scene camera or pick a file")
+    os.makedirs(folder, exist_ok=True)
+    out = os.path.join(folder, f"{shot.shot_id}-{shot.frame_start}.png")
+    render_camera(scene, camera, shot.frame_start, out, viewport=prefs_render == "VIEWPORT")
+    if not os.path.isfile(out):
+        raise InputProblem(f"the camera render did not write {out}")
+    return out
+
+
+def _view3d():
+    """A window, area and region of an open 3D view (None without a window, e.g. Blender as a module)."""
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []) or []:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                region = next((r for r in area.regions if r.type == "WINDOW"), None)
+                if region is not None:
+                    return window, area, region
+    return None
+
+
+def render_camera(scene, camera, frame: int, path: str, viewport: bool = True) -> None:
+    """Renders ``camera`` at ``frame`` into the PNG ``path``; the scene's camera, frame and output settings are put
+    back afterwards (the user's render settings are theirs)."""
+    render = scene.render
+    image = render.image_settings
+    saved = (scene.camera, scene.frame_current, render.filepath, image.file_format, image.color_mode)
+    # Metadata that changes from one render to the next (date, render time …) would make every picture new bytes:
+    # the same shot rendered again must be the same file, so the server gets it once.
+    stamps = {name: getattr(render, name) for name in VARYING_STAMPS if hasattr(render, name)}
+    # What the camera sees, not the edit: with the Sequencer on, a scene whose strips cover the frame (a take of this
+    # very shot, say) renders those strips instead.
+    stamps["use_sequencer"] = render.use_sequencer
+    try:
+        for name in stamps:
+            setattr(render, name, False)
+        scene.frame_set(frame)
+        scene.camera = camera
+        render.filepath = path
+        image.file_format = "PNG"
+        image.color_mode = "RGB"
+        # Blender without a window (``--background``, the ``bpy`` module) has no OpenGL context to render a view.
+        view = _view3d() if (viewport and not bpy.app.background) else None
+        try:
+            if view is not None:
+                window, area, region = view
+                with bpy.context.temp_override(window=window, area=area, region=region, scene=scene):
+                    bpy.ops.render.opengl(write_still=True, view_context=False)
+            else:
+                bpy.ops.render.render(write_still=True, scene=scene.name)
+        except RuntimeError as exc:
+            raise InputProblem(f"the camera render failed: {exc}") from exc
+    finally:
+        # Frame first: changing frames switches to the camera bound to the marker there; then the camera as it was.
+        scene.frame_set(saved[1])
+        scene.camera, render.filepath, image.file_format, image.color_mode = saved[0], *saved[2:]
+        for name, value in stamps.items():
+            setattr(render, name, value)
+
+
+def strip_frame_file(scene, name: str, frame: int) -> str:
+    """The file an image strip shows at ``frame`` (its first frame before it starts, its last after it ends)."""
+    strip = next((s for s in importer.all_strips(scene) if s.name == name), None)
+    if strip is None:
+        raise InputProblem(f"there is no strip {name!r}; pick an image strip under Input")
+    if strip.type != "IMAGE":
+        raise InputProblem(f"strip {name!r} is a {strip.type.lower()} strip; pick an image strip or the camera")
+    elements = list(strip.elements)
+    if not elements:
+        raise InputProblem(f"strip {name!r} has no images")
+    index = min(max(int(frame) - int(strip.frame_start), 0), len(elements) - 1)
+    path = os.path.join(bpy.path.abspath(strip.directory), elements[index].filename)
+    if not os.path.isfile(path):
+        raise InputProblem(f"strip {name!r} shows {path}, which does not exist")
+    return path

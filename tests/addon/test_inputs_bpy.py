@@ -1,0 +1,191 @@
+"""Pictures from the scene as a workflow's image input, in real Blender (``bpy`` 5.0.1, headless) against the
+ComfyUI simulator: the shot's camera rendered at its start frame, an image strip's frame and an image file are
+uploaded once (a second take of the same picture uploads nothing) and bound to the workflow's LoadImage, found
+through the core's parameter list or the shipped template's bindings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from .test_addon_bpy import add_server, wait_connected  # noqa: E402
+from .test_shots_bpy import ROOT, scene_settings, strips_of_shot, wait_schema, wait_shots_done  # noqa: E402
+
+INVERT = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load Image"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "md_test/invert"}},
+}
+
+
+def sha(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def uploads(server) -> list[dict]:
+    return [r for r in server.sim.requests() if r["path"] == "/upload/image" and r["method"] == "POST"]
+
+
+def prompts(server) -> list[dict]:
+    return [r["json"]["prompt"] for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"]
+
+
+def camera_scene(frame: int = 10):
+    """A 32×32 Workbench scene: a camera looking at a cube, a marker at ``frame`` bound to the camera."""
+    scene = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    scene.render.resolution_percentage = 100
+    cam = bpy.data.objects.new("ShotCam", bpy.data.cameras.new("ShotCam"))
+    scene.collection.objects.link(cam)
+    cam.location = (0.0, -6.0, 0.0)
+    cam.rotation_euler = (1.5708, 0.0, 0.0)
+    mesh = bpy.data.meshes.new("Cube")
+    verts = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    mesh.from_pydata(verts, [], faces)
+    scene.collection.objects.link(bpy.data.objects.new("Cube", mesh))
+    scene.timeline_markers.new("wide", frame=frame).camera = cam
+    scene.frame_start, scene.frame_end = 1, frame + 19
+    scene.frame_current = 1
+    scene.render.image_settings.file_format = "JPEG"  # the user's choice, put back after the PNG render
+    return scene, cam
+
+
+def pixels(path: str) -> list[float]:
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        return list(image.pixels[:])
+    finally:
+        bpy.data.images.remove(image)
+
+
+def write_png(path: Path, rgb: tuple[float, float, float]) -> str:
+    image = bpy.data.images.new("md_test_input", 16, 16)
+    image.pixels[:] = [*rgb, 1.0] * (16 * 16)
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return str(path)
+
+
+def test_camera_render_is_uploaded_once_bound_to_load_image_and_the_result_lands_at_the_shot(addon, server):
+    add_server(addon, server.url)
+    scene, cam = camera_scene(frame=10)
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    s.input_source, s.input_render = "CAMERA", "VIEWPORT"  # no 3D view without a window: a final render
+    bpy.ops.movie_director.shots_from_markers()
+    (shot,) = s.shots
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    before = (scene.frame_current, scene.camera, scene.render.filepath, scene.render.image_settings.file_format)
+
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [shot])
+    assert shot.job_id, shot.message
+    view = addon.bridge.current_model().jobs[shot.job_id]
+    assert view.state == "completed", (view.error, shot.message)
+    # The scene was put back as it was (camera, frame, output path).
+    after = (scene.frame_current, scene.camera, scene.render.filepath, scene.render.image_settings.file_format)
+    assert after == before
+
+    take = shot.takes[0]
+    assert take.input_key.startswith("camera:ShotCam:10:") and os.path.isfile(take.input_file)
+    (upload,) = uploads(server)
+    sent = prompts(server)[-1]
+    uploaded_name = sent["1"]["inputs"]["image"]
+    assert uploaded_name != "example.png"
+    on_server = os.path.join(server.sim.input_dir, uploaded_name)
+    assert sha(on_server) == sha(take.input_file)  # the camera picture, byte for byte
+    manifest = json.loads(Path(take.folder, "take.json").read_text())
+    assert manifest["input"]["uploaded_as"] == uploaded_name and manifest["input"]["source"] == "camera"
+    # The result is the inverted render (the simulator's LoadImage read the uploaded file) and lands at the shot.
+    (strip,) = strips_of_shot(shot.shot_id)
+    assert (strip.frame_final_start, strip.frame_final_duration) == (10, 20)
+    result = bpy.path.abspath(os.path.join(strip.directory, strip.elements[0].filename))
+    got, given = pixels(result), pixels(take.input_file)
+    assert len(got) == len(given) == 32 * 32 * 4
+    assert max(abs((1.0 - a) - b) for i, (a, b) in enumerate(zip(given, got, strict=True)) if i % 4 != 3) < 0.02
+    assert len({round(v, 2) for i, v in enumerate(given) if i % 4 != 3}) > 1  # the cube is in the picture
+
+    # A second take of the unchanged shot: rendered again — the camera's view, not the first take's strip now over
+    # the frame in the Sequencer — the same bytes, so not uploaded again.
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=shot.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [shot])
+    assert len(shot.takes) == 2 and shot.takes[1].state == "completed", shot.message
+    assert len(uploads(server)) == 1, (prompts(server)[-1]["1"], sorted(os.listdir(server.sim.input_dir)))
+    assert prompts(server)[-1]["1"]["inputs"]["image"] == uploaded_name
+
+    # Moving the camera makes the shot stale (its picture would change).
+    from movie_director import shotlist
+
+    assert not shotlist.is_stale(scene, shot)
+    cam.location.x += 0.5
+    bpy.context.view_layer.update()
+    assert shotlist.is_stale(scene, shot)
+
+
+def test_no_camera_fails_the_shot_before_anything_is_sent(addon, server):
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    scene.timeline_markers.new("nocam", frame=1)
+    scene.frame_end = 10
+    bpy.ops.movie_director.shots_from_markers()
+    (shot,) = s.shots
+    wait_connected(addon)
+    server.sim.clear_requests()
+    bpy.ops.movie_director.generate_shots(which="ALL")
+    addon.timers.run_until(lambda: shot.job_state == "failed", 15, "the shot to fail")
+    assert "no camera" in shot.message and "input picture" in shot.message
+    assert not prompts(server) and not uploads(server)
+
+
+def test_image_file_and_image_strip_feed_the_img2video_template_through_its_bindings(addon, server):
+    """``ltx_img2video`` ships bindings naming its "Start Frame" LoadImage (node 78) as the upload: one shot takes an
+    image file, the other an image strip's frame; both run on the simulator, each picture uploaded once."""
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    red = write_png(addon.tmp / "red.png", (1.0, 0.0, 0.0))
+    blue = write_png(addon.tmp / "blue.png", (0.0, 0.0, 1.0))
+    editor = scene.sequence_editor_create()
+    strip = editor.strips.new_image(name="plate", filepath=blue, channel=5, frame_start=30)
+    strip.frame_final_duration = 5
+    s = scene_settings()
+    s.workflow = str(ROOT / "workflows" / "ltx_img2video.json")
+    s.steps = 1
+    scene.timeline_markers.new("from file", frame=1)
+    scene.timeline_markers.new("from strip", frame=30)
+    scene.frame_end = 45
+    bpy.ops.movie_director.shots_from_markers()
+    by_name = {shot.name: shot for shot in s.shots}
+    by_name["from file"].input_source, by_name["from file"].input_path = "FILE", red
+    by_name["from strip"].input_source, by_name["from strip"].input_path = "STRIP", "plate"
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, list(s.shots))
+    model = addon.bridge.current_model()
+    for shot in s.shots:
+        assert model.jobs[shot.job_id].state == "completed", (model.jobs[shot.job_id].error, shot.message)
+    assert len(uploads(server)) == 2
+    sent = {p["78"]["inputs"]["image"] for p in prompts(server)}
+    on_server = {sha(os.path.join(server.sim.input_dir, name)) for name in sent}
+    assert on_server == {sha(red), sha(blue)}
+    assert by_name["from file"].takes[0].input_file == red
+    assert by_name["from strip"].takes[0].input_file == blue
