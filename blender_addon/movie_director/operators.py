@@ -219,7 +219,7 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
         rt = bridge.runtime()
         scene = context.scene
         s = props.settings(scene)
-        service = s.service or next(iter(rt.owner.services()))
+        service = s.service or shotlist.default_service(rt)
         try:
             wf, resolved = shotlist.prepared(rt).get(bpy.path.abspath(s.workflow), service)
             seed = secrets.randbits(64) if s.randomize_seed else sh.parse_seed(s.seed) or 0
@@ -549,7 +549,7 @@ class MOVIE_DIRECTOR_OT_generate_shots(Operator):
             self.report({"WARNING"}, "No shot to generate (running shots are skipped)")
             return {"CANCELLED"}
         # Checked now, before anything is sent: a workflow that cannot be used fails the whole batch with its reason.
-        service = props.settings(scene).service or next(iter(rt.owner.services()), "")
+        service = props.settings(scene).service or shotlist.default_service(rt)
         workflow = props.settings(scene).workflow
         if workflow and not any(shot.workflow for shot in chosen):
             try:

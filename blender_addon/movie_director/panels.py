@@ -93,9 +93,10 @@ def draw_generate(layout, context) -> None:
     layout.use_property_decorate = False
     if prefs is not None:
         layout.prop_search(s, "service", prefs, "services", icon="LINKED")
-        if not s.service and len(prefs.services):
+        first = next((v.name for v in prefs.services if v.enabled and v.kind not in preferences.CHAT_KINDS), "")
+        if not s.service and first:
             # An empty field means "the first server": say which one, instead of looking unset.
-            layout.label(text=f"Empty: the first server ({prefs.services[0].name})", icon="INFO")
+            layout.label(text=f"Empty: the first server ({first})", icon="INFO")
     else:
         layout.prop(s, "service")
     layout.prop(s, "workflow")

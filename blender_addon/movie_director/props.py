@@ -155,7 +155,7 @@ def _workflow_changed(self, _context) -> None:
     rt = runtime.get()
     if rt is None or not rt.owner.is_open or not self.workflow:
         return
-    service = self.service or next(iter(rt.owner.services()), "")
+    service = self.service or shotlist.default_service(rt)
     try:
         shotlist.prepared(rt).get(bpy.path.abspath(self.workflow), service)
     except shotlist.SubmitProblem:

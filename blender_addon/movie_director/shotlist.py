@@ -198,6 +198,12 @@ def is_stale(scene, shot) -> bool:
 # ---- submitting -----------------------------------------------------------------------------------------------------
 
 
+def default_service(rt) -> str:
+    """Where a job goes when none is chosen: the first enabled server that runs workflows (not a chat service)."""
+    services = rt.owner.services()
+    return next((name for name, spec in services.items() if spec.kind not in CHAT_KINDS), "")
+
+
 class SubmitProblem(Exception):
     """A shot could not be sent; the message says what to change."""
 
@@ -246,8 +252,8 @@ class Prepared:
 
     def get(self, path: str, service: str):
         hub = self.rt.owner.hub
-        known = service in self.rt.owner.services()
-        info = self.rt.owner.schemas.get(hub, service) if known else None
+        spec = self.rt.owner.services().get(service)
+        info = self.rt.owner.schemas.get(hub, service) if (spec is not None and spec.kind in COMFY_KINDS) else None
         key = (path, workflow_digest(path), service, info is not None)
         hit = self.cache.get(key)
         if hit is None:
@@ -270,7 +276,7 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     except ValueError as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
     services = rt.owner.services()
-    service = settings.service or next((n for n, spec in services.items() if spec.kind not in CHAT_KINDS), "")
+    service = settings.service or default_service(rt)
     if service not in services:
         raise SubmitProblem(f"{shot.name}: server {service!r} is not set up or not enabled")
     kind = services[service].kind

@@ -58,10 +58,8 @@ def test_write_shots_streams_the_answer_then_makes_markers_with_prompts(addon, l
     assert bpy.ops.movie_director.write_shots() == {"FINISHED"}
     job_id = s.writer_job
     model = addon.bridge.current_model()
-    seen: list[str] = []
 
     def done():
-        seen.append(model.texts.get(job_id, ""))
         view = model.jobs.get(job_id)
         return view is not None and view.state in ("completed", "failed", "cancelled") and not model.texts.get(job_id)
 
@@ -69,8 +67,8 @@ def test_write_shots_streams_the_answer_then_makes_markers_with_prompts(addon, l
     view = model.jobs[job_id]
     assert view.state == "completed", view.error
     assert s.written == MOCK_GPT
-    # The deltas were folded into the model as they came (the panel drew them while writing).
-    assert any(MOCK_GPT.startswith(text) and text for text in seen)
+    # (The text growing piece by piece in the panel is checked on a slow stream below: LiteLLM's mock answer may
+    # arrive whole within one timer tick.)
     panel = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"]
     assert "movie_director.shots_from_text" in panel.operators()
 
