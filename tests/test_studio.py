@@ -80,12 +80,15 @@ async def recv_json(ws):
     return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
 
-async def brief_until_final(url: str, **connect) -> list[dict]:
+async def brief_until_final(url: str, on_first_progress=None, **connect) -> list[dict]:
     messages = []
     async with websockets.connect(url, **connect) as ws:
         while True:
             m = await recv_json(ws)
             messages.append(m)
+            if on_first_progress and m["type"] == "progress":
+                on_first_progress()
+                on_first_progress = None
             if m["type"] == "progress" and m["status"] in ("completed", "failed", "cancelled"):
                 return messages
 
@@ -99,9 +102,18 @@ def run(coro):
 
 def test_a_job_streams_queued_processing_completed_in_the_briefs_shape(tmp_path, sim):
     with studio(tmp_path, services=[f"comfyui={sim.url}"]) as server:
+        # A long job ahead keeps ours queued until we are watching: cancelling it is what lets ours run, so the
+        # socket sees every state whatever the machine's load (no race between the run and the connect).
+        ahead = submit(server, workflow=api_workflow("progress", steps=1000, step_seconds=1.0))
         job = submit(server, tag="shot_010")
-        messages = run(brief_until_final(ws_url(server, f"/ws/{job}")))
+
+        def let_it_run():
+            answer = http("DELETE", server.url + f"/api/jobs/{ahead}")
+            assert answer[0] == 202, answer
+
+        messages = run(brief_until_final(ws_url(server, f"/ws/{job}"), on_first_progress=let_it_run))
     assert messages[0]["type"] == "connection" and messages[0]["job_id"] == job
+    assert messages[1]["type"] == "progress" and messages[1]["status"] == "queued", messages[1]
     progress = [m for m in messages if m["type"] == "progress"]
     statuses = [m["status"] for m in progress]
     assert statuses[-1] == "completed"
