@@ -156,6 +156,7 @@ impl StudioServer {
                 ),
             )
         })?;
+        raise_backlog(&listener);
         let addr = listener
             .local_addr()
             .map_err(|e| Error::new(ErrorCode::Io, format!("cannot read the listening address: {e}")))?;
@@ -372,4 +373,19 @@ pub fn register(state: &AppState, job_id: &str, service: &str, tag: Option<Strin
     if let Some(store) = &state.store_writer {
         store.flush(Duration::from_secs(5));
     }
+}
+
+/// std listens with a backlog of 128: a reconnect storm of thousands of clients overflows it and their connects
+/// stall on SYN retries. Listening again on the bound socket raises it (the kernel caps it at somaxconn).
+fn raise_backlog(listener: &std::net::TcpListener) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen() on a socket this function borrows; it only changes the queue length.
+        unsafe {
+            libc::listen(listener.as_raw_fd(), 8192);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = listener;
 }
