@@ -6,7 +6,7 @@ of the extension (most of the hub is exercised from Python), the profiles merged
 same pytest run.
 
     . .ci/backends.sh            # the real Gradio / LiteLLM / MCP servers the pytest suite runs against
-    pip install -e '.[test]'     # pytest, coverage.py and the package (the .so is replaced by an instrumented one)
+    pip install -e '.[test]' coverage   # pytest, coverage.py, the package (its .so is swapped for an instrumented one)
     python3 bench/bench_coverage.py [--json] [--skip-rust] [--skip-python] [--pytest-args "..."] [--keep DIR]
 
 (``python3 bench/run_all.py --coverage`` runs exactly this, with ``--json``, as section 6.) The answer holds the
