@@ -6,6 +6,7 @@ of the extension (most of the hub is exercised from Python), the profiles merged
 same pytest run.
 
     . .ci/backends.sh            # the real Gradio / LiteLLM / MCP servers the pytest suite runs against
+    . .ci/datastores.sh          # PostgreSQL and Redis for the studio's datastore tests (`bash .ci/datastores.sh stop`)
     pip install -e '.[test]' coverage   # pytest, coverage.py, the package (its .so is swapped for an instrumented one)
     python3 bench/bench_coverage.py [--json] [--skip-rust] [--skip-python] [--pytest-args "..."] [--keep DIR]
 
