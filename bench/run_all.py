@@ -637,6 +637,184 @@ def section_coverage(res: Results, targets: list) -> str:
     return t.md() + ("\n\n" + "\n\n".join(notes) if notes else "")
 
 
+def section_studio(res: Results, targets: list) -> str:
+    r = res.raw.get("studio", [{}])[0]
+    ours, base = r.get("ours", {}), r.get("baseline", {})
+    if not ours:
+        return "(not run)"
+    cores = r.get("cpu_count")
+
+    def g(side: dict, *path):
+        v = side
+        for k in path:
+            if not isinstance(v, dict) or k not in v:
+                return None
+            v = v[k]
+        return v
+
+    def cnt(v) -> str:
+        return "–" if v is None else f"{int(v):,}"
+
+    t = Table(["measure", "ours", "baseline", "ratio", "target", "status"])
+    big = ours.get("fanout_10k", {})
+    n_big, jobs_big = big.get("connections"), big.get("jobs")
+    held, bheld = g(ours, "fanout_10k", "held"), g(base, "fanout_10k", "held")
+    # The targets are about 10 000 connections: smaller runs (--smoke) show the numbers without a verdict.
+    ok = None if held is None or n_big < 10_000 else held == n_big
+    targets.append((f"studio: {num(n_big)} connections held on {cores} cores", held, ok))
+    t.add(
+        f"connections held ({cnt(n_big)} over {cnt(jobs_big)} jobs, one load-generator process)",
+        cnt(held),
+        cnt(bheld),
+        rtxt(ratio(held, bheld, False)),
+        f"10,000 on {cores} cores",
+        verdict(ok),
+    )
+    kib, bkib = (
+        g(ours, "fanout_10k", "server_rss_kib_per_idle_connection"),
+        g(base, "fanout_10k", "server_rss_kib_per_idle_connection"),
+    )
+    ok = None if kib is None or (held or 0) < 1000 else kib <= 16
+    targets.append(("studio: server RSS per idle connection, KiB", kib, ok))
+    t.add(
+        f"server RSS per idle connection, KiB (at {cnt(held)})",
+        num(kib),
+        num(bkib),
+        rtxt(ratio(kib, bkib, True)),
+        "≤ 16 KiB",
+        verdict(ok),
+    )
+    own = g(ours, "own_state_bytes", "job")
+    ok = None if own is None else own <= 1024
+    targets.append(("studio: own state per connection, bytes", own, ok))
+    t.add("our own state per `/ws/{job_id}` connection, bytes (`/metrics`)", num(own), "–", "–", "≤ 1 KiB", verdict(ok))
+    for q in ("p50", "p99"):
+        t.add(
+            f"handshake {q}, ms (TCP connect → `connection` message, 64 at once, {cnt(n_big)} connections)",
+            num(g(ours, "fanout_10k", f"handshake_ms_{q}")),
+            num(g(base, "fanout_10k", f"handshake_ms_{q}")),
+            rtxt(ratio(g(ours, "fanout_10k", f"handshake_ms_{q}"), g(base, "fanout_10k", f"handshake_ms_{q}"), True)),
+            "< 50 ms (the brief's claim)" if q == "p50" else "–",
+            verdict(
+                None
+                if g(ours, "fanout_10k", f"handshake_ms_{q}") is None
+                else g(ours, "fanout_10k", f"handshake_ms_{q}") < 50
+            )
+            if q == "p50"
+            else "–",
+        )
+    worst_ratio = None
+    for key in ("fanout_1k", "fanout_10k", "fanout_one_job"):
+        o, b = ours.get(key, {}), base.get(key, {})
+        if not o:
+            continue
+        label = f"{cnt(o.get('held'))} subscribers over {cnt(o.get('jobs'))} job" + ("s" if o.get("jobs") != 1 else "")
+        for q in ("p50", "p99"):
+            v, bv = o.get(f"delivery_ms_{q}"), b.get(f"delivery_ms_{q}")
+            target, st = "–", "–"
+            if key == "fanout_1k" and q == "p99":
+                ok = None if v is None else v <= 5
+                targets.append(("studio: publish → delivery p99 at 1 000 subscribers, ms", v, ok))
+                target, st = "≤ 5 ms", verdict(ok)
+            t.add(f"publish → delivery {q}, ms ({label}, paced)", num(v), num(bv), rtxt(ratio(v, bv, True)), target, st)
+        v, bv = o.get("deliveries_per_s"), b.get("deliveries_per_s")
+        rr = ratio(v, bv, False)
+        ok = None if rr is None else rr >= 10
+        if rr is not None:
+            worst_ratio = rr if worst_ratio is None else min(worst_ratio, rr)
+        t.add(
+            f"deliveries / s ({label}, flood: 4 producers; delivered / expected ours "
+            f"{cnt(o.get('flood_deliveries'))} / {cnt(o.get('flood_deliveries_expected'))}, baseline "
+            f"{cnt(b.get('flood_deliveries'))} / {cnt(b.get('flood_deliveries_expected'))})",
+            num(v),
+            num(bv),
+            rtxt(rr),
+            "≥ 10× baseline",
+            verdict(ok),
+        )
+    targets.append(
+        (
+            "studio: deliveries / s vs baseline (worst of the three fan-outs)",
+            worst_ratio,
+            None if worst_ratio is None else worst_ratio >= 10,
+        )
+    )
+    so, sb = ours.get("storm", {}), base.get("storm", {})
+    if so:
+        ok = so.get("gaps") == 0 and so.get("out_of_order") == 0 and so.get("reconnect_errors") == 0
+        targets.append(("studio: gaps after the reconnect storm", so.get("gaps"), ok))
+        t.add(
+            f"reconnect storm: {cnt(so.get('clients'))} clients drop at once, their jobs move on and finish, all "
+            "reconnect at once — clients with a gap (missed the latest progress or the final state, or "
+            "not `recovered`)",
+            cnt(so.get("gaps")),
+            cnt(sb.get("gaps")) + " (no resume)",
+            "–",
+            "0",
+            verdict(ok),
+        )
+        t.add(
+            "reconnect storm: s until every client is back / has recovered everything it missed",
+            f"{num(so.get('reconnected_s'))} / {num(so.get('recovery_s'))}",
+            f"{num(sb.get('reconnected_s'))} / never",
+            rtxt(ratio(so.get("reconnected_s"), sb.get("reconnected_s"), True)),
+            "–",
+            "–",
+        )
+    t.add(
+        "server CPU over the whole run, s",
+        num(ours.get("server_cpu_s")),
+        num(base.get("server_cpu_s")),
+        "–",
+        "–",
+        "–",
+    )
+    out = [t.md()]
+    soak = ours.get("soak")
+    if soak and soak.get("samples"):
+        smp = soak["samples"]
+        q = max(1, len(smp) // 4)
+        rss = [s["rss_kib"] / 1024 for s in smp]
+        second = statistics.median(rss[q : 2 * q]) if len(rss) >= 4 else rss[0]
+        last = statistics.median(rss[3 * q :]) if len(rss) >= 4 else rss[-1]
+        grow = last - second
+        fds = [s["fds"] for s in smp]
+        thr = [s["threads"] for s in smp]
+        conns = [s["connections"] for s in smp if s.get("connections") is not None]
+        ok = grow < max(2.0, 0.05 * second) and max(fds) - min(fds) <= 5 and soak.get("finals") == soak.get("held")
+        targets.append(("studio: soak flat (RSS growth 2nd → 4th quarter, MiB)", grow, ok))
+        s = Table(["soak (ours)", "value", "target", "status"])
+        s.add(
+            f"{soak['seconds']:.0f} s, {cnt(soak['held'])} connections on {cnt(soak['jobs'])} jobs, "
+            f"{cnt(soak['posts'])} posts, {cnt(soak['delivered'])} deliveries: RSS MiB 2nd quarter → last",
+            f"{num(second)} → {num(last)} ({grow:+.2f})",
+            "flat (< 5 % or 2 MiB)",
+            verdict(ok),
+        )
+        s.add("open files min / max during the soak", f"{num(min(fds))} / {num(max(fds))}", "flat", "–")
+        s.add("threads min / max", f"{num(min(thr))} / {num(max(thr))}", "flat", "–")
+        if conns:
+            s.add(
+                "connections (tasks) the server counts, min / max",
+                f"{num(min(conns))} / {num(max(conns))}",
+                "flat",
+                "–",
+            )
+        after = soak.get("after_close", {})
+        s.add(
+            "after every client closed: RSS MiB / open files / connections",
+            f"{num(after.get('rss_kib', 0) / 1024)} / {num(after.get('fds'))} / {num(after.get('connections'))}",
+            "connections 0",
+            verdict(after.get("connections") == 0) if after.get("connections") is not None else "–",
+        )
+        out.append("\n" + s.md())
+        out.append(
+            "\nSoak samples (s: RSS MiB / open files): "
+            + ", ".join(f"{x['t_s']:.0f}: {x['rss_kib'] / 1024:.0f} / {x['fds']:.0f}" for x in smp)
+        )
+    return "\n".join(out)
+
+
 def section_chaos_soak(path: str | None, targets: list) -> str:
     """The one-hour chaos soak is recorded separately (it takes an hour): its report is read from a file."""
     cmd = "python3 bench/chaos.py --soak 3600 --rate 20 --json-out bench/results/chaos-soak.json"
@@ -761,6 +939,24 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         section_coverage(res, targets),
         "",
+        "## 7. Studio server",
+        "",
+        "`director-link serve --database memory` (ours) and the product brief's FastAPI `ConnectionManager` "
+        "(bench/studio_baseline.py: a dict job id → list of WebSockets, a progress update broadcast by awaiting "
+        "each `send_text` in turn; uvicorn with uvloop, httptools and websockets, in a venv of its own), each in a "
+        "process of its own, driven by the same load generator (bench/studio_load, Rust, tokio-tungstenite, "
+        "another process) with the same jobs and events: subscribers on the brief's `WS /ws/{job_id}`, an external "
+        "producer `POST /api/jobs/{id}/progress` carrying a sequence number whose send instant the load generator "
+        "keeps (publish → delivery on one clock). Paced: one POST at a time, each round's deliveries waited for. "
+        "Flood: 4 producers at once as fast as the server answers, then `completed` for every job; deliveries / s "
+        "= messages the subscribers received / (first flood POST → the last subscriber's `completed`); ours "
+        "may coalesce a slow subscriber's waiting progress (latest wins), so its delivered count is shown. RSS "
+        "is the server process's (`/proc`), idle connections after 2 s of quiet. The storm reconnects ours through "
+        "`/ws/events?jobs=J&since=OFFSET&epoch=E`; the baseline has no resume, so its clients miss whatever "
+        "happened while they were away. One run (no median).",
+        "",
+        section_studio(res, targets),
+        "",
         "## Long soak",
         "",
         section_chaos_soak(args.chaos_soak, targets),
@@ -789,6 +985,17 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "RSS flat": "RSS over the mixed run: see the samples above; allocator growth in the first minutes settles.",
         "Rust core line coverage": "Rust coverage: measured over `cargo test` plus the whole pytest suite on an "
         "instrumented extension; section 6 lists the files with the most uncovered lines.",
+        "studio: own state": "studio own state per connection: the connection task's future is the bulk (the "
+        "select loop over the outbox, the socket, the ping timer and shutdown, with the futures of its branches "
+        "laid out side by side by the compiler); shrinking it means a hand-written poll loop instead of "
+        "`tokio::select!`, not done here. The RSS per idle connection, which includes it, is within its target.",
+        "studio: deliveries": "studio deliveries / s: with a subscriber or ten per job the flood is bounded by "
+        "the producer's HTTP POSTs (one keep-alive request per update, four producers), not by fan-out, so the "
+        "ratio is the two servers' POST rates (~4×). With 5 000 subscribers on one job ours wakes one task per "
+        "subscriber per update (a write system call each, on 2 cores shared with the load generator and other "
+        "work), falls behind the 4 producers and coalesces each subscriber's waiting progress (latest wins; "
+        "every `completed` arrives), so it delivers fewer messages than the baseline, whose producer waits "
+        "for each broadcast to finish. Not tuned further here.",
         "WebSocket RTT": "RTT: the hub's ping is timed inside its Rust task; a Python client's includes its event "
         "loop wake-up.",
         "stream flood": "progress flood CPU: the ratio sits around 5× on this shared machine and moves with its "
@@ -869,6 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
         "scale_soak", run_json([f"{b}/bench_scale.py", "soak", "--json", "--soak", str(soak), *flag], limit=soak + 600)
     )
     res.add("discovery", run_json([f"{b}/bench_discovery.py", "--json", *flag]))
+    studio = [f"{b}/bench_studio.py", "--json", "--soak", str(soak), *flag]
+    res.add("studio", run_json(studio, limit=soak + 3600))
     if args.coverage:
         res.add("coverage", run_json([f"{b}/bench_coverage.py", "--json"], limit=7200))
     cap = 1000

@@ -24,6 +24,7 @@ from pathlib import Path
 import director_link
 import pytest
 import websockets
+import websockets.exceptions
 from director_link.testing import ComfySimulator, api_workflow
 
 TIMEOUT = 60  # seconds any single wait may take before the test fails (a bound on a hang, not a timing claim)
@@ -80,12 +81,15 @@ async def recv_json(ws):
     return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
 
-async def brief_until_final(url: str, **connect) -> list[dict]:
+async def brief_until_final(url: str, on_first_progress=None, **connect) -> list[dict]:
     messages = []
     async with websockets.connect(url, **connect) as ws:
         while True:
             m = await recv_json(ws)
             messages.append(m)
+            if on_first_progress and m["type"] == "progress":
+                on_first_progress()
+                on_first_progress = None
             if m["type"] == "progress" and m["status"] in ("completed", "failed", "cancelled"):
                 return messages
 
@@ -99,9 +103,18 @@ def run(coro):
 
 def test_a_job_streams_queued_processing_completed_in_the_briefs_shape(tmp_path, sim):
     with studio(tmp_path, services=[f"comfyui={sim.url}"]) as server:
+        # A long job ahead keeps ours queued until we are watching: cancelling it is what lets ours run, so the
+        # socket sees every state whatever the machine's load (no race between the run and the connect).
+        ahead = submit(server, workflow=api_workflow("progress", steps=1000, step_seconds=1.0))
         job = submit(server, tag="shot_010")
-        messages = run(brief_until_final(ws_url(server, f"/ws/{job}")))
+
+        def let_it_run():
+            answer = http("DELETE", server.url + f"/api/jobs/{ahead}")
+            assert answer[0] == 202, answer
+
+        messages = run(brief_until_final(ws_url(server, f"/ws/{job}"), on_first_progress=let_it_run))
     assert messages[0]["type"] == "connection" and messages[0]["job_id"] == job
+    assert messages[1]["type"] == "progress" and messages[1]["status"] == "queued", messages[1]
     progress = [m for m in messages if m["type"] == "progress"]
     statuses = [m["status"] for m in progress]
     assert statuses[-1] == "completed"
@@ -313,6 +326,62 @@ def test_an_unknown_epoch_or_offset_gets_a_snapshot_instead_of_a_silent_gap(tmp_
                     assert snap[job]["state"] == "completed"
 
         run(scenario())
+
+
+def split_binary_preview(frame: bytes) -> tuple[dict, bytes]:
+    """`?previews=binary`: a 4-byte big-endian header length, the event's JSON, then the image."""
+    n = int.from_bytes(frame[:4], "big")
+    return json.loads(frame[4 : 4 + n]), frame[4 + n :]
+
+
+def test_previews_come_by_reference_unless_binary_frames_are_asked_for(tmp_path, sim):
+    with studio(tmp_path, services=[f"comfyui={sim.url}"]) as server:
+
+        async def read_all(ws, job):
+            out = []  # ("text" | "binary", event, image)
+            while True:
+                m = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                if isinstance(m, bytes):
+                    header, image = split_binary_preview(m)
+                    out.append(("binary", header, image))
+                else:
+                    e = json.loads(m)
+                    out.append(("text", e, b""))
+                    if e.get("job_id") == job and e["type"] in ("job_completed", "job_failed", "job_cancelled"):
+                        return out
+
+        async def scenario():
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                async with websockets.connect(ws_url(server, "/ws/events?previews=jpeg")):
+                    pass
+            assert refused.value.response.status_code == 400
+            async with (
+                websockets.connect(ws_url(server, "/ws/events?jobs=all")) as by_url,
+                websockets.connect(ws_url(server, "/ws/events?jobs=all&previews=binary")) as binary,
+            ):
+                assert (await recv_json(by_url))["type"] == "subscribed"
+                assert (await recv_json(binary))["type"] == "subscribed"
+                job = submit(server, workflow=api_workflow("progress", steps=6, step_seconds=0.1, send_preview=True))
+                return job, await read_all(by_url, job), await read_all(binary, job)
+
+        job, url_stream, bin_stream = run(scenario())
+    # By reference (the default): previews are JSON events with a URL, and no binary frame at all.
+    assert all(kind == "text" for kind, _, _ in url_stream)
+    url_previews = [e for _, e, _ in url_stream if e["type"] == "preview"]
+    assert url_previews and all(e["url"].startswith(f"/api/jobs/{job}/preview") for e in url_previews)
+    # Opted in: every preview is a binary frame (header = the same event, then a real image); no JSON preview.
+    binaries = [(e, img) for kind, e, img in bin_stream if kind == "binary"]
+    assert binaries, "at least one preview as a binary frame"
+    assert not [e for kind, e, _ in bin_stream if kind == "text" and e["type"] == "preview"]
+    for header, image in binaries:
+        assert header["type"] == "preview" and header["job_id"] == job
+        assert header["mime"] in ("image/png", "image/jpeg")
+        magic = b"\x89PNG" if header["mime"] == "image/png" else b"\xff\xd8"
+        assert image.startswith(magic) and len(image) > 100
+    # Text and binary frames share one order: offsets strictly increase, and the lifecycle is the same.
+    offsets = [e["offset"] for _, e, _ in bin_stream if "offset" in e]
+    assert offsets == sorted(set(offsets))
+    assert lifecycle([e for _, e, _ in bin_stream]) == lifecycle([e for _, e, _ in url_stream])
 
 
 def test_a_thousand_subscribers_on_one_job_each_get_every_lifecycle_event_in_order(tmp_path, sim):

@@ -7,7 +7,7 @@
 //! jobs' events over Redis Streams (see [`bus`]). Endpoints:
 //!
 //! - `WS /ws/{job_id}` — the brief's per-job progress messages; `WS /ws/monitor` — `system_status`;
-//!   `WS /ws/events?jobs=a,b|all&since=OFFSET&epoch=E` — our typed stream with resume.
+//!   `WS /ws/events?jobs=a,b|all&since=OFFSET&epoch=E[&previews=binary]` — our typed stream with resume.
 //! - `POST/GET /api/jobs`, `GET/DELETE /api/jobs/{id}`, `GET /api/jobs/{id}/files/{name}`,
 //!   `GET /api/jobs/{id}/preview`, `POST /api/jobs/{id}/progress` (external producers), `GET /api/services`,
 //!   `GET /api/health`, `GET /metrics`, `GET /api/anime/websocket/status`.

@@ -448,6 +448,10 @@ struct Sub {
 struct Log {
     slots: VecDeque<Option<Frame>>,
     base: u64,
+    /// The newest offset whose event is gone for good (dropped for the log's limits, or older than the history
+    /// loaded at start): a client that saw it resumes exactly. Coalesced entries do not count — a newer entry of
+    /// the same job stands for them — so a job's superseded progress never makes a resume fail.
+    lost: u64,
     live: usize,
     bytes: usize,
     /// Per job: the offset of its newest entry, and whether that entry is coalescable (and its class).
@@ -501,7 +505,8 @@ struct Inner {
     log: Log,
     jobs: HashMap<String, JobView>,
     finished: VecDeque<String>,
-    previews: HashMap<String, (String, Bytes)>,
+    /// Per job: its newest preview (mime, image, offset).
+    previews: HashMap<String, (String, Bytes, u64)>,
     subs: HashMap<u64, Sub>,
     /// Typed-stream subscribers by the job they follow, and those following everything.
     subs_by_job: HashMap<String, HashSet<u64>>,
@@ -590,6 +595,7 @@ impl Relay {
             log: Log {
                 slots: VecDeque::new(),
                 base: next_offset,
+                lost: next_offset - 1,
                 live: 0,
                 bytes: 0,
                 newest_of_job: HashMap::new(),
@@ -616,6 +622,7 @@ impl Relay {
         history.sort_by_key(|f| f.offset);
         if let Some(first) = history.first() {
             inner.log.base = first.offset;
+            inner.log.lost = first.offset - 1;
             for f in history {
                 let slot = usize::try_from(f.offset - inner.log.base).unwrap_or(usize::MAX);
                 while inner.log.slots.len() < slot {
@@ -735,7 +742,7 @@ impl Relay {
                 }
             }
             if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
-                inner.previews.insert(id.clone(), (mime.clone(), data));
+                inner.previews.insert(id.clone(), (mime.clone(), data, offset));
             }
         }
         if let (Some(tap), Some(view)) = (self.tap.get(), &view_changed) {
@@ -883,6 +890,7 @@ impl Relay {
                             log.newest_of_job.remove(j);
                         }
                     }
+                    log.lost = f.offset;
                     log.base += 1;
                 }
                 Some(None) => log.base += 1,
@@ -905,7 +913,7 @@ impl Relay {
         let same_epoch = epoch.is_none_or(|e| e == self.epoch);
         let mut replay = Vec::new();
         let recovered = match since {
-            Some(s) if same_epoch && s <= newest && s + 1 >= inner.log.base => {
+            Some(s) if same_epoch && s <= newest && s >= inner.log.lost => {
                 let mut o = s + 1;
                 while o <= newest {
                     if let Some(Some(f)) = inner.log.get(o) {
@@ -1043,7 +1051,22 @@ impl Relay {
     }
 
     pub fn preview(&self, job_id: &str) -> Option<(String, Bytes)> {
-        self.inner.lock().previews.get(job_id).cloned()
+        let inner = self.inner.lock();
+        inner
+            .previews
+            .get(job_id)
+            .map(|(mime, data, _)| (mime.clone(), data.clone()))
+    }
+
+    /// The image of the preview event at `offset` while it is still the job's newest (`None` once a newer one
+    /// replaced it or the job ended: previews are latest-wins).
+    pub fn preview_at(&self, job_id: &str, offset: u64) -> Option<Bytes> {
+        let inner = self.inner.lock();
+        inner
+            .previews
+            .get(job_id)
+            .filter(|(_, _, o)| *o == offset)
+            .map(|(_, data, _)| data.clone())
     }
 
     pub fn newest_offset(&self) -> u64 {
@@ -1178,6 +1201,22 @@ mod tests {
         assert!(!s.recovered);
         let s = r.subscribe(Filter::All, Some(99), Some("e1"));
         assert!(!s.recovered, "an offset from the future cannot be resumed");
+    }
+
+    #[test]
+    fn a_resume_after_progress_that_newer_progress_replaced_is_recovered() {
+        // Every event after the client's offset was coalesced away (the log's head is tombstones only): nothing
+        // is lost, so the client resumes exactly — the newest progress, then the end.
+        let r = relay(1000);
+        r.publish(&progress("a", 10.0), 1.0, None);
+        r.publish(&progress("b", 10.0), 1.0, None);
+        r.publish(&progress("a", 50.0), 1.0, None);
+        r.publish(&progress("b", 50.0), 1.0, None);
+        r.publish(&progress("a", 80.0), 1.0, None);
+        r.publish(&done("a"), 1.0, None);
+        let s = r.subscribe(Filter::Jobs(["a".to_string()].into()), Some(1), Some("e1"));
+        assert!(s.recovered, "superseded progress is not a gap");
+        assert_eq!(offsets(&s.replay), vec![5, 6]);
     }
 
     #[test]

@@ -694,6 +694,22 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "gauge",
         &by_kind,
     );
+    let own: Vec<(String, f64)> = super::ws::connection_state_bytes()
+        .into_iter()
+        .map(|(k, b)| (format!("{{kind=\"{k}\"}}"), b as f64))
+        .collect();
+    metric(
+        "studio_connection_state_bytes",
+        "This server's own state per idle WebSocket connection (task, outbox, table entry, timer; not the socket).",
+        "gauge",
+        &own,
+    );
+    metric(
+        "studio_socket_bytes",
+        "The struct of one WebSocket (axum + tungstenite state, without its buffers).",
+        "gauge",
+        &[(String::new(), super::ws::socket_bytes() as f64)],
+    );
     metric(
         "websocket_refused_total",
         "WebSocket connections refused (limits, rate).",

@@ -5,7 +5,7 @@
 //! silent past the connection timeout or could not keep up (close code 4008; it resumes by offset).
 use super::auth::{self, valid_job_id};
 use super::clock;
-use super::relay::{ConnKind, Filter, Frame, JobView, Outbox};
+use super::relay::{ConnKind, Filter, Frame, FrameClass, JobView, Outbox, Subscription};
 use super::routes::{brief_connections, check_id, ApiError};
 use super::server::AppState;
 use axum::extract::connect_info::ConnectInfo;
@@ -19,7 +19,7 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,49 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ws/monitor", get(monitor))
         .route("/ws/events", get(events))
         .route("/ws/{job_id}", get(job))
+}
+
+/// Our own state per idle connection, by kind (job, monitor, events), as sized when the connection starts: its
+/// task's future (the socket handle, timers and loop state — tungstenite's buffers are not in it), its outbox,
+/// and its entry in the relay's tables. `/metrics` shows it (the benchmark's "own state" figure).
+static STATE_BYTES: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+const KINDS: [(ConnKind, &str); 3] = [
+    (ConnKind::Job, "job"),
+    (ConnKind::Monitor, "monitor"),
+    (ConnKind::Events, "events"),
+];
+
+fn note_state<F>(kind: ConnKind, socket_bytes: usize, fut: F) -> F {
+    // An entry of the relay's subscriber tables: id + Arc, at a hash table's load factor (×2 to be safe); the
+    // outbox with its Arc counts; the ping interval's boxed timer. The socket (axum's WebSocket, tungstenite's
+    // state) is counted apart, as tungstenite's.
+    let table = 2 * std::mem::size_of::<(u64, Arc<Outbox>)>();
+    let outbox = std::mem::size_of::<Outbox>() + 2 * std::mem::size_of::<usize>();
+    let timer = std::mem::size_of::<tokio::time::Sleep>();
+    let ours = std::mem::size_of_val(&fut).saturating_sub(socket_bytes) + outbox + table + timer;
+    if let Some(i) = KINDS.iter().position(|(k, _)| *k == kind) {
+        STATE_BYTES[i].store(ours, Ordering::Relaxed);
+    }
+    SOCKET_BYTES.store(socket_bytes, Ordering::Relaxed);
+    fut
+}
+
+/// The size of one socket's own struct (axum's WebSocket around tungstenite's state; its buffers are apart).
+static SOCKET_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+pub fn socket_bytes() -> usize {
+    SOCKET_BYTES.load(Ordering::Relaxed)
+}
+
+/// (kind, bytes) of our own state per connection, for each kind that has had a connection.
+pub fn connection_state_bytes() -> Vec<(&'static str, usize)> {
+    KINDS
+        .iter()
+        .zip(STATE_BYTES.iter())
+        .map(|((_, name), b)| (*name, b.load(Ordering::Relaxed)))
+        .filter(|(_, b)| *b > 0)
+        .collect()
 }
 
 /// Limits before the upgrade: the connection cap and the per-address rate.
@@ -67,12 +110,14 @@ fn admit(state: &AppState, peer: SocketAddr) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Small per-connection buffers: tungstenite's defaults allocate ~128 KiB per connection.
+/// Small per-connection buffers: tungstenite's defaults allocate ~128 KiB per connection. Clients send only
+/// small control messages, so reads go in 1 KiB chunks (a larger message just takes more reads); the buffer is
+/// allocated by the first read and stays, so it is most of what an idle connection costs.
 fn tune(mut ws: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
     if let Some(p) = auth::selected_protocol(headers) {
         ws.set_selected_protocol(p);
     }
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
@@ -139,15 +184,33 @@ async fn answer(socket: &mut WebSocket, msg: Message, last_seen: &mut Instant) -
     }
 }
 
+/// How `/ws/events` sends previews: by reference (the event's `url`, the default) or, opted into with
+/// `?previews=binary`, as one binary frame each: a 4-byte big-endian header length, the event's JSON (the same
+/// text the reference form sends) and the image bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Previews {
+    Url,
+    Binary,
+}
+
+/// The message for one frame; `None` for a binary preview that a newer one of its job has replaced (previews
+/// are latest-wins: the newer one follows).
+fn frame_message(state: &AppState, f: &Frame, previews: Previews) -> Option<Message> {
+    if previews == Previews::Binary && f.class == FrameClass::Preview {
+        let data = state.relay.preview_at(f.job.as_deref()?, f.offset)?;
+        let header = f.text.as_bytes();
+        let mut out = Vec::with_capacity(4 + header.len() + data.len());
+        out.extend_from_slice(&u32::try_from(header.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(header);
+        out.extend_from_slice(&data);
+        return Some(Message::Binary(out.into()));
+    }
+    Some(Message::Text(Utf8Bytes::from(&*f.text)))
+}
+
 /// The loop every endpoint shares: outbox → socket, client → answers, pings, timeout, shutdown. `app_ping`
 /// adds the brief's `{"type": "ping"}` messages.
-async fn pump(
-    state: &AppState,
-    socket: &mut WebSocket,
-    outbox: &Outbox,
-    app_ping: bool,
-    mut on_batch: impl FnMut(&[Frame]),
-) -> End {
+async fn pump(state: &AppState, socket: &mut WebSocket, outbox: &Outbox, app_ping: bool, previews: Previews) -> End {
     let mut ping = tokio::time::interval(state.config.ping_interval());
     ping.tick().await;
     let timeout = state.config.connection_timeout();
@@ -161,9 +224,9 @@ async fn pump(
                     state.relay.counters.overflow_closes.fetch_add(1, Ordering::Relaxed);
                     return End::Closed(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with since=<your last offset>".into());
                 }
-                on_batch(&batch);
                 for f in batch.drain(..) {
-                    if socket.feed(Message::Text(Utf8Bytes::from(&*f.text))).await.is_err() {
+                    let Some(msg) = frame_message(state, &f, previews) else { continue };
+                    if socket.feed(msg).await.is_err() {
                         return End::ClientGone;
                     }
                 }
@@ -229,12 +292,16 @@ async fn job(
 ) -> Result<Response, ApiError> {
     check_id(&job_id)?;
     admit(&state, peer)?;
-    Ok(tune(ws, &headers).on_upgrade(move |socket| job_connection(state, socket, job_id)))
+    Ok(tune(ws, &headers).on_upgrade(move |socket| {
+        let n = std::mem::size_of_val(&socket);
+        note_state(ConnKind::Job, n, job_connection(state, socket, job_id))
+    }))
 }
 
 async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: String) {
     let _guard = ConnGuard::new(state.clone(), ConnKind::Job);
     let (sub, outbox, view) = state.relay.subscribe_brief(&job_id);
+    // Built before the first await, so that the job's view is not kept in every connection's state.
     let hello = json!({
         "type": "connection",
         "job_id": job_id,
@@ -245,16 +312,17 @@ async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: Str
         },
         "timestamp": clock::rfc3339(clock::now()),
     });
-    let mut ok = socket.send(text(&hello)).await.is_ok();
-    if let (true, Some(v)) = (ok, &view) {
-        // The current state at once (a finished job's final state).
-        ok = socket
-            .send(Message::Text(Utf8Bytes::from(v.brief_progress())))
-            .await
-            .is_ok();
+    let mut greeting = vec![text(&hello)];
+    // The current state at once (a finished job's final state).
+    greeting.extend(view.map(|v| Message::Text(Utf8Bytes::from(v.brief_progress()))));
+    drop(hello);
+    let mut ok = true;
+    for m in greeting {
+        ok = ok && socket.feed(m).await.is_ok();
     }
+    ok = ok && socket.flush().await.is_ok();
     if ok {
-        let end = pump(&state, &mut socket, &outbox, true, |_| {}).await;
+        let end = pump(&state, &mut socket, &outbox, true, Previews::Url).await;
         finish(socket, end).await;
     }
     state.relay.unsubscribe_brief(&job_id, sub);
@@ -301,7 +369,10 @@ async fn monitor(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     admit(&state, peer)?;
-    Ok(tune(ws, &headers).on_upgrade(move |socket| monitor_connection(state, socket)))
+    Ok(tune(ws, &headers).on_upgrade(move |socket| {
+        let n = std::mem::size_of_val(&socket);
+        note_state(ConnKind::Monitor, n, monitor_connection(state, socket))
+    }))
 }
 
 async fn monitor_connection(state: Arc<AppState>, mut socket: WebSocket) {
@@ -372,6 +443,7 @@ struct EventsQuery {
     jobs: Option<String>,
     since: Option<u64>,
     epoch: Option<String>,
+    previews: Option<String>,
 }
 
 async fn events(
@@ -395,8 +467,26 @@ async fn events(
             Filter::Jobs(ids)
         }
     };
+    let previews = match q.previews.as_deref() {
+        None | Some("") | Some("url") => Previews::Url,
+        Some("binary") => Previews::Binary,
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_previews",
+                "previews= is `url` (the default: by reference) or `binary` (binary frames)".into(),
+            ))
+        }
+    };
     admit(&state, peer)?;
-    Ok(tune(ws, &headers).on_upgrade(move |socket| events_connection(state, socket, filter, q.since, q.epoch)))
+    Ok(tune(ws, &headers).on_upgrade(move |socket| {
+        let n = std::mem::size_of_val(&socket);
+        note_state(
+            ConnKind::Events,
+            n,
+            events_connection(state, socket, filter, q.since, q.epoch, previews),
+        )
+    }))
 }
 
 async fn events_connection(
@@ -405,9 +495,28 @@ async fn events_connection(
     filter: Filter,
     since: Option<u64>,
     epoch: Option<String>,
+    previews: Previews,
 ) {
     let _guard = ConnGuard::new(state.clone(), ConnKind::Events);
     let sub = state.relay.subscribe(filter, since, epoch.as_deref());
+    drop(epoch);
+    let (id, outbox) = (sub.id, sub.outbox.clone());
+    let ok = greet_events(&state, &mut socket, sub, since, previews).await;
+    if ok {
+        let end = pump(&state, &mut socket, &outbox, false, previews).await;
+        finish(socket, end).await;
+    }
+    state.relay.unsubscribe(id);
+}
+
+/// The `subscribed` message and the replay; the subscription (its snapshot and replay) is not kept afterwards.
+async fn greet_events(
+    state: &AppState,
+    socket: &mut WebSocket,
+    sub: Subscription,
+    since: Option<u64>,
+    previews: Previews,
+) -> bool {
     let mut hello = json!({
         "type": "subscribed",
         "epoch": sub.epoch,
@@ -423,12 +532,9 @@ async fn events_connection(
         if !ok {
             break;
         }
-        ok = socket.feed(Message::Text(Utf8Bytes::from(&*f.text))).await.is_ok();
+        if let Some(msg) = frame_message(state, f, previews) {
+            ok = socket.feed(msg).await.is_ok();
+        }
     }
-    ok = ok && socket.flush().await.is_ok();
-    if ok {
-        let end = pump(&state, &mut socket, &sub.outbox, false, |_| {}).await;
-        finish(socket, end).await;
-    }
-    state.relay.unsubscribe(sub.id);
+    ok && socket.flush().await.is_ok()
 }

@@ -150,6 +150,9 @@ const recorder = () => {
 
 const errors = [];
 let studio = null;
+// Killed from outside (a closed pipe, Ctrl-C): the studio server goes with us.
+process.on("exit", () => studio?.child.kill("SIGKILL"));
+for (const sig of ["SIGINT", "SIGTERM", "SIGPIPE"]) process.on(sig, () => process.exit(1));
 let browser = null;
 const results = [];
 async function step(name, fn) {

@@ -198,13 +198,19 @@ describe("messages", () => {
       conn.socket.send(progress(1, "a", 5));
     };
     const c = client({ url: srv.wsUrl("/ws/events") });
-    const errors: unknown[] = [];
+    const reported = vi.spyOn(console, "error").mockImplementation(() => {});
     c.on("progress", () => {
       throw new Error("a handler bug");
     });
-    process.on("uncaughtException", (e) => errors.push(e));
+    let after = 0;
+    c.on("progress", () => after++);
     c.start();
     await until(() => c.jobs.get("a")?.currentStep === 5, "valid progress applied");
+    // The bug is reported, and the next handler still ran.
+    expect(c.handlerErrors).toBe(1);
+    expect(reported).toHaveBeenCalledTimes(1);
+    expect(after).toBe(1);
+    reported.mockRestore();
     expect(c.getState().malformed).toBe(4);
     expect(c.getState().messagesReceived).toBe(6);
     expect(c.getState().phase).toBe("connected");
@@ -330,6 +336,29 @@ describe("ComfyUI's own /ws", () => {
     expect(p1?.message).toBe("Completed");
     expect(c.jobs.get("p2")?.error?.message).toBe("CUDA out of memory");
     expect(c.getState().malformed).toBe(1);
+  });
+});
+
+describe("long-lived pages", () => {
+  it("keeps at most 1000 finished jobs in memory, the newest, and any job someone is looking at", async () => {
+    const srv = await server();
+    srv.onConnect = (conn) => {
+      conn.socket.send(subscribed("E", 0, false, null, []));
+      let o = 0;
+      for (let i = 0; i < 1200; i++) {
+        conn.socket.send(ev(++o, "job_started", { job_id: `j${i}`, service: "sim" }));
+        conn.socket.send(ev(++o, "job_completed", { job_id: `j${i}`, outputs: [], ui: {}, elapsed_seconds: 1 }));
+      }
+      conn.socket.send(ev(++o, "job_started", { job_id: "live", service: "sim" }));
+    };
+    const c = client({ url: srv.wsUrl("/ws/events") });
+    c.jobs.subscribe("j0", () => {});
+    c.start();
+    await until(() => c.jobs.get("live") !== undefined, "all applied");
+    expect(c.jobs.get("j1199")?.status).toBe("completed");
+    expect(c.jobs.get("j0")?.status).toBe("completed");
+    expect(c.jobs.get("j1")).toBeUndefined();
+    expect(c.jobs.list().filter((j) => j.status === "completed").length).toBeLessThanOrEqual(1001);
   });
 });
 

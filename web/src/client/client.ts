@@ -161,6 +161,8 @@ export class StudioClient {
   private epoch: string | null = null;
   private offset: number | null = null;
   private previewUrls: string[] = [];
+  /** Handlers that threw (each reported on the console). */
+  handlerErrors = 0;
   /** Why the newest malformed message was refused (for the console and tests). */
   lastMalformed: string | null = null;
   /** Jobs first seen in the stream (which does not carry their tag): asked for once over HTTP. */
@@ -682,10 +684,9 @@ export class StudioClient {
     try {
       h(item.message, item.protocol);
     } catch (e) {
-      // A handler's bug is the page's to fix; the stream goes on for everyone else.
-      queueMicrotask(() => {
-        throw e;
-      });
+      // A handler's bug is reported, not thrown: the stream goes on for every other handler and the page.
+      this.handlerErrors += 1;
+      console.error(`director-link: a handler of "${item.message.type}" messages threw`, e);
     }
   }
 

@@ -17,6 +17,9 @@ export type JobStatus = "queued" | "running" | "completed" | "failed" | "cancell
 
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(["completed", "failed", "cancelled"]);
 
+/** Finished jobs kept in memory (a page left open for days must not grow without bound); the oldest go first. */
+export const FINISHED_LIMIT = 1000;
+
 /** How many progress samples a job keeps (for a sparkline or rate analytics). */
 export const HISTORY_LIMIT = 100;
 
@@ -218,10 +221,24 @@ export class JobStore {
       this.indexDirty = true;
     }
     this.jobs.set(next.jobId, next);
+    if (!before) this.evictFinished();
     this.dirty.add(next.jobId);
     this.listDirty = true;
     this.listCache = null;
     if (!this.cancelFlush) this.cancelFlush = this.o.schedule(() => this.flush());
+  }
+
+  private evictFinished(): void {
+    if (this.jobs.size <= FINISHED_LIMIT) return;
+    const finished = [...this.jobs.values()].filter((j) => TERMINAL.has(j.status));
+    if (finished.length <= FINISHED_LIMIT) return;
+    finished.sort((a, b) => a.createdAt - b.createdAt);
+    for (const j of finished.slice(0, finished.length - FINISHED_LIMIT)) {
+      if (this.byJob.has(j.jobId)) continue; // someone is looking at it
+      this.jobs.delete(j.jobId);
+    }
+    this.indexCache = null;
+    this.indexDirty = true;
   }
 
   /** Notifies every changed job's subscribers once. */
