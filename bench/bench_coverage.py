@@ -5,7 +5,18 @@ Rust: ``cargo test`` built with ``-C instrument-coverage``, plus the pytest suit
 of the extension (most of the hub is exercised from Python), the profiles merged. Python: coverage.py over that
 same pytest run.
 
-    python3 bench/coverage.py [--json] [--skip-rust] [--skip-python] [--pytest-args "..."]
+    . .ci/backends.sh            # the real Gradio / LiteLLM / MCP servers the pytest suite runs against
+    . .ci/datastores.sh          # PostgreSQL and Redis for the studio's datastore tests (`bash .ci/datastores.sh stop`)
+    pip install -e '.[test]' coverage   # pytest, coverage.py, the package (its .so is swapped for an instrumented one)
+    python3 bench/bench_coverage.py [--json] [--skip-rust] [--skip-python] [--pytest-args "..."] [--keep DIR]
+
+(``python3 bench/run_all.py --coverage`` runs exactly this, with ``--json``, as section 6.) The answer holds the
+totals, the totals per folder of ``src/`` and the least covered files (``lowest``: most uncovered lines first),
+for Rust and for Python. ``--keep DIR`` keeps the merged profile and the list of instrumented binaries in DIR, to
+look at the uncovered lines of one file afterwards::
+
+    llvm-cov-22 show --instr-profile=DIR/merged.profdata $(cat DIR/objects) --show-line-counts-or-regions \
+        --sources src/openai/service.rs
 
 Rust needs ``llvm-profdata`` / ``llvm-cov`` of the same LLVM major version as rustc (``rustc -vV``); rustup's
 ``llvm-tools`` component cannot be downloaded here, so Debian's ``llvm-N`` package is used (``apt-get install
@@ -78,7 +89,8 @@ def python_coverage(pytest_args: list[str], pkg: Path, rust_env: dict | None) ->
         timeout=300,
     )
     try:
-        totals = json.loads(rep.stdout)["totals"]
+        report = json.loads(rep.stdout)
+        totals = report["totals"]
     except (ValueError, KeyError):
         return {"error": f"coverage json failed: {rep.stderr[-1000:]} / pytest: {tail[0]}"}
     return {
@@ -89,7 +101,23 @@ def python_coverage(pytest_args: list[str], pkg: Path, rust_env: dict | None) ->
         "lines": totals["num_statements"],
         "percent": totals["percent_covered"],
         "instrumented_extension": rust_env is not None,
+        "lowest": lowest(
+            [
+                (
+                    "python/director_link/" + os.path.relpath(Path(name).resolve(), pkg.resolve()),
+                    f["summary"]["covered_lines"],
+                    f["summary"]["num_statements"],
+                )
+                for name, f in report.get("files", {}).items()
+            ]
+        ),
     }
+
+
+def lowest(rows: list[tuple[str, int, int]], n: int = 15) -> list[dict]:
+    """The `n` files with the most uncovered lines: (name, covered, lines) rows."""
+    rows = sorted(rows, key=lambda r: (r[1] - r[2], r[0]))[:n]
+    return [{"file": f, "covered": c, "lines": n_, "percent": 100 * c / n_ if n_ else None} for f, c, n_ in rows]
 
 
 def summarize(files: list[dict]) -> dict:
@@ -116,10 +144,21 @@ def summarize(files: list[dict]) -> dict:
         # The core: everything but the simulator (src/sim, a test server shipped for tests and demos).
         "core": total(lambda n: n.startswith(src) and not n.startswith(src + "sim/")),
         "per_dir": per_dir,
+        "lowest": lowest(
+            [
+                (
+                    f["filename"].removeprefix(str(REPO) + "/"),
+                    f["summary"]["lines"]["covered"],
+                    f["summary"]["lines"]["count"],
+                )
+                for f in files
+                if f["filename"].startswith(src) and not f["filename"].startswith(src + "sim/")
+            ]
+        ),
     }
 
 
-def coverage(pytest_args: list[str], rust: bool, python: bool) -> dict:
+def coverage(pytest_args: list[str], rust: bool, python: bool, keep: Path | None = None) -> dict:
     """Rust: `cargo test` plus (with `python`) the pytest suite on an instrumented extension, merged.
     Python: coverage.py over that same pytest run."""
     out: dict = {}
@@ -206,6 +245,10 @@ def coverage(pytest_args: list[str], rust: bool, python: bool) -> dict:
         args += ["--ignore-filename-regex", r"(\.cargo/registry|/rustc/|/tests/)"]
         args += [objects[0], *[a for o in objects[1:] for a in ("--object", o)]]
         data = json.loads(subprocess.run(args, capture_output=True, text=True, check=True, timeout=900).stdout)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(merged, keep / "merged.profdata")
+            (keep / "objects").write_text(" ".join([objects[0], *[f"--object {o}" for o in objects[1:]]]) + "\n")
         out["rust"] = summarize(data["data"][0]["files"]) | {
             "llvm": major,
             "tests_passed": passed,
@@ -222,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-rust", action="store_true")
     p.add_argument("--skip-python", action="store_true")
     p.add_argument("--pytest-args", default="tests", help="arguments for pytest (default: the whole suite)")
+    p.add_argument("--keep", type=Path, help="keep the merged Rust profile and the object list in this folder")
     args = p.parse_args(argv)
-    res = coverage(shlex.split(args.pytest_args), not args.skip_rust, not args.skip_python)
+    res = coverage(shlex.split(args.pytest_args), not args.skip_rust, not args.skip_python, args.keep)
     print(json.dumps(res) if args.json else json.dumps(res, indent=2))
     return 0
 

@@ -157,13 +157,19 @@ impl ComfyHttp {
         let status = resp.status();
         let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
-            let acc: PromptAccepted = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::new(
-                    ErrorCode::Protocol,
-                    "the server accepted the workflow but its answer is not the expected JSON",
-                )
-                .with_source(e)
-            })?;
+            // Only an object: serde would also fill the struct from an array (`["queued"]` → prompt id "queued").
+            let acc: PromptAccepted = serde_json::from_slice::<Value>(&bytes)
+                .and_then(|v| match v {
+                    Value::Object(_) => serde_json::from_value(v),
+                    _ => Err(<serde_json::Error as serde::de::Error>::custom("not a JSON object")),
+                })
+                .map_err(|e| {
+                    Error::new(
+                        ErrorCode::Protocol,
+                        "the server accepted the workflow but its answer is not the expected JSON",
+                    )
+                    .with_source(e)
+                })?;
             return Ok(SubmitOutcome::Accepted {
                 prompt_id: acc.prompt_id.unwrap_or_else(|| prompt_id.to_string()),
                 problems: node_problems(&acc.node_errors),

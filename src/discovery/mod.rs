@@ -160,11 +160,6 @@ impl Finding {
         f.server_header = answer.server.clone();
         f
     }
-
-    /// True when something identified answered (not `none`/`unknown`).
-    pub fn is_known(&self) -> bool {
-        !matches!(self.kind, ServerKind::None | ServerKind::Unknown)
-    }
 }
 
 fn bad_host(host: &str, why: &str) -> Error {

@@ -100,10 +100,6 @@ impl GradioHttp {
         &self.endpoint
     }
 
-    pub fn root(&self) -> &url::Url {
-        &self.root
-    }
-
     pub fn has_credentials(&self) -> bool {
         self.credentials.is_some()
     }

@@ -19,6 +19,8 @@ const ANSWER_CAP: usize = 32 * 1024 * 1024;
 #[derive(Debug, Deserialize)]
 struct RpcResponse {
     #[serde(default)]
+    jsonrpc: Option<String>,
+    #[serde(default)]
     id: Value,
     #[serde(default)]
     result: Option<Value>,
@@ -171,7 +173,10 @@ impl McpClient {
         let answer = if sse {
             sse_answer(&bytes, id)?
         } else {
-            serde_json::from_slice::<RpcResponse>(&bytes).ok()
+            // Any JSON object parses (every field has a default): `{"detail": "..."}` of a 401 is no answer.
+            serde_json::from_slice::<RpcResponse>(&bytes)
+                .ok()
+                .filter(|a| a.jsonrpc.is_some() || a.result.is_some() || a.error.is_some())
         };
         let Some(answer) = answer else {
             if !status.is_success() {
