@@ -213,6 +213,13 @@ impl JobRouter {
         self.jobs.is_empty()
     }
 
+    /// Some job is queued or running at the server (its messages are expected on the socket).
+    pub fn has_open_jobs(&self) -> bool {
+        self.jobs
+            .values()
+            .any(|j| !j.foreign && matches!(j.phase, Phase::Queued | Phase::Running))
+    }
+
     /// Every tracked job may have missed messages (the socket dropped).
     pub fn mark_disconnected(&mut self) {
         self.running = None;
