@@ -868,6 +868,9 @@ impl ComfyService {
                 if let Some(job) = self.router.remove(&prompt_id) {
                     self.shared.fail_job(&self.name, &job.job_id, error);
                 }
+                // The stream may have paused for this answer: let what it held go on, or it stays paused.
+                let effects = self.router.replay_held(now);
+                self.apply(effects);
             }
             Err(e) => {
                 let never_sent = e.is_connect();

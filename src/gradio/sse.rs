@@ -38,6 +38,8 @@ pub struct Session {
 #[derive(Default)]
 struct Inner {
     waiters: HashMap<String, mpsc::UnboundedSender<StreamItem>>,
+    /// The endpoint (fn_index) each waiting event calls: Gradio cancels by session and endpoint.
+    endpoints: HashMap<String, u64>,
     unclaimed: VecDeque<(String, Message)>,
     reader: Option<AbortHandle>,
 }
@@ -58,7 +60,7 @@ impl Session {
     }
 
     /// Starts listening for `event_id` (starting the reader when none runs). Call right after the join.
-    pub fn register(self: &Arc<Self>, event_id: &str) -> mpsc::UnboundedReceiver<StreamItem> {
+    pub fn register(self: &Arc<Self>, event_id: &str, fn_index: u64) -> mpsc::UnboundedReceiver<StreamItem> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inner = self.inner.lock();
         let mut keep = VecDeque::with_capacity(inner.unclaimed.len());
@@ -71,6 +73,7 @@ impl Session {
         }
         inner.unclaimed = keep;
         inner.waiters.insert(event_id.to_string(), tx);
+        inner.endpoints.insert(event_id.to_string(), fn_index);
         if inner.reader.is_none() {
             let me = self.clone();
             let task = tokio::spawn(async move { me.read().await });
@@ -79,8 +82,16 @@ impl Session {
         rx
     }
 
+    /// Another event of this session waits on the same endpoint.
+    pub fn shares_endpoint(&self, event_id: &str, fn_index: u64) -> bool {
+        let inner = self.inner.lock();
+        inner.endpoints.iter().any(|(id, f)| *f == fn_index && id != event_id)
+    }
+
     pub fn unregister(&self, event_id: &str) {
-        self.inner.lock().waiters.remove(event_id);
+        let mut inner = self.inner.lock();
+        inner.waiters.remove(event_id);
+        inner.endpoints.remove(event_id);
     }
 
     /// Stops the reader (service removed).
@@ -90,6 +101,7 @@ impl Session {
             r.abort();
         }
         inner.waiters.clear();
+        inner.endpoints.clear();
     }
 
     async fn read(self: Arc<Self>) {
@@ -257,7 +269,7 @@ pub async fn run(
         },
     };
     log::debug!("job {}: event_id {event_id} in session {}", ctx.job_id, session.hash);
-    let mut rx = session.register(&event_id);
+    let mut rx = session.register(&event_id, ctx.endpoint.fn_index);
     let mut deadline: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let wait_confirm = async {
@@ -282,6 +294,14 @@ pub async fn run(
             c = control.recv() => match c {
                 Some(Control::Cancel) if !ctx.cancel_requested => {
                     ctx.cancel_requested = true;
+                    // Gradio's /cancel stops whatever call of this endpoint runs in the session: with another job
+                    // of ours on it, that one would be stopped (and fail) instead of, or with, this one.
+                    if session.shares_endpoint(&event_id, ctx.endpoint.fn_index) {
+                        ctx.note("cancel", "another job of this service calls the same endpoint in the same session, \
+                            and Gradio cancels by session and endpoint (that job would be stopped too): this job was \
+                            dropped here but keeps running in the app until it finishes".into());
+                        break Outcome::Cancelled;
+                    }
                     match ctx.http.cancel(&session.hash, ctx.endpoint.fn_index, &event_id).await {
                         Ok(true) => deadline = Some(tokio::time::Instant::now() + CANCEL_CONFIRM),
                         Ok(false) => {
