@@ -10,7 +10,9 @@ What is timed is the add-on's own code path on real events from a real Hub:
 * ``idle``: the same call when nothing waits (what Blender pays every interval while nothing happens);
 * ``idle+snapshot``: an idle tick that also refreshes health figures from ``hub.snapshot()`` (every 2 s);
 * with ``bpy`` installed, the same three for the registered timer callback (``bridge.timer_callback``: preferences,
-  drain, redraw tagging, finished-job bookkeeping) in headless Blender.
+  drain, redraw tagging, finished-job bookkeeping) in headless Blender;
+* ``100 shots in flight``: the timer callback while 100 shots of a batch are on a second simulator (one running, 99
+  queued), and how long "Generate All" takes to send them (it returns before any of them runs).
 
 A benchmark, not a test: it prints numbers and never fails on a slow one.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,7 +123,63 @@ def bench_pure(url: str, runs: int, idle: int) -> dict:
     return out
 
 
-def bench_blender(url: str, runs: int, idle: int) -> dict | None:
+SHOTS = 100
+
+
+def bench_shots(bpy, bridge, slow_url: str, ticks: int) -> dict:
+    """Generate All on 100 marker shots against a server that runs one slow job at a time, then the timer tick
+    while all 100 are in flight; cancels them at the end."""
+    import json as _json
+
+    prefs = bpy.context.preferences.addons["movie_director"].preferences
+    svc = prefs.services.add()
+    svc.name, svc.url = "slow", slow_url
+    rt = bridge.runtime()
+    callback = bridge.timer_callback
+    rt.needs_sync = True
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        callback()
+        if rt.model.services.get("slow") and rt.model.services["slow"].state == "connected":
+            break
+        time.sleep(0.02)
+    scene = bpy.context.scene
+    for i in range(SHOTS):
+        scene.timeline_markers.new(f"S{i:03d}", frame=1 + i * 10)
+    scene.frame_end = SHOTS * 10
+    folder = tempfile.mkdtemp(prefix="bench-shots-")
+    workflow = os.path.join(folder, "slow.json")
+    with open(workflow, "w") as fh:
+        _json.dump({"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 600.0, "nonce": 0}}}, fh)
+    s = scene.movie_director
+    s.workflow, s.service = workflow, "slow"
+    bpy.ops.movie_director.shots_from_markers()
+    start = time.perf_counter()
+    bpy.ops.movie_director.generate_shots(which="ALL")
+    submit = time.perf_counter() - start
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        callback()
+        states = [rt.model.jobs[shot.job_id].state for shot in s.shots if shot.job_id in rt.model.jobs]
+        if len(states) == SHOTS and all(state in ("queued", "running") for state in states):
+            break
+        time.sleep(0.02)
+    in_flight = sum(1 for j in rt.model.jobs.values() if j.state in ("queued", "running"))
+    samples = []
+    for _ in range(ticks):
+        start = time.perf_counter()
+        callback()
+        samples.append(time.perf_counter() - start)
+    bpy.ops.movie_director.cancel_shots(which="ALL")
+    deadline = time.monotonic() + 30
+    while rt.model.active_jobs() and time.monotonic() < deadline:
+        callback()
+        time.sleep(0.02)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"tick": {**stats(samples), "in_flight": in_flight}, "generate_all_ms": round(submit * 1000, 1)}
+
+
+def bench_blender(url: str, runs: int, idle: int, slow_url: str | None = None) -> dict | None:
     try:
         import bpy
     except ImportError:
@@ -174,11 +233,16 @@ def bench_blender(url: str, runs: int, idle: int) -> dict | None:
             start = time.perf_counter()
             callback()
             snap.append(time.perf_counter() - start)
-        return {
+        out = {
             "busy": {**stats(busy), "events_per_tick": min(drained)},
             "idle": stats(samples),
             "idle+snapshot": stats(snap),
         }
+        if slow_url:
+            shots = bench_shots(bpy, bridge, slow_url, min(idle, 2000))
+            out["100 shots in flight"] = shots["tick"]
+            out["generate_all_100_ms"] = shots["generate_all_ms"]
+        return out
     finally:
         addon_utils.disable("movie_director", default_set=True)
 
@@ -191,11 +255,11 @@ def main() -> int:
     parser.add_argument("--no-blender", action="store_true", help="skip the headless-Blender measurement")
     args = parser.parse_args()
     runs, idle = max(1, min(args.runs, 200)), max(100, min(args.idle, 200_000))
-    with ComfySimulator(time_scale=0.0) as sim:
+    with ComfySimulator(time_scale=0.0) as sim, ComfySimulator(time_scale=1.0) as slow:
         result = {"director_link": director_link.__version__, "native": director_link._native.__file__}
         result["hub_owner.tick"] = bench_pure(sim.url, runs, idle)
         if not args.no_blender:
-            result["bridge.timer_callback"] = bench_blender(sim.url, runs, idle)
+            result["bridge.timer_callback"] = bench_blender(sim.url, runs, idle, slow.url)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -207,7 +271,11 @@ def main() -> int:
             continue
         print(f"{name}:")
         for case, s in block.items():
+            if not isinstance(s, dict):
+                print(f"  {case:<14} {s} ms")
+                continue
             extra = f", {s['events_per_tick']} events drained per tick" if "events_per_tick" in s else ""
+            extra += f", {s['in_flight']} jobs in flight" if "in_flight" in s else ""
             print(
                 f"  {case:<14} median {s['median_us']:>8.1f} µs  p99 {s['p99_us']:>8.1f} µs  "
                 f"max {s['max_us']:>8.1f} µs  (n={s['n']}{extra})"

@@ -197,6 +197,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--soak", type=float, default=None, help="run for this many seconds instead of a job count")
+    p.add_argument("--json-out", default=None, help="also write the report here (bench/run_all.py reads it)")
     p.add_argument("--rate", type=float, default=None, help="submit at most this many jobs per second")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=None, help="output directory (default: a temporary one)")
@@ -204,7 +205,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dl-chaos-") as tmp:
         out = Path(args.out or tmp)
         report = run(args.jobs, args.soak, out, args.seed, args.rate)
+    report["recorded"] = time.strftime("%Y-%m-%d", time.gmtime())
+    report["command"] = "python3 bench/chaos.py " + " ".join(sys.argv[1:])
     print(json.dumps(report, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
     ok = report["jobs_without_terminal"] == 0 and report["extra_terminal_events"] == 0
     ok = ok and report["prompts_posted_twice"] == 0
     print("PASS" if ok else "FAIL", f"({os.cpu_count()} cpus)")

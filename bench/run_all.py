@@ -626,6 +626,51 @@ def section_coverage(res: Results, targets: list) -> str:
     return t.md() + ("\n\n" + "\n\n".join(notes) if notes else "")
 
 
+def section_chaos_soak(path: str | None, targets: list) -> str:
+    """The one-hour chaos soak is recorded separately (it takes an hour): its report is read from a file."""
+    cmd = "python3 bench/chaos.py --soak 3600 --rate 20 --json-out bench/results/chaos-soak.json"
+    if not path or not Path(path).exists():
+        return f"Not recorded. Run `{cmd}` and pass `--chaos-soak bench/results/chaos-soak.json`."
+    rep = json.loads(Path(path).read_text())
+    rss = rep["rss_mib"]
+    start, end = rss[0][1], rss[-1][1]
+    # The first minutes are allocator and connection warm-up; flat means the second half grows < 5 %.
+    half = [v for _k, v in rss[len(rss) // 2 : -1]] or [end]
+    growth = (end - half[0]) / half[0] * 100 if half[0] else 0.0
+    targets.append(
+        (
+            "one-hour soak: every job ends once, none posted twice",
+            rep["jobs_without_terminal"],
+            (
+                rep["jobs_without_terminal"] == 0
+                and rep["extra_terminal_events"] == 0
+                and rep["prompts_posted_twice"] == 0
+            ),
+        )
+    )
+    targets.append(("one-hour soak: RSS growth over its second half, %", growth, growth < 5.0))
+    t = Table(["what", "value"])
+    t.add("recorded", f"{rep.get('recorded', '–')} by `{rep.get('command', cmd)}`")
+    t.add("duration, s", num(rep["seconds"]))
+    t.add("jobs submitted (jobs / s)", f"{rep['jobs_submitted']:,} ({rep['jobs_per_second']})")
+    t.add("outcomes", ", ".join(f"{k} {v:,}" for k, v in sorted(rep["outcomes"].items())))
+    t.add(
+        "jobs without a terminal event / extra terminal events / prompts posted twice",
+        f"{rep['jobs_without_terminal']} / {rep['extra_terminal_events']} / {rep['prompts_posted_twice']}",
+    )
+    t.add("faults injected", ", ".join(f"{k} {v}" for k, v in sorted(rep["faults"].items())))
+    t.add(
+        "client RSS MiB at start / after 1 min / at half time / at the end",
+        f"{start:.1f} / {rss[1][1]:.1f} / {half[0]:.1f} / {end:.1f}",
+    )
+    t.add("RSS growth over the second half", f"{growth:+.1f} %")
+    return (
+        "`bench/chaos.py` against two ComfyUI simulators in a child process (so the client's RSS is its own): "
+        "jobs submitted at a steady pace, at most 200 in flight, a socket of one server dropped every 1–5 s. "
+        "RSS is sampled every minute.\n\n" + t.md()
+    )
+
+
 def write_report(res: Results, machine: dict, args, seconds: float, cap: int) -> str:
     targets: list = []
     libs = machine["libraries"]
@@ -705,6 +750,10 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         section_coverage(res, targets),
         "",
+        "## Long soak",
+        "",
+        section_chaos_soak(args.chaos_soak, targets),
+        "",
         "## Targets",
         "",
     ]
@@ -773,6 +822,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coverage", action="store_true", help="also line coverage (slow)")
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="where to write the Markdown")
     p.add_argument("--json-out", default=None, help="also write every raw result as JSON here")
+    p.add_argument(
+        "--chaos-soak",
+        default=str(BENCH / "results" / "chaos-soak.json"),
+        help="the one-hour soak's report (bench/chaos.py --json-out), shown in its own section",
+    )
     args = p.parse_args(argv)
     args.runs = max(1, min(args.runs or (1 if args.smoke else 3 if args.quick else 5), 20))
     flag = ["--smoke"] if args.smoke else (["--quick"] if args.quick else [])

@@ -4,7 +4,8 @@ Gradio app under Gradio 5.29.0 (sse_v3) and 3.50.2 (the 3.x WebSocket queue), an
 
 Each case is a seeded random sequence (reproducible: the seed picks every step) of submit (a progress job, a job
 the app fails, a generator), cancel, remove_service (+ add it again under a new name), poll, pause, and at most
-one server kill + restart on the same port (one case in three); then either close at once, or wait for every job to end and close.
+one server kill + restart on the same port (one case in three); then either close at once, or wait for every job
+to end and close.
 Afterwards, from the events ``poll()`` returned:
 - every registered job has exactly one terminal event (completed / failed with a code / cancelled), and it is the
   job's last event; no event names a job we did not register; sequence numbers increase;
@@ -208,12 +209,14 @@ class Case:
             end = evs[-1]
             if end.type == "job_failed" and not end.code:
                 self.fail(f"job {job} failed without a code: {end.message}")
-            if "job_started" in types and ("job_queued" in types) and types.index("job_queued") > types.index(
-                "job_started"
+            if (
+                "job_started" in types
+                and ("job_queued" in types)
+                and types.index("job_queued") > types.index("job_started")
             ):
                 self.fail(f"job {job}: started before queued: {types}")
             progress = [(e.value, e.max) for e in evs if e.type == "progress" and e.max]
-            for (v0, m0), (v1, m1) in zip(progress, progress[1:]):
+            for (v0, m0), (v1, m1) in zip(progress, progress[1:], strict=False):
                 if m0 == m1 and v1 < v0:
                     self.fail(f"job {job}: progress went back: {progress}")
             if what == "stream":

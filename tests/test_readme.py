@@ -44,7 +44,9 @@ WAIT = 120.0
 
 # The two set-up commands a new user types; kept exactly (and `.ci/run` runs the second one verbatim).
 SET_UP = "python3 -m pip install . && director-link demo"
-TEST_COMMAND = ". .ci/backends.sh && python3 -m pip install -e '.[test]' && cargo test && python3 -m pytest"
+TEST_COMMAND = (
+    ". .ci/backends.sh && . .ci/datastores.sh && python3 -m pip install -e '.[test]' && cargo test && python3 -m pytest"
+)
 
 # Port the README names → the server fixture that answers there.
 PORTS = {8188: "comfy", 4000: "litellm", 7860: "wan2gp", 7861: "locked", 7865: "rvc", 8000: "mcp", 8328: "studio"}
@@ -53,6 +55,7 @@ PORTS = {8188: "comfy", 4000: "litellm", 7860: "wan2gp", 7861: "locked", 7865: "
 NOT_RUN = {
     "python3 -m pip install .": "installs the package under test; this suite runs inside that install",
     ". .ci/backends.sh": "installs the test servers' venvs; they are what this suite runs against",
+    ". .ci/datastores.sh": "starts the PostgreSQL and Redis this suite runs against",
     "python3 -m pip install -e '.[test]'": "installs the package under test; this suite runs inside that install",
     "cargo test": "the README's test command is the command that runs this test (.ci/run runs it verbatim)",
     "python3 -m pytest": "the README's test command is the command that runs this test (.ci/run runs it verbatim)",

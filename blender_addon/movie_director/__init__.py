@@ -9,8 +9,8 @@ Scripting console::
     hub = movie_director.hub()        # the Hub the add-on uses (a director_link.Hub); help(hub) documents it
     hub.snapshot()["services"]
 
-Importing this package does not import ``bpy``: the pure-Python modules (``state``, ``mapping``, ``redact``,
-``format``, ``hub_owner``) are tested without Blender.
+Importing this package does not import ``bpy``: the pure-Python modules (``state``, ``shots``, ``params``,
+``placement``, ``takes``, ``media``, ``redact``, ``format``, ``hub_owner``) are tested without Blender.
 """
 
 from __future__ import annotations

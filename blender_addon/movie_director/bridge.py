@@ -10,6 +10,7 @@ refreshes the preview image, and records finished jobs in their scenes (importin
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -18,7 +19,7 @@ import traceback
 import bpy
 from bpy.app.handlers import persistent
 
-from . import hub_owner, preferences
+from . import hub_owner, preferences, takes
 from . import runtime as runtime_mod
 from . import state as st
 
@@ -56,7 +57,8 @@ def resolve_output_dir(prefs) -> str:
         if blend:
             # Resolved by hand: bpy.path.abspath reads bpy.data.filepath, which register() may not be allowed to.
             return os.path.normpath(os.path.join(os.path.dirname(blend), raw[2:]))
-        return os.path.join(tempfile.gettempdir(), "director_link", raw[2:].strip("/\\") or "")
+        # Unsaved: a session folder in the temp directory (moved next to the .blend on the first save).
+        return takes.unsaved_output_dir()
     # Not relative to the .blend: no need to ask bpy.data (which may be restricted right now).
     return os.path.normpath(os.path.expanduser(raw))
 
@@ -73,6 +75,10 @@ def start() -> None:
     _arm_timer()
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
+    if _on_save_pre not in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.append(_on_save_pre)
+    if _on_save_post not in bpy.app.handlers.save_post:
+        bpy.app.handlers.save_post.append(_on_save_post)
 
 
 def stop() -> None:
@@ -82,8 +88,16 @@ def stop() -> None:
         bpy.app.timers.unregister(timer_callback)
     while _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    while _on_save_pre in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(_on_save_pre)
+    while _on_save_post in bpy.app.handlers.save_post:
+        bpy.app.handlers.save_post.remove(_on_save_post)
     if rt is not None:
         rt.owner.close()
+        rt.converter.join()
+    # The preview's scratch file is this session's only: it does not outlive the add-on (one folder per process
+    # was left in the temp directory before).
+    shutil.rmtree(preview_folder(), ignore_errors=True)
 
 
 def _arm_timer() -> None:
@@ -98,7 +112,105 @@ def _on_load_post(*_args) -> None:
         return
     _arm_timer()
     adopt_scene_jobs()
+    from . import shotlist
+
+    rt = runtime_mod.get()
+    rt.workflows = None
+    if shotlist.has_waiting():
+        # A batch the last session did not finish sending: offered to continue (Continue Batch), not sent by itself.
+        rt.batch_pending = rt.batch_paused = True
     request_sync()
+
+
+@persistent
+def _on_save_pre(*args) -> None:
+    """Before a .blend is written: results made while it had no path move next to it, so it saves references into
+    its own folder (never into the temp directory)."""
+    rt = runtime_mod.get()
+    path = args[0] if args and isinstance(args[0], str) else bpy.data.filepath
+    if rt is None or not path:
+        return
+    try:
+        from . import shotlist
+
+        for scene in bpy.data.scenes:  # the saved file shows each shot's state as of now after a restart
+            shotlist.refresh_states(scene, rt.model)
+        relocate_unsaved(rt, path)
+    except Exception as exc:  # a save must never fail because of the add-on
+        rt.model.add_error("addon", "relocate_failed", f"results could not be moved next to the .blend: {exc}")
+
+
+@persistent
+def _on_save_post(*_args) -> None:
+    """After a save the output folder is next to the .blend: the hub follows when nothing is running."""
+    if runtime_mod.get() is not None:
+        request_sync()
+
+
+def relocate_unsaved(rt: Runtime, blend_path: str) -> list[str]:
+    """Moves the finished takes in the unsaved session folder to ``<.blend folder>/<output folder>`` and repoints
+    every reference (job records, takes, strips, images). Running jobs stay until they finish (then moved too).
+    Returns the problems (a file that cannot be moved stays where it is: nothing is lost)."""
+    old_root = takes.unsaved_output_dir()
+    prefs = preferences.get()
+    raw = prefs.output_dir if prefs is not None else "//director_link/"
+    if not raw.startswith("//") or not os.path.isdir(old_root):
+        return []
+    new_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(blend_path)), raw[2:]))
+    active = {j.id for j in rt.model.active_jobs()}
+    problems: list[str] = []
+    moved: list[str] = []
+    for group in sorted(os.listdir(old_root)):
+        group_dir = os.path.join(old_root, group)
+        if not os.path.isdir(group_dir):
+            continue
+        for job_id in sorted(os.listdir(group_dir)):
+            if job_id in active:
+                continue
+            src = os.path.join(group_dir, job_id)
+            problems += takes.move_tree(src, takes.rebase(src, old_root, new_root))
+            moved.append(src)
+    if moved:
+        repoint(old_root, new_root)
+    for problem in problems:
+        rt.model.add_error("addon", "relocate_failed", problem)
+    return problems
+
+
+def repoint(old_root: str, new_root: str) -> None:
+    """Every path under ``old_root`` the .blend refers to, moved under ``new_root``."""
+    from . import importer
+
+    def move(path: str) -> str:
+        return takes.rebase(path, old_root, new_root)
+
+    def lines(text: str) -> str:
+        return "\n".join(move(p) for p in text.splitlines())
+
+    for scene in bpy.data.scenes:
+        s = scene.movie_director
+        for record in s.jobs:
+            record.paths = lines(record.paths)
+        for shot in s.shots:
+            for take in shot.takes:
+                take.folder = move(take.folder)
+                take.paths = lines(take.paths)
+        for strip in importer.all_strips(scene):
+            if strip.type == "IMAGE":
+                strip.directory = move(bpy.path.abspath(strip.directory).rstrip("/\\")) + os.sep
+            elif strip.type == "MOVIE":
+                strip.filepath = move(bpy.path.abspath(strip.filepath))
+            elif strip.type == "SOUND" and strip.sound is not None:
+                strip.sound.filepath = move(bpy.path.abspath(strip.sound.filepath))
+    for image in bpy.data.images:
+        if image.filepath and not image.packed_file:
+            image.filepath = move(bpy.path.abspath(image.filepath))
+    rt = runtime_mod.get()
+    if rt is not None:
+        for view in rt.model.jobs.values():
+            for out in view.outputs:
+                if out.get("path"):
+                    out["path"] = move(str(out["path"]))
 
 
 def adopt_scene_jobs() -> set[str]:
@@ -125,7 +237,9 @@ def adopt_scene_jobs() -> set[str]:
                 view.percentage = float(info.get("progress") or 0.0)
                 view.eta_seconds = info.get("eta_seconds")
                 if job.state in st.TERMINAL_STATES and not record.imported:
-                    view.outputs = [{"path": p} for p in info.get("outputs") or ()]
+                    # Its end was taken by a model that is gone: finish it from the hub's record (outputs are
+                    # dicts with "path", as in JobCompleted).
+                    view.outputs = [o if isinstance(o, dict) else {"path": str(o)} for o in info.get("outputs") or ()]
                     rt.model._finished.append(record.name)
             elif record.state in st.ACTIVE_STATES and record.service in hub.services():
                 # A new Blender session: ask the server where the job is; its result arrives like any other. A record
@@ -158,13 +272,38 @@ def timer_callback() -> float | None:
         interval = hub_owner.tick(
             rt.owner.hub, rt.model, rt.pacing, redraw=lambda areas: tag_redraw(rt, areas), discovery=rt.owner.discovery
         )
+        _fetch_schemas(rt)
+        if rt.batch_pending and not rt.batch_paused:
+            from . import shotlist
+
+            sent, more = shotlist.send_waiting(rt)
+            if sent:
+                tag_redraw(rt, {st.JOBS})
+            if more:
+                interval = 0.0  # the rest of the batch on the next tick, at once
         posted = rt.model.take_posted()
         finished = rt.model.take_finished()
         if posted or finished:
-            from . import importer
+            from . import importer, shotlist
 
             importer.record_posted(posted)
+            if finished and bpy.data.filepath and rt.owner.hub.output_dir == takes.unsaved_output_dir():
+                relocate_unsaved(rt, bpy.data.filepath)  # finished after the first save: join the others
             importer.record_finished(rt.model, finished)
+            for scene in bpy.data.scenes:
+                shotlist.refresh_states(scene, rt.model)
+            show_final(rt, finished)
+        converted = rt.converter.collect()
+        if converted:
+            from . import importer
+
+            # Their animated files are split now: the takes land (finish_take finds the frames ready).
+            for job_id in converted:
+                scene, record = props_find_job(job_id)
+                view = rt.model.jobs.get(job_id)
+                if record is not None and record.shot_id:
+                    importer.finish_take(scene, record, view.outputs if view is not None else [], rt.model)
+            tag_redraw(rt, {st.JOBS})
         if rt.model.preview is not None and rt.model.preview.seq != rt.preview_seq:
             if time.monotonic() - rt.preview_loaded_at >= PREVIEW_MIN_INTERVAL:
                 update_preview_image(rt)
@@ -178,6 +317,24 @@ def timer_callback() -> float | None:
             print("movie_director: timer tick failed\n" + text, file=sys.stderr)
             rt.model.add_error("addon", "tick_failed", text.strip().splitlines()[-1], traceback=text)
         return 1.0
+
+
+def _fetch_schemas(rt: Runtime) -> None:
+    """Each connected ComfyUI's node list is fetched once in the background (ranges of the workflow's inputs, UI
+    format conversion), so Generate finds it ready."""
+    schemas = rt.owner.schemas
+    for name in rt.owner.services():
+        view = rt.model.services.get(name)
+        if view is None or view.state != "connected" or view.kind != "comfyui":
+            continue
+        if schemas.error(name) is None:
+            schemas.get(rt.owner.hub, name)
+
+
+def props_find_job(job_id: str):
+    from . import props
+
+    return props.find_job(job_id)
 
 
 def sync_services(rt: Runtime, prefs) -> set[str]:
@@ -234,6 +391,36 @@ def tag_redraw(rt: Runtime, areas: set[str]) -> None:
                     region.tag_redraw()
 
 
+def show_final(rt: Runtime, job_ids: list[str]) -> None:
+    """The Preview shows a finished job's image, not the last noisy step: the newest completed job's first still
+    becomes the preview (through the same image datablock)."""
+    from . import media
+
+    for job_id in reversed(job_ids):
+        view = rt.model.jobs.get(job_id)
+        if view is None or view.state != "completed":
+            continue
+        still = next(
+            (p for p in view.paths if media.media_kind(p) == "image" and media.animated_frames_hint(p) == 1), None
+        )
+        if still is None:
+            continue
+        try:
+            with open(still, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        seq = (rt.model.preview.seq if rt.model.preview is not None else 0) + 1
+        fmt = "png" if data.startswith(b"\x89PNG") else "jpeg"
+        rt.model.preview = st.PreviewView(job_id, None, data, fmt, seq)
+        rt.preview_loaded_at = 0.0  # shown at once, not rate-limited like the steps
+        return
+
+
+def preview_folder() -> str:
+    return os.path.join(tempfile.gettempdir(), f"movie_director_preview_{os.getpid()}")
+
+
 def update_preview_image(rt: Runtime) -> None:
     """Shows the latest preview as the image datablock ``Director Link Preview``."""
     preview = rt.model.preview
@@ -241,7 +428,7 @@ def update_preview_image(rt: Runtime) -> None:
         return
     rt.preview_seq = preview.seq
     rt.preview_loaded_at = time.monotonic()
-    folder = os.path.join(tempfile.gettempdir(), f"movie_director_preview_{os.getpid()}")
+    folder = preview_folder()
     os.makedirs(folder, exist_ok=True)
     ext = "png" if preview.format == "png" else "jpg"
     path = os.path.join(folder, f"preview.{ext}")

@@ -179,6 +179,69 @@ class Discovery:
         self._thread = None
 
 
+class Schemas:
+    """Each service's node list (``Hub.object_info``), fetched on a short-lived thread the first time it is asked for
+    (the first fetch waits on the network; Blender's UI must not). Converting a UI-format workflow and the ranges of
+    its inputs need it."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, Any]] = {}
+        self._errors: dict[str, str] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def get(self, hub: Any, service: str, fetch: bool = True) -> dict[str, Any] | None:
+        """The node list when known; else None (and a fetch is started when ``fetch``)."""
+        with self._lock:
+            known = self._known.get(service)
+            if known is not None or not fetch:
+                return known
+            thread = self._threads.get(service)
+            if thread is not None and thread.is_alive():
+                return None
+            self._errors.pop(service, None)
+
+        def run() -> None:
+            try:
+                info = hub.object_info(service)
+                with self._lock:
+                    self._known[service] = info
+            except Exception as exc:  # shown where the node list was wanted; asked again next time
+                with self._lock:
+                    self._errors[service] = str(exc)
+
+        thread = threading.Thread(target=run, name=f"movie-director-schema-{service}", daemon=True)
+        with self._lock:
+            self._threads[service] = thread
+        thread.start()
+        return None
+
+    def error(self, service: str) -> str | None:
+        with self._lock:
+            return self._errors.get(service)
+
+    def fetching(self, service: str) -> bool:
+        with self._lock:
+            thread = self._threads.get(service)
+        return thread is not None and thread.is_alive()
+
+    def forget(self, service: str | None = None) -> None:
+        with self._lock:
+            if service is None:
+                self._known.clear()
+                self._errors.clear()
+            else:
+                self._known.pop(service, None)
+                self._errors.pop(service, None)
+
+    def join(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            threads = list(self._threads.values())
+            self._threads.clear()
+        for thread in threads:
+            thread.join(timeout)
+
+
 def _only_url_changed(old: ServiceSpec, new: ServiceSpec) -> bool:
     return (old.kind, old.token, old.enabled) == (new.kind, new.token, new.enabled) and old.url != new.url
 
@@ -196,6 +259,7 @@ class HubOwner:
         self.options: dict[str, Any] = {}
         self._services: dict[str, ServiceSpec] = {}
         self.discovery = Discovery()
+        self.schemas = Schemas()
 
     @property
     def is_open(self) -> bool:
@@ -222,6 +286,8 @@ class HubOwner:
         if hub is not None:
             hub.close()
         self.discovery.join()
+        self.schemas.join()
+        self.schemas.forget()
 
     def sync_services(self, specs: Iterable[ServiceSpec], model: st.ViewModel, online_access: bool = True) -> set[str]:
         """Makes the hub's services match ``specs``; marks in ``model`` the ones that cannot be used, and why."""

@@ -4,13 +4,16 @@ once, or works on files already on disk (import, open folder). ``poll()`` says w
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 import bpy
-from bpy.props import IntProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import bridge, importer, mapping, preferences, props, redact
+from . import bridge, importer, preferences, props, redact, shotlist
+from . import params as prm
+from . import shots as sh
 from . import state as st
 
 
@@ -218,13 +221,14 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
         s = props.settings(scene)
         service = s.service or next(iter(rt.owner.services()))
         try:
-            workflow = mapping.load_workflow(bpy.path.abspath(s.workflow))
-        except (OSError, mapping.WorkflowFormatError) as exc:
+            wf, resolved = shotlist.prepared(rt).get(bpy.path.abspath(s.workflow), service)
+            seed = secrets.randbits(64) if s.randomize_seed else sh.parse_seed(s.seed) or 0
+        except (shotlist.SubmitProblem, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         width, height = props.size_for(scene)
-        seed = mapping.resolve_seed(s.seed, s.randomize_seed)
-        shot = mapping.ShotSettings(
+        frames = props.frames_for(scene)
+        settings = sh.Settings(
             prompt=s.prompt or None,
             negative=s.negative or None,
             seed=seed,
@@ -232,33 +236,39 @@ class MOVIE_DIRECTOR_OT_generate(Operator):
             cfg=s.cfg or None,
             width=width,
             height=height,
-            frames=props.frames_for(scene),
+            frames=frames,
             fps=props.fps_for(scene),
+            random_seed=s.randomize_seed,
         )
-        params = mapping.build_params(workflow, shot)
+        try:
+            params, _unused = prm.build(resolved, settings)
+        except prm.WorkflowProblem as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        seed = next((params[t.selector] for t in resolved.targets.get("seed") or [] if t.selector in params), seed)
         tag = bpy.path.clean_name(_shot_tag(context)) or "shot"
         try:
-            job = rt.owner.hub.submit(service, workflow, params=params, tag=tag)
+            job = rt.owner.hub.submit(service, wf, params=params, tag=tag)
         except Exception as exc:
             rt.model.add_error(service, getattr(exc, "code", "submit_failed"), str(exc))
             self.report({"ERROR"}, f"Could not submit: {exc}")
             return {"CANCELLED"}
-        # Lock where the result lands now, so editing the timeline meanwhile does not move it.
-        frame = scene.frame_current
-        frames = props.frames_for(scene)
-        channel = s.channel or importer.free_channel(scene, frame, frame + frames - 1)
+        # Lock where the result lands now, so editing the timeline meanwhile does not move it; the channel (when
+        # automatic) is chosen on arrival, over the result's own range only.
         record = s.jobs.add()
         record.name = job.id
         record.service = service
         record.tag = tag
-        record.state = job.state
-        record.frame = frame
-        record.channel = channel
+        # "pending", not job.state: a fast job may be done already; its end (with its files) comes as an event.
+        record.state = "pending"
+        record.frame = scene.frame_current
+        record.frames = frames if resolved.is_video else 1
+        record.channel = s.channel
         record.target = s.target
         record.submitted_at = time.time()
-        s.last_seed = seed
+        s.last_seed = str(seed)
         s.active_job = len(s.jobs) - 1
-        bridge.tag_redraw(rt, rt.model.track(job.id, service, tag, state=job.state))
+        bridge.tag_redraw(rt, rt.model.track(job.id, service, tag, state="pending"))
         rt.pacing.interval = rt.pacing.active
         self.report({"INFO"}, f"Submitted {tag} to {service}")
         return {"FINISHED"}
@@ -447,7 +457,217 @@ class MOVIE_DIRECTOR_OT_show_preferences(Operator):
         return {"FINISHED"}
 
 
+# ---- shots -----------------------------------------------------------------------------------------------------------
+
+WHICH = [
+    ("ALL", "All", "Every shot"),
+    ("SELECTED", "Selected", "The shots ticked in the list"),
+    ("STALE", "Stale", "Shots whose prompt, settings or workflow changed since their active take"),
+    ("NEW", "Not generated", "Shots without any take"),
+    ("ONE", "One", "The shot named by shot_id"),
+]
+
+
+class MOVIE_DIRECTOR_OT_shots_from_markers(Operator):
+    """Make (or update) the shot list from the timeline markers: each shot runs from its marker to the frame before
+    the next; cameras bound to markers come along. Existing shots keep their takes"""
+
+    bl_idname = "movie_director.shots_from_markers"
+    bl_label = "Shots from Markers"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if not len(importer.sequencer_scene(context).timeline_markers):
+            cls.poll_message_set("The scene has no timeline markers (M in the timeline adds one)")
+            return False
+        return True
+
+    def execute(self, context):
+        plan = shotlist.from_markers(importer.sequencer_scene(context))
+        self.report({"INFO"}, _sync_text(plan))
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_shots_from_strips(Operator):
+    """Make (or update) the shot list from Sequencer strips: the selected ones, or every strip on the source channel.
+    Existing shots keep their takes"""
+
+    bl_idname = "movie_director.shots_from_strips"
+    bl_label = "Shots from Strips"
+    bl_options = {"REGISTER", "UNDO"}
+
+    channel: IntProperty(name="Channel", description="Read this channel (0: the selected strips)", min=0, default=-1)
+
+    def execute(self, context):
+        scene = importer.sequencer_scene(context)
+        channel = self.channel if self.channel >= 0 else props.settings(scene).strip_channel
+        plan = shotlist.from_strips(scene, channel)
+        if not plan.matched and not plan.new:
+            where = f"on channel {channel}" if channel else "selected"
+            self.report({"WARNING"}, f"No strip {where}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, _sync_text(plan))
+        return {"FINISHED"}
+
+
+def _sync_text(plan: sh.SyncPlan) -> str:
+    parts = [f"{len(plan.new)} new shot(s)", f"{len(plan.matched)} updated"]
+    if plan.missing:
+        parts.append(f"{len(plan.missing)} no longer found (kept with their takes)")
+    return ", ".join(parts)
+
+
+class MOVIE_DIRECTOR_OT_generate_shots(Operator):
+    """Send a take of each chosen shot (returns at once; each take lands at its shot's start frame for the shot's
+    length when it is done)"""
+
+    bl_idname = "movie_director.generate_shots"
+    bl_label = "Generate Shots"
+
+    which: EnumProperty(name="Shots", items=WHICH, default="ALL")
+    shot_id: StringProperty(name="Shot")
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        rt = bridge.runtime()
+        if not rt.owner.services():
+            cls.poll_message_set("Set up a server in the preferences first")
+            return False
+        if not len(props.settings(importer.sequencer_scene(context)).shots):
+            cls.poll_message_set("No shots yet: make them from markers or strips")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        scene = importer.sequencer_scene(context)
+        chosen = [s for s in shotlist.choose(scene, self.which, self.shot_id) if not shotlist.active(rt.model, s)]
+        if not chosen:
+            self.report({"WARNING"}, "No shot to generate (running shots are skipped)")
+            return {"CANCELLED"}
+        # Checked now, before anything is sent: a workflow that cannot be used fails the whole batch with its reason.
+        service = props.settings(scene).service or next(iter(rt.owner.services()), "")
+        workflow = props.settings(scene).workflow
+        if workflow and not any(shot.workflow for shot in chosen):
+            try:
+                shotlist.prepared(rt).get(bpy.path.abspath(workflow), service)
+            except shotlist.SubmitProblem as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        count = shotlist.enqueue(rt, chosen)
+        # The timer sends them, a few per tick: this returns at once even for hundreds of shots.
+        rt.pacing.interval = 0.0
+        bridge.tag_redraw(rt, {st.JOBS})
+        self.report({"INFO"}, f"{count} shot(s) to send")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_continue_batch(Operator):
+    """Send the shots of a batch that were not sent yet (e.g. when Blender closed in the middle of a batch)"""
+
+    bl_idname = "movie_director.continue_batch"
+    bl_label = "Continue Batch"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls):
+            return False
+        if not shotlist.waiting_shots(importer.sequencer_scene(context)):
+            cls.poll_message_set("No shot is waiting to be sent")
+            return False
+        return True
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        rt.batch_paused = False
+        rt.batch_pending = True
+        rt.pacing.interval = 0.0
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_cancel_shots(Operator):
+    """Cancel the running takes of the chosen shots (their earlier takes stay)"""
+
+    bl_idname = "movie_director.cancel_shots"
+    bl_label = "Cancel Shots"
+
+    which: EnumProperty(name="Shots", items=WHICH, default="ALL")
+    shot_id: StringProperty(name="Shot")
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls)
+
+    def execute(self, context):
+        rt = bridge.runtime()
+        scene = importer.sequencer_scene(context)
+        cancelled = 0
+        for shot in shotlist.choose(scene, self.which, self.shot_id):
+            if shot.waiting:  # not sent yet: it simply is not sent
+                shot.waiting = False
+                shot.job_state = "cancelled"
+                cancelled += 1
+                continue
+            if not shotlist.active(rt.model, shot):
+                continue
+            try:
+                rt.owner.hub.cancel(shot.job_id)
+            except Exception as exc:
+                self.report({"WARNING"}, f"Could not cancel {shot.name}: {exc}")
+                continue
+            view = rt.model.jobs.get(shot.job_id)
+            if view is not None:
+                view.cancel_requested = True
+            cancelled += 1
+        if not cancelled:
+            self.report({"WARNING"}, "No running shot to cancel")
+            return {"CANCELLED"}
+        bridge.tag_redraw(rt, {st.JOBS})
+        self.report({"INFO"}, f"Cancelling {cancelled} shot(s)")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_use_take(Operator):
+    """Show this take in the Sequencer: it replaces the shot's strip, keeping its channel and trims"""
+
+    bl_idname = "movie_director.use_take"
+    bl_label = "Use Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    shot_id: StringProperty(name="Shot")
+    index: IntProperty(name="Take", default=0)
+
+    def execute(self, context):
+        scene = importer.sequencer_scene(context)
+        shot = props.find_shot(scene, self.shot_id)
+        if shot is None or not 0 <= self.index < len(shot.takes):
+            self.report({"WARNING"}, "No such take")
+            return {"CANCELLED"}
+        take = shot.takes[self.index]
+        missing = [p for p in take.paths.splitlines() if p and not os.path.isfile(p)]
+        if take.state != "completed" or not take.paths or missing:
+            self.report(
+                {"WARNING"}, f"Take {take.number} has no files" + (f" ({missing[0]} is gone)" if missing else "")
+            )
+            return {"CANCELLED"}
+        created, problems = importer.activate_take(scene, shot, self.index)
+        if not created:
+            self.report({"ERROR"}, problems[0] if problems else "Nothing to show")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{shot.name}: take {take.number}")
+        return {"FINISHED"}
+
+
 classes = (
+    MOVIE_DIRECTOR_OT_shots_from_markers,
+    MOVIE_DIRECTOR_OT_shots_from_strips,
+    MOVIE_DIRECTOR_OT_generate_shots,
+    MOVIE_DIRECTOR_OT_cancel_shots,
+    MOVIE_DIRECTOR_OT_continue_batch,
+    MOVIE_DIRECTOR_OT_use_take,
     MOVIE_DIRECTOR_OT_refresh,
     MOVIE_DIRECTOR_OT_discover,
     MOVIE_DIRECTOR_OT_add_service,

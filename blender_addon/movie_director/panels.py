@@ -6,13 +6,16 @@ against a recording stand-in.
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 import bpy
-from bpy.types import Panel
+from bpy.types import Panel, UIList
 
-from . import bridge, preferences, props
+from . import bridge, importer, preferences, props, shotlist
 from . import format as fmt
+from . import params as prm
+from . import shots as sh
 
 CATEGORY = "Director"
 MAX_JOBS_SHOWN = 12
@@ -74,26 +77,44 @@ def draw_status(layout, context) -> None:
         preferences.draw_discovered(layout, model)
 
 
+def _resolved(context, s):
+    """The sequence workflow's resolution if the add-on already has it (drawing never loads or asks anything)."""
+    rt = bridge.runtime()
+    if rt is None or rt.workflows is None or not s.workflow:
+        return None
+    return rt.workflows.peek(bpy.path.abspath(s.workflow))
+
+
 def draw_generate(layout, context) -> None:
-    scene = context.scene
+    scene = importer.sequencer_scene(context)
     s = props.settings(scene)
     prefs = preferences.get(context)
     layout.use_property_split = True
     layout.use_property_decorate = False
     if prefs is not None:
         layout.prop_search(s, "service", prefs, "services", icon="LINKED")
+        if not s.service and len(prefs.services):
+            # An empty field means "the first server": say which one, instead of looking unset.
+            layout.label(text=f"Empty: the first server ({prefs.services[0].name})", icon="INFO")
     else:
         layout.prop(s, "service")
     layout.prop(s, "workflow")
+    resolved = _resolved(context, s)
     layout.prop(s, "prompt")
     layout.prop(s, "negative")
     row = layout.row(align=True)
     row.prop(s, "seed")
     row.prop(s, "randomize_seed", text="", icon="FILE_REFRESH")
+    if s.seed_problem:
+        wrapped(layout, s.seed_problem, alert=True)
     if s.randomize_seed and s.last_seed:
         layout.label(text=f"Last seed: {s.last_seed}")
-    layout.prop(s, "steps")
-    layout.prop(s, "cfg")
+    layout.prop(s, "steps", text="Steps (0: the workflow's)")
+    layout.prop(s, "cfg", text="CFG (0: the workflow's)")
+    if resolved is not None:
+        missing = [prm.LABELS[k] for k in ("prompt", "negative", "seed", "steps", "cfg") if not resolved.supports(k)]
+        if missing:
+            layout.label(text=f"Not in this workflow: {', '.join(missing)}", icon="INFO")
     layout.prop(s, "use_scene_resolution")
     width, height = props.size_for(scene)
     if s.use_scene_resolution:
@@ -102,19 +123,21 @@ def draw_generate(layout, context) -> None:
         col = layout.column(align=True)
         col.prop(s, "width")
         col.prop(s, "height")
-    layout.prop(s, "use_scene_frames")
-    if s.use_scene_frames:
-        layout.label(text=f"Frames: {props.frames_for(scene)} at {props.fps_for(scene):g} fps")
-    else:
-        layout.prop(s, "frames")
+    # Frames only mean something to a video workflow (unknown until the workflow has been read once).
+    if resolved is None or resolved.is_video:
+        layout.prop(s, "use_scene_frames")
+        if s.use_scene_frames:
+            layout.label(text=f"Frames: {props.frames_for(scene)} at {props.fps_for(scene):g} fps (shots: their own)")
+        else:
+            layout.prop(s, "frames")
     layout.prop(s, "shot_source")
     layout.prop(s, "target")
     if s.target == "SEQUENCER":
-        layout.prop(s, "channel")
+        layout.prop(s, "channel", text="Channel (0: first free)")
     layout.prop(s, "auto_import")
     row = layout.row()
     row.scale_y = 1.4
-    row.operator("movie_director.generate", icon="RENDER_STILL")
+    row.operator("movie_director.generate", text="Generate at Playhead", icon="RENDER_STILL")
 
 
 def draw_jobs(layout, context) -> None:
@@ -162,21 +185,190 @@ def draw_jobs(layout, context) -> None:
             box.label(text=style.label + (f" · frame {record.frame}, channel {record.channel}" if record.paths else ""))
         if state == "failed":
             message = (view.error or {}).get("message") if view is not None and view.error else record.message
-            err = box.row()
-            err.alert = True
-            err.label(text=fmt.clip(message or "failed", 60))
+            wrapped(box, message or "failed", alert=True)  # in full: the end of it says what to change
             op = box.operator("movie_director.copy_error", icon="COPYDOWN")
             op.source = record.name
         if state == "completed" and record.paths:
             row = box.row(align=True)
-            op = row.operator(
-                "movie_director.import_result", text="Import again" if record.imported else "Import", icon="IMPORT"
-            )
-            op.job_id = record.name
+            if not record.imported:  # imported already (automatically): nothing to offer but the folder
+                op = row.operator("movie_director.import_result", text="Import", icon="IMPORT")
+                op.job_id = record.name
             op = row.operator("movie_director.open_output", text="", icon="FILE_FOLDER")
             op.job_id = record.name
         if state == "unknown" and record.message:
             box.label(text=fmt.clip(record.message, 60), icon="INFO")
+
+
+def wrapped(layout, text: str, width: int = 60, alert: bool = False, icon: str = "NONE") -> None:
+    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be)."""
+    col = layout.column(align=True)
+    col.alert = alert
+    for index, line in enumerate(textwrap.wrap(text, width) or [""]):
+        col.label(text=line, icon=icon if index == 0 else "NONE")
+
+
+def shot_status(shot, model, scene=None) -> sh.ShotStatus:
+    """The shot's line: its newest job as the hub sees it now, else its last state saved in the .blend."""
+    view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id and not shot.waiting) else None
+    state = "waiting" if shot.waiting else (view.state if view is not None else (shot.job_state or None))
+    message = shot.message
+    if view is not None and view.error:
+        message = str(view.error.get("message") or message)
+    completed = sum(1 for t in shot.takes if t.state == "completed")
+    server_down = None
+    if view is not None and model is not None:
+        svc = model.services.get(view.service)
+        if view.pending_connection or (svc is not None and svc.state in SERVER_DOWN):
+            name = view.service or "?"
+            server_down = f"{name} {fmt.service_style(svc.state, svc.blocked).label.lower()}" if svc else name
+    stale = False
+    if scene is not None and completed:
+        stale = shotlist.is_stale(scene, shot)
+    return sh.status_line(
+        state,
+        completed,
+        queue_position=view.queue_position if view is not None else None,
+        percentage=view.percentage if view is not None else 0.0,
+        node=view.node_type if view is not None else None,
+        message=message,
+        stale=stale,
+        missing=shot.missing,
+        server_down=server_down,
+    )
+
+
+SERVER_DOWN = ("disconnected", "connecting", "reconnecting", "circuit_open")
+
+SHOT_ICONS = {
+    "waiting_server": "UNLINKED",
+    "not_generated": "DOT",
+    "waiting": "TIME",
+    "pending": "SORTTIME",
+    "queued": "SORTTIME",
+    "running": "PLAY",
+    "completed": "CHECKMARK",
+    "failed": "ERROR",
+    "cancelled": "X",
+    "missing": "QUESTION",
+}
+
+
+class MOVIE_DIRECTOR_UL_shots(UIList):
+    """The shot list: tick, name, frames, state."""
+
+    bl_idname = "MOVIE_DIRECTOR_UL_shots"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        status = shot_status(item, bridge.current_model(), importer.sequencer_scene(context))
+        row = layout.row(align=True)
+        row.prop(item, "selected", text="")
+        row.label(text=f"{item.name}  {item.frame_start}–{item.frame_end}", icon=SHOT_ICONS.get(status.state, "DOT"))
+        sub = row.row()
+        sub.alert = status.alert
+        sub.label(text=fmt.clip(status.text, 40))
+
+
+def draw_shots(layout, context) -> None:
+    scene = importer.sequencer_scene(context)
+    s = props.settings(scene)
+    model = bridge.current_model()
+    row = layout.row(align=True)
+    row.operator("movie_director.shots_from_markers", icon="MARKER_HLT")
+    row.operator("movie_director.shots_from_strips", icon="SEQ_STRIP_DUPLICATE")
+    if not len(s.shots):
+        layout.label(text="No shots yet: add timeline markers (M) or pick strips, then make shots from them")
+        return
+    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=6)
+    counts: dict[str, int] = {}
+    for shot in s.shots:
+        state = shot_status(shot, model).state
+        counts[state] = counts.get(state, 0) + 1
+    summary = [f"{len(s.shots)} shots"] + [
+        f"{counts[k]} {label}"
+        for k, label in (("completed", "done"), ("queued", "queued"), ("running", "running"), ("failed", "failed"))
+        if counts.get(k)
+    ]
+    layout.label(text=" · ".join(summary))
+    waiting = counts.get("waiting", 0)
+    rt = bridge.runtime()
+    if waiting:
+        row = layout.row(align=True)
+        if rt is not None and rt.batch_paused:
+            row.label(text=f"{waiting} shot(s) of an unfinished batch not sent", icon="INFO")
+            row.operator("movie_director.continue_batch", icon="PLAY")
+        else:
+            row.label(text=f"Sending: {waiting} shot(s) to go", icon="EXPORT")
+    not_generated = counts.get("not_generated", 0)
+    row = layout.row(align=True)
+    row.scale_y = 1.3
+    for which, text, icon in (
+        ("ALL", "Generate All", "RENDER_ANIMATION"),
+        ("SELECTED", "Selected", "CHECKBOX_HLT"),
+        ("STALE", "Stale", "FILE_REFRESH"),
+    ):
+        op = row.operator("movie_director.generate_shots", text=text, icon=icon)
+        op.which = which
+    op = row.operator("movie_director.cancel_shots", text="", icon="CANCEL")
+    op.which = "ALL"
+    if not_generated and not_generated < len(s.shots):
+        op = layout.operator(
+            "movie_director.generate_shots", text=f"Generate the {not_generated} not generated", icon="ADD"
+        )
+        op.which = "NEW"
+    layout.prop(s, "seed_policy")
+    if not 0 <= s.active_shot < len(s.shots):
+        return
+    shot = s.shots[s.active_shot]
+    draw_shot(layout.box(), context, scene, shot, model)
+
+
+def draw_shot(box, context, scene, shot, model) -> None:
+    status = shot_status(shot, model, scene)
+    row = box.row(align=True)
+    row.label(text=f"{shot.name} · frames {shot.frame_start}–{shot.frame_end} ({shot.frames})", icon="SEQUENCE")
+    op = row.operator("movie_director.generate_shots", text="", icon="RENDER_STILL")
+    op.which, op.shot_id = "ONE", shot.shot_id
+    if shotlist.active(model, shot):
+        op = row.operator("movie_director.cancel_shots", text="", icon="X")
+        op.which, op.shot_id = "ONE", shot.shot_id
+    if status.progress is not None:
+        _progress(box, status.progress, status.text)
+    elif status.state == "failed":
+        wrapped(box, status.text, alert=True, icon="ERROR")
+        op = box.operator("movie_director.copy_error", icon="COPYDOWN")
+        view = model.jobs.get(shot.job_id) if (model is not None and shot.job_id) else None
+        # A shot refused before sending has no job of its own: its error is filed under the shot id.
+        op.source = shot.job_id if view is not None and view.state == "failed" else shot.shot_id
+    else:
+        box.label(text=status.text, icon=SHOT_ICONS.get(status.state, "DOT"))
+    col = box.column()
+    col.use_property_split = True
+    col.use_property_decorate = False
+    col.prop(shot, "prompt")
+    col.prop(shot, "negative")
+    col.prop(shot, "seed", text="Seed (empty: sequence's)")
+    if shot.seed_problem:
+        wrapped(col, shot.seed_problem, alert=True)
+    col.prop(shot, "workflow")
+    prefs = preferences.get(context)
+    if prefs is not None:
+        col.prop_search(shot, "service", prefs, "services", icon="LINKED")
+    col.prop(shot, "channel", text="Channel (0: first free)")
+    col.prop(shot, "camera")
+    col.prop(shot, "extra")
+    if len(shot.takes):
+        box.label(text="Takes")
+        for index, take in enumerate(shot.takes):
+            line = box.row(align=True)
+            active = index == shot.active_take
+            style = fmt.job_style(take.state)
+            line.label(
+                text=f"Take {take.number} · seed {take.seed} · {style.label}",
+                icon="RADIOBUT_ON" if active else "RADIOBUT_OFF",
+            )
+            if take.state == "completed" and not active:
+                op = line.operator("movie_director.use_take", text="Use", icon="FILE_REFRESH")
+                op.shot_id, op.index = shot.shot_id, index
 
 
 def draw_preview(layout, context) -> None:
@@ -241,14 +433,17 @@ def _make_panels(space: str, prefix: str) -> list[type]:
 
     return [
         panel("status", "Movie Director", draw_status),
-        panel("generate", "Generate", draw_generate, main_id),
+        panel("shots", "Shots", draw_shots, main_id),
+        panel("generate", "Sequence Defaults", draw_generate, main_id),
         panel("jobs", "Jobs", draw_jobs, main_id),
         panel("preview", "Preview", draw_preview, main_id),
         panel("health", "Health", draw_health, main_id, closed=True),
     ]
 
 
-classes = tuple(_make_panels("VIEW_3D", "view3d") + _make_panels("SEQUENCE_EDITOR", "sequencer"))
+classes = (MOVIE_DIRECTOR_UL_shots,) + tuple(
+    _make_panels("VIEW_3D", "view3d") + _make_panels("SEQUENCE_EDITOR", "sequencer")
+)
 
 
 def register() -> None:

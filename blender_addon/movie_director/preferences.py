@@ -146,7 +146,13 @@ def draw_discovered(layout, model) -> None:
         return
     if model.discovering:
         layout.label(text="Looking for servers…", icon="SORTTIME")
+    # Addresses where nothing answered are one line, not one "nothing there" line each.
+    empty = [str(f.get("url") or "") for f in model.discovered if f.get("kind") == "none"]
+    if empty and not model.discovering:
+        layout.label(text=fmt.clip(f"Nothing found at {', '.join(empty)}", 70), icon="INFO")
     for found in model.discovered:
+        if found.get("kind") == "none":
+            continue
         row = layout.row()
         usable = found.get("kind") == "comfyui"
         row.label(
@@ -177,14 +183,11 @@ def service_specs(prefs) -> list[ServiceSpec]:
 
 
 def ensure_default_service(prefs) -> None:
-    """A fresh install gets one service, ComfyUI on this machine (once: removing it is respected)."""
+    """A fresh install starts with no server: discovery (on by default) offers the ones running here with an Add
+    button. (A made-up "local 127.0.0.1:8188" read as an error on every machine where ComfyUI was not running.)"""
     if prefs.initialized:
         return
     prefs.initialized = True
-    if len(prefs.services) == 0:
-        svc = prefs.services.add()
-        svc.name = "local"
-        svc.url = "127.0.0.1:8188"
 
 
 classes = (MOVIE_DIRECTOR_PG_service, MOVIE_DIRECTOR_AP_preferences)

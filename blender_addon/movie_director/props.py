@@ -18,7 +18,8 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
-from . import mapping
+from . import params as prm
+from . import shots as sh
 
 TARGETS = [
     ("SEQUENCER", "Timeline", "Add the result as a strip in the Video Sequencer (and load images)"),
@@ -29,6 +30,26 @@ SHOT_SOURCES = [
     ("MARKER", "Marker", "The shot is the timeline marker at or before the current frame"),
     ("STRIP", "Active strip", "The shot is the active strip in the Sequencer"),
 ]
+SHOT_KINDS = [
+    ("MARKER", "Marker", "From a timeline marker: from its frame to the frame before the next marker"),
+    ("STRIP", "Strip", "From a Sequencer strip: its frame range"),
+]
+SEED_POLICIES = [
+    ("FIXED", "Fixed", "Every shot uses the sequence's seed"),
+    ("PER_SHOT", "Per shot", "Each shot gets its own seed, derived from the sequence's seed and the shot (repeatable)"),
+    ("RANDOM", "Random", "A new seed for every take"),
+]
+
+
+def _check_seed(self, _context) -> None:
+    """Seeds are text (Blender's int properties stop at 2³¹−1; ComfyUI takes 0 … 2⁶⁴−1): a bad one is flagged."""
+    try:
+        sh.parse_seed(self.seed)
+        problem = ""
+    except ValueError as exc:
+        problem = str(exc)
+    if self.seed_problem != problem:
+        self.seed_problem = problem
 
 
 class MOVIE_DIRECTOR_PG_job(PropertyGroup):
@@ -38,28 +59,114 @@ class MOVIE_DIRECTOR_PG_job(PropertyGroup):
     tag: StringProperty(name="Shot")
     state: StringProperty(name="State", default="pending")
     frame: IntProperty(name="Frame", description="Where the result lands (locked at submit)")
-    channel: IntProperty(name="Channel", description="The Sequencer channel it lands on (locked at submit)", min=1)
+    channel: IntProperty(
+        name="Channel", description="The Sequencer channel it lands on (0: the first free one on arrival)", min=0
+    )
     target: EnumProperty(name="Target", items=TARGETS, default="SEQUENCER")
     imported: BoolProperty(name="Imported", default=False)
     paths: StringProperty(name="Result files", description="One path per line")
     message: StringProperty(name="Message")
     submitted_at: FloatProperty(name="Submitted at")
+    shot_id: StringProperty(name="Shot id", description="The shot this job makes a take of (empty: a scene job)")
+    frames: IntProperty(name="Frames", description="How many frames the result fills", min=1, default=1)
 
     @property
     def job_id(self) -> str:
         return self.name
 
 
+class MOVIE_DIRECTOR_PG_take(PropertyGroup):
+    """One take of a shot (``name`` is its job id); the files stay on disk in ``folder``."""
+
+    number: IntProperty(name="Take", min=1, default=1)
+    folder: StringProperty(name="Folder", subtype="DIR_PATH")
+    paths: StringProperty(name="Files", description="One path per line")
+    seed: StringProperty(name="Seed")
+    inputs_hash: StringProperty(name="Inputs", description="Fingerprint of what the take was made from")
+    state: StringProperty(name="State", default="pending")
+    message: StringProperty(name="Message")
+    submitted_at: FloatProperty(name="Submitted at")
+    frames: IntProperty(name="Frames", description="The shot's length when the take was made", min=1, default=1)
+
+
+class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
+    """A shot: a frame range from a marker or a strip, its overrides of the sequence's defaults, and its takes.
+    ``name`` is what the panel shows (the marker's/strip's name); ``shot_id`` never changes."""
+
+    shot_id: StringProperty(name="Shot id")
+    source: EnumProperty(name="From", items=SHOT_KINDS, default="MARKER")
+    key: StringProperty(name="Marker/strip", description="The marker's or strip's name when last seen")
+    frame_start: IntProperty(name="Start")
+    frame_end: IntProperty(name="End", description="Last frame of the shot (inclusive)")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object)
+    channel: IntProperty(
+        name="Channel", description="Channel for this shot's takes; Auto: the first channel free over the shot", min=0
+    )
+    missing: BoolProperty(name="Missing", description="Its marker/strip is gone")
+    selected: BoolProperty(name="Selected", description="Include in 'Generate Selected'")
+    prompt: StringProperty(name="Prompt", description="This shot's prompt (empty: the sequence's)")
+    negative: StringProperty(name="Negative", description="This shot's negative prompt (empty: the sequence's)")
+    seed: StringProperty(
+        name="Seed",
+        description="This shot's seed, 0 … 18446744073709551615 (empty: the sequence's)",
+        update=_check_seed,
+    )
+    seed_problem: StringProperty(name="Seed problem")
+    workflow: StringProperty(
+        name="Workflow", description="This shot's workflow (empty: the sequence's)", subtype="FILE_PATH"
+    )
+    service: StringProperty(name="Service", description="The server for this shot (empty: the sequence's)")
+    extra: StringProperty(
+        name="Extra", description="More inputs, 'selector = value' separated by ';' (e.g. 3.denoise = 0.6)"
+    )
+    takes: CollectionProperty(type=MOVIE_DIRECTOR_PG_take)
+    active_take: IntProperty(name="Active take", default=-1)
+    waiting: BoolProperty(name="Waiting", description="In a batch, not sent yet (sent a few per timer tick)")
+    job_id: StringProperty(name="Job", description="The shot's newest job")
+    job_state: StringProperty(name="State", description="The newest job's state when last seen")
+    message: StringProperty(name="Message", description="Why the newest job failed (in full)")
+
+    @property
+    def frames(self) -> int:
+        return max(self.frame_end - self.frame_start + 1, 1)
+
+
+def _workflow_changed(self, _context) -> None:
+    """Reads a newly chosen workflow once (a local file: no network), so the panel can say which settings it has
+    and whether it makes video; a file that cannot be used is reported when generating."""
+    from . import runtime, shotlist
+
+    rt = runtime.get()
+    if rt is None or not rt.owner.is_open or not self.workflow:
+        return
+    service = self.service or next(iter(rt.owner.services()), "")
+    try:
+        shotlist.prepared(rt).get(bpy.path.abspath(self.workflow), service)
+    except shotlist.SubmitProblem:
+        pass
+
+
 class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     service: StringProperty(name="Service", description="The server to send jobs to (set up in the preferences)")
     workflow: StringProperty(
-        name="Workflow", description="A ComfyUI workflow in API format (.json)", subtype="FILE_PATH", default=""
+        name="Workflow",
+        description="A ComfyUI workflow: API or UI format (.json) or a ComfyUI .png",
+        subtype="FILE_PATH",
+        default="",
+        update=_workflow_changed,
     )
     prompt: StringProperty(name="Prompt", description="The positive prompt", default="")
     negative: StringProperty(name="Negative", description="The negative prompt (empty: the workflow's)", default="")
-    seed: IntProperty(name="Seed", min=0, max=mapping.SEED_MAX, default=0)
+    seed: StringProperty(
+        name="Seed",
+        description="0 … 18446744073709551615 (the full range ComfyUI accepts)",
+        default="0",
+        update=_check_seed,
+    )
+    seed_problem: StringProperty(name="Seed problem")
     randomize_seed: BoolProperty(name="Randomise", description="A new seed for every Generate", default=True)
-    last_seed: IntProperty(name="Last seed", description="The seed sent with the last job", min=0)
+    seed_policy: EnumProperty(name="Seeds", items=SEED_POLICIES, default="PER_SHOT")
+    last_seed: StringProperty(name="Last seed", description="The seed sent with the last job")
     steps: IntProperty(name="Steps", description="Sampler steps (0: the workflow's)", min=0, max=1000, default=0)
     cfg: FloatProperty(name="CFG", description="Guidance scale (0: the workflow's)", min=0.0, max=100.0, default=0.0)
     use_scene_resolution: BoolProperty(
@@ -77,6 +184,11 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     auto_import: BoolProperty(name="Import when done", default=True)
     jobs: CollectionProperty(type=MOVIE_DIRECTOR_PG_job)
     active_job: IntProperty(default=0)
+    shots: CollectionProperty(type=MOVIE_DIRECTOR_PG_shot)
+    active_shot: IntProperty(name="Shot", default=0)
+    strip_channel: IntProperty(
+        name="Source channel", description="'Shots from Strips' reads this channel (0: the selected strips)", min=0
+    )
 
 
 def settings(scene) -> MOVIE_DIRECTOR_PG_scene:
@@ -87,19 +199,19 @@ def size_for(scene) -> tuple[int, int]:
     s = scene.movie_director
     if s.use_scene_resolution:
         r = scene.render
-        return mapping.render_size(r.resolution_x, r.resolution_y, r.resolution_percentage)
+        return prm.render_size(r.resolution_x, r.resolution_y, r.resolution_percentage)
     return s.width, s.height
 
 
 def frames_for(scene) -> int:
     s = scene.movie_director
     if s.use_scene_frames:
-        return mapping.frame_count(scene.frame_start, scene.frame_end, scene.frame_step)
+        return max((scene.frame_end - scene.frame_start) // max(scene.frame_step, 1) + 1, 1)
     return s.frames
 
 
 def fps_for(scene) -> float:
-    return mapping.scene_fps(scene.render.fps, scene.render.fps_base)
+    return prm.scene_fps(scene.render.fps, scene.render.fps_base)
 
 
 def find_job(job_id: str):
@@ -111,7 +223,15 @@ def find_job(job_id: str):
     return None, None
 
 
-classes = (MOVIE_DIRECTOR_PG_job, MOVIE_DIRECTOR_PG_scene)
+def find_shot(scene, shot_id: str):
+    """The shot with this id in ``scene`` (None when gone)."""
+    for shot in scene.movie_director.shots:
+        if shot.shot_id == shot_id:
+            return shot
+    return None
+
+
+classes = (MOVIE_DIRECTOR_PG_job, MOVIE_DIRECTOR_PG_take, MOVIE_DIRECTOR_PG_shot, MOVIE_DIRECTOR_PG_scene)
 
 
 def register() -> None:

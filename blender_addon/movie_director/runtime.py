@@ -4,7 +4,7 @@ slot and runs the timer) both import it instead of each other."""
 
 from __future__ import annotations
 
-from . import hub_owner
+from . import hub_owner, media
 from . import state as st
 
 
@@ -23,6 +23,12 @@ class Runtime:
         self.redraws: dict[str, int] = {}
         self.last_tick_error: str | None = None
         self.started_discovery = False
+        # Shots waiting to be sent (Generate marks them; the timer sends a few per tick, see shotlist.send_waiting).
+        self.batch_pending = False
+        # Set when a reopened .blend has shots still waiting: they are offered to continue, not sent by themselves.
+        self.batch_paused = False
+        self.workflows = None  # shotlist.Prepared, made on first use (workflows resolved once per file and server)
+        self.converter = media.Converter()  # animated results split off Blender's thread before they land
 
 
 _current: Runtime | None = None

@@ -61,8 +61,10 @@ def serve(
 
     ``config`` names a JSON file with the same keys; arguments given here win over it. ``token`` (or
     ``$DIRECTOR_LINK_STUDIO_TOKEN``) is required on every call when set; binding beyond loopback without one is
-    refused. Other keys (``ping_interval_seconds``, ``connection_timeout_seconds``, ``max_connections``,
-    ``history_events``, ...) pass through ``settings``.
+    refused. ``database`` is ``sqlite:PATH`` (default: ``studio.sqlite3`` in the output folder),
+    ``postgresql://user:password@host:port/db`` or ``memory``; ``redis`` (``redis://host:port``) shares jobs' events
+    with the other instances on the same Redis. Other keys (``ping_interval_seconds``,
+    ``connection_timeout_seconds``, ``max_connections``, ``history_events``, ...) pass through ``settings``.
     """
     merged: dict[str, Any] = {}
     if config is not None:
@@ -133,7 +135,11 @@ def add_parser(sub) -> None:
     s.add_argument("--service", action="append", metavar="KIND=URL", help="e.g. comfyui=127.0.0.1:8188 (repeatable)")
     s.add_argument("--discover", action="store_true", help="add the servers found on this machine's usual ports")
     s.add_argument("--simulator", action="store_true", help="also run the built-in ComfyUI simulator")
-    s.add_argument("--database", default=None, help="sqlite:PATH (default: studio.sqlite3 in --out) or memory")
+    s.add_argument(
+        "--database",
+        default=None,
+        help="sqlite:PATH (default: studio.sqlite3 in --out), postgresql://user:password@host:port/db, or memory",
+    )
     s.add_argument("--redis", default=None, help="redis://host:port to share events between instances")
     s.add_argument("--token", default=None, help=f"required on every request (or ${TOKEN_ENV})")
     s.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="a browser origin to allow")

@@ -38,8 +38,8 @@ pub struct Session {
 #[derive(Default)]
 struct Inner {
     waiters: HashMap<String, mpsc::UnboundedSender<StreamItem>>,
-    /// The endpoint (fn_index) each waiting event calls: Gradio cancels by session and endpoint.
-    endpoints: HashMap<String, u64>,
+    /// Calls joining the queue (their event id not known yet).
+    joining: usize,
     unclaimed: VecDeque<(String, Message)>,
     reader: Option<AbortHandle>,
 }
@@ -60,7 +60,7 @@ impl Session {
     }
 
     /// Starts listening for `event_id` (starting the reader when none runs). Call right after the join.
-    pub fn register(self: &Arc<Self>, event_id: &str, fn_index: u64) -> mpsc::UnboundedReceiver<StreamItem> {
+    pub fn register(self: &Arc<Self>, event_id: &str) -> mpsc::UnboundedReceiver<StreamItem> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inner = self.inner.lock();
         let mut keep = VecDeque::with_capacity(inner.unclaimed.len());
@@ -73,7 +73,6 @@ impl Session {
         }
         inner.unclaimed = keep;
         inner.waiters.insert(event_id.to_string(), tx);
-        inner.endpoints.insert(event_id.to_string(), fn_index);
         if inner.reader.is_none() {
             let me = self.clone();
             let task = tokio::spawn(async move { me.read().await });
@@ -82,16 +81,20 @@ impl Session {
         rx
     }
 
-    /// Another event of this session waits on the same endpoint.
-    pub fn shares_endpoint(&self, event_id: &str, fn_index: u64) -> bool {
+    /// A call starts or stops joining the queue.
+    fn joining(&self, delta: isize) {
+        let mut inner = self.inner.lock();
+        inner.joining = inner.joining.saturating_add_signed(delta);
+    }
+
+    /// Another call of ours is in this session (waiting on the stream, or joining the queue).
+    pub fn shared_with_others(&self, event_id: &str) -> bool {
         let inner = self.inner.lock();
-        inner.endpoints.iter().any(|(id, f)| *f == fn_index && id != event_id)
+        inner.joining > 0 || inner.waiters.keys().any(|id| id != event_id)
     }
 
     pub fn unregister(&self, event_id: &str) {
-        let mut inner = self.inner.lock();
-        inner.waiters.remove(event_id);
-        inner.endpoints.remove(event_id);
+        self.inner.lock().waiters.remove(event_id);
     }
 
     /// Stops the reader (service removed).
@@ -101,7 +104,6 @@ impl Session {
             r.abort();
         }
         inner.waiters.clear();
-        inner.endpoints.clear();
     }
 
     async fn read(self: Arc<Self>) {
@@ -258,18 +260,24 @@ pub async fn run(
         "trigger_id": ctx.endpoint.trigger_id,
         "session_hash": session.hash,
     });
-    let event_id = tokio::select! {
-        joined = ctx.http.join(body) => match joined {
-            Ok(id) => id,
-            Err(e) => return Outcome::Failed(e),
-        },
-        Some(c) = control.recv() => return match c {
+    session.joining(1);
+    let joined = tokio::select! {
+        joined = ctx.http.join(body) => joined.map_err(Outcome::Failed),
+        Some(c) = control.recv() => Err(match c {
             Control::Cancel => Outcome::Cancelled,
             Control::Restarted(why) => Outcome::Failed(Error::new(ErrorCode::ServerRestarted, why)),
-        },
+        }),
+    };
+    let event_id = match joined {
+        Ok(id) => id,
+        Err(outcome) => {
+            session.joining(-1);
+            return outcome;
+        }
     };
     log::debug!("job {}: event_id {event_id} in session {}", ctx.job_id, session.hash);
-    let mut rx = session.register(&event_id, ctx.endpoint.fn_index);
+    let mut rx = session.register(&event_id);
+    session.joining(-1);
     let mut deadline: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let wait_confirm = async {
@@ -294,12 +302,13 @@ pub async fn run(
             c = control.recv() => match c {
                 Some(Control::Cancel) if !ctx.cancel_requested => {
                     ctx.cancel_requested = true;
-                    // Gradio's /cancel stops whatever call of this endpoint runs in the session: with another job
-                    // of ours on it, that one would be stopped (and fail) instead of, or with, this one.
-                    if session.shares_endpoint(&event_id, ctx.endpoint.fn_index) {
-                        ctx.note("cancel", "another job of this service calls the same endpoint in the same session, \
-                            and Gradio cancels by session and endpoint (that job would be stopped too): this job was \
-                            dropped here but keeps running in the app until it finishes".into());
+                    // Gradio (5.x) answers /cancel with a second `process_completed` for the event; while other events
+                    // of the session are pending, its queue stream then fails (`KeyError: '<event id>'`) and every
+                    // other job of ours in the session with it. So with others in the session, drop this one here.
+                    if session.shared_with_others(&event_id) {
+                        ctx.note("cancel", "other jobs of this service share its Gradio session, and cancelling in the \
+                            app would break their queue stream: this job was dropped here but keeps running in the \
+                            app until it finishes".into());
                         break Outcome::Cancelled;
                     }
                     match ctx.http.cancel(&session.hash, ctx.endpoint.fn_index, &event_id).await {

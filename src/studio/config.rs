@@ -162,9 +162,12 @@ impl StudioConfig {
         }
         if self.database.is_none() {
             if let (Ok(host), Ok(name)) = (std::env::var("DB_HOST"), std::env::var("DB_NAME")) {
-                let user = std::env::var("DB_USER").unwrap_or_else(|_| "postgres".to_string());
+                // Encoded: a password may hold any character (`@`, `/`, `:`) and must not break the URL.
+                let enc =
+                    |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+                let user = enc(&std::env::var("DB_USER").unwrap_or_else(|_| "postgres".to_string()));
                 let password = std::env::var("DB_PASSWORD")
-                    .map(|p| format!(":{p}"))
+                    .map(|p| format!(":{}", enc(&p)))
                     .unwrap_or_default();
                 self.database = Some(format!("postgresql://{user}{password}@{host}/{name}"));
             }
@@ -205,21 +208,12 @@ impl StudioConfig {
             ));
         }
         if let Some(redis) = &self.redis {
-            return Err(Error::new(
-                ErrorCode::InvalidParameter,
-                format!(
-                    "--redis {}: Redis Streams are not in this build yet; run one instance without --redis",
-                    redact(redis)
-                ),
-            ));
-        }
-        if let Some(db) = &self.database {
-            if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            if !redis.starts_with("redis://") {
                 return Err(Error::new(
-                    ErrorCode::InvalidParameter,
+                    ErrorCode::InvalidUrl,
                     format!(
-                        "--database {}: PostgreSQL is not in this build yet; use SQLite (the default) for now",
-                        redact(db)
+                        "--redis {}: expected redis://[:password@]host:port[/db] (TLS is not supported)",
+                        redact(redis)
                     ),
                 ));
             }

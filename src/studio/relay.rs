@@ -29,6 +29,15 @@ pub enum FrameClass {
 }
 
 impl FrameClass {
+    /// By the event's `type` name (events relayed from another instance arrive as JSON).
+    pub fn of_type(name: &str) -> FrameClass {
+        match name {
+            "progress" | "queue_changed" => FrameClass::Progress,
+            "preview" => FrameClass::Preview,
+            _ => FrameClass::Lifecycle,
+        }
+    }
+
     fn of(kind: &EventKind) -> FrameClass {
         match kind {
             EventKind::Progress { .. } | EventKind::QueueChanged { .. } => FrameClass::Progress,
@@ -81,6 +90,16 @@ pub struct JobView {
     pub external: bool,
     /// The offset of the newest preview, when one was seen (`GET /api/jobs/{id}/preview`).
     pub preview_offset: Option<u64>,
+    /// The studio instance that runs this job when it is another one (its events come over Redis); None: this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The bus sequence of the newest event relayed for it: a replayed one is recognised and not shown twice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance_seq: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl JobView {
@@ -108,6 +127,8 @@ impl JobView {
             offset: 0,
             external,
             preview_offset: None,
+            instance: None,
+            instance_seq: 0,
         }
     }
 
@@ -496,6 +517,23 @@ pub trait Sink: Send + Sync {
     fn event(&self, frame: &Frame);
 }
 
+/// Hears every event of this instance's own jobs, in publish order (the Redis bus, to share them).
+pub trait Tap: Send + Sync {
+    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView);
+}
+
+/// An event of a job another studio instance runs, as it came over the bus.
+pub struct Relayed {
+    pub instance: String,
+    /// The instance's own sequence number of the event (increasing by one per event it shares).
+    pub seq: u64,
+    pub time: f64,
+    /// The event's JSON (`{"type": …, "job_id": …, …}`), shown as it is with this stream's offset.
+    pub event: String,
+    /// The job as the running instance shows it after the event.
+    pub view: JobView,
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct RelayCounters {
@@ -511,9 +549,17 @@ pub struct Relay {
     config: RelayConfig,
     changed: watch::Sender<u64>,
     sink: Option<Arc<dyn Sink>>,
+    tap: std::sync::OnceLock<Arc<dyn Tap>>,
     pub counters: RelayCounters,
     connections: Mutex<HashMap<ConnKind, usize>>,
     brief_conns_by_job: Mutex<HashMap<String, usize>>,
+}
+
+/// Just an event's `type`.
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type", default)]
+    kind: String,
 }
 
 /// The JSON of one typed-stream event: the hub's event with the stream's offset instead of the queue's seq.
@@ -593,6 +639,7 @@ impl Relay {
             config,
             changed,
             sink,
+            tap: std::sync::OnceLock::new(),
             counters: RelayCounters::default(),
             connections: Mutex::new(HashMap::new()),
             brief_conns_by_job: Mutex::new(HashMap::new()),
@@ -601,6 +648,11 @@ impl Relay {
 
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// Shares this instance's job events from now on (set once).
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) {
+        let _ = self.tap.set(tap);
     }
 
     /// Bumped on every job change (the monitor's wake-up).
@@ -674,6 +726,76 @@ impl Relay {
         };
         self.counters.events.fetch_add(1, Ordering::Relaxed);
 
+        // The job's view.
+        let mut view_changed = None;
+        if let Some(id) = &job {
+            if let Some(view) = inner.jobs.get_mut(id) {
+                if view.apply(kind, offset, time) {
+                    view_changed = Some(view.clone());
+                }
+            }
+            if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
+                inner.previews.insert(id.clone(), (mime.clone(), data));
+            }
+        }
+        if let (Some(tap), Some(view)) = (self.tap.get(), &view_changed) {
+            if class != FrameClass::Preview {
+                tap.local_event(kind, time, view);
+            }
+        }
+        self.fan_out(guard, frame, view_changed);
+    }
+
+    /// Publishes an event of a job another instance runs: false when it is one already shown (a replay after a
+    /// reconnect), after the job's end, or about a job this instance runs itself.
+    pub fn publish_relayed(&self, r: Relayed) -> bool {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let id = r.view.job_id.clone();
+        if let Some(known) = inner.jobs.get(&id) {
+            let replay = match &known.instance {
+                None => true,
+                Some(i) => *i == r.instance && r.seq <= known.instance_seq,
+            };
+            if replay || known.state.is_terminal() {
+                return false;
+            }
+        }
+        let type_name = serde_json::from_str::<TypeOnly>(&r.event)
+            .map(|t| t.kind)
+            .unwrap_or_default();
+        let Some(fields) = r.event.trim().strip_prefix('{').filter(|f| f.len() > 1) else {
+            return false;
+        };
+        let offset = inner.next_offset;
+        inner.next_offset += 1;
+        let class = FrameClass::of_type(&type_name);
+        let text: Arc<str> = format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time).into();
+        let job_arc: Option<Arc<str>> = Some(Arc::from(id.as_str()));
+        self.counters.events.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame {
+            offset,
+            job: job_arc,
+            class,
+            text,
+        };
+        let mut view = r.view;
+        view.offset = offset;
+        view.instance = Some(r.instance);
+        view.instance_seq = r.seq;
+        view.preview_offset = None; // previews stay on the instance that runs the job
+        inner.jobs.insert(id, view.clone());
+        self.fan_out(guard, frame, Some(view));
+        true
+    }
+
+    /// The log, persistence and every matching subscriber, under the one lock so no subscriber sees events out of
+    /// order.
+    fn fan_out(&self, mut guard: parking_lot::MutexGuard<'_, Inner>, frame: Frame, view_changed: Option<JobView>) {
+        let inner = &mut *guard;
+        let (offset, class) = (frame.offset, frame.class);
+        let job_arc = frame.job.clone();
+        let job: Option<String> = job_arc.as_deref().map(str::to_string);
         // The log: a coalescable entry replaces the job's newest entry when that one is of the same class.
         if let Some(j) = &job_arc {
             if class.coalescable() {
@@ -691,18 +813,6 @@ impl Relay {
         inner.log.slots.push_back(Some(frame.clone()));
         self.trim_log(&mut inner.log);
 
-        // The job's view, the brief's subscribers and persistence.
-        let mut view_changed = None;
-        if let Some(id) = &job {
-            if let Some(view) = inner.jobs.get_mut(id) {
-                if view.apply(kind, offset, time) {
-                    view_changed = Some(view.clone());
-                }
-            }
-            if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
-                inner.previews.insert(id.clone(), (mime.clone(), data));
-            }
-        }
         if let Some(sink) = &self.sink {
             sink.event(&frame);
             if let Some(v) = &view_changed {
@@ -1142,5 +1252,63 @@ mod tests {
         assert_eq!(r.job("a").map(|v| v.brief_status()), Some("cancelled"));
         assert!(outbox.pending() >= 2);
         assert_eq!(r.job_counts().cancelled, 1);
+    }
+
+    fn relayed(instance: &str, seq: u64, kind: &EventKind, view: &JobView) -> Relayed {
+        Relayed {
+            instance: instance.into(),
+            seq,
+            time: 2.0,
+            event: serde_json::to_string(kind).unwrap_or_default(),
+            view: view.clone(),
+        }
+    }
+
+    #[test]
+    fn relayed_events_are_shown_once_in_order_and_never_for_our_own_jobs() {
+        let r = relay(100);
+        let s = r.subscribe(Filter::All, None, None);
+        let mut view = JobView::new("x", "gpu", Some("shot".into()), false);
+        view.state = JobState::Running;
+        view.progress = 30.0;
+        assert!(r.publish_relayed(relayed("other", 1, &started("x"), &view)));
+        assert!(r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)));
+        assert!(
+            !r.publish_relayed(relayed("other", 2, &progress("x", 3.0), &view)),
+            "a replay"
+        );
+        assert!(
+            !r.publish_relayed(relayed("other", 1, &started("x"), &view)),
+            "a replay"
+        );
+        // The same job followed by a new process of that instance (another id) goes on.
+        view.state = JobState::Cancelled;
+        assert!(r.publish_relayed(relayed("other-restarted", 1, &done("x"), &view)));
+        assert!(
+            !r.publish_relayed(relayed("other-restarted", 2, &progress("x", 4.0), &view)),
+            "after its end"
+        );
+        let shown = r.job("x");
+        assert_eq!(
+            shown.as_ref().and_then(|v| v.instance.clone()).as_deref(),
+            Some("other-restarted")
+        );
+        assert_eq!(shown.as_ref().and_then(|v| v.tag.clone()).as_deref(), Some("shot"));
+        assert_eq!(shown.map(|v| v.offset), Some(3), "shown with this stream's offset");
+        // Our own job's events coming back over the bus are not shown again.
+        r.publish(&started("mine"), 1.0, None);
+        let own = JobView::new("mine", "gpu", None, false);
+        assert!(!r.publish_relayed(relayed("other", 3, &progress("mine", 1.0), &own)));
+        let rt = tokio::runtime::Builder::new_current_thread().build().ok();
+        let mut out = Vec::new();
+        if let Some(rt) = rt {
+            let _ = rt.block_on(s.outbox.next_batch(&mut out, 100));
+        }
+        assert_eq!(offsets(&out), vec![1, 2, 3, 4]);
+        let first: Value = serde_json::from_str(&out[0].text).unwrap_or_default();
+        assert_eq!(first["offset"], 1);
+        assert_eq!(first["type"], "job_started");
+        assert_eq!(first["job_id"], "x");
+        assert_eq!(out[1].class, FrameClass::Progress);
     }
 }

@@ -101,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // After the guard: the page is public; what it shows comes through the guarded API with the user's token.
+        .merge(super::monitor::routes())
         .with_state(state)
 }
 
@@ -516,6 +518,13 @@ async fn external_progress(
     }
     let existing = state.relay.job(&id);
     if let Some(v) = &existing {
+        if let Some(instance) = &v.instance {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "other_instance",
+                format!("job {id} is reported by studio instance {instance}; send its progress there"),
+            ));
+        }
         if !v.external {
             return Err(ApiError(
                 StatusCode::CONFLICT,
@@ -597,14 +606,16 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         json!({"url": state.database, "ok": err.is_none(), "last_error": err,
                "pending_writes": h.pending.load(Ordering::Relaxed), "write_errors": h.write_errors.load(Ordering::Relaxed)})
     });
-    let db_ok = db.as_ref().is_none_or(|d| d["ok"] == Value::Bool(true));
+    let redis = state.bus.as_ref().map(|b| b.status());
+    let db_ok = db.as_ref().is_none_or(|d| d["ok"] == Value::Bool(true))
+        && redis.as_ref().is_none_or(|r| r["ok"] == Value::Bool(true));
     let (history_from, history_events) = state.relay.history_span();
     Json(json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "database": db.unwrap_or(json!({"url": state.database, "ok": true})),
-        "redis": Value::Null,
+        "redis": redis.unwrap_or(Value::Null),
         "studio": snap.studio,
         "connections": state.connections.load(Ordering::Relaxed),
         "stream": {"epoch": state.relay.epoch(), "offset": state.relay.newest_offset(),
@@ -751,6 +762,56 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "gauge",
             &[(String::new(), if h.last_error.lock().is_none() { 1.0 } else { 0.0 })],
         );
+    }
+    if let Some(bus) = &state.bus {
+        let h = bus.health();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        metric(
+            "redis_up",
+            "1 when both the publishing and the reading connection to Redis work.",
+            "gauge",
+            &[(String::new(), if h.ok() { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "redis_waiting",
+            "This instance's events waiting to be shared over Redis.",
+            "gauge",
+            &[(String::new(), n(&h.waiting))],
+        );
+        for (name, help, v) in [
+            (
+                "redis_published_total",
+                "Events this instance shared over Redis.",
+                &h.published,
+            ),
+            (
+                "redis_relayed_total",
+                "Other instances' events relayed to this instance's subscribers.",
+                &h.relayed,
+            ),
+            (
+                "redis_duplicates_total",
+                "Entries read again after a reconnect and not shown twice.",
+                &h.duplicates,
+            ),
+            (
+                "redis_gaps_total",
+                "Other instances' events that never arrived (trimmed or lost).",
+                &h.gaps,
+            ),
+            (
+                "redis_dropped_total",
+                "Events not shared because Redis was away too long.",
+                &h.dropped,
+            ),
+            (
+                "redis_errors_total",
+                "Failed Redis connections or commands (retried).",
+                &h.errors,
+            ),
+        ] {
+            metric(name, help, "counter", &[(String::new(), n(v))]);
+        }
     }
     let snap = state.hub.snapshot();
     let mut up = Vec::new();

@@ -1,8 +1,9 @@
 //! Starting and stopping the studio server: its hub and services, persistence, the event pump, the listener.
 use super::auth::RateLimiter;
+use super::bus::Bus;
 use super::config::StudioConfig;
 use super::relay::{JobView, Relay, RelayConfig, Sink};
-use super::store::{Store, StoreHealth};
+use super::store::{Database, Store, StoreHealth};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{EventKind, JobError, JobState};
 use crate::hub::{Hub, HubConfig};
@@ -24,6 +25,8 @@ pub struct AppState {
     /// The writer, for making a new job durable before its id is handed out.
     pub store_writer: Option<Arc<Store>>,
     pub database: String,
+    /// Redis Streams, with `--redis`.
+    pub bus: Option<Arc<Bus>>,
     pub limiter: RateLimiter,
     /// WebSocket connections open now.
     pub connections: AtomicUsize,
@@ -41,6 +44,7 @@ pub struct StudioServer {
     pump_stop: Arc<AtomicBool>,
     pump: Mutex<Option<JoinHandle<()>>>,
     store: Option<Arc<Store>>,
+    bus: Option<Arc<Bus>>,
     simulator: Mutex<Option<Simulator>>,
     closed: AtomicBool,
 }
@@ -64,13 +68,16 @@ impl StudioServer {
         let (store, loaded, database) = match config.database.as_deref() {
             Some("memory") | Some(":memory:") => (None, None, "memory".to_string()),
             other => {
-                let path = match other {
-                    Some(p) => {
-                        std::path::PathBuf::from(p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p))
+                let database = match other {
+                    Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                        Database::Postgres(url.to_string())
                     }
-                    None => output_dir.join("studio.sqlite3"),
+                    Some(p) => Database::Sqlite(std::path::PathBuf::from(
+                        p.strip_prefix("sqlite://").or(p.strip_prefix("sqlite:")).unwrap_or(p),
+                    )),
+                    None => Database::Sqlite(output_dir.join("studio.sqlite3")),
                 };
-                let (store, loaded) = Store::open(&path, 10_000, config.history_events)?;
+                let (store, loaded) = Store::open(&database, 10_000, config.history_events)?;
                 if loaded.continued {
                     log::info!(
                         "studio: continuing stream {} from offset {}",
@@ -83,8 +90,7 @@ impl StudioServer {
                         loaded.epoch
                     );
                 }
-                let name = format!("sqlite:{}", path.display());
-                (Some(Arc::new(store)), Some(loaded), name)
+                (Some(Arc::new(store)), Some(loaded), database.display())
             }
         };
         let relay_config = RelayConfig {
@@ -107,6 +113,13 @@ impl StudioServer {
                 None,
             ),
         });
+
+        // Other instances over Redis, before any event: every one of this instance's events is shared, in order.
+        let handle = hub.block_on(async { tokio::runtime::Handle::current() })?;
+        let bus = match config.redis.as_deref() {
+            Some(url) => Some(Arc::new(Bus::start(url, relay.clone(), &handle)?)),
+            None => None,
+        };
 
         // Services.
         let simulator = if config.simulator {
@@ -140,7 +153,6 @@ impl StudioServer {
         }
 
         // The listener, on the hub's runtime.
-        let handle = hub.block_on(async { tokio::runtime::Handle::current() })?;
         let host = config.host.trim_matches(['[', ']']).to_string();
         let host = if host == "localhost" {
             "127.0.0.1".to_string()
@@ -175,6 +187,7 @@ impl StudioServer {
             store: store.as_ref().map(|s| s.health.clone()),
             store_writer: store.clone(),
             database,
+            bus: bus.clone(),
             connections: AtomicUsize::new(0),
             refused_connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -226,6 +239,7 @@ impl StudioServer {
             pump_stop,
             pump: Mutex::new(Some(pump)),
             store,
+            bus,
             simulator: Mutex::new(simulator),
             closed: AtomicBool::new(false),
         };
@@ -239,7 +253,8 @@ impl StudioServer {
     fn pick_up_unfinished(&self) {
         let hub = &self.state.hub;
         for view in self.state.relay.jobs(None, None) {
-            if view.state.is_terminal() || view.external {
+            // Another instance's jobs are that instance's to follow.
+            if view.state.is_terminal() || view.external || view.instance.is_some() {
                 continue;
             }
             let kind = hub.service_kind(&view.service).map(|(k, _)| k);
@@ -315,6 +330,10 @@ impl StudioServer {
         if let Some(p) = self.pump.lock().take() {
             let _ = p.join();
         }
+        // What waits for Redis goes out (if it answers) before the hub stops.
+        if let Some(bus) = &self.bus {
+            bus.close();
+        }
         // Jobs still running stay unfinished in the database (not failed `hub_closed`): the next run follows them.
         self.state.hub.close();
         if let Some(store) = &self.store {
@@ -370,6 +389,9 @@ fn pump_events(hub: &Hub, relay: &Relay, stop: &AtomicBool) {
 pub fn register(state: &AppState, job_id: &str, service: &str, tag: Option<String>) {
     state.relay.register_job(JobView::new(job_id, service, tag, false));
     if let Some(store) = &state.store_writer {
-        store.flush(Duration::from_secs(5));
+        // Not while the database is failing: the job is served from memory, its row follows when it is back.
+        if store.health.last_error.lock().is_none() {
+            store.flush(Duration::from_secs(5));
+        }
     }
 }

@@ -186,6 +186,19 @@ class RecordingLayout:
             raise AssertionError(f"progress factor {factor} out of range")
         self.log.append(("progress", (factor, text), {}))
 
+    def template_list(self, listtype_name, list_id, dataptr, propname, active_dataptr, active_propname, **kw):
+        """Draws every item with the registered UIList's ``draw_item`` (into this recording)."""
+        cls = getattr(bpy.types, listtype_name, None)
+        if cls is None:
+            raise AssertionError(f"no UIList {listtype_name!r}")
+        if propname not in dataptr.bl_rna.properties or active_propname not in active_dataptr.bl_rna.properties:
+            raise AssertionError(f"template_list: no {propname!r} / {active_propname!r}")
+        self.log.append(("template_list", (listtype_name,), {}))
+        for index, item in enumerate(getattr(dataptr, propname)):
+            cls.draw_item(
+                None, bpy.context, RecordingLayout(self.log), dataptr, item, 0, active_dataptr, active_propname, index
+            )
+
     def template_icon(self, icon_value=0, scale=1.0):
         self.log.append(("template_icon", (icon_value,), {}))
 
@@ -216,6 +229,8 @@ def draw_all_panels(context) -> dict[str, RecordingLayout]:
 
     out = {}
     for cls in panels.classes:
+        if not hasattr(cls, "bl_space_type"):
+            continue  # a UIList: drawn through template_list
         fake = FakePanel()
         cls.draw(fake, context)
         out[cls.bl_idname] = fake.layout

@@ -10,7 +10,6 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +17,7 @@ bpy = pytest.importorskip("bpy")
 
 import addon_utils  # noqa: E402  (comes with bpy)
 
-from .blender_support import ADDON, ManualTimers, draw_all_panels, settled_thread_count, thread_count  # noqa: E402
+from .blender_support import ADDON, draw_all_panels, settled_thread_count, thread_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "sk-test-SECRET-123"
@@ -55,37 +54,8 @@ def fail_workflow(message: str) -> dict:
     return {"1": {"class_type": "AcceptanceFail", "inputs": {"message": message, "steps_before_failing": 1}}}
 
 
-@pytest.fixture
-def timers(monkeypatch):
-    manual = ManualTimers()
-    monkeypatch.setattr(bpy.app.timers, "register", manual.register)
-    monkeypatch.setattr(bpy.app.timers, "unregister", manual.unregister)
-    monkeypatch.setattr(bpy.app.timers, "is_registered", manual.is_registered)
-    return manual
-
-
 def _prefs():
     return bpy.context.preferences.addons[ADDON].preferences
-
-
-@pytest.fixture
-def addon(timers, tmp_path):
-    """The add-on enabled on an empty scene, no servers, results under ``tmp_path/out``."""
-    bpy.ops.wm.read_homefile(use_empty=True)
-    addon_utils.enable(ADDON, default_set=True)
-    import movie_director
-    from movie_director import bridge
-
-    prefs = _prefs()
-    prefs.auto_discover = False
-    prefs.initialized = True  # no default "local" service
-    prefs.services.clear()
-    prefs.output_dir = str(tmp_path / "out") + os.sep
-    timers.step()
-    try:
-        yield SimpleNamespace(module=movie_director, bridge=bridge, prefs=prefs, timers=timers, tmp=tmp_path)
-    finally:
-        addon_utils.disable(ADDON, default_set=True)
 
 
 def add_server(addon, url: str, name: str = "sim", token: str = "") -> None:
@@ -135,14 +105,18 @@ def test_disable_removes_timer_handler_hub_and_types(timers):
 
     _prefs().initialized = False
     _prefs().services.clear()
-    timers.step()  # a fresh install gets one local service, once
-    assert [(s.name, s.url) for s in _prefs().services] == [("local", "127.0.0.1:8188")]
+    timers.step()  # a fresh install invents no server (discovery offers the running ones)
+    assert len(_prefs().services) == 0 and _prefs().initialized
 
     hub = movie_director.hub()
+    os.makedirs(bridge.preview_folder(), exist_ok=True)
     addon_utils.disable(ADDON, default_set=True)
     assert hub.closed and movie_director.hub() is None
+    assert not os.path.exists(bridge.preview_folder())  # no scratch folder left in the temp directory
     assert timers.callbacks == {}
     assert bridge._on_load_post not in bpy.app.handlers.load_post
+    assert bridge._on_save_pre not in bpy.app.handlers.save_pre
+    assert bridge._on_save_post not in bpy.app.handlers.save_post
     assert not hasattr(bpy.types.Scene, "movie_director")
     assert not hasattr(bpy.types, "MOVIE_DIRECTOR_PT_view3d_status")
 
@@ -231,8 +205,16 @@ def test_generate_progress_complete_and_import_at_the_locked_frame_and_channel(a
     # The shot settings reached the workflow: the render size at 50 %.
     sent = [r for r in server.sim.requests() if r["path"] == "/prompt" and r["method"] == "POST"][-1]["json"]
     assert sent["prompt"]["1"]["inputs"]["width"] == 128 and sent["prompt"]["1"]["inputs"]["height"] == 72
-    assert bpy.data.images.get(addon.bridge.PREVIEW_IMAGE) is not None
-    # Import again puts a second copy on the next free channel at the same frame.
+    preview = bpy.data.images.get(addon.bridge.PREVIEW_IMAGE)
+    assert preview is not None
+    # The Preview ends on the result (128 × 72), not on the last noisy step (the simulator's 64 px previews).
+    addon.timers.step()
+    assert tuple(preview.size) == (128, 72), tuple(preview.size)
+    assert os.path.isdir(addon.bridge.preview_folder())  # removed when the add-on is disabled (test below)
+    # Imported automatically: the job offers its folder, not an "Import again" that would duplicate it.
+    ops = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_jobs"].operators()
+    assert "movie_director.import_result" not in ops and "movie_director.open_output" in ops
+    # Importing again by hand puts a second copy on the next free channel at the same frame.
     assert bpy.ops.movie_director.import_result(job_id=job_id) == {"FINISHED"}
     assert len([st for st in scene.sequence_editor.strips_all if st.type == "IMAGE"]) == 2
 
@@ -330,7 +312,7 @@ def test_save_reopen_restores_settings_finds_the_running_job_and_never_stores_th
     s = scene.movie_director
     s.workflow = workflow_file(addon.tmp, "progress", progress_workflow(steps=10, step_seconds=0.4))
     s.prompt = "unique-prompt-marker-7781"
-    s.seed, s.randomize_seed, s.steps, s.cfg = 1234, False, 28, 6.5
+    s.seed, s.randomize_seed, s.steps, s.cfg = "1234", False, 28, 6.5
     scene.render.resolution_x, scene.render.resolution_y = 128, 72
     scene.frame_current = 5
     s.channel = 2
@@ -353,7 +335,7 @@ def test_save_reopen_restores_settings_finds_the_running_job_and_never_stores_th
     s = scene.movie_director
     assert (s.prompt, s.seed, s.randomize_seed, s.steps, s.service) == (
         "unique-prompt-marker-7781",
-        1234,
+        "1234",
         False,
         28,
         "sim",

@@ -133,6 +133,34 @@ def _state_circuit_open(bridge):
     )
 
 
+LONG_REASON = (
+    "the server rejected the workflow: Prompt outputs failed validation — node 3 (KSampler) cfg: Value 200.0 bigger "
+    "than max of 100.0. Fix the workflow or its parameters and submit again."
+)
+
+
+def _state_shots(bridge):
+    """A batch: one shot queued, one running, one failed with a long reason, one never generated."""
+    _state_connected(bridge)
+    s = bpy.context.scene.movie_director
+    for index, (name, job) in enumerate((("A", "job-a"), ("B", "job-b"), ("C", "job-c"), ("D", ""))):
+        shot = s.shots.add()
+        shot.name, shot.shot_id, shot.job_id = name, f"sh-{index}", job
+        shot.frame_start, shot.frame_end = index * 10 + 1, index * 10 + 10
+        if job:
+            bridge.current_model().track(job, "local", shot.shot_id)
+    feed(
+        bridge,
+        ev("job_queued", "job-a", service="local", position=1, pending_connection=False, node_errors=[]),
+        ev("job_started", "job-b", service="local", cached_nodes=[]),
+        ev("progress", "job-b", node_id="3", value=7, max=20, percentage=35.0, eta_seconds=14.0),
+        ev(
+            "job_failed", "job-c", code="validation_failed", message=LONG_REASON, node_id=None, node_type=None, error={}
+        ),
+    )
+    s.active_shot = 2  # the failed one: its whole reason shows
+
+
 STATES = {
     "no server": _state_no_server,
     "connecting": _state_connecting,
@@ -140,6 +168,7 @@ STATES = {
     "running": _state_running,
     "failed": _state_failed,
     "circuit open": _state_circuit_open,
+    "shots": _state_shots,
 }
 
 EXPECTED = {
@@ -149,6 +178,7 @@ EXPECTED = {
     "running": "Running · KSampler (#3) · 35% · ~14 s",
     "failed": "CUDA out of memory",
     "circuit open": "local: Paused: server keeps dropping us",
+    "shots": "Queued (position 2)",
 }
 
 
@@ -156,7 +186,7 @@ EXPECTED = {
 def test_every_panel_draws_in_every_state(addon, state):
     STATES[state](addon)
     layouts = draw_all_panels(bpy.context)
-    assert len(layouts) == 10  # 5 panels × (3D View, Sequencer)
+    assert len(layouts) == 12  # 6 panels × (3D View, Sequencer)
     texts = [t for layout in layouts.values() for t in layout.texts()]
     assert EXPECTED[state] in texts, texts
     ops = {op for layout in layouts.values() for op in layout.operators()}
@@ -166,6 +196,11 @@ def test_every_panel_draws_in_every_state(addon, state):
         assert {"movie_director.copy_error", "movie_director.import_result"} <= ops
     if state == "circuit open":
         assert "movie_director.reconnect" in ops
+    if state == "shots":
+        assert "Running 35%" in texts and "Not generated" in texts
+        assert {"movie_director.generate_shots", "movie_director.cancel_shots"} <= ops
+        # The failure reason is shown in full (over several lines), never clipped.
+        assert "Failed: " + LONG_REASON in " ".join(texts)
     # The preferences draw too, with the same names checked.
     prefs = bpy.context.preferences.addons[ADDON].preferences
     item = prefs.services.add()
@@ -210,3 +245,27 @@ def test_panels_poll_free_and_draw_without_the_addon_model(addon):
     for _ in range(100):
         closed = draw_all_panels(bpy.context)
     assert [t for layout in closed.values() for t in layout.texts()], "a closed hub leaves the panels empty"
+
+
+def test_discovery_lists_what_answered_and_one_line_for_the_rest(addon):
+    model = addon.current_model()
+    model.discovered = [
+        {"url": "http://127.0.0.1:8000", "kind": "none", "summary": "nothing there"},
+        {"url": "http://127.0.0.1:8188", "kind": "comfyui", "summary": "ComfyUI 0.3.64 at 127.0.0.1:8188"},
+        {"url": "http://127.0.0.1:8189", "kind": "none", "summary": "nothing there"},
+    ]
+    layout = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_status"]
+    texts = layout.texts()
+    assert not any("nothing there" in t for t in texts), texts
+    assert sum(1 for t in texts if t.startswith("Nothing found at")) == 1
+    assert "ComfyUI 0.3.64 at 127.0.0.1:8188" in texts
+    assert layout.operators().count("movie_director.add_service") == 1
+
+
+def test_shots_of_a_server_that_went_away_say_they_wait_for_it(addon):
+    _state_shots(addon)
+    feed(addon, svc("reconnecting", "connected", "connection reset"))
+    texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_shots"].texts()
+    waiting = [t for t in texts if t.startswith("Waiting for the server: local")]
+    assert len(waiting) >= 2, texts  # the queued and the running shot; the failed one still says why it failed
+    assert any(t.startswith("Failed: ") for t in texts)

@@ -1,0 +1,444 @@
+"""The shot list in the scene (bpy glue around the pure ``shots``, ``params``, ``takes`` and ``placement`` modules):
+reading markers and strips into shots, working out what each shot asks for, submitting a shot's take, and whether
+a shot is stale."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+
+from . import importer, props, takes
+from . import params as prm
+from . import shots as sh
+from . import state as st
+
+_digests: dict[str, tuple[float, int, str]] = {}
+
+
+def workflow_digest(path: str) -> str:
+    """sha256 of the workflow file, cached by modification time and size (panels ask on every redraw)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ""
+    cached = _digests.get(path)
+    if cached is not None and cached[:2] == (stat.st_mtime, stat.st_size):
+        return cached[2]
+    digest = sh.file_digest(path)
+    _digests[path] = (stat.st_mtime, stat.st_size, digest)
+    return digest
+
+
+# ---- building the list ------------------------------------------------------------------------------------------
+
+
+def _known(scene) -> list[sh.Known]:
+    return [sh.Known(s.shot_id, s.source, s.key, s.frame_start) for s in props.settings(scene).shots]
+
+
+def _apply(scene, plan: sh.SyncPlan, source: str, cameras: dict[str, object] | None = None) -> dict[str, str]:
+    """Writes a sync plan into the scene's shot list; returns {marker/strip name: shot id}."""
+    s = props.settings(scene)
+    by_id = {shot.shot_id: shot for shot in s.shots}
+    out: dict[str, str] = {}
+
+    def fill(shot, found: sh.Found) -> None:
+        if shot.name in ("", shot.key):
+            shot.name = found.key  # follows a rename unless the shot was given its own name
+        shot.key = found.key
+        shot.frame_start, shot.frame_end = found.frame_start, found.frame_end
+        shot.missing = False
+        if cameras is not None:
+            shot.camera = cameras.get(found.key)
+        out[found.key] = shot.shot_id
+
+    for shot_id, found in plan.matched:
+        fill(by_id[shot_id], found)
+    taken = set(by_id)
+    for found in plan.new:
+        shot = s.shots.add()
+        shot.shot_id = found.ident if found.ident and found.ident not in taken else sh.new_shot_id(taken)
+        taken.add(shot.shot_id)
+        shot.source = source
+        fill(shot, found)
+    for shot_id in plan.missing:
+        by_id[shot_id].missing = True
+    _sort(s)
+    return out
+
+
+def _sort(s) -> None:
+    """Keeps the list in timeline order (a moved marker moves its shot in the list, with its takes)."""
+    order = sorted(range(len(s.shots)), key=lambda i: (s.shots[i].missing, s.shots[i].frame_start, s.shots[i].name))
+    ids = [s.shots[i].shot_id for i in order]
+    # Moving one entry shifts the others: look the wanted shot up again each time.
+    for target, shot_id in enumerate(ids):
+        index = next(i for i, shot in enumerate(s.shots) if shot.shot_id == shot_id)
+        if index != target:
+            s.shots.move(index, target)
+
+
+def from_markers(scene) -> sh.SyncPlan:
+    """Shots from the scene's timeline markers (cameras bound with ``marker.camera`` come along)."""
+    markers = list(scene.timeline_markers)
+    cameras = {m.name: m.camera for m in markers}
+    found = sh.from_markers([(m.name, m.frame, m.camera.name if m.camera else "") for m in markers], scene.frame_end)
+    plan = sh.plan_sync(_known(scene), found, "MARKER")
+    _apply(scene, plan, "MARKER", cameras)
+    return plan
+
+
+def from_strips(scene, channel: int = 0) -> sh.SyncPlan:
+    """Shots from the Sequencer's strips on ``channel`` (0: the selected ones); results of takes never count. Each
+    strip is tagged with its shot id, so renaming or moving it keeps the shot."""
+    chosen = [
+        strip
+        for strip in importer.all_strips(scene)
+        if sh.TAKE_PROP not in strip
+        and (strip.channel == channel if channel else strip.select)
+        and strip.type not in ("SOUND",)
+    ]
+    found = sh.from_strips(
+        (strip.name, strip.channel, strip.frame_final_start, strip.frame_final_end, strip.get(sh.STRIP_ID_PROP))
+        for strip in chosen
+    )
+    plan = sh.plan_sync(_known(scene), found, "STRIP")
+    ids = _apply(scene, plan, "STRIP")
+    for strip in chosen:
+        if strip.name in ids:
+            strip[sh.STRIP_ID_PROP] = ids[strip.name]
+    return plan
+
+
+# ---- what a shot asks for -------------------------------------------------------------------------------------------
+
+
+def defaults(scene) -> dict:
+    s = props.settings(scene)
+    width, height = props.size_for(scene)
+    return {
+        "prompt": s.prompt or None,
+        "negative": s.negative or None,
+        "workflow": s.workflow,
+        "service": s.service,
+        "steps": s.steps or None,
+        "cfg": s.cfg or None,
+        "width": width,
+        "height": height,
+        "fps": props.fps_for(scene),
+        "extra": {},
+    }
+
+
+def settings_for(scene, shot, seed_value: int | None = None) -> tuple[sh.Settings, bool]:
+    """The shot's settings (the sequence's defaults under its overrides) and whether its seed counts towards
+    staleness (not when every take gets a random one). Raises ``ValueError`` for a bad seed or extra parameter."""
+    s = props.settings(scene)
+    overrides = {
+        "prompt": shot.prompt,
+        "negative": shot.negative,
+        "workflow": shot.workflow,
+        "service": shot.service,
+        "extra": sh.parse_extra(shot.extra) if shot.extra.strip() else {},
+    }
+    merged = sh.merge(defaults(scene), overrides)
+    own_seed = sh.parse_seed(shot.seed)
+    if own_seed is not None:
+        seed, counts = own_seed, True
+    else:
+        base = sh.parse_seed(s.seed) or 0
+        counts = s.seed_policy != "RANDOM"
+        seed = (
+            seed_value if (seed_value is not None and not counts) else sh.shot_seed(base, s.seed_policy, shot.shot_id)
+        )
+    settings = sh.Settings(
+        prompt=merged["prompt"],
+        negative=merged["negative"],
+        seed=seed,
+        workflow=merged["workflow"],
+        service=merged["service"],
+        steps=merged["steps"],
+        cfg=merged["cfg"],
+        width=merged["width"],
+        height=merged["height"],
+        frames=shot.frames,
+        fps=merged["fps"],
+        extra=merged["extra"],
+        # A seed the add-on made (per shot or random) may be folded into the input's range; a typed one may not.
+        random_seed=own_seed is None and s.seed_policy != "FIXED",
+    )
+    return settings, counts
+
+
+def current_hash(scene, shot) -> str:
+    settings, counts = settings_for(scene, shot)
+    path = bpy.path.abspath(settings.workflow) if settings.workflow else ""
+    return sh.inputs_hash(settings, workflow_digest(path) if path else "", seed_counts=counts)
+
+
+def is_stale(scene, shot) -> bool:
+    """The shot's inputs (prompt, settings, seed, workflow file, range) changed since its active take."""
+    if not 0 <= shot.active_take < len(shot.takes):
+        return False
+    try:
+        return shot.takes[shot.active_take].inputs_hash != current_hash(scene, shot)
+    except ValueError:
+        return True
+
+
+# ---- submitting -----------------------------------------------------------------------------------------------------
+
+
+class SubmitProblem(Exception):
+    """A shot could not be sent; the message says what to change."""
+
+
+class Prepared:
+    """Workflows loaded and resolved once per (file, content, server) for a whole batch."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.cache: dict[tuple[str, str, str, bool], tuple[object, prm.Resolved]] = {}
+
+    def peek(self, path: str) -> prm.Resolved | None:
+        """The newest resolution of ``path`` already made (for drawing: never loads anything)."""
+        digest = workflow_digest(path)
+        for (p, d, _service, _info), (_wf, resolved) in reversed(list(self.cache.items())):
+            if p == path and d == digest:
+                return resolved
+        return None
+
+    def check(self, wf, built: dict, service: str) -> str | None:
+        """What the server would reject, said before anything is sent: the workflow with this shot's inputs checked
+        against the server's node list (when known), e.g. "node 3 (KSampler): cfg = 500 is bigger than the maximum
+        100; use a value from 0.0 to 100.0". None when it passes (or the node list is not known yet)."""
+        info = self.rt.owner.schemas.get(self.rt.owner.hub, service, fetch=False)
+        if info is None:
+            return None
+        try:
+            scratch = prm._workflow_class().load(wf.to_dict())
+            for selector, value in built.items():
+                scratch.set(selector, value)
+            problems = [p for p in scratch.validate(info) if p.get("severity") == "error"]
+        except Exception as exc:  # a selector the workflow does not have (an extra parameter)
+            return str(exc)
+        if not problems:
+            return None
+        first = problems[0]
+        text = str(first.get("message") or first.get("code"))
+        if first.get("suggestion"):
+            text += f"; {first['suggestion']}"
+        if len(problems) > 1:
+            text += f" (and {len(problems) - 1} more)"
+        return text
+
+    def get(self, path: str, service: str):
+        hub = self.rt.owner.hub
+        known = service in self.rt.owner.services()
+        info = self.rt.owner.schemas.get(hub, service) if known else None
+        key = (path, workflow_digest(path), service, info is not None)
+        hit = self.cache.get(key)
+        if hit is None:
+            try:
+                wf = prm.load(path, info)
+                hit = (wf, prm.resolve(wf, info))
+            except prm.WorkflowProblem as exc:
+                raise SubmitProblem(str(exc)) from exc
+            except Exception as exc:
+                raise SubmitProblem(f"{os.path.basename(path)}: {exc}") from exc
+            self.cache[key] = hit
+        return hit
+
+
+def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
+    """Sends one take of ``shot``; returns (job id, settings the workflow has no input for). Never waits on the
+    network (``Hub.submit`` returns at once)."""
+    s = props.settings(scene)
+    try:
+        settings, counts = settings_for(scene, shot)
+    except ValueError as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    services = rt.owner.services()
+    service = settings.service or next(iter(services), "")
+    if service not in services:
+        raise SubmitProblem(f"{shot.name}: server {service!r} is not set up or not enabled")
+    if not settings.workflow:
+        raise SubmitProblem(f"{shot.name}: choose a workflow")
+    path = bpy.path.abspath(settings.workflow)
+    wf, resolved = prepared.get(path, service)
+    inputs = sh.inputs_hash(settings, workflow_digest(path), seed_counts=counts)
+    try:
+        built, unused = prm.build(resolved, settings)
+    except prm.WorkflowProblem as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    problem = prepared.check(wf, built, service)
+    if problem:
+        raise SubmitProblem(f"{shot.name}: {problem}")
+    sent_seed = next((built[t.selector] for t in resolved.targets.get("seed") or [] if t.selector in built), None)
+    if sent_seed is not None:
+        settings.seed = sent_seed
+    hub = rt.owner.hub
+    try:
+        job = hub.submit(service, wf, params=built, tag=shot.shot_id)
+    except Exception as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    # Not ``job.state``: a fast job may already be done, and the model must take its end from the JobCompleted
+    # event (which carries the files); a view that starts "completed" would ignore that event.
+    state = "pending"
+    folder = takes.take_dir(hub.output_dir, shot.shot_id, job.id)
+    number = max((t.number for t in shot.takes), default=0) + 1
+    try:
+        takes.write_take(
+            folder,
+            {
+                "shot_id": shot.shot_id,
+                "shot": shot.name,
+                "take": number,
+                "job_id": job.id,
+                "service": service,
+                "frame_start": shot.frame_start,
+                "frame_end": shot.frame_end,
+                "frames": shot.frames,
+                "fps": settings.fps,
+                "seed": str(settings.seed),
+                "workflow_file": path,
+                "workflow_sha256": workflow_digest(path),
+                "params": built,
+                "inputs_hash": inputs,
+                "submitted_at": time.time(),
+                "state": state,
+            },
+        )
+    except OSError as exc:
+        rt.model.add_error(job.id, "take_write_failed", f"could not write the take's record in {folder}: {exc}")
+    record = s.jobs.add()
+    record.name = job.id
+    record.service = service
+    record.tag = shot.name
+    record.state = state
+    record.frame = shot.frame_start
+    record.frames = shot.frames
+    record.channel = shot.channel
+    record.target = "SEQUENCER"
+    record.submitted_at = time.time()
+    record.shot_id = shot.shot_id
+    take = shot.takes.add()
+    take.name = job.id
+    take.number = number
+    take.folder = folder
+    take.seed = str(settings.seed)
+    take.inputs_hash = inputs
+    take.state = state
+    take.submitted_at = time.time()
+    take.frames = shot.frames
+    shot.job_id = job.id
+    shot.job_state = state
+    shot.message = ""
+    s.last_seed = str(settings.seed)
+    rt.model.track(job.id, service, shot.shot_id, state=state)
+    wanted = [k for k in ("prompt", "negative", "steps", "cfg") if getattr(settings, k) is not None]
+    return job.id, [prm.LABELS[k] for k in unused if k in wanted]
+
+
+# ---- batches: Generate marks shots, the timer sends them ------------------------------------------------------------
+
+BATCH_BUDGET = 0.004  # seconds of sending per timer tick (a batch of 100+ never stalls Blender's UI)
+BATCH_MAX_PER_TICK = 64
+
+
+def prepared(rt) -> Prepared:
+    if rt.workflows is None:
+        rt.workflows = Prepared(rt)
+    return rt.workflows
+
+
+def enqueue(rt, shots) -> int:
+    """Marks shots to be sent (returns at once); the timer sends them in order."""
+    count = 0
+    for shot in shots:
+        shot.waiting = True
+        shot.job_state = "waiting"
+        shot.message = ""
+        count += 1
+    if count:
+        rt.batch_pending = True
+        rt.batch_paused = False
+    return count
+
+
+def waiting_shots(scene) -> list:
+    return [shot for shot in props.settings(scene).shots if shot.waiting and not shot.missing]
+
+
+def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> tuple[int, bool]:
+    """Sends waiting shots until ``budget`` seconds or ``limit`` shots (default: the module's settings, read now);
+    returns (sent, more waiting). A shot that cannot be sent fails with the reason (the rest of the batch goes on)."""
+    if not rt.batch_pending or rt.batch_paused or not rt.owner.is_open:
+        return 0, False
+    budget = BATCH_BUDGET if budget is None else budget
+    limit = BATCH_MAX_PER_TICK if limit is None else limit
+    deadline = time.perf_counter() + budget
+    sent = 0
+    cache = prepared(rt)
+    for scene in bpy.data.scenes:
+        for shot in waiting_shots(scene):
+            if sent >= limit or (sent and time.perf_counter() > deadline):
+                return sent, True
+            shot.waiting = False
+            try:
+                submit_shot(rt, scene, shot, cache)
+            except SubmitProblem as exc:
+                shot.job_state = "failed"
+                shot.message = str(exc)
+                rt.model.add_error(shot.shot_id, "submit_failed", str(exc))
+            sent += 1
+    rt.batch_pending = False
+    return sent, False
+
+
+def has_waiting() -> bool:
+    return any(waiting_shots(scene) for scene in bpy.data.scenes)
+
+
+def choose(scene, which: str, shot_id: str = "") -> list:
+    """The shots a Generate/Cancel applies to: ALL, SELECTED (checked), STALE, NEW (never generated) or ONE."""
+    out = []
+    for shot in props.settings(scene).shots:
+        if shot.missing:
+            continue
+        if which == "ONE" and shot.shot_id != shot_id:
+            continue
+        if which == "SELECTED" and not shot.selected:
+            continue
+        if which == "STALE" and not is_stale(scene, shot):
+            continue
+        if which == "NEW" and len(shot.takes):
+            continue
+        out.append(shot)
+    return out
+
+
+def active(model: st.ViewModel | None, shot) -> bool:
+    """The shot's newest job is still on its way (or the shot waits in a batch)."""
+    if shot.waiting:
+        return True
+    if not shot.job_id:
+        return False
+    view = model.jobs.get(shot.job_id) if model is not None else None
+    state = view.state if view is not None else shot.job_state
+    return state in st.ACTIVE_STATES
+
+
+def refresh_states(scene, model: st.ViewModel) -> bool:
+    """Copies the newest job's state into each shot (saved with the .blend: a restart shows the last state)."""
+    changed = False
+    for shot in props.settings(scene).shots:
+        if shot.waiting:
+            continue  # its last job is an older take; the shot shows "in the batch"
+        view = model.jobs.get(shot.job_id) if shot.job_id else None
+        if view is not None and view.state != shot.job_state:
+            shot.job_state = view.state
+            changed = True
+    return changed
