@@ -346,9 +346,15 @@ impl Error {
     }
 
     /// The job failure this error ends a job with.
+    /// The one way an error becomes a job's failure: code, message, the server's error type, the problems per
+    /// node when validation found them, and the causes (texts of the source chain, scrubbed like the error).
     pub fn to_job_error(&self) -> crate::event::JobError {
         let mut e = crate::event::JobError::simple(self.code.as_str(), self.message.clone());
         e.exception_type = self.error_type().map(str::to_string);
+        if let Some(problems) = self.details.as_ref().and_then(|d| d.get("node_errors")) {
+            e.node_errors = serde_json::from_value(problems.clone()).unwrap_or_default();
+        }
+        e.causes = self.causes();
         e
     }
 }
@@ -486,11 +492,6 @@ impl StdError for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Describes a reqwest failure of `what` (see [`Error::http`]; the cause is kept, without its URL).
-pub fn describe_http_error(err: reqwest::Error, what: &str) -> Error {
-    Error::http(what, err)
-}
 
 /// The deepest source's text: "Connection refused (os error 111)" rather than "error sending request".
 pub fn root_cause(err: &(dyn StdError + 'static)) -> String {

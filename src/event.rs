@@ -108,6 +108,10 @@ pub struct JobError {
     pub exception_type: Option<String>,
     pub traceback: Vec<String>,
     pub node_errors: Vec<NodeProblem>,
+    /// The texts of the error's source chain, outermost first (as an exception's `causes`); empty when the
+    /// failure came from the server's own words.
+    #[serde(default)]
+    pub causes: Vec<String>,
 }
 
 impl JobError {
@@ -120,6 +124,7 @@ impl JobError {
             exception_type: None,
             traceback: Vec::new(),
             node_errors: Vec::new(),
+            causes: Vec::new(),
         }
     }
 }

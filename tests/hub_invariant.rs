@@ -2,8 +2,9 @@
 //!
 //! Each case starts a ComfyUI simulator and a small OpenAI-compatible SSE server (both on 127.0.0.1), then runs a
 //! random sequence of: submit (API format, and UI format, which is converted in the background), chat, cancel,
-//! remove_service (+ add a fresh one), set_service_url to a dead address and back, reconnect, cut sockets, restart
-//! the simulator, cut chat streams, and close. Afterwards it checks, from the events `poll()` returned:
+//! remove_service (+ add a fresh one), set_service_url to a dead address and back, reconnect, cut sockets, leave
+//! sockets open but unregistered (deaf), restart the simulator, cut chat streams, and close. Afterwards it checks,
+//! from the events `poll()` returned:
 //! - every registered job has exactly one terminal event, and it is the job's last event;
 //! - per-job order: `JobQueued` before `JobStarted`, text pieces in order (0, 1, 2, …) and a completed chat's text
 //!   is exactly its pieces joined; no job-scoped event for a job we did not register;
@@ -335,9 +336,14 @@ impl Case {
                     self.log.push(format!("reconnect {s}"));
                 }
             }
-            69..=72 => {
+            69..=71 => {
                 self.sim.drop_sockets();
                 self.log.push("drop-sockets".into());
+            }
+            72 => {
+                // ComfyUI's duplicate-clientId race: sockets stay open but hear nothing.
+                self.sim.forget_sockets();
+                self.log.push("forget-sockets".into());
             }
             73..=74 => {
                 let before = self.sim.requests().len();

@@ -606,3 +606,30 @@ fn submissions_that_meet_a_drop_or_a_stall_are_posted_once_and_complete() {
     }
     assert_eq!(rig.sim.stats().prompts_received, 2);
 }
+
+/// The rare hang of issue 13's long chaos runs (2 in ~1 500): a job queued forever after a reconnect. ComfyUI
+/// (and the simulator) unregister a socket by client id when it closes, so an old socket whose close the server
+/// handles after our new socket registered takes the new one's registration with it: the socket stays open and
+/// answers pings, but no message of our jobs reaches it. Now, with jobs in flight and nothing heard for three
+/// heartbeats, the actor looks at the queue, follows up the jobs that moved on unheard, and connects again.
+/// Deterministic: `forget_sockets` leaves exactly that state behind.
+#[test]
+fn a_deaf_socket_does_not_leave_jobs_queued_forever() {
+    let mut rig = Rig::new("deaf", "0.3.64");
+    rig.sim.forget_sockets();
+    let first = rig.submit(invert_prompt(0x010203));
+    let end = rig.terminal(&first);
+    assert_one_file_like_the_server(&rig, &end);
+    assert_eq!(rig.posts_of(&first), 1, "followed up, not sent again");
+    let service = rig.hub.service(&rig.name).unwrap();
+    assert!(service.drops >= 1, "the deaf socket was replaced: {service:?}");
+    // The new socket hears again: a second job's messages arrive (it starts and reports its node).
+    let second = rig.submit(slow_prompt(0.5, 21));
+    let end = rig.terminal(&second);
+    assert!(matches!(end, EventKind::JobCompleted { .. }), "{end:?}");
+    let started = rig
+        .events
+        .iter()
+        .any(|e| matches!(e, EventKind::JobStarted { job_id, .. } if *job_id == second));
+    assert!(started, "heard the second job start: {:?}", rig.names());
+}

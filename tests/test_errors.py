@@ -43,6 +43,24 @@ def test_a_refused_connection_is_connection_failed_caused_by_the_os_error(monkey
     assert err.__suppress_context__, "the traceback shows the cause, not a context"
 
 
+def test_a_failed_job_keeps_its_causes_in_the_event_and_the_exception(monkeypatch):
+    """A job that fails on a refused connection: its JobFailed event and the exception `wait()` raises carry the
+    same `causes` as an exception of a direct call, ending with the OS error."""
+    monkeypatch.delenv("DIRECTOR_LINK_OPENAI_KEY", raising=False)
+    with director_link.Hub() as hub:
+        name = hub.add_service("openai", f"http://127.0.0.1:{closed_port()}")
+        job = hub.chat(name, "hello", model="m", max_retries=0)
+        with pytest.raises(director_link.JobFailed) as e:
+            job.wait(timeout=30)
+        events = [ev for ev in hub.poll() if ev.job == job.id and ev.type == "job_failed"]
+    assert e.value.code == "connection_failed"
+    assert e.value.causes and "Connection refused" in e.value.causes[-1], e.value.causes
+    (failed,) = events
+    assert failed.code == "connection_failed"
+    assert failed.causes == e.value.causes
+    assert failed.error["causes"] == failed.causes
+
+
 def test_an_error_without_a_cause_has_none():
     with director_link.Hub() as hub:
         with pytest.raises(director_link.UnknownServiceError) as e:

@@ -771,7 +771,12 @@ class JobFailed(Event):
     def node_type(self) -> str | None: ...
     @property
     def error(self) -> dict[str, Any]:
-        """All details: code, message, node_id, node_type, exception_type, traceback, node_errors."""
+        """All details: code, message, node_id, node_type, exception_type, traceback, node_errors, causes."""
+
+    @property
+    def causes(self) -> list[str]:
+        """The texts of the underlying errors, outermost first (like an exception's `causes`); empty when the
+        server itself said why."""
 
 @final
 class JobCancelled(Event):

@@ -3,7 +3,7 @@ use super::protocol::{
     node_problems, supports_targeted_interrupt, HistoryEntry, PromptAccepted, PromptRejected, QueueView,
 };
 use crate::endpoint::Endpoint;
-use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::event::{JobError, NodeProblem};
 use crate::net::body::{read_capped, read_prefix, ERROR_CAP, JSON_CAP};
 use crate::service::metrics::RttWindow;
@@ -85,7 +85,7 @@ impl ComfyHttp {
         let resp = self
             .send(self.request(reqwest::Method::GET, path).timeout(SHORT_TIMEOUT))
             .await
-            .map_err(|e| describe_http_error(e, what))?;
+            .map_err(|e| Error::http(what, e))?;
         let status = resp.status();
         if !status.is_success() {
             let body = read_prefix(resp, ERROR_CAP, what).await.unwrap_or_default();
@@ -112,7 +112,7 @@ impl ComfyHttp {
                     .json(body),
             )
             .await
-            .map_err(|e| describe_http_error(e, what))?;
+            .map_err(|e| Error::http(what, e))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
@@ -153,7 +153,7 @@ impl ComfyHttp {
                     .json(&body),
             )
             .await
-            .map_err(|e| describe_http_error(e, "submitting the workflow"))?;
+            .map_err(|e| Error::http("submitting the workflow", e))?;
         let status = resp.status();
         let bytes = read_capped(resp, JSON_CAP, "reading the submit answer").await?;
         if status.is_success() {
@@ -353,7 +353,7 @@ impl ComfyHttp {
                     .timeout(crate::net::download::DOWNLOAD_TIMEOUT),
             )
             .await
-            .map_err(|e| describe_http_error(e, &what))?;
+            .map_err(|e| Error::http(&what, e))?;
         if !resp.status().is_success() {
             return Err(crate::net::download::status_error(&what, resp).await);
         }
@@ -371,7 +371,7 @@ impl ComfyHttp {
                     .timeout(Duration::from_secs(300)),
             )
             .await
-            .map_err(|e| describe_http_error(e, "uploading an image"))?;
+            .map_err(|e| Error::http("uploading an image", e))?;
         let status = resp.status();
         let bytes = read_capped(resp, ERROR_CAP, "reading the upload answer").await?;
         if !status.is_success() {

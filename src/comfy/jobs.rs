@@ -148,6 +148,8 @@ pub struct JobRouter {
     /// The message stream, paused while a POST answer is awaited for a prompt the server already talks about
     /// (or, on an old server that ignores our ids, for a prompt id we cannot place yet). Replayed in order.
     held: std::collections::VecDeque<Held>,
+    /// Where in `held` the latest progress of each (prompt, node) sits: past the cap, a newer value replaces it.
+    held_progress: rustc_hash::FxHashMap<(Option<String>, Option<String>), usize>,
     /// How many tracked jobs are `foreign`: the session loop asks on every message, so it must not scan.
     foreign: usize,
 }
@@ -158,7 +160,8 @@ enum Held {
     Binary(BinaryFrame),
 }
 
-/// Beyond this many held messages, previews and progress are dropped (lifecycle messages are kept).
+/// Beyond this many held messages, progress is coalesced (the newest value per node replaces the held one),
+/// previews are dropped, and lifecycle messages are kept.
 const MAX_HELD: usize = 4096;
 
 impl JobRouter {
@@ -213,6 +216,13 @@ impl JobRouter {
         self.jobs.is_empty()
     }
 
+    /// Some job is queued or running at the server (its messages are expected on the socket).
+    pub fn has_open_jobs(&self) -> bool {
+        self.jobs
+            .values()
+            .any(|j| !j.foreign && matches!(j.phase, Phase::Queued | Phase::Running))
+    }
+
     /// Every tracked job may have missed messages (the socket dropped).
     pub fn mark_disconnected(&mut self) {
         self.running = None;
@@ -249,6 +259,7 @@ impl JobRouter {
     /// prompt whose answer is still awaited are held again (and so is everything after them).
     pub fn replay_held(&mut self, now: Instant) -> Vec<Effect> {
         let held = std::mem::take(&mut self.held);
+        self.held_progress.clear();
         let mut out = Vec::new();
         for item in held {
             match item {
@@ -260,12 +271,25 @@ impl JobRouter {
     }
 
     fn hold(&mut self, item: Held) {
+        let progress_key = match &item {
+            Held::Text(ServerMessage::Progress(p)) => Some((p.prompt_id.clone(), p.node.clone())),
+            _ => None,
+        };
         let lifecycle = match &item {
             Held::Text(m) => !matches!(m, ServerMessage::Progress(_) | ServerMessage::ProgressState(_)),
             Held::Binary(_) => false,
         };
         if self.held.len() < MAX_HELD || lifecycle {
+            if let Some(key) = progress_key {
+                self.held_progress.insert(key, self.held.len());
+            }
             self.held.push_back(item);
+        } else if let Some(slot) = progress_key
+            .and_then(|key| self.held_progress.get(&key))
+            .and_then(|at| self.held.get_mut(*at))
+        {
+            // Coalesced: the node's newest value in place of the one held (its earlier values are history).
+            *slot = item;
         }
     }
 
@@ -777,6 +801,82 @@ mod tests {
             .collect();
         out.extend(r.replay_held(now));
         out
+    }
+
+    /// A job that runs and ends before its POST answer is read (a fast server, a slow client): every message is
+    /// held until the answer. Its progress must survive the hold — beyond the cap the newest value per node is
+    /// kept (the held queue used to drop every progress message past the cap, so the job seemed stuck at the
+    /// cap's value and then completed).
+    #[test]
+    fn a_job_that_ends_before_its_post_answer_keeps_its_latest_progress() {
+        let mut r = router_with("p");
+        if let Some(j) = r.get_mut("p") {
+            j.phase = Phase::Submitting;
+        }
+        let now = Instant::now();
+        let steps = MAX_HELD * 3;
+        let mut texts = vec![
+            r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#.to_string(),
+            r#"{"type":"execution_cached","data":{"nodes":[],"prompt_id":"p"}}"#.to_string(),
+            r#"{"type":"executing","data":{"node":"3","display_node":"3","prompt_id":"p"}}"#.to_string(),
+        ];
+        for v in 1..=steps {
+            texts.push(format!(
+                r#"{{"type":"progress","data":{{"value":{v},"max":{steps},"prompt_id":"p","node":"3"}}}}"#
+            ));
+        }
+        texts.push(r#"{"type":"executed","data":{"node":"3","display_node":"3","output":{"images":[{"filename":"a.png","subfolder":"","type":"output"}]},"prompt_id":"p"}}"#.to_string());
+        texts.push(r#"{"type":"execution_success","data":{"prompt_id":"p"}}"#.to_string());
+        texts.push(r#"{"type":"executing","data":{"node":null,"prompt_id":"p"}}"#.to_string());
+        for t in &texts {
+            assert!(r.on_message(msg(t), now).is_empty(), "held until the POST answer");
+        }
+        assert!(r.held.len() <= MAX_HELD + 8, "the hold stays bounded: {}", r.held.len());
+        let e = answer(&mut r, "p", "p", now);
+        let values: Vec<f64> = e
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Emit(EventKind::Progress { value, .. }) => Some(*value),
+                _ => None,
+            })
+            .collect();
+        assert!(!values.is_empty());
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert_eq!(
+            values.last().copied(),
+            Some(steps as f64),
+            "the newest progress survives the hold"
+        );
+        let order = names(&e);
+        let first_progress = order.iter().position(|n| n == "progress");
+        assert_eq!(&order[..3], ["job_queued", "job_started", "node_started"]);
+        assert_eq!(first_progress, Some(3));
+        assert_eq!(&order[order.len() - 2..], ["node_output", "finish"]);
+    }
+
+    /// A POST refused while the stream was paused for its answer (a broadcast about someone else's prompt was
+    /// held): the refused job is removed and the replay lets the stream go on, or our other jobs would be held
+    /// forever.
+    #[test]
+    fn a_refused_post_does_not_leave_the_stream_paused() {
+        let mut r = router_with("q");
+        let prompt = std::sync::Arc::new(json!({}));
+        let mut p = ActiveJob::new("p", prompt, "g", Instant::now());
+        p.phase = Phase::Submitting;
+        r.track(p);
+        let now = Instant::now();
+        let foreign = r#"{"type":"execution_start","data":{"prompt_id":"someone-elses"}}"#;
+        assert!(
+            r.on_message(msg(foreign), now).is_empty(),
+            "held: it may be p under another id"
+        );
+        let progress = r#"{"type":"progress","data":{"value":1,"max":2,"prompt_id":"q","node":"3"}}"#;
+        assert!(r.on_message(msg(progress), now).is_empty(), "the stream is paused");
+        r.remove("p");
+        let e = r.replay_held(now);
+        assert_eq!(names(&e), ["job_queued", "job_started", "progress"]);
+        let later = r#"{"type":"progress","data":{"value":2,"max":2,"prompt_id":"q","node":"3"}}"#;
+        assert_eq!(names(&r.on_message(msg(later), now)), ["progress"], "flowing again");
     }
 
     #[test]

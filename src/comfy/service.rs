@@ -91,6 +91,13 @@ enum Internal {
         sends: u32,
         result: Result<Found>,
     },
+    /// The server's queue, asked after a silence (is the socket still subscribed?).
+    QueueChecked {
+        /// The session and the count of messages heard when the question was asked.
+        session: u64,
+        heard: u64,
+        result: Result<QueueView>,
+    },
 }
 
 /// Where the server has a job, after a reconnect.
@@ -124,6 +131,10 @@ enum ConnectError {
 
 /// A session shorter than this counts as a failed attempt for the circuit breaker (accept-then-close).
 const SHORT_SESSION: Duration = Duration::from_secs(2);
+
+/// With jobs in flight and nothing heard for this many heartbeats, the server's queue is checked: a socket can be
+/// open but deaf (ComfyUI's duplicate-clientId race unregisters it), and then no message of our jobs arrives.
+const SILENCE_HEARTBEATS: u32 = 3;
 
 /// A finished job's results are fetched again this many times after link failures before the job fails.
 const MAX_FETCH_FAILURES: u32 = 8;
@@ -161,6 +172,12 @@ pub struct ComfyService {
     polling: bool,
     /// Prompt ids with a reconcile request in flight (polling must not pile requests up).
     checking: std::collections::HashSet<String>,
+    /// Text and binary messages heard on the current socket.
+    heard: u64,
+    /// A queue check (after a silence) is in flight.
+    queue_check: bool,
+    /// A queue check found our jobs moved on while the socket said nothing: it is deaf; connect again.
+    deaf: bool,
 }
 
 impl ComfyService {
@@ -194,6 +211,9 @@ impl ComfyService {
             submit_in_flight: false,
             polling: false,
             checking: std::collections::HashSet::new(),
+            heard: 0,
+            queue_check: false,
+            deaf: false,
         }
     }
 
@@ -365,19 +385,26 @@ impl ComfyService {
         let mut poll = tokio::time::interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = Instant::now();
+        // When a job message was last heard, or the queue last checked because none was.
+        let mut last_heard = last_rx;
+        let silence = heartbeat * SILENCE_HEARTBEATS;
+        self.deaf = false;
         // One ping in flight at a time: its payload is a counter, so a late pong is not mistaken for a new one.
         let mut ping_seq: u64 = 0;
         let mut ping_sent: Option<(u64, Instant)> = None;
         let end = loop {
             tokio::select! {
                 msg = socket.next() => {
-                    last_rx = Instant::now();
+                    let now = Instant::now();
+                    last_rx = now;
                     match msg {
                         Some(Ok(Message::Text(text))) => {
                             self.status.count_message();
+                            self.heard += 1;
+                            last_heard = now;
                             match ServerMessage::parse(text.as_str()) {
                                 Ok(m) => {
-                                    let effects = self.router.on_message(m, Instant::now());
+                                    let effects = self.router.on_message(m, now);
                                     self.apply(effects);
                                 }
                                 Err(e) => log::debug!("{}: skipped a message: {}", self.name, e.0),
@@ -385,9 +412,11 @@ impl ComfyService {
                         }
                         Some(Ok(Message::Binary(data))) => {
                             self.status.count_message();
+                            self.heard += 1;
+                            last_heard = now;
                             match BinaryFrame::parse(data) {
                                 Ok(frame) => {
-                                    let effects = self.router.on_binary(frame, Instant::now());
+                                    let effects = self.router.on_binary(frame, now);
                                     self.apply(effects);
                                 }
                                 Err(e) => log::debug!("{}: skipped a binary frame: {}", self.name, e.0),
@@ -416,8 +445,24 @@ impl ComfyService {
                     Some(Command::Reconnect) => break SessionEnd::Reconnect,
                     Some(cmd) => self.on_command(cmd),
                 },
-                Some(report) = self.internal_rx.recv() => self.on_internal(report),
-                _ = poll.tick(), if self.router.has_foreign() => self.poll_jobs(true),
+                Some(report) = self.internal_rx.recv() => {
+                    self.on_internal(report);
+                    if std::mem::take(&mut self.deaf) {
+                        break SessionEnd::Dropped(
+                            "the server stopped sending messages about our jobs (the socket lost its registration); \
+                             connecting again".into(),
+                        );
+                    }
+                }
+                _ = poll.tick(), if !self.router.is_empty() => {
+                    if self.router.has_foreign() {
+                        self.poll_jobs(true);
+                    }
+                    if last_heard.elapsed() >= silence && !self.queue_check && self.router.has_open_jobs() {
+                        last_heard = Instant::now();
+                        self.check_queue();
+                    }
+                }
                 _ = ping.tick() => {
                     // The previous ping got no pong within an interval and nothing else arrived: the peer is gone
                     // (or stalled with TCP open). Detected within two intervals.
@@ -568,6 +613,49 @@ impl ComfyService {
                     self.check_cancel(&prompt_id);
                 }
             }
+        }
+    }
+
+    /// After a silence with jobs in flight: one look at the server's queue says whether they moved on unheard.
+    fn check_queue(&mut self) {
+        self.queue_check = true;
+        let (session, heard, http) = (self.sessions, self.heard, self.http.clone());
+        self.spawn(async move {
+            let result = http.queue().await;
+            Internal::QueueChecked { session, heard, result }
+        });
+    }
+
+    /// The queue as the server sees it against what we heard: a job that started or ended without a word to us
+    /// is looked up over HTTP, and if nothing at all was heard meanwhile, the socket is deaf (reconnect).
+    fn on_queue_checked(&mut self, session: u64, heard: u64, queue: QueueView) {
+        if session != self.sessions || !self.connected {
+            return;
+        }
+        let mut unheard = false;
+        for prompt_id in self.router.prompt_ids() {
+            let Some(job) = self.router.get(&prompt_id) else {
+                continue;
+            };
+            if job.foreign || self.checking.contains(&prompt_id) {
+                continue;
+            }
+            let as_we_know = match job.phase {
+                Phase::Queued => queue.position(&prompt_id).is_some(),
+                Phase::Running => queue.running.iter().any(|p| p == &prompt_id),
+                _ => true,
+            };
+            if !as_we_know {
+                unheard = true;
+                self.reconcile(&prompt_id);
+            }
+        }
+        if unheard && self.heard == heard {
+            log::warn!(
+                "{}: jobs moved on at the server without a message to us: the socket is deaf",
+                self.name
+            );
+            self.deaf = true;
         }
     }
 
@@ -780,6 +868,9 @@ impl ComfyService {
                 if let Some(job) = self.router.remove(&prompt_id) {
                     self.shared.fail_job(&self.name, &job.job_id, error);
                 }
+                // The stream may have paused for this answer: let what it held go on, or it stays paused.
+                let effects = self.router.replay_held(now);
+                self.apply(effects);
             }
             Err(e) => {
                 let never_sent = e.is_connect();
@@ -864,6 +955,13 @@ impl ComfyService {
                         error.exception_type = Some("OutputError".into());
                         self.shared.fail_job(&self.name, &job.job_id, error);
                     }
+                }
+            }
+            Internal::QueueChecked { session, heard, result } => {
+                self.queue_check = false;
+                match result {
+                    Ok(queue) => self.on_queue_checked(session, heard, queue),
+                    Err(e) => log::info!("{}: could not look at the queue: {e}", self.name),
                 }
             }
             Internal::RetryFetch { prompt_id } => {

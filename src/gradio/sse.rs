@@ -38,6 +38,8 @@ pub struct Session {
 #[derive(Default)]
 struct Inner {
     waiters: HashMap<String, mpsc::UnboundedSender<StreamItem>>,
+    /// Calls joining the queue (their event id not known yet).
+    joining: usize,
     unclaimed: VecDeque<(String, Message)>,
     reader: Option<AbortHandle>,
 }
@@ -77,6 +79,18 @@ impl Session {
             inner.reader = Some(task.abort_handle());
         }
         rx
+    }
+
+    /// A call starts or stops joining the queue.
+    fn joining(&self, delta: isize) {
+        let mut inner = self.inner.lock();
+        inner.joining = inner.joining.saturating_add_signed(delta);
+    }
+
+    /// Another call of ours is in this session (waiting on the stream, or joining the queue).
+    pub fn shared_with_others(&self, event_id: &str) -> bool {
+        let inner = self.inner.lock();
+        inner.joining > 0 || inner.waiters.keys().any(|id| id != event_id)
     }
 
     pub fn unregister(&self, event_id: &str) {
@@ -246,18 +260,24 @@ pub async fn run(
         "trigger_id": ctx.endpoint.trigger_id,
         "session_hash": session.hash,
     });
-    let event_id = tokio::select! {
-        joined = ctx.http.join(body) => match joined {
-            Ok(id) => id,
-            Err(e) => return Outcome::Failed(e),
-        },
-        Some(c) = control.recv() => return match c {
+    session.joining(1);
+    let joined = tokio::select! {
+        joined = ctx.http.join(body) => joined.map_err(Outcome::Failed),
+        Some(c) = control.recv() => Err(match c {
             Control::Cancel => Outcome::Cancelled,
             Control::Restarted(why) => Outcome::Failed(Error::new(ErrorCode::ServerRestarted, why)),
-        },
+        }),
+    };
+    let event_id = match joined {
+        Ok(id) => id,
+        Err(outcome) => {
+            session.joining(-1);
+            return outcome;
+        }
     };
     log::debug!("job {}: event_id {event_id} in session {}", ctx.job_id, session.hash);
     let mut rx = session.register(&event_id);
+    session.joining(-1);
     let mut deadline: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let wait_confirm = async {
@@ -282,6 +302,15 @@ pub async fn run(
             c = control.recv() => match c {
                 Some(Control::Cancel) if !ctx.cancel_requested => {
                     ctx.cancel_requested = true;
+                    // Gradio (5.x) answers /cancel with a second `process_completed` for the event; while other events
+                    // of the session are pending, its queue stream then fails (`KeyError: '<event id>'`) and every
+                    // other job of ours in the session with it. So with others in the session, drop this one here.
+                    if session.shared_with_others(&event_id) {
+                        ctx.note("cancel", "other jobs of this service share its Gradio session, and cancelling in the \
+                            app would break their queue stream: this job was dropped here but keeps running in the \
+                            app until it finishes".into());
+                        break Outcome::Cancelled;
+                    }
                     match ctx.http.cancel(&session.hash, ctx.endpoint.fn_index, &event_id).await {
                         Ok(true) => deadline = Some(tokio::time::Instant::now() + CANCEL_CONFIRM),
                         Ok(false) => {

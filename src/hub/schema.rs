@@ -3,8 +3,7 @@
 use super::registry::{ComfyLink, Registry};
 use super::Hub;
 use crate::comfy::http::ComfyHttp;
-use crate::error::{Error, Result};
-use crate::event::JobError;
+use crate::error::Result;
 use crate::workflow::ObjectInfo;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -27,15 +26,6 @@ pub(super) async fn fetch_schema(http: &ComfyHttp, slot: &SchemaSlot) -> Result<
     });
     *slot.lock() = Some(schema.clone());
     Ok(schema)
-}
-
-/// A failure found before posting, as the job's error (with the problems per node when validation found them).
-pub(super) fn job_error(e: Error) -> JobError {
-    let mut error = JobError::simple(e.code(), e.message.clone());
-    if let Some(problems) = e.details.as_ref().and_then(|d| d.get("node_errors")) {
-        error.node_errors = serde_json::from_value(problems.clone()).unwrap_or_default();
-    }
-    error
 }
 
 impl Hub {

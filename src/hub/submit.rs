@@ -3,7 +3,7 @@
 //! removing the service or closing the hub either sees the job (and ends it) or the submission fails cleanly.
 use super::config::output_group;
 use super::registry::{ComfyApi, ComfyLink, Registry, WanGpLink};
-use super::schema::{fetch_schema, job_error};
+use super::schema::fetch_schema;
 use super::Hub;
 use crate::comfy::service::Command;
 use crate::error::{Error, ErrorCode, Result};
@@ -113,7 +113,7 @@ impl Hub {
                         };
                         registry.start_later::<Command, ComfyApi>(&shared, &service, &id, order);
                     }
-                    Err(e) => shared.fail_job(&service, &id, job_error(e)),
+                    Err(e) => shared.fail_job(&service, &id, e.to_job_error()),
                 }
             });
             return Ok(job_id);

@@ -1,7 +1,7 @@
 //! A small MCP client over streamable HTTP: JSON-RPC 2.0 requests POSTed to the server's endpoint, answered as
 //! JSON (`json_response`, what WanGP runs) or as an SSE stream carrying the answer. Only what a tool caller
 //! needs: `initialize`, `ping`, `tools/call`.
-use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::net::body::read_capped;
 use crate::net::sse::SseDecoder;
 use serde::{Deserialize, Serialize};
@@ -162,7 +162,7 @@ impl McpClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| describe_http_error(e, &what))?;
+            .map_err(|e| Error::http(&what, e))?;
         let status = resp.status();
         let sse = resp
             .headers()

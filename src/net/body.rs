@@ -1,6 +1,6 @@
 //! Every HTTP answer read into memory goes through here, so no server (broken, hostile or just huge) can make
 //! us buffer more than a stated number of bytes. Streams that are written to disk use `download` instead.
-use crate::error::{describe_http_error, Error, ErrorCode, Result};
+use crate::error::{Error, ErrorCode, Result};
 
 /// JSON answers of API calls: ComfyUI's `/object_info` of a big install and the `/config` of a large Gradio
 /// app (Wan2GP has hundreds of components) are a few MB; 64 MiB leaves room without letting a server exhaust
@@ -32,7 +32,7 @@ async fn read(mut resp: reqwest::Response, cap: usize, what: &str, truncate: boo
         return Err(too_large(what, cap));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, what))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::http(what, e))? {
         if body.len() + chunk.len() > cap {
             if truncate {
                 body.extend_from_slice(&chunk[..cap - body.len()]);

@@ -2,7 +2,7 @@
 //! renamed, so a crash or a full disk never leaves a short file under the final name. ComfyUI, Gradio and WanGP
 //! downloads all end here.
 use super::files::{unique_path, write_error};
-use crate::error::{describe_http_error, Error, Result};
+use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ pub async fn write_body(resp: &mut reqwest::Response, dest: &mut tokio::fs::File
     use tokio::io::AsyncWriteExt;
     let mut total = 0u64;
     let mut hash = sha2::Sha256::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(e, what))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::http(what, e))? {
         dest.write_all(&chunk).await.map_err(|e| write_error(&e))?;
         hash.update(&chunk);
         total += chunk.len() as u64;
@@ -67,7 +67,7 @@ pub async fn to_dir(client: &reqwest::Client, url: url::Url, dir: &Path, name: &
         .timeout(DOWNLOAD_TIMEOUT)
         .send()
         .await
-        .map_err(|e| describe_http_error(e, &what))?;
+        .map_err(|e| Error::http(&what, e))?;
     if !resp.status().is_success() {
         return Err(status_error(&what, resp).await);
     }

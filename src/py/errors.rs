@@ -120,12 +120,16 @@ pub fn job_error(py: Python<'_>, job_id: &str, error: Option<&JobError>, cancell
             let _ = details.set_item("node_type", e.node_type.clone());
             let _ = details.set_item("exception_type", e.exception_type.clone());
             let _ = details.set_item("traceback", e.traceback.clone());
+            let _ = details.set_item("causes", e.causes.clone());
             if let Ok(problems) = super::convert::ser_to_py(py, &e.node_errors) {
                 let _ = details.set_item("node_errors", problems);
             }
             (e.code.as_str(), e.message.as_str())
         }
-        None => ("execution_failed", "the job failed"),
+        None => {
+            let _ = details.set_item("causes", Vec::<String>::new());
+            ("execution_failed", "the job failed")
+        }
     };
     let class = if code == "validation_failed" {
         "WorkflowError"

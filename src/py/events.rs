@@ -106,7 +106,8 @@ event_class!(JobCompleted, "The job finished; its files are on disk (`outputs`, 
     job_id: String, outputs: Py<PyAny>, paths: Vec<String>, ui: Py<PyAny>, elapsed_seconds: f64
 });
 event_class!(JobFailed, "The job failed: `code`, `message`, and the failing node's details in `error`." {
-    job_id: String, code: String, message: String, node_id: Option<String>, node_type: Option<String>, error: Py<PyAny>
+    job_id: String, code: String, message: String, node_id: Option<String>, node_type: Option<String>, error: Py<PyAny>,
+    causes: Vec<String>
 });
 event_class!(JobCancelled, "The job was cancelled and the server confirmed it." { job_id: String });
 
@@ -271,6 +272,7 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             node_id: error.node_id.clone(),
             node_type: error.node_type.clone(),
             error: ser_to_py(py, error)?,
+            causes: error.causes.clone(),
         }),
         EventKind::JobCancelled { job_id } => {
             new!(JobCancelled { job_id: job_id.clone() })

@@ -242,6 +242,14 @@ impl Simulator {
         self.shared.drop_sockets_after(0);
     }
 
+    /// Unregisters every open WebSocket from its client id but leaves it open (pings are still answered): what
+    /// ComfyUI's duplicate-clientId race leaves behind when an older socket of the same id closes after the newer
+    /// one registered (`self.sockets.pop(sid)` removes the newer one). No message reaches those sockets any more,
+    /// broadcasts included, until the client connects again.
+    pub fn forget_sockets(&self) {
+        self.shared.forget_sockets();
+    }
+
     fn command(&self, make: impl FnOnce(std_mpsc::Sender<()>) -> Control, what: &str) -> Result<(), Error> {
         let (ack, done) = std_mpsc::channel();
         self.control

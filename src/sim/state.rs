@@ -447,6 +447,13 @@ impl Shared {
         self.epoch_tx.send_replace(epoch);
     }
 
+    /// Every registration `sockets[sid]` gone, the connections kept (see `Simulator::forget_sockets`).
+    pub fn forget_sockets(&self) {
+        let mut inner = self.inner.lock();
+        inner.sockets.clear();
+        inner.sockets_meta.clear();
+    }
+
     pub fn drop_sockets_after(&self, n: u64) {
         let inner = self.inner.lock();
         for conn in inner.conns.values() {
