@@ -310,6 +310,21 @@ def test_a_ui_format_workflow_is_converted_and_runs(hub, server):
         waiting = hub.add_service("comfyui", f"127.0.0.1:{unreachable.getsockname()[1]}", name="not_yet")
         early = hub.submit(waiting, ui_invert_workflow(), params={"EmptyImage.width": 48})
         assert early.state == "pending"
+        # Refused connections do not fail it: it waits for the server (a wrong address being corrected) ...
+        refusals, seen = 0, []
+        for _ in range(600):  # bounded: two refused connection attempts of the service come within seconds
+            hub.wait_for_events(0.05)
+            for e in hub.poll(100):
+                seen.append(e)
+                refusals += e.type == "service_state_changed" and e.state == "disconnected"
+            if refusals >= 2:
+                break
+        assert refusals >= 2, seen
+        assert hub.job(early.id).state == "pending", seen
+    # ... and runs once the address is right.
+    hub.set_service_url(waiting, server.url)
+    moved = collect(hub, [early.id]).terminal(early.id)
+    assert moved.type == "job_completed", getattr(moved, "message", "")
     name = connect(hub, server)
     job = hub.submit(name, ui_invert_workflow(), params={"EmptyImage.width": 48})
     done = collect(hub, [job.id]).terminal(job.id)

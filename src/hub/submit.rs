@@ -3,8 +3,9 @@
 //! removing the service or closing the hub either sees the job (and ends it) or the submission fails cleanly.
 use super::config::output_group;
 use super::registry::{ComfyApi, ComfyLink, Registry, WanGpLink};
-use super::schema::fetch_schema;
+use super::schema::{fetch_schema, SchemaSlot};
 use super::Hub;
+use crate::comfy::http::ComfyHttp;
 use crate::comfy::service::Command;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::JobError;
@@ -15,10 +16,18 @@ use crate::tracker::{HandOver, Shared, Submission};
 use crate::workflow::prepare;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Registry {
     /// Hands a registered job to whichever actor holds `service` now (the job was converted in the background,
     /// and the service may have been removed or re-addressed meanwhile).
+    /// A ComfyUI service's HTTP API and schema cache as they are now (None once it is removed).
+    fn comfy_api_of(&self, service: &str) -> Option<(ComfyHttp, SchemaSlot)> {
+        let services = self.services.lock();
+        let link = services.get(service)?.actor.as_any().downcast_ref::<ComfyLink>()?;
+        Some((link.api.http.clone(), link.api.schema.clone()))
+    }
+
     fn start_later<C, X>(&self, shared: &Shared, service: &str, job_id: &str, order: C) -> HandOver
     where
         C: crate::service::ActorCommand,
@@ -96,11 +105,35 @@ impl Hub {
             let (shared, registry) = (self.shared.clone(), self.registry.clone());
             let (id, service) = (job_id.clone(), service.to_string());
             runtime.spawn(async move {
-                let prepared = async {
-                    let schema = fetch_schema(&http, &slot).await?;
-                    prepare::prepare(&loaded, &submission.params, Some(&schema.info))
-                }
-                .await;
+                // A server that cannot be reached yet is waited for (a job submitted while the server is down or
+                // its address is being corrected is sent once it answers), with the service's address read
+                // afresh each try. The wait ends with the job: a cancel, remove_service or close ends it.
+                let mut pause = Duration::from_millis(200);
+                let (mut http, mut slot) = (http, slot);
+                let prepared = loop {
+                    let cached = slot.lock().clone();
+                    let fetched = match cached {
+                        Some(hit) => Ok(hit),
+                        None => fetch_schema(&http, &slot).await,
+                    };
+                    match fetched {
+                        Ok(schema) => break prepare::prepare(&loaded, &submission.params, Some(&schema.info)),
+                        Err(e) if e.is_retryable() => {
+                            if shared.job_state(&id).is_none_or(|s| s.is_terminal()) {
+                                return;
+                            }
+                            log::debug!("job {id}: waiting for {service:?} to answer: {e}");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                            match registry.comfy_api_of(&service) {
+                                Some(api) => (http, slot) = api,
+                                // Removed meanwhile: remove_service has ended the job (service_removed).
+                                None => return,
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
                 match prepared {
                     Ok(p) => {
                         for w in &p.warnings {
