@@ -634,6 +634,8 @@ def section_coverage(res: Results, targets: list) -> str:
             )
     if py and "pytest" in py:
         notes.append(f"pytest under coverage.py: {py['pytest']}")
+    if cov.get("recorded"):
+        notes.append(f"Recorded separately (`--coverage-json`): {cov['recorded']}.")
     return t.md() + ("\n\n" + "\n\n".join(notes) if notes else "")
 
 
@@ -1037,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 5, --quick 3, --smoke 1)")
     p.add_argument("--soak", type=float, default=None, help="mixed-run seconds (default 600, --quick 30)")
     p.add_argument("--coverage", action="store_true", help="also line coverage (slow)")
+    p.add_argument("--coverage-json", default=None, help="show a recorded `bench_coverage.py --json` result instead")
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="where to write the Markdown")
     p.add_argument("--json-out", default=None, help="also write every raw result as JSON here")
     p.add_argument(
@@ -1080,6 +1083,9 @@ def main(argv: list[str] | None = None) -> int:
     res.add("studio", run_json(studio, limit=soak + 3600))
     if args.coverage:
         res.add("coverage", run_json([f"{b}/bench_coverage.py", "--json"], limit=7200))
+    elif args.coverage_json:
+        # A coverage run takes ~40 minutes here: a recorded one (bench_coverage.py --json) can be shown instead.
+        res.add("coverage", json.loads(Path(args.coverage_json).read_text()))
     cap = 1000
     report = write_report(res, machine, args, time.monotonic() - started, cap)
     Path(args.out).write_text(report)
