@@ -11,18 +11,11 @@ mod scripted;
 use director_link::comfy::http::{CancelOutcome, ComfyHttp, SubmitOutcome};
 use director_link::endpoint::Endpoint;
 use director_link::ErrorCode;
-use scripted::{answer, json, Request, Server};
+use scripted::{answer, json, runtime, Request, Server};
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn http(server: &Server, token: Option<&str>) -> ComfyHttp {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -8,18 +8,11 @@ mod scripted;
 
 use director_link::mcp::client::McpClient;
 use director_link::ErrorCode;
-use scripted::{answer, json, Request, Server};
+use scripted::{answer, json, runtime, Request, Server};
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// An MCP endpoint at `/mcp/` whose answer to each method is `reply(method, id, params)`.
 fn mcp(reply: impl Fn(&str, &Value, &Value, TcpStream) + Send + Sync + 'static) -> (Server, McpClient) {

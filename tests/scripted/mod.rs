@@ -185,3 +185,11 @@ pub fn hold(stream: &mut TcpStream, limit: Duration) {
         }
     }
 }
+
+/// A one-thread runtime for a test that drives the client by hand.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
