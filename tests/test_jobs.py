@@ -247,8 +247,11 @@ def test_upload_an_image_and_load_it(hub, server, tmp_path):
     name = connect(hub, server)
     first = hub.submit(name, invert_prompt())
     png = Path(collect(hub, [first.id]).terminal(first.id).paths[0])
+    hub.object_info(name)  # the node list is cached before the upload ...
     uploaded = hub.upload_image(name, str(png))
     assert uploaded.endswith(".png")
+    # ... and names the new file at once, so validating a prompt that loads it does not refuse it.
+    assert uploaded in hub.object_info(name)["LoadImage"]["input"]["required"]["image"][0]
     again = hub.upload_image(name, png.read_bytes(), name="other-name.png")
     assert again == uploaded, "the same bytes are not uploaded twice"
     if server.sim is not None:

@@ -15,6 +15,50 @@ pub struct Schema {
     pub info: Arc<ObjectInfo>,
 }
 
+impl Schema {
+    /// The same node list with a file just uploaded among the choices of every image-upload input: the server
+    /// lists it from now on, but this copy was fetched before, and validation must not refuse the new name.
+    pub fn with_upload(&self, file: &str) -> Schema {
+        let mut raw = (*self.raw).clone();
+        add_upload_choice(&mut raw, file);
+        let info = ObjectInfo::from_value(&raw).map_or_else(|_| self.info.clone(), Arc::new);
+        Schema {
+            raw: Arc::new(raw),
+            info,
+        }
+    }
+}
+
+fn add_upload_choice(raw: &mut Value, file: &str) {
+    let Some(classes) = raw.as_object_mut() else { return };
+    for class in classes.values_mut() {
+        for section in ["required", "optional"] {
+            let Some(inputs) = class
+                .pointer_mut(&format!("/input/{section}"))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            for spec in inputs.values_mut() {
+                if spec.pointer("/1/image_upload").and_then(Value::as_bool) != Some(true) {
+                    continue;
+                }
+                // `[[choices…], {…}]`, or the v3 form `["COMBO", {"options": [choices…], …}]`.
+                let choices = if spec.get(0).is_some_and(Value::is_array) {
+                    spec.get_mut(0)
+                } else {
+                    spec.pointer_mut("/1/options")
+                };
+                if let Some(list) = choices.and_then(Value::as_array_mut) {
+                    if !list.iter().any(|c| c.as_str() == Some(file)) {
+                        list.push(Value::from(file));
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(super) type SchemaSlot = Arc<Mutex<Option<Arc<Schema>>>>;
 
 pub(super) async fn fetch_schema(http: &ComfyHttp, slot: &SchemaSlot) -> Result<Arc<Schema>> {
