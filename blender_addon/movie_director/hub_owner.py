@@ -217,7 +217,7 @@ class Schemas:
         return None
 
     def put(self, service: str, info: dict[str, Any]) -> None:
-        """A node list read by someone else (re-read after an upload)."""
+        """A node list read by someone else (the hub's copy, with a file just uploaded)."""
         with self._lock:
             self._known[service] = info
             self._errors.pop(service, None)

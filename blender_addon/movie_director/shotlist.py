@@ -433,10 +433,10 @@ def scene_picture(rt, scene, shot, settings: sh.Settings, service: str) -> dict 
         raise SubmitProblem(f"{shot.name}: uploading the input picture {os.path.basename(path)} failed: {exc}") from exc
     hub = rt.owner.hub
     try:
-        # Hub.submit checks the workflow against the node list it holds, read before this file was on the server:
-        # read it again once when the file is new to it (a picture uploaded before is in it already).
-        if name not in prm.image_choices(hub.object_info(service)):
-            rt.owner.schemas.put(service, hub.object_info(service, refresh=True))
+        # The hub adds an uploaded file to the node list it holds (no request); the add-on's copy takes the hub's
+        # when the file is new to it, so the parameter panel offers it too.
+        if name not in prm.image_choices(rt.owner.schemas.get(hub, service, fetch=False)):
+            rt.owner.schemas.put(service, hub.object_info(service))
     except Exception as exc:
         raise SubmitProblem(f"{shot.name}: reading the server's node list after the upload failed: {exc}") from exc
     settings.image = name
