@@ -9,12 +9,22 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import errors
 from ._native import Hub
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CONNECT, EXIT_FAILED, EXIT_TIMEOUT = 0, 2, 3, 4, 5
 CONNECT_WAIT = 15.0
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value (and a cell of a batch file): JSON when it parses (7, 1.5, true, "x", [..]), else the raw
+    string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class Printer:

@@ -1,4 +1,5 @@
-"""The ``director-link`` command: doctor, run, call, watch, cancel, chat, convert, validate, params, demo.
+"""The ``director-link`` command: doctor, run, call, watch, cancel, chat, convert, validate, params, serve, batch,
+demo.
 
 Exit codes: 0 done, 2 bad input, 3 cannot connect, 4 job failed, 5 timeout.
 """
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import demo, errors, studio
+from . import batch, demo, errors, studio
 from ._console import (
     CONNECT_WAIT,
     EXIT_BAD_INPUT,
@@ -24,19 +25,12 @@ from ._console import (
 )
 from ._console import Printer as _Printer
 from ._console import drive as _drive
+from ._console import parse_value as _parse_value
 from ._console import run_on as _run_on
 from ._console import wait_connected as _wait_connected
 from ._native import DEFAULT_SCAN_HOSTS, GradioCall, Hub, Workflow
 
 DEFAULT_PORTS = (8188, 8189, 8190)
-
-
-def _parse_value(text: str) -> Any:
-    """`--set` values: JSON when it parses (7, 1.5, true, "x", [..]), else the raw string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -444,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=cmd_params)
 
     studio.add_parser(sub)
+    batch.add_parser(sub)
 
     m = sub.add_parser("demo", help="run a workflow with live progress (local ComfyUI, else the simulator)")
     demo.add_arguments(m)
