@@ -6,8 +6,8 @@ The servers listen on one loopback alias (``127.0.0.N``) on the ports the README
 7865, 8000), so an example keeps its meaning — including the service names derived from the address — and only
 ``127.0.0.1`` is rewritten to that alias. What cannot run here is rewritten to loopback or listed in ``NOT_RUN``
 with the reason, and is still compiled (Python) or parsed (``bash -n`` and the CLI's own argument parser), so it
-cannot rot either. Files the examples name (``shot.json``, ``frame.png``, ``take_03.wav``, ``workflows/``) are
-real files in the example's working folder.
+cannot rot either. Files the examples name (``shot.json``, ``frame.png``, ``take_03.wav``, ``shots.csv``,
+``workflows/``) are real files in the example's working folder.
 """
 
 from __future__ import annotations
@@ -285,6 +285,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
     shutil.copy(FIXTURES / "comfyui" / "ui_conversion" / "default_graph.workflow.json", tmp_path / "shot.json")
     _png(tmp_path / "frame.png")
     _wav(tmp_path / "take_03.wav")
+    shutil.copy(FIXTURES / "batch" / "shots.csv", tmp_path / "shots.csv")  # the shot list the batch example names
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DIRECTOR_LINK_OPENAI_KEY", LITELLM_KEY)
     return tmp_path
@@ -462,6 +463,9 @@ def run_sh(block: Block, host: str, workdir: Path) -> None:
                 other.close()
         if argv[0] == "demo":
             assert list((workdir / "director-link-output").rglob("*.png")), "the demo wrote no image"
+        if argv[0] == "batch":
+            out = workdir / argv[argv.index("--out") + 1]
+            assert all((out / name / "manifest.json").is_file() for name in ("shot_010", "shot_020", "shot_020_wide"))
         if argv[0] == "convert" and "-o" in argv:
             assert json.loads((workdir / argv[argv.index("-o") + 1]).read_text())
 
@@ -475,6 +479,10 @@ def test_readme_example(block, alias, workdir, request):
         run_python(block, alias, workdir)
     else:
         run_sh(block, alias, workdir)
+
+
+def test_the_batch_example_runs_the_shot_list_the_readme_shows():
+    assert "```\n" + (FIXTURES / "batch" / "shots.csv").read_text() + "```" in README.read_text()
 
 
 def test_not_run_commands_are_still_in_the_readme():
