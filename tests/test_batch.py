@@ -227,7 +227,7 @@ def test_unreachable_server_exits_3(tmp_path):
     res = cli(shots(tmp_path, "tag\na\n"), "--workflow", INVERT, "--server", f"127.0.0.1:{port}",
               "--connect-timeout", "1.5", "--out", str(tmp_path / "o"))  # fmt: skip
     assert res.returncode == 3, res.stdout + res.stderr
-    assert f"cannot connect to http://127.0.0.1:{port}/" in res.stdout
+    assert f"cannot connect to 127.0.0.1:{port}" in res.stdout
 
 
 def test_failed_rows_exit_4_each_with_its_line_and_reason(server, tmp_path):
@@ -332,20 +332,10 @@ def test_plain_display_says_server_changes_once():
 
 
 def test_server_lines_of_a_pool_name_which_row_runs_where():
-    snapshot = {
-        "services": [],
-        "pools": [
-            {
-                "name": "pool",
-                "servers": [
-                    {"url": "http://a/", "state": "connected", "queue": 2, "running": ["j1"]},
-                    {"url": "http://b/", "state": "disconnected", "queue": 0, "running": [], "reason": "refused"},
-                ],
-            }
-        ],
-    }
-    lines = b.server_lines(snapshot, "pool", {"j1": ("shot_07", 45.0)})
+    snapshot = json.loads((ROOT / "tests" / "fixtures" / "pool" / "snapshot.json").read_text())
+    lines = b.server_lines(snapshot, "farm", {"j1": ("shot_010_take2", 45.0)})
     assert lines == [
-        b.ServerLine("http://a/", "connected", 2, ["shot_07 45%"], None),
-        b.ServerLine("http://b/", "disconnected", 0, [], "refused"),
+        b.ServerLine("127.0.0.1:8188", "connected", 1, ["shot_010_take2 45%"], None),
+        b.ServerLine("127.0.0.1:8189", "reconnecting", None, [], "connection refused"),
+        b.ServerLine("127.0.0.1:7860", "connected", None, [], "answers as gradio"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,42 @@ def service_line(name: str, state: str, reason: str | None = None, blocked: str 
     style = service_style(state, blocked)
     why = blocked or reason
     return f"{name}: {style.label}" + (f" ({why})" if why and why != style.label else "")
+
+
+POOL_STATES = {
+    "ready": "ready",
+    "busy": "every server busy",
+    "waiting for a server": "waiting for a server",
+    "starting": "starting",
+}
+
+
+def pool_line(state: str | None, waiting: int, servers: int) -> str:
+    """``Pool of 3 · every server busy · 4 waiting``."""
+    parts = [f"Pool of {servers}", POOL_STATES.get(state or "", state or "starting")]
+    if waiting:
+        parts.append(f"{waiting} waiting")
+    return " · ".join(parts)
+
+
+def pool_server_line(server: Any) -> str:
+    """One server of a pool (a ``state.PoolServerView``): ``127.0.0.1:8188 · Connected · queue 2 · shot_010 45%``;
+    its jobs are named by their tag (the shot), else a short id."""
+    where = server.name.partition("/")[2] or server.url or server.name
+    parts = [where, service_style(server.state).label]
+    if server.queue_remaining is not None:
+        parts.append(f"queue {server.queue_remaining}")
+    jobs = []
+    for job in server.jobs:
+        name = job.tag or short_id(job.job_id)
+        jobs.append(
+            f"{name} {job.progress:.0f}%" if job.state == "running" else f"{name} {job_style(job.state).label.lower()}"
+        )
+    if jobs:
+        parts.append(", ".join(jobs))
+    if server.reason and server.state != "connected":
+        parts.append(server.reason)
+    return " · ".join(parts)
 
 
 def ago(timestamp: float | None, now: float) -> str:

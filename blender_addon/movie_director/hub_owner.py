@@ -7,10 +7,11 @@ callback; tests call :func:`tick` directly with a real Hub or a stand-in.
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,13 +27,39 @@ TICK_BUDGET = 0.008
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service as configured in the preferences."""
+    """A service as configured in the preferences. A ComfyUI entry whose address lists several servers is a pool:
+    one name, each job sent to a server that can run it with the least work."""
 
     name: str
     url: str
     kind: str = "comfyui"
     token: str | None = None
     enabled: bool = True
+    capacity: int = 2  # a pool's jobs in flight per server
+
+    @property
+    def urls(self) -> list[str]:
+        return split_urls(self.url)
+
+    @property
+    def is_pool(self) -> bool:
+        return len(self.urls) > 1
+
+
+def split_urls(text: str) -> list[str]:
+    """The servers an address field lists (separated by commas, semicolons or spaces)."""
+    return [u for u in re.split(r"[,;\s]+", text.strip()) if u]
+
+
+def pool_problem(spec: ServiceSpec) -> str | None:
+    """Why an entry listing several servers cannot be a pool (None when it can)."""
+    if not spec.is_pool:
+        return None
+    if spec.kind != "comfyui":
+        return "only ComfyUI servers can be pooled: list one address for this kind"
+    if spec.token:
+        return "a pool's servers are reached without a token: clear the token, or list one server"
+    return None
 
 
 def is_loopback(url: str) -> bool:
@@ -249,6 +276,7 @@ class Schemas:
 
 
 def _only_url_changed(old: ServiceSpec, new: ServiceSpec) -> bool:
+    """Only the address changed (a pool's list of servers is not moved: it is added again)."""
     return (old.kind, old.token, old.enabled) == (new.kind, new.token, new.enabled) and old.url != new.url
 
 
@@ -307,7 +335,7 @@ class HubOwner:
             if not spec.enabled or not spec.name:
                 continue
             configured.add(spec.name)
-            if not online_access and not is_loopback(spec.url):
+            if not online_access and not all(is_loopback(u) for u in spec.urls or [spec.url]):
                 changed |= model.set_blocked(
                     spec.name,
                     spec.kind,
@@ -315,22 +343,31 @@ class HubOwner:
                     "online access is off (Preferences › System › Network); only local servers are used",
                 )
                 continue
-            wanted[spec.name] = spec
+            # A single server's entry ignores the pool setting (changing it must not re-add the service).
+            wanted[spec.name] = spec if spec.is_pool else replace(spec, capacity=ServiceSpec.capacity)
         for name, old in list(self._services.items()):
             new = wanted.get(name)
             if new == old:
                 continue
-            if new is not None and _only_url_changed(old, new):
+            if new is not None and not (old.is_pool or new.is_pool) and _only_url_changed(old, new):
                 changed |= self._move(name, new, model)
                 continue
             self._remove(name)
-            if new is None:
-                changed |= model.drop_service(name)
+            if new is None or old.is_pool or new.is_pool:
+                changed |= model.drop_service(name)  # a pool's server lines are rebuilt from scratch
         for name, spec in wanted.items():
             if name in self._services:
                 continue
+            problem = pool_problem(spec)
+            if problem is not None:
+                changed |= model.set_blocked(spec.name, spec.kind, spec.url, problem)
+                continue
             try:
-                hub.add_service(spec.kind, spec.url, name=spec.name, token=spec.token or None)
+                if spec.is_pool:
+                    hub.add_pool(spec.name, spec.urls, capacity=max(1, spec.capacity))
+                    changed |= model.set_pool(spec.name, spec.urls)
+                else:
+                    hub.add_service(spec.kind, spec.url, name=spec.name, token=spec.token or None)
             except Exception as exc:
                 changed |= model.set_blocked(spec.name, spec.kind, spec.url, str(exc))
                 changed |= model.add_error(spec.name, getattr(exc, "code", "add_service_failed"), str(exc))

@@ -62,6 +62,9 @@ def draw_status(layout, context) -> None:
             wait = view.next_attempt_at - now
             if wait > 0:
                 box.label(text=f"Next attempt in {fmt.duration(wait)}")
+        if view.is_pool:
+            _draw_pool(box, view)
+            continue
         details = []
         if view.version:
             details.append(f"ComfyUI {view.version}")
@@ -75,6 +78,19 @@ def draw_status(layout, context) -> None:
     row.operator("movie_director.show_preferences", text="", icon="PREFERENCES")
     if model.discovering or model.discovered:
         preferences.draw_discovered(layout, model)
+
+
+def _draw_pool(box, view) -> None:
+    """A pool: its state, then a line per server (state, queue, which shot runs there)."""
+    box.label(text=fmt.pool_line(view.pool_state, view.pool_waiting, len(view.pool_servers)))
+    col = box.column(align=True)
+    for server in view.pool_servers.values():
+        row = col.row()
+        style = fmt.service_style(server.state)
+        row.alert = style.alert
+        row.label(text=fmt.clip(fmt.pool_server_line(server), 70), icon=style.icon)
+    for problem in view.pool_problems:
+        wrapped(box, problem, alert=True)
 
 
 def _resolved(context, s):

@@ -14,7 +14,7 @@ from bpy.types import AddonPreferences, PropertyGroup
 
 from . import format as fmt
 from . import runtime
-from .hub_owner import ServiceSpec, is_loopback
+from .hub_owner import ServiceSpec, is_loopback, split_urls
 
 ADDON_ID = __package__
 DEFAULT_DISCOVERY = "127.0.0.1:8188, 127.0.0.1:8000, 127.0.0.1:8189"
@@ -43,7 +43,8 @@ class MOVIE_DIRECTOR_PG_service(PropertyGroup):
     kind: EnumProperty(name="Kind", items=SERVICE_KINDS, default="comfyui", update=_changed)
     url: StringProperty(
         name="Address",
-        description="host, host:port or http(s)://host:port/base/",
+        description="host, host:port or http(s)://host:port/base/. Several ComfyUI addresses (comma separated) "
+        "make a pool: each job goes to a server that can run it with the least work",
         default="127.0.0.1:8188",
         update=_changed,
     )
@@ -59,6 +60,15 @@ class MOVIE_DIRECTOR_PG_service(PropertyGroup):
         name="Token variable",
         description="Or: the environment variable that holds the token (e.g. COMFY_TOKEN)",
         default="",
+        update=_changed,
+    )
+
+    capacity: IntProperty(
+        name="Jobs per server",
+        description="A pool's jobs in flight per server; the rest wait in the add-on until a server has room",
+        default=2,
+        min=1,
+        max=64,
         update=_changed,
     )
 
@@ -111,7 +121,9 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
     def draw(self, context) -> None:
         layout = self.layout
         online = online_access()
-        if not online and any(not is_loopback(s.url) for s in self.services if s.enabled):
+        if not online and any(
+            not is_loopback(u) for s in self.services if s.enabled for u in split_urls(s.url) or [s.url]
+        ):
             box = layout.box()
             box.alert = True
             box.label(text="Online access is off: only servers on this machine are used.", icon="ERROR")
@@ -127,6 +139,8 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
             op = row.operator("movie_director.remove_service", text="", icon="X")
             op.index = index
             box.prop(svc, "url")
+            if len(split_urls(svc.url)) > 1:
+                box.prop(svc, "capacity")
             row = box.row(align=True)
             row.prop(svc, "token")
             row.prop(svc, "token_env", text="or variable")
@@ -188,7 +202,9 @@ def get(context=None):
 
 def service_specs(prefs) -> list[ServiceSpec]:
     return [
-        ServiceSpec(name=s.name, url=s.url, kind=s.kind, token=s.resolved_token(), enabled=s.enabled)
+        ServiceSpec(
+            name=s.name, url=s.url, kind=s.kind, token=s.resolved_token(), enabled=s.enabled, capacity=s.capacity
+        )
         for s in prefs.services
     ]
 

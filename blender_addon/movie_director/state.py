@@ -26,8 +26,32 @@ ACTIVE_STATES = frozenset({"pending", "submitting", "queued", "running"})
 
 
 @dataclass
+class PoolJobLine:
+    """One of our jobs on a pool's server."""
+
+    job_id: str
+    tag: str | None
+    state: str
+    progress: float = 0.0
+
+
+@dataclass
+class PoolServerView:
+    """One server of a pool: its own connection, queue and which of our jobs it has."""
+
+    name: str  # as its state events name it: ``<pool>/<host:port>``
+    url: str = ""
+    state: str = "connecting"
+    usable: bool = False
+    reason: str | None = None
+    queue_remaining: int | None = None
+    in_flight: int = 0
+    jobs: list[PoolJobLine] = field(default_factory=list)
+
+
+@dataclass
 class ServiceView:
-    """One server as the panel shows it."""
+    """One server (or pool of servers) as the panel shows it."""
 
     name: str
     kind: str = "comfyui"
@@ -49,6 +73,15 @@ class ServiceView:
     # Set by the addon when it did not hand the service to the hub (offline mode, invalid address, …).
     blocked: str | None = None
     changed_at: float = 0.0
+    # A pool: several servers behind this name ("ready", "busy", "waiting for a server", "starting"), and them.
+    pool_state: str | None = None
+    pool_servers: dict[str, PoolServerView] = field(default_factory=dict)
+    pool_waiting: int = 0
+    pool_problems: list[str] = field(default_factory=list)
+
+    @property
+    def is_pool(self) -> bool:
+        return self.pool_state is not None
 
 
 @dataclass
@@ -173,7 +206,11 @@ class ViewModel:
     def apply_snapshot(self, snapshot: dict[str, Any]) -> set[str]:
         """Refreshes health figures and fills gaps from ``Hub.snapshot()``; returns the areas that changed."""
         changed: set[str] = set()
+        for pool in snapshot.get("pools") or ():
+            changed |= self._apply_pool(pool)
         for info in snapshot.get("services") or ():
+            if self._member(str(info.get("name", ""))) is not None:
+                continue  # a pool's server: its line comes from the pool's part of the snapshot
             svc = self.service(str(info.get("name", "")), info.get("kind") or "comfyui")
             before = (svc.state, svc.reason, svc.url, svc.version, svc.queue_remaining)
             health_before = _health_tuple(svc)
@@ -209,6 +246,58 @@ class ViewModel:
                 job.queue_position = info.get("queue_position")
                 changed.add(JOBS)
         return changed
+
+    def set_pool(self, name: str, urls: Iterable[str]) -> set[str]:
+        """Marks ``name`` as a pool of ``urls`` (before its first snapshot says more)."""
+        svc = self.service(name)
+        if svc.pool_state is None:
+            svc.pool_state = "starting"
+        for url in urls:
+            member = f"{name}/{_host_port(url)}"
+            svc.pool_servers.setdefault(member, PoolServerView(name=member, url=url))
+        return {SERVICES}
+
+    def _member(self, name: str) -> tuple[ServiceView, PoolServerView] | None:
+        """A pool's server by the name its events carry (``<pool>/<host:port>``), or None."""
+        pool_name, sep, _ = name.partition("/")
+        pool = self.services.get(pool_name) if sep else None
+        if pool is None or not pool.is_pool:
+            return None
+        member = pool.pool_servers.get(name)
+        if member is None:
+            member = pool.pool_servers[name] = PoolServerView(name=name)
+        return pool, member
+
+    def _apply_pool(self, info: dict[str, Any]) -> set[str]:
+        svc = self.service(str(info.get("name", "")), "comfyui")
+        before = _pool_tuple(svc)
+        svc.pool_state = str(info.get("state") or "starting")
+        svc.pool_waiting = len(info.get("waiting") or ())
+        svc.pool_problems = [str(p) for p in info.get("problems") or ()]
+        servers: dict[str, PoolServerView] = {}
+        for m in info.get("servers") or ():
+            name = str(m.get("name") or m.get("url") or "")
+            queue = m.get("queue_remaining")
+            servers[name] = PoolServerView(
+                name=name,
+                url=str(m.get("url") or ""),
+                state=str(m.get("state") or "disconnected"),
+                usable=bool(m.get("usable")),
+                reason=m.get("reason") or (f"answers as {m['wrong_kind']}" if m.get("wrong_kind") else None),
+                queue_remaining=int(queue) if queue is not None else None,
+                in_flight=int(m.get("in_flight") or 0),
+                jobs=[
+                    PoolJobLine(
+                        str(j.get("job_id") or ""),
+                        j.get("tag"),
+                        str(j.get("state") or "queued"),
+                        float(j.get("progress") or 0.0),
+                    )
+                    for j in m.get("jobs") or ()
+                ],
+            )
+        svc.pool_servers = servers
+        return {SERVICES} if before != _pool_tuple(svc) else set()
 
     def track(self, job_id: str, service: str, tag: str | None = None, state: str = "pending") -> set[str]:
         """Starts listing a job this addon submitted (or found again in a reopened .blend)."""
@@ -290,6 +379,16 @@ class ViewModel:
         return job
 
     def _on_service_state(self, event: Any, changed: set[str]) -> None:
+        pooled = self._member(event.service)
+        if pooled is not None:
+            pool, member = pooled
+            member.state = event.state
+            member.reason = event.reason
+            changed.add(SERVICES)
+            if event.state in ("reconnecting", "circuit_open") and event.reason:
+                self.errors.append(ErrorEntry(time.time(), member.name, event.state, event.reason))
+                changed.add(ERRORS)
+            return
         svc = self.service(event.service)
         svc.previous = event.previous
         svc.state = event.state
@@ -301,7 +400,8 @@ class ViewModel:
             changed.add(ERRORS)
 
     def _on_queue(self, event: Any, changed: set[str]) -> None:
-        svc = self.service(event.service)
+        pooled = self._member(event.service)
+        svc = pooled[1] if pooled is not None else self.service(event.service)
         if svc.queue_remaining != event.queue_remaining:
             svc.queue_remaining = event.queue_remaining
             changed.add(SERVICES)
@@ -422,6 +522,19 @@ class ViewModel:
             if len(self.jobs) <= self.max_jobs:
                 break
             del self.jobs[job_id]
+
+
+def _pool_tuple(svc: ServiceView) -> tuple:
+    return (svc.pool_state, svc.pool_waiting, svc.pool_problems, list(svc.pool_servers.values()))
+
+
+def _host_port(url: str) -> str:
+    """``http://127.0.0.1:8188/`` → ``127.0.0.1:8188`` (how the hub names a pool's server)."""
+    text = url.strip()
+    for scheme in ("http://", "https://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+    return text.rstrip("/")
 
 
 def _health_tuple(svc: ServiceView) -> tuple:

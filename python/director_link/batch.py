@@ -342,7 +342,7 @@ def _duration(seconds: float) -> str:
 
 
 def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tuple[str, float]]) -> list[ServerLine]:
-    """The servers behind ``service`` (a pool's members, or the one server) with the batch's jobs running there.
+    """The servers behind ``service`` (a pool's servers, or the one server) with the batch's jobs running there.
 
     ``running``: job id → (row's output name, progress %) for the batch's running jobs.
     """
@@ -351,16 +351,15 @@ def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tupl
         lines = []
         for member in pool.get("servers") or ():
             here = [_job_label(running[j]) for j in _member_jobs(member) if j in running]
-            queue = member.get("queue")
-            if queue is None:
-                queue = member.get("queue_remaining")
+            queue = member.get("queue_remaining")
+            wrong = member.get("wrong_kind")
             lines.append(
                 ServerLine(
-                    name=str(member.get("url") or member.get("name") or "?"),
+                    name=_host_port(str(member.get("url") or member.get("name") or "?")),
                     state=str(member.get("state") or "unknown"),
                     queue=queue if isinstance(queue, int) else None,
                     running=here,
-                    note=member.get("reason") or member.get("last_error"),
+                    note=f"answers as {wrong}" if wrong else member.get("reason"),
                 )
             )
         return lines
@@ -369,7 +368,7 @@ def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tupl
         return []
     return [
         ServerLine(
-            name=str(svc.get("url") or service),
+            name=_host_port(str(svc.get("url") or service)),
             state=str(svc.get("state") or "unknown"),
             queue=svc.get("queue_remaining"),
             running=[_job_label(v) for v in running.values()],
@@ -378,9 +377,15 @@ def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tupl
     ]
 
 
+def _host_port(url: str) -> str:
+    for scheme in ("http://", "https://"):
+        if url.startswith(scheme):
+            url = url[len(scheme) :]
+    return url.rstrip("/")
+
+
 def _member_jobs(member: dict[str, Any]) -> list[str]:
-    jobs = member.get("running") or member.get("jobs") or []
-    return [j if isinstance(j, str) else str(j.get("id") or j.get("job_id")) for j in jobs]
+    return [str(j.get("job_id")) for j in member.get("jobs") or () if isinstance(j, dict)]
 
 
 def _job_label(item: tuple[str, float]) -> str:
@@ -495,7 +500,7 @@ class Batch:
             self._failed(row, ev.job, "output_error", f"the results could not be moved to {row.output}: {e}")
             return
         self.counts["completed"] += 1
-        server = self._server_of(ev.job)
+        server = _manifest_server(folder)
         files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
         where = f" on {server}" if server else ""
         aside = f" (the earlier folder is now {replaced.name})" if replaced else ""
@@ -545,11 +550,6 @@ class Batch:
             found[0].parent.rmdir()  # the tag's staging folder, once empty
         return target, replaced
 
-    def _server_of(self, job_id: str) -> str | None:
-        job = self.hub.job(job_id)
-        info = (job.info() if job is not None else None) or {}
-        return info.get("server") or None
-
     # -- display --
 
     def draw(self, force: bool = False) -> None:
@@ -574,6 +574,14 @@ class Batch:
         eta = elapsed / finished * left if finished and left else None
         counts = {**self.counts, "running": len(running), "waiting": waiting}
         self.display.status(counts, self.total, eta, server_lines(snapshot, self.service, running))
+
+
+def _manifest_server(folder: Path) -> str | None:
+    """The server that ran the job, as its manifest records it (in a pool, the one the job went to)."""
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("server")
+    except (OSError, ValueError):
+        return None
 
 
 def _connect(hub: Hub, servers: list[str], args) -> str:

@@ -161,8 +161,16 @@ def _state_shots(bridge):
     s.active_shot = 2  # the failed one: its whole reason shows
 
 
+def _state_pool(bridge):
+    """A pool of three: one running a shot, one reconnecting, one that answers as another kind of server."""
+    from .test_pool import POOL_SNAPSHOT
+
+    bridge.current_model().apply_snapshot(POOL_SNAPSHOT)
+
+
 STATES = {
     "no server": _state_no_server,
+    "pool": _state_pool,
     "connecting": _state_connecting,
     "connected": _state_connected,
     "running": _state_running,
@@ -173,6 +181,7 @@ STATES = {
 
 EXPECTED = {
     "no server": "No server set up",
+    "pool": "127.0.0.1:8188 · Connected · queue 1 · shot_010 45%",
     "connecting": "local: Connecting…",
     "connected": "local: Connected",
     "running": "Running · KSampler (#3) · 35% · ~14 s",
@@ -196,6 +205,9 @@ def test_every_panel_draws_in_every_state(addon, state):
         assert {"movie_director.copy_error", "movie_director.import_result"} <= ops
     if state == "circuit open":
         assert "movie_director.reconnect" in ops
+    if state == "pool":
+        assert "Pool of 3 · every server busy · 2 waiting" in texts
+        assert "127.0.0.1:8189 · Reconnecting… · connection refused" in texts
     if state == "shots":
         assert "Running 35%" in texts and "Not generated" in texts
         assert {"movie_director.generate_shots", "movie_director.cancel_shots"} <= ops
@@ -208,6 +220,12 @@ def test_every_panel_draws_in_every_state(addon, state):
     proxy = _WithLayout(prefs)
     type(prefs).draw(proxy, bpy.context)
     assert any("Online access is off" in t for t in proxy.layout.texts())
+    # An entry listing several servers (a pool) also shows its "Jobs per server".
+    assert ("prop", (item.bl_rna.identifier, "capacity"), {}) not in proxy.layout.log
+    item.url = "127.0.0.1:8188, 127.0.0.1:8189"
+    proxy = _WithLayout(prefs)
+    type(prefs).draw(proxy, bpy.context)
+    assert ("prop", (item.bl_rna.identifier, "capacity"), {}) in proxy.layout.log
 
 
 class _WithLayout:
