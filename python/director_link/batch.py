@@ -592,15 +592,18 @@ def _connect(hub: Hub, servers: list[str], args) -> str:
     return hub.add_pool(POOL_NAME, servers, capacity=args.capacity, resubmit_running=True)
 
 
-def _connected(hub: Hub, service: str, timeout: float, display: Display) -> list[ServerLine] | None:
-    """Waits until a server behind ``service`` is connected; the server lines, or None when none connects."""
+def _connected(hub: Hub, service: str, timeout: float, display: Display) -> bool:
+    """Waits until the servers behind ``service`` have settled: every one connected, or at least one connected and
+    the others past their first attempt (so the first rows spread over every server that is up). False when none
+    connects within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = server_lines(hub.snapshot(), service, {})
-        if any(s.state == "connected" for s in lines):
-            return lines
+        states = [s.state for s in server_lines(hub.snapshot(), service, {})]
+        up = "connected" in states
+        if up and not any(s in ("connecting", "disconnected") for s in states):
+            return True
         if time.monotonic() >= deadline:
-            return None if not any(s.state == "connected" for s in lines) else lines
+            return up
         hub.wait_for_events(min(0.2, max(0.0, deadline - time.monotonic())))
         for ev in hub.poll():
             display.hub_event(ev)
@@ -695,7 +698,7 @@ def run(args) -> int:
                 display.emit("note", f"built-in simulator(s) at {', '.join(servers)}", servers=servers)
             hub = stack.enter_context(Hub(output_dir=str(out / STAGING)))
             service = _connect(hub, servers, args)
-            if _connected(hub, service, args.connect_timeout, display) is None:
+            if not _connected(hub, service, args.connect_timeout, display):
                 lines = server_lines(hub.snapshot(), service, {})
                 for s in lines or [ServerLine(", ".join(servers), "unreachable")]:
                     why = s.note or "no answer"
