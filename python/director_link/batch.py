@@ -653,6 +653,35 @@ def _ctrl_c(batch_ref: list):
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclass
+class Plan:
+    """What a batch will do: the workflow, the rows to run, the bad rows and the rows already done."""
+
+    workflow: Workflow
+    todo: list[Row]
+    bad: list[BadRow]
+    skipped: list[Row]
+
+
+def plan(args, out: Path, display: Display) -> Plan:
+    """Reads and checks the shot list and the workflow, before any server is contacted; raises
+    `errors.DirectorLinkError` for input that cannot be used at all."""
+    rows, bad = read_rows(args.shots)
+    workflow = load_workflow(args.workflow)
+    resolve_files(rows, Path(args.shots).resolve().parent)
+    rows, unknown = check_rows(workflow, rows)
+    bad = sorted(bad + unknown, key=lambda b: b.line)
+    for b in bad:
+        display.emit("row_invalid", f"line {b.line}: {b.message}", line=b.line, message=b.message)
+    done = {r.line for r in rows if args.resume and manifest_of(out, r).is_file()}
+    skipped = [r for r in rows if r.line in done]
+    for r in skipped:
+        display.emit("row_skipped", None, line=r.line, output=r.output, manifest=str(manifest_of(out, r)))
+    if skipped:
+        display.emit("note", f"resume: {len(skipped)} row(s) already have a manifest in {out}, skipped")
+    return Plan(workflow, [r for r in rows if r.line not in done], bad, skipped)
+
+
 def run(args) -> int:
     display = Display(args.json)
     if args.simulator and args.server:
@@ -660,22 +689,11 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
     out = Path(args.out)
     try:
-        rows, bad = read_rows(args.shots)
-        workflow = load_workflow(args.workflow)
-        resolve_files(rows, Path(args.shots).resolve().parent)
-        rows, unknown = check_rows(workflow, rows)
+        p = plan(args, out, display)
     except errors.DirectorLinkError as e:
         display.emit("error", f"error [{e.code}]: {e}", code=e.code, message=str(e))
         return EXIT_BAD_INPUT
-    bad = sorted(bad + unknown, key=lambda b: b.line)
-    for b in bad:
-        display.emit("row_invalid", f"line {b.line}: {b.message}", line=b.line, message=b.message)
-    skipped = [r for r in rows if args.resume and manifest_of(out, r).is_file()]
-    todo = [r for r in rows if r not in skipped]
-    for r in skipped:
-        display.emit("row_skipped", None, line=r.line, output=r.output, manifest=str(manifest_of(out, r)))
-    if skipped:
-        display.emit("note", f"resume: {len(skipped)} row(s) already have a manifest in {out}, skipped")
+    workflow, todo, bad, skipped = p.workflow, p.todo, p.bad, p.skipped
     display.emit(
         "batch_started",
         f"batch: {len(todo)} row(s) to run" + (f", {len(bad)} bad row(s) left out" if bad else ""),
@@ -730,8 +748,8 @@ def run(args) -> int:
                 row = batch.rows[job_id]
                 display.emit(
                     "row_unconfirmed",
-                    f"line {row.line} ({row.output}): the cancellation of job {job_id} was not confirmed; check with "
-                    "`director-link watch`",
+                    f"line {row.line} ({row.output}): the server did not confirm cancelling job {job_id}; stop it "
+                    f"with `director-link cancel {job_id} --server <its server>`",
                     line=row.line,
                     output=row.output,
                     job_id=job_id,
