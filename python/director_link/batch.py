@@ -12,6 +12,12 @@ Bad rows are reported with their line numbers and the good rows still run. Exit 
 commands: 0 every row done, 2 bad input (some rows, or the file, or the workflow), 3 no server could be reached,
 4 a job failed or the batch was cancelled (Ctrl-C), 5 ``--timeout`` ran out. Ctrl-C cancels every job the batch
 queued and waits for the servers to confirm, so nothing is left running; a second Ctrl-C stops waiting.
+
+``--json`` prints the hub's events (as ``run --json`` does, previews left out) and the batch's own, each with its
+``type``: ``batch_started``, ``row_invalid`` (``line``, ``message``), ``row_skipped``, ``row_submitted``
+(``line``, ``output``, ``job_id``), ``row_completed`` (``folder``, ``manifest``, ``files``, ``server``),
+``row_failed`` (``code``, ``message``), ``row_cancelled``, ``batch_cancelling``, ``row_unconfirmed``, ``error``,
+``note`` and last ``batch_finished`` (the counts and ``exit_code``).
 """
 
 from __future__ import annotations
