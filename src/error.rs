@@ -55,6 +55,8 @@ pub enum ErrorCode {
     ServiceRemoved,
     /// The server does not know a job that was never confirmed to have been sent to it.
     NotPosted,
+    /// The pool server running the job went down while it ran (the job may or may not have finished there).
+    ServerLost,
     /// Any other local I/O problem.
     Io,
     /// The server refused the key (missing, wrong or without access).
@@ -90,6 +92,7 @@ impl ErrorCode {
             ErrorCode::Closed => "hub_closed",
             ErrorCode::ServiceRemoved => "service_removed",
             ErrorCode::NotPosted => "not_posted",
+            ErrorCode::ServerLost => "server_lost",
             ErrorCode::Io => "io_error",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::RateLimited => "rate_limited",

@@ -153,6 +153,16 @@ pub enum EventKind {
         /// The `Hub.add_service` kind that talks to it, when this build has one.
         service_kind: Option<String>,
     },
+    /// A pool job was handed to one of the pool's servers (`server`, its URL), or — `server` None — waits in the
+    /// hub for a server to take it ("waiting for a server"). Sent again when the job moves after a failover.
+    JobAssigned {
+        job_id: String,
+        /// The pool's name.
+        service: String,
+        server: Option<String>,
+        /// 1 for the first server the job was sent to, 2 after one failover, …
+        attempt: u32,
+    },
     JobQueued {
         job_id: String,
         service: String,
@@ -234,6 +244,7 @@ impl EventKind {
             EventKind::ServiceStateChanged { .. } => "service_state_changed",
             EventKind::QueueChanged { .. } => "queue_changed",
             EventKind::ServiceDiscovered { .. } => "service_discovered",
+            EventKind::JobAssigned { .. } => "job_assigned",
             EventKind::JobQueued { .. } => "job_queued",
             EventKind::JobStarted { .. } => "job_started",
             EventKind::NodeStarted { .. } => "node_started",
@@ -251,6 +262,7 @@ impl EventKind {
     pub fn job_id(&self) -> Option<&str> {
         match self {
             EventKind::JobQueued { job_id, .. }
+            | EventKind::JobAssigned { job_id, .. }
             | EventKind::JobStarted { job_id, .. }
             | EventKind::NodeStarted { job_id, .. }
             | EventKind::Progress { job_id, .. }
@@ -725,6 +737,12 @@ pub fn approx_bytes(kind: &EventKind) -> usize {
             summary,
             service_kind,
         } => url.len() + kind.len() + opt(name) + summary.len() + opt(service_kind),
+        EventKind::JobAssigned {
+            job_id,
+            service,
+            server,
+            ..
+        } => job_id.len() + service.len() + opt(server),
         EventKind::JobQueued {
             job_id,
             service,

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod mcp;
 pub mod net;
 pub mod openai;
+pub mod pool;
 pub mod service;
 pub mod sim;
 pub mod studio;

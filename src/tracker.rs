@@ -36,6 +36,8 @@ pub struct Submission {
 pub struct JobSnapshot {
     pub id: String,
     pub service: String,
+    /// For a job of a pool: the URL of the pool server that has it (None while it waits for one).
+    pub server: Option<String>,
     pub tag: Option<String>,
     pub state: JobState,
     pub queue_position: Option<u32>,
@@ -104,6 +106,14 @@ impl JobTable {
                     JobState::Queued
                 };
                 s.queue_position = *position;
+            }
+            EventKind::JobAssigned { server, .. } => {
+                s.server.clone_from(server);
+                // Back to waiting (a failover): no server's queue position or progress applies any more.
+                s.state = JobState::Pending;
+                s.queue_position = None;
+                s.progress = 0.0;
+                s.current_node = None;
             }
             EventKind::JobStarted { .. } => {
                 s.state = JobState::Running;
@@ -190,6 +200,7 @@ impl Shared {
         let snap = JobSnapshot {
             id: id.to_string(),
             service: service.to_string(),
+            server: None,
             tag,
             state: JobState::Pending,
             queue_position: None,
@@ -246,9 +257,54 @@ impl Shared {
         );
     }
 
+    /// `emit` for a backend actor: an event about a job the actor no longer holds (the hub moved it to another
+    /// server of a pool, or to a new address) is dropped, so a stale actor can never speak for a job.
+    pub fn emit_from(&self, owner: u64, kind: EventKind) {
+        let mut jobs = self.jobs.lock();
+        if let Some(id) = kind.job_id() {
+            if jobs.records.get(id).is_some_and(|r| r.owner != owner) {
+                log::debug!(
+                    "dropped {} of job {id} from an actor that no longer holds it",
+                    kind.name()
+                );
+                return;
+            }
+        }
+        self.emit_in(&mut jobs, kind);
+    }
+
+    /// `fail_job` for a backend actor (see `emit_from`).
+    pub fn fail_job_from(&self, owner: u64, service: &str, job_id: &str, error: JobError) {
+        let mut jobs = self.jobs.lock();
+        if jobs.records.get(job_id).is_some_and(|r| r.owner != owner) {
+            log::debug!("dropped the failure of job {job_id} from an actor that no longer holds it");
+            return;
+        }
+        self.fail_locked(&mut jobs, service, job_id, error);
+    }
+
+    /// A pool takes a job back from the actor `from` (its server went down): true if the job is unfinished and
+    /// was still `from`'s. It is then unowned and unposted, ready to be handed to another server; `from`'s
+    /// events about it are dropped from now on and `from` may no longer post it.
+    pub fn take_back(&self, id: &str, from: u64) -> bool {
+        let mut jobs = self.jobs.lock();
+        match jobs.records.get_mut(id) {
+            Some(rec) if rec.owner == from && !rec.snap.state.is_terminal() => {
+                rec.owner = 0;
+                rec.posted = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Applies the event to the job table, then queues it. Events after a job's terminal event are dropped.
     pub fn emit(&self, kind: EventKind) {
         let mut jobs = self.jobs.lock();
+        self.emit_in(&mut jobs, kind);
+    }
+
+    fn emit_in(&self, jobs: &mut JobTable, kind: EventKind) {
         match kind {
             EventKind::JobFailed { job_id, error } => {
                 let service = jobs
@@ -256,9 +312,9 @@ impl Shared {
                     .get(&job_id)
                     .map(|r| r.snap.service.clone())
                     .unwrap_or_default();
-                self.fail_locked(&mut jobs, &service, &job_id, error);
+                self.fail_locked(jobs, &service, &job_id, error);
             }
-            kind => self.emit_locked(&mut jobs, kind),
+            kind => self.emit_locked(jobs, kind),
         }
     }
 

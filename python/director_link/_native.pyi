@@ -18,6 +18,7 @@ __all__ = [
     "Hub",
     "Job",
     "JobCancelled",
+    "JobAssigned",
     "JobCompleted",
     "JobFailed",
     "JobQueued",
@@ -143,7 +144,16 @@ class StudioServer:
 class ComfySimulator:
     """A local ComfyUI 0.3.64 simulator on 127.0.0.1 (an ephemeral port) for tests and demos."""
 
-    def __new__(cls, time_scale: float = 1.0, preview_size: int = 64) -> Self: ...
+    def __new__(
+        cls,
+        time_scale: float = 1.0,
+        preview_size: int = 64,
+        *,
+        without_nodes: Sequence[str] = (),
+        without_models: Sequence[str] = (),
+    ) -> Self:
+        """`without_nodes` / `without_models`: node classes and model files this server lacks (to make the
+        servers of a pool differ)."""
     @property
     def url(self) -> str:
         """`http://127.0.0.1:PORT`."""
@@ -260,6 +270,28 @@ class Hub:
         --mcp-transport streamable-http``); submit a WanGP settings dict (or task list) to it.
         """
 
+    def add_pool(
+        self,
+        name: str,
+        servers: Sequence[str],
+        *,
+        capacity: int = 2,
+        resubmit_running: bool = False,
+        wait_deadline: float | None = None,
+    ) -> str:
+        """Adds a pool: several ComfyUI servers behind one service name; returns the name at once.
+
+        ``submit(name, ...)`` then sends each job to a server that can run it (its node classes and the model
+        files the workflow names are in that server's ``object_info``) with the least work, ties going to the
+        server where the job's `tag` last ran. At most `capacity` jobs are in flight per server; the rest wait in
+        the hub. A server that goes down has its jobs that had not started moved to another server (never under
+        the same prompt id); a job running there fails ``server_lost``, or is sent again elsewhere with
+        `resubmit_running`. While every server is down, waiting jobs fail ``timeout`` after `wait_deadline`
+        seconds (None: 600 s; ``math.inf``: never). `hub.snapshot()["pools"]` shows each pool and its servers.
+        Raises `InvalidUrlError` (bad address, no servers) or `DuplicateServiceError` (a server listed twice, the
+        name taken).
+        """
+
     def track(self, service: str, job_id: str, tag: str | None = None, *, posted: bool = True) -> Job:
         """Follows a job submitted earlier by another hub (e.g. before Blender restarted) by its id.
 
@@ -340,7 +372,12 @@ class Hub:
         `services`, `connected`, `unhealthy` [{name, state, reason}], `queued_on_servers`), `services` (a list
         of dicts: state, reason, version, queue_remaining, latency and http_latency p50/p99, uptime_percent,
         consecutive_failures, recent_errors, ...), `jobs` (a list of job info dicts, as `Job.info()` returns)
-        and `events` (queue statistics: `pending`, `pending_bytes`, `budget_bytes`, `pushed`, `coalesced`,
+        `pools` (a list, one dict per pool: `name`, `state` "ready" / "busy" / "waiting for a server" /
+        "starting", `capacity`, `waiting` [job ids waiting in the hub], `servers` [per server: `url`, `state`,
+        `usable`, `queue_remaining`, `in_flight`, `jobs` [{job_id, tag, state, progress, attempt}] (which job runs
+        where), `completed`, `moved_away`, `lost`, `seconds_per_job`, `node_count`, `wrong_kind`],
+        `inventory_differences` [{server, lacks_nodes, lacks_count}] and `problems`), a pool's job also names its
+        `server` in `jobs`, and `events` (queue statistics: `pending`, `pending_bytes`, `budget_bytes`, `pushed`, `coalesced`,
         `dropped`, `coalesced_bytes`, `dropped_bytes`, `previews_coalesced`, `previews_dropped`,
         `progress_coalesced`, `progress_dropped`; "coalesced" events live on in a newer one of the same job,
         "dropped" ones are gone).
@@ -591,6 +628,27 @@ class ServiceDiscovered(Event):
     @property
     def service_kind(self) -> str | None:
         """The `Hub.add_service` kind that talks to it, when this build has one."""
+
+@final
+class JobAssigned(Event):
+    """A pool job was handed to one of the pool's servers, or went back to waiting in the hub for one.
+
+    `server` None means "waiting for a server" (its server went down and it waits to be sent to another).
+    """
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def service(self) -> str:
+        """The pool's name."""
+
+    @property
+    def server(self) -> str | None:
+        """The URL of the pool server that has the job now; None while it waits for one."""
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first server the job was sent to, 2 after one failover, ..."""
 
 @final
 class JobQueued(Event):

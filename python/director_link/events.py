@@ -5,6 +5,7 @@
 
 from ._native import (
     Event,
+    JobAssigned,
     JobCancelled,
     JobCompleted,
     JobFailed,
@@ -23,6 +24,7 @@ from ._native import (
 
 __all__ = [
     "Event",
+    "JobAssigned",
     "JobCancelled",
     "JobCompleted",
     "JobFailed",

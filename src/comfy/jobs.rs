@@ -172,6 +172,11 @@ impl JobRouter {
         }
     }
 
+    /// The service name events carry (the pool's, for a pool server).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     pub fn track(&mut self, job: ActiveJob) {
         self.foreign += usize::from(job.foreign);
         if let Some(old) = self.jobs.insert(job.prompt_id.clone(), job) {

@@ -34,6 +34,8 @@ pub struct ComfyConfig {
     pub connect_timeout: Duration,
     /// This actor's id in the hub's job table (`Shared::claim_post`).
     pub actor_id: u64,
+    /// The pool this server belongs to, if any: its jobs' events name the pool as their service.
+    pub pool: Option<String>,
 }
 
 /// What the hub asks of a service.
@@ -43,6 +45,9 @@ pub enum Command {
         job_id: String,
         prompt: Arc<Value>,
         group: String,
+        /// The prompt id to post it under; None: the job id. A pool sends a job that moved to another server
+        /// under a fresh id, so no prompt id is ever posted twice anywhere.
+        prompt_id: Option<String>,
     },
     Cancel {
         job_id: String,
@@ -193,6 +198,7 @@ impl ComfyService {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> ComfyService {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let pool_name = config.pool.clone();
         ComfyService {
             name: name.to_string(),
             http,
@@ -201,7 +207,7 @@ impl ComfyService {
             status,
             config,
             client_id,
-            router: JobRouter::new(name),
+            router: JobRouter::new(pool_name.as_deref().unwrap_or(name)),
             commands,
             internal_tx,
             internal_rx,
@@ -501,19 +507,31 @@ impl ComfyService {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit { job_id, prompt, group } => {
-                let job = ActiveJob::new(&job_id, prompt, &group, Instant::now());
+            Command::Submit {
+                job_id,
+                prompt,
+                group,
+                prompt_id,
+            } => {
+                let mut job = ActiveJob::new(&job_id, prompt, &group, Instant::now());
+                if let Some(id) = prompt_id {
+                    job.prompt_id = id;
+                }
+                let key = job.prompt_id.clone();
                 self.router.track(job);
                 if self.connected || self.polling {
-                    self.send_prompt(&job_id);
+                    self.send_prompt(&key);
                 } else {
-                    self.shared.emit(EventKind::JobQueued {
-                        job_id,
-                        service: self.name.clone(),
-                        position: None,
-                        pending_connection: true,
-                        node_errors: Vec::new(),
-                    });
+                    self.shared.emit_from(
+                        self.config.actor_id,
+                        EventKind::JobQueued {
+                            job_id,
+                            service: self.router.service().to_string(),
+                            position: None,
+                            pending_connection: true,
+                            node_errors: Vec::new(),
+                        },
+                    );
                 }
             }
             Command::Cancel { job_id } => self.cancel(&job_id),
@@ -557,7 +575,8 @@ impl ComfyService {
             }
             if job.cancel_requested && !job.maybe_sent {
                 if let Some(job) = self.router.remove(&id) {
-                    self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                    self.shared
+                        .emit_from(self.config.actor_id, EventKind::JobCancelled { job_id: job.job_id });
                 }
                 continue;
             }
@@ -599,7 +618,8 @@ impl ComfyService {
         match job.phase {
             Phase::Pending if !job.maybe_sent => {
                 if let Some(job) = self.router.remove(&prompt_id) {
-                    self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                    self.shared
+                        .emit_from(self.config.actor_id, EventKind::JobCancelled { job_id: job.job_id });
                 }
             }
             Phase::Finishing => {}
@@ -720,13 +740,16 @@ impl ComfyService {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Emit(kind) => self.shared.emit(kind),
+                Effect::Emit(kind) => self.shared.emit_from(self.config.actor_id, kind),
                 Effect::QueueRemaining(n) => {
                     if self.status.set_queue(n) {
-                        self.shared.emit(EventKind::QueueChanged {
-                            service: self.name.clone(),
-                            queue_remaining: n,
-                        });
+                        self.shared.emit_from(
+                            self.config.actor_id,
+                            EventKind::QueueChanged {
+                                service: self.name.clone(),
+                                queue_remaining: n,
+                            },
+                        );
                     }
                 }
                 Effect::Finish {
@@ -852,7 +875,7 @@ impl ComfyService {
                 self.router.move_job(&prompt_id, &theirs);
                 let cancel = self.router.get(&theirs).is_some_and(|j| j.cancel_requested);
                 if let Some(ev) = self.router.announce_queued(&theirs, position, problems) {
-                    self.shared.emit(ev);
+                    self.shared.emit_from(self.config.actor_id, ev);
                 }
                 let effects = self.router.replay_held(now);
                 self.apply(effects);
@@ -866,7 +889,8 @@ impl ComfyService {
             }
             Ok((SubmitOutcome::Rejected(error), _)) => {
                 if let Some(job) = self.router.remove(&prompt_id) {
-                    self.shared.fail_job(&self.name, &job.job_id, error);
+                    self.shared
+                        .fail_job_from(self.config.actor_id, &self.name, &job.job_id, error);
                 }
                 // The stream may have paused for this answer: let what it held go on, or it stays paused.
                 let effects = self.router.replay_held(now);
@@ -940,12 +964,15 @@ impl ComfyService {
                         let outputs = saved.into_iter().map(|(_, f)| f).collect();
                         let ui = Value::Object(job.ui.into_iter().collect::<Map<_, _>>());
                         let elapsed_seconds = job.submitted.elapsed().as_secs_f64();
-                        self.shared.emit(EventKind::JobCompleted {
-                            job_id: job.job_id,
-                            outputs,
-                            ui,
-                            elapsed_seconds,
-                        });
+                        self.shared.emit_from(
+                            self.config.actor_id,
+                            EventKind::JobCompleted {
+                                job_id: job.job_id,
+                                outputs,
+                                ui,
+                                elapsed_seconds,
+                            },
+                        );
                     }
                     Err(e) => {
                         let mut error = JobError::simple(
@@ -953,7 +980,8 @@ impl ComfyService {
                             format!("the job finished on the server but its results could not be saved: {e}"),
                         );
                         error.exception_type = Some("OutputError".into());
-                        self.shared.fail_job(&self.name, &job.job_id, error);
+                        self.shared
+                            .fail_job_from(self.config.actor_id, &self.name, &job.job_id, error);
                     }
                 }
             }
@@ -972,7 +1000,8 @@ impl ComfyService {
             Internal::CancelChecked { prompt_id, result } => match result {
                 Ok(CancelOutcome::Removed) => {
                     if let Some(job) = self.router.remove(&prompt_id) {
-                        self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                        self.shared
+                            .emit_from(self.config.actor_id, EventKind::JobCancelled { job_id: job.job_id });
                     }
                 }
                 Ok(CancelOutcome::Interrupting) => {}
@@ -1015,7 +1044,7 @@ impl ComfyService {
                             job.phase = Phase::Queued;
                         }
                         if let Some(ev) = self.router.announce_queued(&prompt_id, position, Vec::new()) {
-                            self.shared.emit(ev);
+                            self.shared.emit_from(self.config.actor_id, ev);
                         }
                         if self.router.get(&prompt_id).is_some_and(|j| j.cancel_requested) {
                             self.check_cancel(&prompt_id);
@@ -1040,10 +1069,12 @@ impl ComfyService {
                             self.send_prompt(&fresh);
                         } else if let Some(job) = self.router.remove(&prompt_id) {
                             if job.cancel_requested {
-                                self.shared.emit(EventKind::JobCancelled { job_id: job.job_id });
+                                self.shared
+                                    .emit_from(self.config.actor_id, EventKind::JobCancelled { job_id: job.job_id });
                             } else if !self.shared.is_posted(&job.job_id) {
                                 // Tracked from an earlier session that never saw it reach the server.
-                                self.shared.fail_job(
+                                self.shared.fail_job_from(
+                                    self.config.actor_id,
                                     &self.name,
                                     &job.job_id,
                                     JobError::simple(
@@ -1054,7 +1085,8 @@ impl ComfyService {
                                     ),
                                 );
                             } else {
-                                self.shared.fail_job(
+                                self.shared.fail_job_from(
+                                    self.config.actor_id,
                                     &self.name,
                                     &job.job_id,
                                     JobError::simple(

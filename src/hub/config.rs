@@ -78,6 +78,8 @@ pub struct Snapshot {
     /// Every service's state in one word, for a status bar.
     pub studio: crate::service::StudioHealth,
     pub services: Vec<ServiceSnapshot>,
+    /// Every pool: its servers (state, queue, which job runs where) and how their node lists differ.
+    pub pools: Vec<super::PoolSnapshot>,
     pub jobs: Vec<crate::tracker::JobSnapshot>,
     pub events: QueueStats,
 }

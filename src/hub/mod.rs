@@ -10,12 +10,15 @@ mod calls;
 mod cancel;
 mod config;
 mod discovery;
+mod pool;
 mod registry;
 mod schema;
 mod submit;
 mod uploads;
 
+pub use crate::pool::PoolOptions;
 pub use config::{default_output_dir, HubConfig, ServiceAdded, ServiceOptions, Snapshot, KINDS};
+pub use pool::{PoolJobView, PoolServerSnapshot, PoolSnapshot};
 pub use schema::Schema;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -135,6 +138,7 @@ impl Hub {
         Snapshot {
             studio: crate::service::StudioHealth::of(&services),
             services,
+            pools: self.pools(),
             jobs: self.shared.jobs(),
             events: self.shared.events.stats(),
         }

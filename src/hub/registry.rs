@@ -50,6 +50,19 @@ pub(super) struct ServiceHandle {
 }
 
 impl ServiceHandle {
+    /// A pool's handle: its scheduler as the actor, its first server's address as its address.
+    pub fn pool(endpoint: Endpoint, status: Arc<ServiceStatus>, actor: Box<dyn Backend>) -> ServiceHandle {
+        ServiceHandle {
+            kind: "comfyui".to_string(),
+            requested_kind: "comfyui".to_string(),
+            endpoint,
+            status,
+            actor,
+            token: None,
+            options: ServiceOptions::default(),
+        }
+    }
+
     /// The service's actor as the backend `L` (e.g. `ComfyLink`), or a `wrong_service` error that says what it is.
     pub fn typed<L: 'static>(&self, name: &str, needs: &str) -> Result<&L> {
         self.actor.as_any().downcast_ref::<L>().ok_or_else(|| {
@@ -151,6 +164,12 @@ impl Hub {
         let old = services
             .get(name)
             .ok_or_else(|| Registry::unknown_in(&services, name))?;
+        if Hub::is_pool(&services, name) {
+            return Err(Error::new(
+                ErrorCode::WrongService,
+                format!("{name:?} is a pool; remove it and add it again with the new servers"),
+            ));
+        }
         let endpoint = Endpoint::parse(url, default_port(&old.requested_kind))?;
         if endpoint.base() == old.endpoint.base() {
             return Ok(ServiceAdded {
@@ -242,7 +261,7 @@ impl Hub {
             "openai" => Box::new(self.spawn_openai(name, &endpoint, token.clone(), &status)?),
             "wangp_mcp" => Box::new(self.spawn_wangp(name, &endpoint, &status)?),
             "gradio" => Box::new(self.spawn_gradio(name, &endpoint, token.clone(), &status)?),
-            _ => Box::new(self.spawn_comfy(name, &endpoint, token.clone(), &status, client_id, &options)?),
+            _ => Box::new(self.spawn_comfy(name, &endpoint, token.clone(), &status, client_id, &options, None)?),
         };
         Ok(ServiceHandle {
             kind: kind.to_string(),
@@ -255,7 +274,7 @@ impl Hub {
         })
     }
 
-    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub(super) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
         let rt = self.runtime.lock();
         let rt = rt
             .as_ref()
@@ -349,7 +368,9 @@ impl Hub {
         Ok(ActorHandle::new(id, tx))
     }
 
-    fn spawn_comfy(
+    /// `pool`: the pool this server serves (its jobs' events then name the pool).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spawn_comfy(
         &self,
         name: &str,
         endpoint: &Endpoint,
@@ -357,6 +378,7 @@ impl Hub {
         status: &Arc<ServiceStatus>,
         client_id: String,
         options: &ServiceOptions,
+        pool: Option<&str>,
     ) -> Result<ComfyLink> {
         let (tx, rx, id) = Self::channel();
         let http = ComfyHttp::new(self.http.clone(), endpoint.clone(), token.clone())
@@ -376,6 +398,7 @@ impl Hub {
                 output_dir: self.config.output_dir.clone(),
                 connect_timeout: self.config.connect_timeout,
                 actor_id: id,
+                pool: pool.map(str::to_string),
             },
             client_id,
             rx,

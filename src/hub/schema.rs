@@ -79,6 +79,10 @@ impl Hub {
         let h = services
             .get(service)
             .ok_or_else(|| Registry::unknown_in(&services, service))?;
+        // A pool answers with one of its servers (the node list of a server that takes jobs now).
+        if let Some(api) = Hub::pool_comfy_api(&services, service) {
+            return Ok(api);
+        }
         let link = h.typed::<ComfyLink>(service, "a ComfyUI")?;
         Ok((link.api.http.clone(), link.api.schema.clone()))
     }

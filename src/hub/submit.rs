@@ -74,6 +74,10 @@ impl Hub {
                 drop(services);
                 return self.submit_wangp(service, workflow, tag);
             }
+            if Hub::is_pool(&services, service) {
+                drop(services);
+                return self.submit_pool(service, workflow, params, tag);
+            }
             let link = h.typed::<ComfyLink>(service, "a ComfyUI")?;
             (link.api.http.clone(), link.api.schema.clone())
         };
@@ -143,6 +147,7 @@ impl Hub {
                             job_id: id.clone(),
                             prompt: Arc::new(p.prompt),
                             group,
+                            prompt_id: None,
                         };
                         registry.start_later::<Command, ComfyApi>(&shared, &service, &id, order);
                     }
@@ -165,6 +170,7 @@ impl Hub {
             job_id: job_id.clone(),
             prompt: Arc::new(prepared.prompt),
             group,
+            prompt_id: None,
         };
         link.start(&self.shared, &job_id, order, false);
         Ok(job_id)

@@ -28,7 +28,8 @@ fn class_for(code: ErrorCode) -> &'static str {
         | ErrorCode::Interrupted
         | ErrorCode::ServerRestarted
         | ErrorCode::ServiceRemoved
-        | ErrorCode::NotPosted => "JobFailed",
+        | ErrorCode::NotPosted
+        | ErrorCode::ServerLost => "JobFailed",
         ErrorCode::Cancelled => "JobCancelled",
         ErrorCode::Timeout => "Timeout",
         ErrorCode::OutputWrite | ErrorCode::Io => "OutputError",

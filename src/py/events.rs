@@ -52,6 +52,7 @@ fn class_name(kind: &EventKind) -> &'static str {
         EventKind::ServiceStateChanged { .. } => "ServiceStateChanged",
         EventKind::QueueChanged { .. } => "QueueChanged",
         EventKind::ServiceDiscovered { .. } => "ServiceDiscovered",
+        EventKind::JobAssigned { .. } => "JobAssigned",
         EventKind::JobQueued { .. } => "JobQueued",
         EventKind::JobStarted { .. } => "JobStarted",
         EventKind::NodeStarted { .. } => "NodeStarted",
@@ -82,6 +83,10 @@ event_class!(ServiceStateChanged, "A service changed connection state." {
 event_class!(QueueChanged, "The server's queue length changed." { service: String, queue_remaining: u64 });
 event_class!(ServiceDiscovered, "A scan (Hub.discover) found something answering at an address." {
     url: String, kind: String, name: Option<String>, summary: String, service_kind: Option<String>
+});
+event_class!(JobAssigned, "A pool job was handed to one of the pool's servers (`server`, its URL), or went back to \
+    waiting in the hub for one (`server` None: \"waiting for a server\", after its server went down)." {
+    job_id: String, service: String, server: Option<String>, attempt: u32
 });
 event_class!(JobQueued, "The job is queued: on the server, or locally until the service connects (pending_connection; then \
     a second JobQueued follows with the position once the server has it)." {
@@ -168,6 +173,17 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             name: name.clone(),
             summary: summary.clone(),
             service_kind: service_kind.clone(),
+        }),
+        EventKind::JobAssigned {
+            job_id,
+            service,
+            server,
+            attempt,
+        } => new!(JobAssigned {
+            job_id: job_id.clone(),
+            service: service.clone(),
+            server: server.clone(),
+            attempt: *attempt,
         }),
         EventKind::JobQueued {
             job_id,
@@ -286,6 +302,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ServiceStateChanged>()?;
     m.add_class::<QueueChanged>()?;
     m.add_class::<ServiceDiscovered>()?;
+    m.add_class::<JobAssigned>()?;
     m.add_class::<JobQueued>()?;
     m.add_class::<JobStarted>()?;
     m.add_class::<NodeStarted>()?;

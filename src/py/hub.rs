@@ -123,6 +123,33 @@ impl Hub {
         Ok(added.name)
     }
 
+    /// Adds a pool of ComfyUI servers behind one service name; returns the name at once. See the stub for the
+    /// rules (capability, least work, affinity, failover, back-pressure).
+    #[pyo3(signature = (name, servers, *, capacity=2, resubmit_running=false, wait_deadline=None))]
+    fn add_pool(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        servers: Vec<String>,
+        capacity: usize,
+        resubmit_running: bool,
+        wait_deadline: Option<f64>,
+    ) -> PyResult<String> {
+        let wait_deadline = match wait_deadline {
+            None => Some(crate::pool::DEFAULT_WAIT_DEADLINE),
+            Some(s) if s == f64::INFINITY => None,
+            Some(s) => Some(duration(s, "wait_deadline")?),
+        };
+        let options = crate::pool::PoolOptions {
+            capacity,
+            resubmit_running,
+            wait_deadline,
+        };
+        let added = self.inner.add_pool(name, &servers, options).py(py)?;
+        log::info!("pool {}: {}", added.name, added.understood);
+        Ok(added.name)
+    }
+
     /// Stops a service's connection. Its unfinished jobs end at once with `JobFailed` code `service_removed`.
     fn remove_service(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         self.inner.remove_service(name).py(py)

@@ -29,8 +29,16 @@ impl ComfySimulator {
 #[pymethods]
 impl ComfySimulator {
     #[new]
-    #[pyo3(signature = (time_scale=1.0, preview_size=64))]
-    fn new(py: Python<'_>, time_scale: f64, preview_size: u32) -> PyResult<ComfySimulator> {
+    /// `without_nodes` / `without_models`: node classes and model files this server lacks (to make the
+    /// servers of a pool differ).
+    #[pyo3(signature = (time_scale=1.0, preview_size=64, *, without_nodes=Vec::new(), without_models=Vec::new()))]
+    fn new(
+        py: Python<'_>,
+        time_scale: f64,
+        preview_size: u32,
+        without_nodes: Vec<String>,
+        without_models: Vec<String>,
+    ) -> PyResult<ComfySimulator> {
         if !time_scale.is_finite() || time_scale < 0.0 {
             return Err(PyValueError::new_err(format!(
                 "time_scale must be a number ≥ 0, not {time_scale}"
@@ -44,6 +52,8 @@ impl ComfySimulator {
         let cfg = SimConfig {
             time_scale,
             preview_size,
+            without_nodes,
+            without_models,
             ..SimConfig::default()
         };
         let sim = py.detach(|| Simulator::start(cfg)).py(py)?;

@@ -54,6 +54,11 @@ pub struct SimConfig {
     /// What `/system_stats` reports. Before "0.3.57" the server behaves like those releases: `/interrupt`
     /// ignores its `prompt_id` and stops whatever runs.
     pub comfyui_version: String,
+    /// Node classes this server does not have (left out of `/object_info`; a prompt using one is refused), to
+    /// make servers of a pool differ.
+    pub without_nodes: Vec<String>,
+    /// Model files this server does not have (left out of every list of choices).
+    pub without_models: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -64,6 +69,8 @@ impl Default for SimConfig {
             max_upload_size: 100 * 1024 * 1024,
             port: 0,
             comfyui_version: "0.3.64".into(),
+            without_nodes: Vec::new(),
+            without_models: Vec::new(),
         }
     }
 }
@@ -130,12 +137,32 @@ impl Simulator {
                 "time_scale must be a number ≥ 0",
             ));
         }
-        let object_info: Map<String, Value> = serde_json::from_str(OBJECT_INFO_CORE).map_err(|e| {
+        let mut object_info: Map<String, Value> = serde_json::from_str(OBJECT_INFO_CORE).map_err(|e| {
             Error::new(
                 ErrorCode::Protocol,
                 format!("simulator: bundled object_info is broken: {e}"),
             )
         })?;
+        for class in &cfg.without_nodes {
+            object_info.remove(class);
+        }
+        if !cfg.without_models.is_empty() {
+            for class in object_info.values_mut() {
+                for section in ["required", "optional"] {
+                    let Some(inputs) = class
+                        .pointer_mut(&format!("/input/{section}"))
+                        .and_then(Value::as_object_mut)
+                    else {
+                        continue;
+                    };
+                    for spec in inputs.values_mut() {
+                        if let Some(list) = spec.get_mut(0).and_then(Value::as_array_mut) {
+                            list.retain(|c| !c.as_str().is_some_and(|c| cfg.without_models.iter().any(|m| m == c)));
+                        }
+                    }
+                }
+            }
+        }
         let root = std::env::temp_dir().join(format!("director-link-sim-{}", uuid::Uuid::new_v4().simple()));
         let dirs = Dirs {
             input: root.join("input"),
