@@ -339,3 +339,80 @@ def test_server_lines_of_a_pool_name_which_row_runs_where():
         b.ServerLine("127.0.0.1:8189", "reconnecting", None, [], "connection refused"),
         b.ServerLine("127.0.0.1:7860", "connected", None, [], "answers as gradio"),
     ]
+
+
+# ---- over a pool ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_sims():
+    from director_link.testing import ComfySimulator
+
+    from .conftest import REAL_URL, TIME_SCALE
+
+    if REAL_URL:
+        pytest.skip("needs three simulators (DIRECTOR_LINK_COMFYUI_URL points at one real ComfyUI)")
+    sims = [ComfySimulator(time_scale=TIME_SCALE) for _ in range(3)]
+    try:
+        yield sims
+    finally:
+        for sim in sims:
+            sim.close()
+
+
+def progress_rows(n: int) -> str:
+    base = time.time_ns() % 10**9
+    return "tag,1.steps,1.step_seconds,1.nonce\n" + "".join(f"shot_{i:02d},6,0.2,{base + i}\n" for i in range(n))
+
+
+def test_several_servers_are_one_pool_and_every_one_gets_work(three_sims, tmp_path):
+    out = tmp_path / "o"
+    servers = [a for sim in three_sims for a in ("--server", sim.url)]
+    res = cli(shots(tmp_path, progress_rows(6)), "--workflow", "acceptance_progress", *servers, "--capacity", "1",
+              "--out", str(out), "--json")  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    done = of(events(res.stdout), "row_completed")
+    assert len(done) == 6
+    for e in done:
+        manifest = json.loads((out / e["output"] / "manifest.json").read_text())
+        host = e["server"].removeprefix("http://").rstrip("/")
+        assert manifest["server"] == e["server"] and manifest["service"] == f"{b.POOL_NAME}/{host}"
+    # One job in flight per server and six queued at once: every server ran some of them.
+    used = {e["server"] for e in done}
+    assert used == {sim.url.rstrip("/") + "/" for sim in three_sims}, used
+    # Each prompt was posted once, on one server.
+    posted = [r["json"]["prompt_id"] for sim in three_sims for r in sim.requests() if r["path"] == "/prompt"
+              and r["method"] == "POST"]  # fmt: skip
+    assert len(posted) == len(set(posted)) == 6
+
+
+def test_a_server_that_dies_mid_batch_costs_no_shot(three_sims, tmp_path):
+    out = tmp_path / "o"
+    servers = [a for sim in three_sims for a in ("--server", sim.url)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "director_link.cli", "batch", shots(tmp_path, progress_rows(9)), "--workflow",
+         "acceptance_progress", *servers, "--capacity", "1", "--out", str(out), "--json", "--timeout", "240"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line))
+            if len(of(seen, "job_started")) >= 3:
+                break
+        assert len(of(seen, "job_started")) >= 3, seen
+        three_sims[0].close()  # gone for good, with a job running and none of its own queued any more
+        rest, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    evs = seen + events(rest)
+    assert proc.returncode == 0, rest + err
+    done = of(evs, "row_completed")
+    assert sorted(e["output"] for e in done) == [f"shot_{i:02d}" for i in range(9)]
+    assert all((out / e["output"] / "manifest.json").is_file() for e in done)

@@ -465,7 +465,9 @@ def run_sh(block: Block, host: str, workdir: Path) -> None:
             assert list((workdir / "director-link-output").rglob("*.png")), "the demo wrote no image"
         if argv[0] == "batch":
             out = workdir / argv[argv.index("--out") + 1]
-            assert all((out / name / "manifest.json").is_file() for name in ("shot_010", "shot_020", "shot_020_wide"))
+            for name in ("shot_010", "shot_020", "shot_020_wide"):
+                manifest = json.loads((out / name / "manifest.json").read_text())
+                assert manifest["files"] and (out / name / manifest["files"][0]["path"]).is_file(), manifest
         if argv[0] == "convert" and "-o" in argv:
             assert json.loads((workdir / argv[argv.index("-o") + 1]).read_text())
 

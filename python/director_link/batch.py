@@ -417,6 +417,7 @@ class Batch:
         self.started = time.monotonic()
         self.interrupted = False
         self._last_draw = 0.0
+        self._said: set[str] = set()  # a pool's problems, said once
 
     # -- submitting --
 
@@ -483,6 +484,8 @@ class Batch:
     def _take(self, events) -> None:
         for ev in events:
             self.display.hub_event(ev)
+            if ev.type == "job_assigned" and ev.job in self.rows:
+                self._assigned(self.rows[ev.job], ev)
             if ev.type in TERMINAL and ev.job in self.rows:
                 row = self.rows.pop(ev.job)
                 if ev.type == "job_completed":
@@ -499,6 +502,19 @@ class Batch:
                         job_id=ev.job,
                     )
 
+    def _assigned(self, row: Row, ev) -> None:
+        """Which server of the pool a row went to (a line when not on a terminal: there the server lines say it)."""
+        if self.display.tty:
+            return
+        if ev.server is None:
+            text = f"  {row.output} (line {row.line}) waits for a server (its server went down)"
+        else:
+            moved = "moved to" if ev.attempt > 1 else "→"
+            text = f"  {row.output} (line {row.line}) {moved} {_host_port(ev.server)}"
+        self.display.emit(
+            "row_assigned", text, line=row.line, output=row.output, job_id=ev.job, server=ev.server, attempt=ev.attempt
+        )
+
     def _completed(self, row: Row, ev) -> None:
         try:
             folder, replaced = self._move(ev.job, row)
@@ -508,7 +524,7 @@ class Batch:
         self.counts["completed"] += 1
         server = _manifest_server(folder)
         files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
-        where = f" on {server}" if server else ""
+        where = f" on {_host_port(server)}" if server else ""
         aside = f" (the earlier folder is now {replaced.name})" if replaced else ""
         self.display.emit(
             "row_completed",
@@ -578,6 +594,11 @@ class Batch:
         elapsed = now - self.started
         left = len(self.rows)
         eta = elapsed / finished * left if finished and left else None
+        for pool in snapshot.get("pools") or ():
+            for problem in pool.get("problems") or () if pool.get("name") == self.service else ():
+                if problem not in self._said:
+                    self._said.add(problem)
+                    self.display.emit("pool_problem", f"pool: {problem}", message=problem)
         counts = {**self.counts, "running": len(running), "waiting": waiting}
         self.display.status(counts, self.total, eta, server_lines(snapshot, self.service, running))
 

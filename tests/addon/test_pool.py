@@ -4,6 +4,7 @@ panel's lines per server come from the pool's part of the snapshot and its serve
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace as E
 
@@ -151,3 +152,53 @@ def test_a_pool_servers_own_events_update_its_line_not_a_new_service():
     # A name with a slash that is not a pool's stays a service of its own.
     model.apply([E(type="service_state_changed", service="a/b", previous=None, state="connected", reason=None)])
     assert "a/b" in model.services
+
+
+def _keys(value, prefix=""):
+    """Every key path of a JSON value (list items merged), e.g. ``pools[].servers[].jobs[].tag``."""
+    out = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.add(prefix + k)
+            out |= _keys(v, prefix + k + ".")
+    elif isinstance(value, list):
+        for item in value:
+            out |= _keys(item, prefix.rstrip(".") + "[].")
+    return out
+
+
+def test_a_real_pool_shows_which_shot_runs_on_which_server(tmp_path):
+    """Two simulators as one pool entry: the hub's pool, its servers' lines and the shot running on one of them."""
+    from director_link.testing import ComfySimulator
+
+    with ComfySimulator(time_scale=0.1) as a, ComfySimulator(time_scale=0.1) as b:
+        owner = ho.HubOwner()
+        hub = owner.open(str(tmp_path / "out"), heartbeat=1.0)
+        try:
+            model = st.ViewModel()
+            owner.sync_services([ho.ServiceSpec("farm", f"{a.url}, {b.url}", capacity=1)], model)
+            slow = {"1": {"class_type": "AcceptanceSlow", "inputs": {"seconds": 30.0, "nonce": time.time_ns() % 10**9}}}
+            job = hub.submit("farm", slow, tag="shot_010")
+            model.track(job.id, "farm", "shot_010")
+            deadline, now = time.monotonic() + 30, 0.0
+            lines: list[str] = []
+            while time.monotonic() < deadline:
+                now += 5.0  # every tick takes a snapshot
+                ho.tick(hub, model, ho.Pacing(), now=now)
+                farm = model.services["farm"]
+                lines = [fmt.pool_server_line(s) for s in farm.pool_servers.values()]
+                connected = [s for s in farm.pool_servers.values() if s.state == "connected"]
+                if len(connected) == 2 and any("shot_010" in line for line in lines):
+                    break
+                hub.wait_for_events(0.1)
+            assert sorted(model.services) == ["farm"], "a pool's servers are lines of the pool, not services"
+            assert len(farm.pool_servers) == 2 and len(connected) == 2, lines
+            running = [line for line in lines if "shot_010" in line]
+            assert len(running) == 1, lines  # on exactly one server
+            # The fixture the pure tests use has the keys a real pool's snapshot has.
+            fixture = _keys(POOL_SNAPSHOT["pools"])
+            real = _keys(hub.snapshot()["pools"])
+            assert fixture - {"[].servers[].wrong_kind"} <= real, fixture - real
+            hub.cancel(job.id)
+        finally:
+            owner.close()
