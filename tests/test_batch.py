@@ -416,3 +416,23 @@ def test_a_server_that_dies_mid_batch_costs_no_shot(three_sims, tmp_path):
     done = of(evs, "row_completed")
     assert sorted(e["output"] for e in done) == [f"shot_{i:02d}" for i in range(9)]
     assert all((out / e["output"] / "manifest.json").is_file() for e in done)
+
+
+def test_a_pool_listing_a_server_twice_is_bad_input(tmp_path):
+    port = closed_port()
+    res = cli(shots(tmp_path, "tag\na\n"), "--workflow", INVERT, "--server", f"127.0.0.1:{port}",
+              "--server", f"http://127.0.0.1:{port}/", "--out", str(tmp_path / "o"))  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "twice" in res.stdout
+
+
+def test_a_pool_with_every_server_down_exits_3_naming_each(tmp_path):
+    ports = [closed_port()]
+    while len(ports) < 2:  # two different ports (the same one twice would be a duplicate server)
+        port = closed_port()
+        ports += [port] if port != ports[0] else []
+    res = cli(shots(tmp_path, "tag\na\n"), "--workflow", INVERT, "--server", f"127.0.0.1:{ports[0]}",
+              "--server", f"127.0.0.1:{ports[1]}", "--connect-timeout", "2", "--out", str(tmp_path / "o"))  # fmt: skip
+    assert res.returncode == 3, res.stdout + res.stderr
+    for port in ports:
+        assert f"cannot connect to 127.0.0.1:{port}" in res.stdout
