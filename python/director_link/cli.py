@@ -82,7 +82,8 @@ def _doctor_pools(args) -> int:
         while time.monotonic() < deadline:
             pools = hub.snapshot()["pools"]
             servers = [s for p in pools for s in p["servers"]]
-            if all(s["usable"] or s["wrong_kind"] or s["state"] in _SETTLED for s in servers):
+            # A server not tried yet is "disconnected" without a reason.
+            if all(s["usable"] or s["wrong_kind"] or (s["state"] in _SETTLED and s["reason"]) for s in servers):
                 break
             time.sleep(0.05)
         pools = hub.snapshot()["pools"]
