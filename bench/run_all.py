@@ -7,9 +7,10 @@
     python3 bench/run_all.py --coverage           # also line coverage (slow: an instrumented cargo test + pytest)
 
 Each benchmark runs in its own subprocess (bench_stream.py, bench_pyside.py, bench_addon.py, bench_scale.py PART,
-bench_discovery.py, bench_coverage.py), ``--runs`` times where it is cheap enough; every figure is the median of
-the runs with min–max. A benchmark, not a test: the exit code is 0 whatever the numbers (non-zero only when a
-benchmark could not run). Measure a release build of the extension (see bench/README.md).
+bench_discovery.py, bench_pool.py, bench_coverage.py), ``--runs`` times where it is cheap enough (bench_pool.py
+once); every figure is the median of the runs with min–max. A benchmark, not a test: the exit code is 0 whatever
+the numbers (non-zero only when a benchmark could not run). Measure a release build of the extension (see
+bench/README.md).
 """
 
 from __future__ import annotations
@@ -569,6 +570,50 @@ def section_discovery(res: Results, targets: list) -> str:
     return t.md()
 
 
+def section_pool(res: Results, targets: list) -> str:
+    r = res.raw.get("pool", [{}])[0]
+    if not r.get("pool"):
+        return "(not run)"
+    pool, rr, fo = r["pool"], r["round_robin"], r["failover"]
+    n = r["jobs"]
+    # The targets are about 1 000 jobs: smaller runs (--smoke) show the numbers without a verdict.
+    full = n >= 1000
+    t = Table(["run", "makespan s", "ideal s", "efficiency", "completed", "target", "status"])
+    ok = pool["efficiency"] >= 0.9 if full else None
+    targets.append((f"pool: makespan efficiency, {n} jobs over {r['servers']} servers", pool["efficiency"], ok))
+    t.add(
+        f"pool (capacity 2), jobs per server {pool['jobs_per_server']}",
+        num(pool["makespan_s"]),
+        num(pool["ideal_s"]),
+        num(pool["efficiency"]),
+        f"{pool['completed']} / {n}",
+        "≥ 0.9",
+        verdict(ok),
+    )
+    t.add(
+        "round-robin over the same servers",
+        num(rr["makespan_s"]),
+        num(rr["ideal_s"]),
+        num(rr["efficiency"]),
+        f"{rr['completed']} / {n}",
+        "–",
+        f"pool {num(r['pool_vs_round_robin'])}× faster",
+    )
+    lost_ok = fo["lost"] == 0 and fo["posted_twice"] == 0 and pool["posted_twice"] == 0
+    targets.append(("pool: jobs lost when a server is killed mid-batch", fo["lost"], lost_ok))
+    t.add(
+        f"failover: server 2 killed at {num(fo['killed_at_s'])} s; {fo['moved']} queued moved, "
+        f"{fo['resubmitted_running']} running resubmitted",
+        num(fo["makespan_s"]),
+        num(fo["ideal_s"]),
+        num(fo["efficiency"]),
+        f"{fo['completed']} / {n}",
+        "lost 0, no prompt id posted twice",
+        verdict(lost_ok),
+    )
+    return t.md()
+
+
 def section_coverage(res: Results, targets: list) -> str:
     cov = res.raw.get("coverage", [None])[0]
     if not cov:
@@ -959,6 +1004,18 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         section_studio(res, targets),
         "",
+        "## 8. Pools",
+        "",
+        f"bench/bench_pool.py: {res.raw.get('pool', [{}])[0].get('jobs', '–')} jobs of 1, 2, 4 or 8 node-seconds "
+        "(`AcceptanceSlow`) over 4 ComfyUI simulators of nominal speeds 20, 13, 10 and 7 node-seconds per second, "
+        "all submitted at once. Each server's real speed (its own per-job overhead included) is measured first "
+        "(6 jobs queued on each alone); ideal = total work / the sum of those speeds, efficiency = ideal / "
+        "makespan. Round-robin: the same jobs to the same servers as 4 plain services, job i to server i mod 4. "
+        "Failover: a fresh pool with `resubmit_running=True`; the second-fastest server is closed at 40 % of the "
+        "ideal; its ideal is the ideal up to the kill, then the rest of the work over the servers left. One run.",
+        "",
+        section_pool(res, targets),
+        "",
         "## Long soak",
         "",
         section_chaos_soak(args.chaos_soak, targets),
@@ -1086,6 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale_soak", run_json([f"{b}/bench_scale.py", "soak", "--json", "--soak", str(soak), *flag], limit=soak + 600)
     )
     res.add("discovery", run_json([f"{b}/bench_discovery.py", "--json", *flag]))
+    res.add("pool", run_json([f"{b}/bench_pool.py", "--json", *flag]))
     studio = [f"{b}/bench_studio.py", "--json", "--soak", str(soak), *flag]
     res.add("studio", run_json(studio, limit=soak + 3600))
     if args.coverage:

@@ -331,7 +331,13 @@ def run_python(block: Block, host: str, workdir: Path) -> None:
             hub.add_service("comfyui", f"{host}:8188")
     try:
         exec(compile(code, f"README.md:{block.line}", "exec"), ns)
-        if own_hub:
+        if "add_pool(" in code:
+            # The pool example: every shot completed, on one of the pool's servers, into renders/<shot>/<job id>/.
+            jobs = ns["jobs"]
+            assert len(jobs) == 6 and all(j.state == "completed" and j.outputs for j in jobs)
+            assert all(j.info()["server"] in [p["url"] for p in ns["pool"]["servers"]] for j in jobs)
+            assert all(Path(o).parent == Path("renders", j.info()["tag"], j.id) for j in jobs for o in j.outputs)
+        elif own_hub:
             job = ns["job"]
             assert job.state == "completed" and job.outputs, job.info()
             # "files under renders/shot_010/<job id>/", as the example's last comment says

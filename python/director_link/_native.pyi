@@ -149,8 +149,8 @@ class ComfySimulator:
         time_scale: float = 1.0,
         preview_size: int = 64,
         *,
-        without_nodes: Sequence[str] = (),
-        without_models: Sequence[str] = (),
+        without_nodes: Sequence[str] | None = None,
+        without_models: Sequence[str] | None = None,
     ) -> Self:
         """`without_nodes` / `without_models`: node classes and model files this server lacks (to make the
         servers of a pool differ)."""
@@ -377,8 +377,8 @@ class Hub:
         `usable`, `queue_remaining`, `in_flight`, `jobs` [{job_id, tag, state, progress, attempt}] (which job runs
         where), `completed`, `moved_away`, `lost`, `seconds_per_job`, `node_count`, `wrong_kind`],
         `inventory_differences` [{server, lacks_nodes, lacks_count}] and `problems`), a pool's job also names its
-        `server` in `jobs`, and `events` (queue statistics: `pending`, `pending_bytes`, `budget_bytes`, `pushed`, `coalesced`,
-        `dropped`, `coalesced_bytes`, `dropped_bytes`, `previews_coalesced`, `previews_dropped`,
+        `server` in `jobs`, and `events` (queue statistics: `pending`, `pending_bytes`, `budget_bytes`, `pushed`,
+        `coalesced`, `dropped`, `coalesced_bytes`, `dropped_bytes`, `previews_coalesced`, `previews_dropped`,
         `progress_coalesced`, `progress_dropped`; "coalesced" events live on in a newer one of the same job,
         "dropped" ones are gone).
         """

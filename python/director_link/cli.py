@@ -54,7 +54,53 @@ def _print_finding(r: dict) -> None:
     print(f"  {mark} {r['url']:<28} {r['kind']:<9} {r['summary']}{latency}")
 
 
+_SETTLED = ("disconnected", "reconnecting", "circuit_open", "closed")
+
+
+def _doctor_pools(args) -> int:
+    """``doctor --pool NAME=URL1,URL2``: connect the pool, then say how each of its servers is."""
+    with Hub(output_dir=args.out) as hub:
+        for spec in args.pool:
+            name, sep, urls = spec.partition("=")
+            servers = [u.strip() for u in urls.split(",") if u.strip()]
+            if not sep or not name.strip() or not servers:
+                print(f"--pool {spec!r}: write it as NAME=URL1,URL2", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            try:
+                hub.add_pool(name.strip(), servers)
+            except (errors.InvalidUrlError, errors.DuplicateServiceError) as e:
+                print(f"--pool {spec!r}: {e}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        # Until every server answers (node list fetched) or has failed once, bounded by --timeout.
+        deadline = time.monotonic() + max(args.timeout, 0.5)
+        while time.monotonic() < deadline:
+            pools = hub.snapshot()["pools"]
+            servers = [s for p in pools for s in p["servers"]]
+            # A server not tried yet is "disconnected" without a reason.
+            if all(s["usable"] or s["wrong_kind"] or (s["state"] in _SETTLED and s["reason"]) for s in servers):
+                break
+            time.sleep(0.05)
+        pools = hub.snapshot()["pools"]
+    if args.json:
+        print(json.dumps({"pools": pools}))
+        return EXIT_OK
+    for p in pools:
+        print(f"Pool {p['name']}: {p['state']} (at most {p['capacity']} job(s) in flight per server)")
+        for s in p["servers"]:
+            mark = "OK " if s["usable"] else "?? " if s["wrong_kind"] else " - "
+            nodes = f"{s['node_count']} nodes" if s["node_count"] is not None else "node list not fetched"
+            why = f"  ({s['reason']})" if s["reason"] and not s["usable"] else ""
+            print(f"  {mark} {s['url']:<28} {s['state']:<12} {nodes}, queue {s['queue_remaining'] or 0}{why}")
+        for d in p["inventory_differences"]:
+            print(f"  differs: {d['server']} lacks {d['lacks_count']} node(s): {', '.join(d['lacks_nodes'][:8])}")
+        for problem in p["problems"]:
+            print(f"  problem: {problem}")
+    return EXIT_OK
+
+
 def cmd_doctor(args) -> int:
+    if args.pool:
+        return _doctor_pools(args)
     explicit = bool(args.server)
     # None: the default scan (127.0.0.1, and [::1] where WanGP may listen).
     hosts = list(args.server or []) if explicit else ([*DEFAULT_SCAN_HOSTS, *args.host] if args.host else None)
@@ -348,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", action="append", help="only check this address (repeatable; a bare host = all known ports)"
     )
     d.add_argument("--host", action="append", help="scan this host's known ports too (repeatable)")
+    d.add_argument(
+        "--pool",
+        action="append",
+        metavar="NAME=URL1,URL2",
+        help="check a pool of ComfyUI servers instead: each server's state and node list (repeatable)",
+    )
     d.add_argument("--timeout", type=float, default=2.0)
     d.add_argument(
         "--mdns",

@@ -41,11 +41,22 @@ def _service(spec: str | dict) -> dict:
     return out
 
 
+def _pool(spec: str | dict) -> dict:
+    if isinstance(spec, dict):
+        return spec
+    name, sep, urls = spec.partition("=")
+    servers = [u.strip() for u in urls.split(",") if u.strip()]
+    if not sep or not name.strip() or not servers:
+        raise ValueError(f"pool {spec!r}: expected NAME=URL1,URL2,..., e.g. studio=127.0.0.1:8188,gpu2:8188")
+    return {"name": name.strip(), "servers": servers}
+
+
 def serve(
     *,
     host: str | None = None,
     port: int | None = None,
     services: Iterable[str | dict] = (),
+    pools: Iterable[str | dict] = (),
     simulator: bool | None = None,
     discover: bool | None = None,
     database: str | None = None,
@@ -59,6 +70,8 @@ def serve(
 ) -> StudioServer:
     """Starts a studio server and returns it at once (``server.url``, ``server.wait()``, ``server.close()``).
 
+    ``pools`` are ``NAME=URL1,URL2,...`` strings (or dicts: ``name``, ``servers``, ``capacity``,
+    ``resubmit_running``, ``wait_deadline_seconds``): several ComfyUI servers behind one service name.
     ``config`` names a JSON file with the same keys; arguments given here win over it. ``token`` (or
     ``$DIRECTOR_LINK_STUDIO_TOKEN``) is required on every call when set; binding beyond loopback without one is
     refused. ``database`` is ``sqlite:PATH`` (default: ``studio.sqlite3`` in the output folder),
@@ -84,6 +97,9 @@ def serve(
     svc = [_service(s) for s in services]
     if svc:
         merged["services"] = [*merged.get("services", []), *svc]
+    pool_specs = [_pool(p) for p in pools]
+    if pool_specs:
+        merged["pools"] = [*merged.get("pools", []), *pool_specs]
     origins = list(allow_origins)
     if origins:
         merged["allow_origins"] = [*merged.get("allow_origins", []), *origins]
@@ -101,6 +117,7 @@ def run_cli(args) -> int:
         host=args.host,
         port=args.port,
         services=args.service or (),
+        pools=args.pool or (),
         simulator=args.simulator or None,
         discover=args.discover or None,
         database=args.database,
@@ -133,6 +150,12 @@ def add_parser(sub) -> None:
     s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; others need --token)")
     s.add_argument("--port", type=int, default=None, help=f"default {DEFAULT_PORT}; 0 picks a free one")
     s.add_argument("--service", action="append", metavar="KIND=URL", help="e.g. comfyui=127.0.0.1:8188 (repeatable)")
+    s.add_argument(
+        "--pool",
+        action="append",
+        metavar="NAME=URL1,URL2",
+        help="a pool of ComfyUI servers behind one service name, e.g. studio=gpu1:8188,gpu2:8188 (repeatable)",
+    )
     s.add_argument("--discover", action="store_true", help="add the servers found on this machine's usual ports")
     s.add_argument("--simulator", action="store_true", help="also run the built-in ComfyUI simulator")
     s.add_argument(

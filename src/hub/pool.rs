@@ -879,7 +879,15 @@ impl Hub {
         services
             .values()
             .filter_map(|h| h.actor.as_any().downcast_ref::<PoolLink>())
-            .map(|p| p.state.lock().snapshot(&self.shared))
+            .map(|p| {
+                let mut st = p.state.lock();
+                // Jobs that ended since the scheduler's last look are counted now, not a tick later.
+                let now = Instant::now();
+                for m in &mut st.members {
+                    PoolState::settle(m, &self.shared, now);
+                }
+                st.snapshot(&self.shared)
+            })
             .collect()
     }
 

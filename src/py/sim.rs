@@ -31,13 +31,13 @@ impl ComfySimulator {
     #[new]
     /// `without_nodes` / `without_models`: node classes and model files this server lacks (to make the
     /// servers of a pool differ).
-    #[pyo3(signature = (time_scale=1.0, preview_size=64, *, without_nodes=Vec::new(), without_models=Vec::new()))]
+    #[pyo3(signature = (time_scale=1.0, preview_size=64, *, without_nodes=None, without_models=None))]
     fn new(
         py: Python<'_>,
         time_scale: f64,
         preview_size: u32,
-        without_nodes: Vec<String>,
-        without_models: Vec<String>,
+        without_nodes: Option<Vec<String>>,
+        without_models: Option<Vec<String>>,
     ) -> PyResult<ComfySimulator> {
         if !time_scale.is_finite() || time_scale < 0.0 {
             return Err(PyValueError::new_err(format!(
@@ -52,8 +52,8 @@ impl ComfySimulator {
         let cfg = SimConfig {
             time_scale,
             preview_size,
-            without_nodes,
-            without_models,
+            without_nodes: without_nodes.unwrap_or_default(),
+            without_models: without_models.unwrap_or_default(),
             ..SimConfig::default()
         };
         let sim = py.detach(|| Simulator::start(cfg)).py(py)?;

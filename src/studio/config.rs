@@ -47,6 +47,72 @@ impl ServiceSpec {
     }
 }
 
+/// A pool of ComfyUI servers behind one service name (`hub.add_pool`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub name: String,
+    pub servers: Vec<String>,
+    /// Jobs in flight per server (default 2).
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    #[serde(default)]
+    pub resubmit_running: bool,
+    /// While every server is down, waiting jobs fail after this long (default 600 s).
+    #[serde(default)]
+    pub wait_deadline_seconds: Option<f64>,
+}
+
+impl PoolSpec {
+    /// `NAME=URL1,URL2,…`, as given to `--pool`.
+    pub fn parse(text: &str) -> Result<PoolSpec> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("--pool {text:?}: {why}, e.g. studio=127.0.0.1:8188,gpu2:8188"),
+            )
+        };
+        let (name, list) = text.split_once('=').ok_or_else(|| bad("expected NAME=URL1,URL2"))?;
+        let servers: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if name.trim().is_empty() || servers.is_empty() {
+            return Err(bad("both a NAME and at least one server are needed"));
+        }
+        Ok(PoolSpec {
+            name: name.trim().to_string(),
+            servers,
+            capacity: None,
+            resubmit_running: false,
+            wait_deadline_seconds: None,
+        })
+    }
+
+    pub fn options(&self) -> Result<crate::pool::PoolOptions> {
+        let mut options = crate::pool::PoolOptions::default();
+        if let Some(c) = self.capacity {
+            options.capacity = c;
+        }
+        options.resubmit_running = self.resubmit_running;
+        if let Some(s) = self.wait_deadline_seconds {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "pool {:?}: wait_deadline_seconds must be a number ≥ 0, not {s}",
+                        self.name
+                    ),
+                ));
+            }
+            options.wait_deadline = Some(Duration::from_secs_f64(s));
+        }
+        Ok(options)
+    }
+}
+
 /// Everything `director-link serve` can be told.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,6 +120,8 @@ pub struct StudioConfig {
     pub host: String,
     pub port: u16,
     pub services: Vec<ServiceSpec>,
+    /// Pools of ComfyUI servers, each behind one service name.
+    pub pools: Vec<PoolSpec>,
     /// Scan this machine's usual ports and add what answers.
     pub discover: bool,
     /// Start the built-in ComfyUI simulator and add it as service `simulator`.
@@ -93,6 +161,7 @@ impl Default for StudioConfig {
             host: "127.0.0.1".to_string(),
             port: DEFAULT_PORT,
             services: Vec::new(),
+            pools: Vec::new(),
             discover: false,
             simulator: false,
             database: None,
@@ -269,6 +338,14 @@ mod tests {
 
     #[test]
     fn service_specs_parse_with_clear_errors() {
+        let p = PoolSpec::parse("studio=127.0.0.1:8188, gpu2:8188").ok();
+        assert_eq!(
+            p.map(|p| (p.name, p.servers)),
+            Some(("studio".into(), vec!["127.0.0.1:8188".into(), "gpu2:8188".into()]))
+        );
+        assert!(
+            PoolSpec::parse("studio=").is_err() && PoolSpec::parse("=a:1").is_err() && PoolSpec::parse("x").is_err()
+        );
         let s = ServiceSpec::parse("comfyui=127.0.0.1:8188").ok();
         assert_eq!(
             s.map(|s| (s.kind, s.url)),

@@ -23,6 +23,6 @@ mod server;
 mod store;
 mod ws;
 
-pub use config::{ServiceSpec, StudioConfig, DEFAULT_PORT};
+pub use config::{PoolSpec, ServiceSpec, StudioConfig, DEFAULT_PORT};
 pub use relay::{Filter, JobView, Relay};
 pub use server::StudioServer;

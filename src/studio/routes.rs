@@ -596,7 +596,7 @@ async fn external_progress(
 
 async fn services(State(state): State<Arc<AppState>>) -> Json<Value> {
     let snap = state.hub.snapshot();
-    Json(json!({"studio": snap.studio, "services": snap.services}))
+    Json(json!({"studio": snap.studio, "services": snap.services, "pools": snap.pools}))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {

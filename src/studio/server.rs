@@ -137,6 +137,10 @@ impl StudioServer {
             hub.add_service(&s.kind, &s.url, s.name.as_deref(), s.token.clone())
                 .map_err(|e| bad(format!("--service {}={}: {}", s.kind, s.url, e.message)))?;
         }
+        for p in &config.pools {
+            hub.add_pool(&p.name, &p.servers, p.options()?)
+                .map_err(|e| bad(format!("--pool {}={}: {}", p.name, p.servers.join(","), e.message)))?;
+        }
         if config.discover {
             let options = crate::discovery::DiscoveryOptions::default();
             for f in hub.discover(&crate::discovery::default_hosts(), &options)? {
