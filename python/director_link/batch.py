@@ -625,9 +625,10 @@ def _connected(hub: Hub, service: str, timeout: float, display: Display) -> bool
     connects within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        states = [s.state for s in server_lines(hub.snapshot(), service, {})]
-        up = "connected" in states
-        if up and not any(s in ("connecting", "disconnected") for s in states):
+        lines = server_lines(hub.snapshot(), service, {})
+        up = any(s.state == "connected" for s in lines)
+        # Not tried yet: "connecting", or "disconnected" without a reason.
+        if up and not any(s.state == "connecting" or (s.state == "disconnected" and not s.note) for s in lines):
             return True
         if time.monotonic() >= deadline:
             return up
