@@ -436,3 +436,50 @@ def test_a_pool_with_every_server_down_exits_3_naming_each(tmp_path):
     assert res.returncode == 3, res.stdout + res.stderr
     for port in ports:
         assert f"cannot connect to 127.0.0.1:{port}" in res.stdout
+
+
+def load_image_workflow(tmp_path: Path) -> str:
+    path = tmp_path / "load.json"
+    path.write_text(json.dumps({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "loaded"}},
+    }))  # fmt: skip
+    return str(path)
+
+
+def png(path: Path) -> None:
+    from .test_readme import _png
+
+    _png(path)
+
+
+@pytest.mark.sim_only
+def test_a_file_cell_is_uploaded_relative_to_the_shot_list(server, tmp_path):
+    (tmp_path / "frames").mkdir()
+    png(tmp_path / "frames" / "f1.png")
+    path = shots(tmp_path, "tag,1.image\nwith_frame,@frames/f1.png\nno_file,@frames/none.png\n")
+    res = cli(path, "--workflow", load_image_workflow(tmp_path), "--server", server.url, "--out",
+              str(tmp_path / "o"), "--json")  # fmt: skip
+    evs = events(res.stdout)
+    assert res.returncode == 2, res.stdout + res.stderr  # the row naming a missing file
+    (bad,) = of(evs, "row_invalid")
+    assert bad["line"] == 3 and "no such file" in bad["message"]
+    (done,) = of(evs, "row_completed")
+    manifest = json.loads(Path(done["manifest"]).read_text())
+    uploaded = manifest["workflow"]["1"]["inputs"]["image"]
+    assert uploaded != "missing.png" and (Path(server.sim.input_dir) / uploaded).is_file()
+
+
+def test_a_pool_refuses_file_cells_by_line_and_runs_the_rest(three_sims, tmp_path):
+    png(tmp_path / "f1.png")
+    path = shots(tmp_path, "tag,1.image\nupload,@f1.png\nnamed,example.png\n")
+    servers = [a for sim in three_sims[:2] for a in ("--server", sim.url)]
+    for sim in three_sims[:2]:
+        png(Path(sim.input_dir) / "example.png")  # "in every server's input folder"
+    res = cli(path, "--workflow", load_image_workflow(tmp_path), *servers, "--out", str(tmp_path / "o"), "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    evs = events(res.stdout)
+    (bad,) = of(evs, "row_invalid")
+    assert bad["line"] == 2 and "needs one server, not a pool" in bad["message"]
+    assert [e["output"] for e in of(evs, "row_completed")] == ["named"]

@@ -424,8 +424,12 @@ class Batch:
     def submit(self, rows: list[Row]) -> None:
         self.total += len(rows)
         for row in rows:
-            if self.interrupted:
+            if self.interrupted:  # Ctrl-C while queueing: the rest is never sent
                 self.counts["cancelled"] += 1
+                self.display.emit(
+                    "row_cancelled", f"cancelled {row.output} (line {row.line}) before it was queued",
+                    line=row.line, output=row.output, job_id=None,
+                )  # fmt: skip
                 continue
             try:
                 params = self._uploads(row)
@@ -603,6 +607,20 @@ class Batch:
         self.display.status(counts, self.total, eta, server_lines(snapshot, self.service, running))
 
 
+def _without_uploads(rows: list[Row]) -> tuple[list[Row], list[BadRow]]:
+    """A pool cannot take an upload (which of its servers would run the row is decided later, in the hub): rows
+    with ``@FILE`` are bad rows there."""
+    good, bad = [], []
+    for row in rows:
+        files = [k for k, v in row.params.items() if isinstance(v, str) and v.startswith("@") and len(v) > 1]
+        if files:
+            bad.append(BadRow(row.line, f"{files[0]}: an @FILE upload needs one server, not a pool (put the file in "
+                                        "every server's input folder and give its name instead)"))  # fmt: skip
+        else:
+            good.append(row)
+    return good, bad
+
+
 def _manifest_server(folder: Path) -> str | None:
     """The server that ran the job, as its manifest records it (in a pool, the one the job went to)."""
     try:
@@ -758,6 +776,9 @@ def run(args) -> int:
             display.emit("batch_cancelled", "cancelled before any job was queued")
             return EXIT_FAILED
         todo, misfits = check_rows(workflow, todo, _object_info(hub, service))
+        if len(servers) > 1:
+            todo, uploads = _without_uploads(todo)
+            misfits += uploads
         for b in misfits:
             display.emit("row_invalid", f"line {b.line}: {b.message}", line=b.line, message=b.message)
         bad = sorted(bad + misfits, key=lambda b: b.line)
