@@ -586,6 +586,8 @@ fn bad_pools_are_refused_or_reported_clearly() {
     assert_eq!(e.code.as_str(), "duplicate_service");
     let e = rig.hub.set_service_url("studio", &dead_url()).unwrap_err();
     assert!(e.message.contains("is a pool"), "{e}");
+    let e = rig.hub.upload_image("studio", "frame.png", vec![1, 2, 3]).unwrap_err();
+    assert!(e.message.contains("is a pool"), "{e}");
     assert!(rig.hub.pools().iter().any(|p| p.name == "studio"));
     rig.hub.remove_service("studio").unwrap();
     assert!(rig.hub.pools().is_empty());

@@ -14,6 +14,16 @@ impl Hub {
             let h = services
                 .get(service)
                 .ok_or_else(|| Registry::unknown_in(&services, service))?;
+            if Hub::is_pool(&services, service) {
+                // Which server runs the job is decided later; the file would have to be on every one of them.
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorCode::WrongService,
+                    format!(
+                        "{service:?} is a pool: uploading an input image to a pool is not supported yet; put the \
+                         file in the input folder of each of its servers"
+                    ),
+                ));
+            }
             let link = h.typed::<ComfyLink>(service, "a ComfyUI")?;
             (link.api.http.clone(), link.api.uploads.clone(), link.api.schema.clone())
         };
