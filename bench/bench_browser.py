@@ -5,12 +5,15 @@ In real headless Chromium (Debian's, driven by the web package's playwright-core
 `director-link serve --database memory` (a fresh one per page): two pages with the same table of J jobs, one built
 on our hooks (`WebSocketProvider`, `useJobIndex`, `useJob`, `useProgressTracking`: what the monitor uses), one on
 react-use-websocket (`useWebSocket(url).lastMessage` folded into state by an effect, rows memoized: its README's
-pattern). External producers `POST /api/jobs/{id}/progress` R progress updates / s round robin over the jobs for S
-seconds, then every job's `completed` at once. Per page: React commits / s (through the devtools hook),
-component renders / s, commits per frame received, main-thread CPU (CDP `Performance.getMetrics` `TaskDuration`
-in thread time, over the burst's wall time), the JS heap after GC, and the jobs it shows completed at the end (a
-missed terminal event leaves a job "running" forever). bench/browser/run.mjs does the work; this runs it, with
-the package this Python imports, and aggregates.
+pattern), and a floor page with a bare WebSocket that only counts messages. External producers
+`POST /api/jobs/{id}/progress` R progress updates / s round robin over the jobs still running for S seconds, the jobs
+ending one after another throughout. Per page: React commits / s (through the devtools hook), component renders / s,
+main-thread time (CDP `Performance.getMetrics` `TaskDuration` in thread time, over the burst's wall time), renderer
+CPU, the JS heap after GC, messages the page's logic saw per message received, and the jobs it shows completed at the
+end (a missed terminal event leaves a job "running" forever). Then the stalled scenario: the same burst with the
+page's main thread blocked 200 ms every 2 s (a heavy render elsewhere, a GC, a laptop waking), which queues messages
+up — where a `lastMessage` page skips them. bench/browser/run.mjs does the work; this runs it, with the package this
+Python imports, and aggregates.
 
     python3 bench/bench_browser.py [--smoke|--quick] [--runs N] [--json]
 
@@ -34,6 +37,8 @@ HERE = BENCH / "browser"
 WEB = REPO / "web"
 # (runs, jobs, progress updates / s, seconds of flood)
 SIZES = {"full": (3, 100, 1000, 30), "quick": (2, 100, 1000, 15), "smoke": (1, 20, 200, 2)}
+# The stalled scenario's burst, s (the page blocked 200 ms every 2 s meanwhile)
+STALL_SECONDS = {"full": 15, "quick": 10, "smoke": 3}
 
 
 def log(msg: str) -> None:
@@ -53,8 +58,8 @@ def npm_ci(folder) -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, timeout=900, capture_output=True)
 
 
-def summarize(results: list[dict], variant: str) -> dict:
-    rows = [r for r in results if r["variant"] == variant]
+def summarize(results: list[dict], variant: str, scenario: str = "steady") -> dict:
+    rows = [r for r in results if r["variant"] == variant and r.get("scenario", "steady") == scenario]
     keys = (
         "commits_per_second",
         "component_renders_per_second",
@@ -71,6 +76,7 @@ def summarize(results: list[dict], variant: str) -> dict:
         "producer_rate",
         "terminals_missed",
         "settle_seconds",
+        "stalls",
     )
     out: dict = {"runs": len(rows)}
     for k in keys:
@@ -107,8 +113,9 @@ def main() -> int:
     env["BENCH_PYTHON"] = sys.executable
     t0 = time.monotonic()
     argv = [node, str(HERE / "run.mjs"), "--runs", str(runs), "--jobs", str(jobs), "--rate", str(rate)]
-    argv += ["--seconds", str(seconds)]
-    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600 + runs * 8 * seconds)
+    argv += ["--seconds", str(seconds), "--stall-seconds", str(STALL_SECONDS[size])]
+    limit = 600 + runs * 8 * (seconds + STALL_SECONDS[size])
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit)
     sys.stderr.write(r.stderr)
     if r.returncode != 0:
         raise SystemExit(f"bench/browser/run.mjs failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -120,6 +127,8 @@ def main() -> int:
         "ours": summarize(raw["results"], "ours"),
         "baseline": summarize(raw["results"], "baseline"),
         "floor": summarize(raw["results"], "floor"),
+        "stalled_ours": summarize(raw["results"], "ours", "stalled"),
+        "stalled_baseline": summarize(raw["results"], "baseline", "stalled"),
         "runs": raw["results"],
         "seconds": round(time.monotonic() - t0, 1),
     }

@@ -1,12 +1,14 @@
 // The browser benchmark's driver (bench/bench_browser.py runs it; see there). In real headless Chromium against a
 // real `director-link serve`: a page built on our hooks and the same page built on react-use-websocket's
-// `lastMessage` pattern, each in a fresh context against a fresh server, take the same burst of progress events
-// (J jobs, R progress updates / s over them, from external producers `POST /api/jobs/{id}/progress`), then every
-// job's `completed` at once. Measured per page: React commits and component renders, main-thread busy time (CDP
-// Performance metrics `TaskDuration`), the JS heap after GC, frames received, and how many jobs the page shows as
-// completed at the end (a terminal event it missed leaves its job "running" forever).
+// `lastMessage` pattern (and a bare-socket floor), each in a fresh context against a fresh server, take the same
+// burst of progress events (J jobs, R progress updates / s over them, from external producers
+// `POST /api/jobs/{id}/progress`, jobs ending throughout). Then the same again with the page's main thread blocked
+// now and then (the stalled scenario). Measured per page: React commits and component renders, main-thread time
+// (CDP Performance metrics), the JS heap after GC, frames received, messages the page's logic saw, and how many
+// jobs the page shows completed at the end (a terminal event it missed leaves its job "running" forever).
 //
-//   node bench/browser/run.mjs [--runs N] [--jobs J] [--rate R] [--seconds S] > result.json
+//   node bench/browser/run.mjs [--runs N] [--jobs J] [--rate R] [--seconds S]
+//                              [--stall-ms MS] [--stall-every MS] [--stall-seconds S] > result.json
 //
 // Loopback only; every wait is bounded; servers and the browser are always stopped.
 import { spawn } from "node:child_process";
@@ -33,6 +35,11 @@ const RUNS = arg("runs", 2);
 const JOBS = arg("jobs", 100);
 const RATE = arg("rate", 1000);
 const SECONDS = arg("seconds", 20);
+// The stalled scenario: the page's main thread blocked STALL_MS every STALL_EVERY ms during a burst of
+// STALL_SECONDS (a heavy render elsewhere on the page, a GC, a laptop waking): messages queue up meanwhile.
+const STALL_MS = arg("stall-ms", 200);
+const STALL_EVERY = arg("stall-every", 2000);
+const STALL_SECONDS = arg("stall-seconds", 15);
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 // `BENCH_PYTHON` (bench_browser.py sets it): `python -m director_link.cli`, the same package the driver measures.
 const cli = process.env.BENCH_PYTHON
@@ -151,9 +158,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * `completed` in the tick after its last progress was answered: terminals arrive in the middle of other jobs'
  * progress, as on a busy farm. Returns what was sent and when.
  */
-async function flood(base, prefix) {
+async function flood(base, prefix, forSeconds) {
   const ids = Array.from({ length: JOBS }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
-  const total = Math.round(RATE * SECONDS);
+  const total = Math.round(RATE * forSeconds);
   const weight = (JOBS * (JOBS + 1)) / 2;
   const quota = ids.map((_, j) => Math.max(1, Math.round((total * (j + 1)) / weight)));
   const done = ids.map(() => 0);
@@ -249,7 +256,7 @@ async function until(what, fn, ms) {
 
 const metric = (m, name) => m.metrics.find((x) => x.name === name)?.value ?? null;
 
-async function measure(browser, variant, run) {
+async function measure(browser, variant, run, stall = false) {
   const studio = await startStudio();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   try {
@@ -288,7 +295,23 @@ async function measure(browser, variant, run) {
       await cdp.send("Profiler.start");
     }
     const t0 = performance.now();
-    const sent = await flood(studio.url, `${variant}${run}`);
+    let stalls = 0;
+    const stallTimer = stall
+      ? setInterval(() => {
+          stalls += 1;
+          // A task that holds the page's main thread (evaluated in the page like any script of its own).
+          page
+            .evaluate((ms) => {
+              const end = performance.now() + ms;
+              while (performance.now() < end) {
+                // busy: what a heavy render elsewhere on the page does to this one
+              }
+            }, STALL_MS)
+            .catch(() => {});
+        }, STALL_EVERY)
+      : null;
+    const sent = await flood(studio.url, `${variant}${run}`, stall ? STALL_SECONDS : SECONDS);
+    if (stallTimer) clearInterval(stallTimer);
     if (profile) {
       const { profile: p } = await cdp.send("Profiler.stop");
       writeFileSync(join(profile, `${variant}-${run}.cpuprofile`), JSON.stringify(p));
@@ -329,6 +352,8 @@ async function measure(browser, variant, run) {
     const r = {
       variant,
       run,
+      scenario: stall ? "stalled" : "steady",
+      stalls,
       sent: sent.sent,
       terminals_sent: sent.terminals,
       producer_rate: sent.sent / sent.seconds,
@@ -359,7 +384,7 @@ async function measure(browser, variant, run) {
       page_errors: errors,
     };
     log(
-      `${variant} #${run}: ${r.frames} frames, ${r.commits_per_second.toFixed(0)} commits/s, ` +
+      `${variant}${stall ? " (stalled)" : ""} #${run}: ${r.frames} frames, ${r.commits_per_second.toFixed(0)} commits/s, ` +
         `${(r.main_thread_busy * 100).toFixed(1)} % busy, heap ${r.heap_after_mib.toFixed(1)} MiB, ` +
         `${r.completed_shown}/${JOBS} completed shown`,
     );
@@ -399,6 +424,9 @@ try {
     // The floor (a bare socket, no React) is measured too: what merely receiving the burst costs.
     const order = run % 2 ? ["ours", "baseline", "floor"] : ["baseline", "ours", "floor"];
     for (const v of order) results.push(await measure(browser, v, run));
+    if (STALL_MS > 0) {
+      for (const v of order.filter((x) => x !== "floor")) results.push(await measure(browser, v, run, true));
+    }
   }
   const monitorJs = readFileSync(join(web, "dist", "assets", "monitor.js"));
   const monitorCss = readFileSync(join(web, "dist", "assets", "monitor.css"));
@@ -413,7 +441,16 @@ try {
   };
   console.log(
     JSON.stringify({
-      config: { runs: RUNS, jobs: JOBS, rate: RATE, seconds: SECONDS, chromium: browser.version() },
+      config: {
+        runs: RUNS,
+        jobs: JOBS,
+        rate: RATE,
+        seconds: SECONDS,
+        stall_ms: STALL_MS,
+        stall_every_ms: STALL_EVERY,
+        stall_seconds: STALL_SECONDS,
+        chromium: browser.version(),
+      },
       bundle,
       results,
     }),
