@@ -85,7 +85,7 @@ def summarize(results: list[dict], variant: str, scenario: str = "steady") -> di
             out[k] = statistics.median(vals)
             out[f"{k}_min"] = min(vals)
             out[f"{k}_max"] = max(vals)
-    if variant != "floor":
+    if variant in ("ours", "baseline"):
         out["terminals_missed_total"] = sum(r["terminals_missed"] for r in rows)
         out["terminals_sent_total"] = sum(r["terminals_sent"] for r in rows)
     out["page_errors"] = sum(len(r["page_errors"]) for r in rows)
@@ -127,6 +127,7 @@ def main() -> int:
         "ours": summarize(raw["results"], "ours"),
         "baseline": summarize(raw["results"], "baseline"),
         "floor": summarize(raw["results"], "floor"),
+        "ours_frame": summarize(raw["results"], "ours_frame"),
         "stalled_ours": summarize(raw["results"], "ours", "stalled"),
         "stalled_baseline": summarize(raw["results"], "baseline", "stalled"),
         "runs": raw["results"],

@@ -29,10 +29,14 @@ function Table() {
   );
 }
 
+// `?progressInterval=0`: progress on every animation frame (the reference row; the default is the client's).
+const every = new URLSearchParams(location.search).get("progressInterval");
+const progressInterval = every === null ? undefined : Number(every);
+
 const root = document.getElementById("root");
 if (root) {
   createRoot(root).render(
-    <WebSocketProvider url={streamUrl}>
+    <WebSocketProvider url={streamUrl} progressInterval={progressInterval}>
       <Table />
     </WebSocketProvider>,
   );
