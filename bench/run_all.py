@@ -1040,9 +1040,9 @@ def section_browser(res: Results, targets: list) -> str:
     if bmissed == 0 and base.get("handled_per_frame") == 1 and s_base.get("handled_per_frame", 1) == 1:
         notes.append(
             "react-use-websocket's `lastMessage` pattern did not skip here: its effect saw every message (1.00 per "
-            "message received), steady and with the main thread blocked, so it missed no terminal event either. "
-            "Chromium handed the page each message in a task of its own and React rendered between them; the cost "
-            "shows instead as one React commit or more per message."
+            "message received), steady and with the main thread blocked, so it missed no terminal event either "
+            "(React rendered after each message instead of folding several into one render); its cost shows instead "
+            "as one React commit or more per message."
         )
     return (
         f"{cfg.get('jobs')} jobs, {num(cfg.get('rate'))} progress updates / s over them for {cfg.get('seconds')} s, "
