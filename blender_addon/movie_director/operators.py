@@ -684,6 +684,9 @@ class MOVIE_DIRECTOR_OT_write_shots(Operator):
         if s.writer_job and shotlist.writing(bridge.runtime().model, s):
             cls.poll_message_set("Already writing")
             return False
+        if bridge.runtime().owner.studio:
+            cls.poll_message_set("The studio server does not relay chats: Write Shots works in direct mode")
+            return False
         if not chat_services(bridge.runtime()):
             cls.poll_message_set("Set up an OpenAI-compatible (LiteLLM) service in the preferences first")
             return False

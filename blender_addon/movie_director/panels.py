@@ -34,6 +34,7 @@ def draw_status(layout, context) -> None:
     if model is None:
         layout.label(text="The add-on is not running", icon="ERROR")
         return
+    draw_mode(layout, preferences.get(context))
     if not model.services:
         layout.label(text="No server set up", icon="UNLINKED")
         row = layout.row(align=True)
@@ -77,6 +78,31 @@ def draw_status(layout, context) -> None:
         preferences.draw_discovered(layout, model)
 
 
+def studio_mode(prefs) -> bool:
+    return prefs is not None and prefs.mode == "STUDIO"
+
+
+def service_field(layout, owner, prefs) -> None:
+    """The server a job goes to: one of the preferences' servers, or (studio mode) one of the studio's, typed."""
+    if prefs is None or studio_mode(prefs):
+        layout.prop(owner, "service", icon="LINKED")
+    else:
+        layout.prop_search(owner, "service", prefs, "services", icon="LINKED")
+
+
+def draw_mode(layout, prefs) -> None:
+    """Where jobs go: said above the servers (and when a switch waits for running jobs to end)."""
+    rt = bridge.runtime()
+    if prefs is None or rt is None:
+        return
+    studio = rt.owner.studio
+    if studio_mode(prefs) != studio:
+        wanted = "the studio server" if studio_mode(prefs) else "the servers directly"
+        layout.label(text=f"Switching to {wanted} when the running jobs end", icon="SORTTIME")
+    if studio:
+        layout.label(text=f"Jobs go through the studio server {rt.owner.hub.url}", icon="WORLD")
+
+
 def _resolved(context, s):
     """The sequence workflow's resolution if the add-on already has it (drawing never loads or asks anything)."""
     rt = bridge.runtime()
@@ -91,14 +117,12 @@ def draw_generate(layout, context) -> None:
     prefs = preferences.get(context)
     layout.use_property_split = True
     layout.use_property_decorate = False
-    if prefs is not None:
-        layout.prop_search(s, "service", prefs, "services", icon="LINKED")
-        first = next((v.name for v in prefs.services if v.enabled and v.kind not in preferences.CHAT_KINDS), "")
-        if not s.service and first:
-            # An empty field means "the first server": say which one, instead of looking unset.
-            layout.label(text=f"Empty: the first server ({first})", icon="INFO")
-    else:
-        layout.prop(s, "service")
+    service_field(layout, s, prefs)
+    rt = bridge.runtime()
+    first = shotlist.default_service(rt) if rt is not None else ""
+    if not s.service and first:
+        # An empty field means "the first server": say which one, instead of looking unset.
+        layout.label(text=f"Empty: the first server ({first})", icon="INFO")
     layout.prop(s, "workflow")
     if prefs is not None and any(svc.kind in preferences.GRADIO_KINDS for svc in prefs.services):
         col = layout.column(align=True)
@@ -395,8 +419,7 @@ def draw_shot(box, context, scene, shot, model) -> None:
         wrapped(col, shot.seed_problem, alert=True)
     col.prop(shot, "workflow")
     prefs = preferences.get(context)
-    if prefs is not None:
-        col.prop_search(shot, "service", prefs, "services", icon="LINKED")
+    service_field(col, shot, prefs)
     col.prop(shot, "channel", text="Channel (0: first free)")
     col.prop(shot, "camera")
     draw_input(col, shot)

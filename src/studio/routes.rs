@@ -94,6 +94,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/jobs/{id}/preview", get(job_preview))
         .route("/api/jobs/{id}/progress", post(external_progress))
         .route("/api/services", get(services))
+        .route("/api/services/{name}/object_info", get(service_object_info))
+        .route("/api/services/{name}/upload", post(service_upload))
         .route("/api/health", get(health))
         .route("/api/anime/websocket/status", get(brief_status))
         .route("/metrics", get(metrics))
@@ -599,6 +601,43 @@ async fn services(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"studio": snap.studio, "services": snap.services}))
 }
 
+/// A ComfyUI service's node list (its `/object_info`, cached by the hub): clients convert UI-format workflows,
+/// check a prompt's values and offer an input's choices before they submit (the add-on in studio mode).
+async fn service_object_info(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let hub = state.hub.clone();
+    let info = tokio::task::spawn_blocking(move || hub.object_info(&name, false))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(&*info).into_response())
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+/// An image into a ComfyUI service's input folder (the request body is the file; `?name=` its name): answers the
+/// name to put into a `LoadImage` node. The hub sends each distinct file once per service.
+async fn service_upload(
+    State(state): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<Value>> {
+    if body.is_empty() {
+        return Err(bad_request("the request body is the image file; it was empty"));
+    }
+    let name = q
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "upload.png".into());
+    let hub = state.hub.clone();
+    let stored = tokio::task::spawn_blocking(move || hub.upload_image(&service, &name, body.to_vec()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(json!({"name": stored})))
+}
+
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let snap = state.hub.snapshot();
     let db = state.store.as_ref().map(|h| {
@@ -638,6 +677,8 @@ fn endpoints() -> Value {
         "GET /api/jobs/{id}/preview",
         "POST /api/jobs/{id}/progress",
         "GET /api/services",
+        "GET /api/services/{name}/object_info",
+        "POST /api/services/{name}/upload?name=FILE",
         "GET /api/health",
         "GET /metrics",
         "GET /api/anime/websocket/status"
