@@ -263,6 +263,9 @@ class HubOwner:
         self._factory = factory
         self.hub: Any | None = None
         self.options: dict[str, Any] = {}
+        # Studio-server mode: the services are the studio server's, not the preferences' list (set by open(),
+        # read by the panels: drawing asks the owner, never the hub).
+        self.studio = False
         self._services: dict[str, ServiceSpec] = {}
         self.discovery = Discovery()
         self.schemas = Schemas()
@@ -270,11 +273,6 @@ class HubOwner:
     @property
     def is_open(self) -> bool:
         return self.hub is not None and not getattr(self.hub, "closed", False)
-
-    @property
-    def studio(self) -> bool:
-        """True in studio-server mode: the services are the studio server's, not the preferences' list."""
-        return getattr(self.hub, "kind", None) == "studio"
 
     def open(self, output_dir: str, **options: Any) -> Any:
         """The hub, created on first use (``options`` go to ``Hub()``: heartbeat, reconnect_max, …)."""
@@ -292,6 +290,7 @@ class HubOwner:
             options = {k: v for k, v in options.items() if not k.startswith("studio_")}
         self.hub = factory(output_dir=output_dir, **options)
         self.options = {"output_dir": output_dir, **options}
+        self.studio = getattr(self.hub, "kind", None) == "studio"
         self._services = {}
         return self.hub
 
@@ -299,6 +298,7 @@ class HubOwner:
         """Stops the hub and every thread it owns; idempotent."""
         hub, self.hub = self.hub, None
         self._services = {}
+        self.studio = False
         if hub is not None:
             hub.close()
         self.discovery.join()

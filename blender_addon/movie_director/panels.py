@@ -100,15 +100,24 @@ def draw_mode(layout, prefs) -> None:
         wanted = "the studio server" if studio_mode(prefs) else "the servers directly"
         layout.label(text=f"Switching to {wanted} when the running jobs end", icon="SORTTIME")
     if studio:
-        layout.label(text=f"Jobs go through the studio server {rt.owner.hub.url}", icon="WORLD")
+        layout.label(text=f"Jobs go through the studio server {rt.owner.options.get('studio_url')}", icon="WORLD")
 
 
 def _resolved(context, s):
-    """The sequence workflow's resolution if the add-on already has it (drawing never loads or asks anything)."""
+    """The sequence workflow's resolution: made on first draw from the local file (an API-format file needs no
+    server; a UI-format one waits for the node list, fetched on a thread), then cached by file content. So an image
+    workflow never shows a frame count, from the moment it is chosen (drawing never waits on the network)."""
     rt = bridge.runtime()
-    if rt is None or rt.workflows is None or not s.workflow:
+    if rt is None or not s.workflow:
         return None
-    return rt.workflows.peek(bpy.path.abspath(s.workflow))
+    path = bpy.path.abspath(s.workflow)
+    known = rt.workflows.peek(path) if rt.workflows is not None else None
+    if known is not None:
+        return known
+    try:
+        return shotlist.prepared(rt).get(path, s.service or shotlist.default_service(rt), fetch=False)[1]
+    except shotlist.SubmitProblem:
+        return None  # not readable yet (missing file, UI format before the node list): said when generating
 
 
 def draw_generate(layout, context) -> None:
