@@ -100,7 +100,8 @@ def draw_mode(layout, prefs) -> None:
         wanted = "the studio server" if studio_mode(prefs) else "the servers directly"
         layout.label(text=f"Switching to {wanted} when the running jobs end", icon="SORTTIME")
     if studio:
-        layout.label(text=f"Jobs go through the studio server {rt.owner.options.get('studio_url')}", icon="WORLD")
+        where = str(rt.owner.options.get("studio_url") or "").split("://")[-1]
+        layout.label(text=f"Via the studio server {where}", icon="WORLD")
 
 
 def _resolved(context, s):
@@ -240,11 +241,28 @@ def draw_jobs(layout, context) -> None:
             box.label(text=fmt.clip(record.message, 60), icon="INFO")
 
 
-def wrapped(layout, text: str, width: int = 60, alert: bool = False, icon: str = "NONE") -> None:
-    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be)."""
+# Average width of a character of Blender's UI font, in pixels at UI scale 1 (for wrapping to the sidebar's width).
+CHAR_PIXELS = 6.5
+WRAP_MARGIN = 48  # panel and box margins, the icon column
+
+
+def line_width(region=None, scale: float | None = None, default: int = 60) -> int:
+    """How many characters fit on one line of the region being drawn (the sidebar is narrow by default: a fixed
+    60 clipped the end of a failure reason, which says what to change)."""
+    region = region if region is not None else getattr(bpy.context, "region", None)
+    if region is None or not getattr(region, "width", 0):
+        return default
+    if scale is None:
+        scale = bpy.context.preferences.system.ui_scale if bpy.context.preferences else 1.0
+    return max(20, int((region.width - WRAP_MARGIN * scale) / (CHAR_PIXELS * scale)))
+
+
+def wrapped(layout, text: str, width: int | None = None, alert: bool = False, icon: str = "NONE") -> None:
+    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be),
+    wrapped to the width of the sidebar it is drawn in."""
     col = layout.column(align=True)
     col.alert = alert
-    for index, line in enumerate(textwrap.wrap(text, width) or [""]):
+    for index, line in enumerate(textwrap.wrap(text, width or line_width()) or [""]):
         col.label(text=line, icon=icon if index == 0 else "NONE")
 
 
@@ -320,7 +338,9 @@ def draw_shots(layout, context) -> None:
     if not len(s.shots):
         layout.label(text="No shots yet: add timeline markers (M) or pick strips, then make shots from them")
         return
-    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=6)
+    # Every shot in view up to a dozen (the list scrolls beyond): a batch is followed at a glance.
+    rows = min(max(len(s.shots), 3), 12)
+    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=rows)
     counts: dict[str, int] = {}
     for shot in s.shots:
         state = shot_status(shot, model).state
@@ -358,6 +378,11 @@ def draw_shots(layout, context) -> None:
         )
         op.which = "NEW"
     layout.prop(s, "seed_policy")
+    row = layout.row(align=True)
+    row.operator("movie_director.contact_sheet", icon="IMAGE_REFERENCE")
+    row.operator("movie_director.export_cut", icon="EXPORT")
+    if s.last_export:
+        layout.label(text=fmt.clip(f"Written: {s.last_export}", 60), icon="FILE_TICK")
     if not 0 <= s.active_shot < len(s.shots):
         return
     shot = s.shots[s.active_shot]
@@ -449,6 +474,10 @@ def draw_shot(box, context, scene, shot, model) -> None:
             if take.state == "completed" and not active:
                 op = line.operator("movie_director.use_take", text="Use", icon="FILE_REFRESH")
                 op.shot_id, op.index = shot.shot_id, index
+            if take.state == "completed":
+                for verdict, icon in (("approved", "CHECKMARK"), ("rejected", "X")):
+                    op = line.operator("movie_director.review_take", text="", icon=icon, depress=take.review == verdict)
+                    op.shot_id, op.index, op.verdict = shot.shot_id, index, verdict
 
 
 def draw_preview(layout, context) -> None:

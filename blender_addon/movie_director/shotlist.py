@@ -9,7 +9,7 @@ import time
 
 import bpy
 
-from . import importer, props, scene_inputs, takes, writer
+from . import importer, props, review, scene_inputs, takes, writer
 from . import params as prm
 from . import shots as sh
 from . import state as st
@@ -590,3 +590,30 @@ def shots_from_text(scene, text: str) -> int:
         if shot is not None:
             shot.prompt = item.prompt
     return len(placed)
+
+
+# ---- review and hand-off ---------------------------------------------------------------------------------------
+
+
+def review_entries(scene) -> list[review.ShotEntry]:
+    """The scene's shots and their takes as the cut and the contact sheet read them (missing shots left out)."""
+    out = []
+    for shot in props.settings(scene).shots:
+        if shot.missing:
+            continue
+        entry = review.ShotEntry(shot.shot_id, shot.name, shot.frame_start, shot.frames, prompt=shot.prompt)
+        for index, take in enumerate(shot.takes):
+            entry.takes.append(
+                review.TakeEntry(
+                    number=take.number,
+                    job_id=take.name,
+                    state=take.state,
+                    seed=take.seed,
+                    files=[p for p in take.paths.splitlines() if p],
+                    review="" if take.review == "none" else take.review,
+                    active=index == shot.active_take,
+                    message=take.message,
+                )
+            )
+        out.append(entry)
+    return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -51,6 +52,7 @@ SERVICES_EVERY = 2.0  # seconds between refreshes of the server's service list (
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
 MAX_EVENTS = 100_000  # events waiting for poll(); beyond it progress is dropped, lifecycle never
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SEQ = itertools.count(1)
 
 
 class StudioError(Exception):
@@ -250,6 +252,7 @@ class Event:
         self.job = job
         self.job_id = job
         self.time = time.time()
+        self.seq = next(_SEQ)  # increasing, as the hub's (the preview image is reloaded when it changes)
         self.__dict__.update(fields)
 
     def __getattr__(self, name: str) -> Any:  # a field this event does not carry reads as None, as on the hub's
@@ -324,6 +327,7 @@ class StudioJob:
     cancel_requested: bool = False
     ended: bool = False  # its one terminal event is out (or being made)
     sending: bool = False  # its POST is on its way (a cancel then waits for the server's id)
+    queue_position: int | None = None  # as the server's job list said last (0: next to run)
 
     def info(self) -> dict[str, Any]:
         return {"job_id": self.id, "remote_job_id": self.remote, "state": self.state, "outputs": list(self.outputs)}
@@ -461,7 +465,8 @@ class StudioHub:
                 "reason": self._link_reason,
             }
             active = [j for j in self._jobs.values() if j.state not in TERMINAL]
-        return {"services": [link, *services], "jobs": [{"id": j.id, "state": j.state} for j in active]}
+        jobs = [{"id": j.id, "state": j.state, "queue_position": j.queue_position} for j in active]
+        return {"services": [link, *services], "jobs": jobs}
 
     @property
     def link_state(self) -> str:
@@ -661,6 +666,20 @@ class StudioHub:
         services = [s for s in answer.get("services") or () if isinstance(s, dict) and s.get("name")]
         with self._lock:
             self._services = services
+            waiting = any(j.state == "queued" for j in self._jobs.values())
+        if not waiting:
+            return
+        # Queue positions move without events of their own: read them with the health (the panel's "queued 3rd").
+        try:
+            listed = self._http("GET", "/api/jobs?state=queued&limit=1000").get("jobs") or ()
+        except StudioError:
+            return
+        with self._lock:
+            for view in listed:
+                local = self._by_remote.get(str(view.get("job_id") or ""))
+                job = self._jobs.get(local) if local else None
+                if job is not None and job.state == "queued":
+                    job.queue_position = view.get("queue_position")
 
     def _run_commands(self) -> None:
         """The commands queued before this turn (one put back for later waits for the next turn, after a read of

@@ -354,10 +354,16 @@ struct ListQuery {
 async fn list_jobs(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Json<Value> {
     let filter = q.state.or(q.status);
     let all = state.relay.jobs(filter.as_deref(), q.tag.as_deref());
+    let total = all.len();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let offset = q.offset.unwrap_or(0);
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(job_json).collect();
-    Json(json!({"jobs": page, "total": all.len(), "limit": limit, "offset": offset}))
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|v| job_json(&live(&state, v)))
+        .collect();
+    Json(json!({"jobs": page, "total": total, "limit": limit, "offset": offset}))
 }
 
 /// A job as the API shows it: the view plus the brief's `status` and `progress` names.
@@ -389,10 +395,21 @@ fn job_json(v: &JobView) -> Value {
     j
 }
 
+/// A queued job's place in its server's queue moves without an event of its own (the jobs ahead end): the view
+/// takes it from the hub, which follows the queue, so a client shows "queued, 2nd" and not where it started.
+fn live(state: &AppState, mut view: JobView) -> JobView {
+    if view.state == JobState::Queued && !view.external {
+        if let Some(snap) = state.hub.job(&view.job_id) {
+            view.queue_position = snap.queue_position;
+        }
+    }
+    view
+}
+
 async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     check_id(&id)?;
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(job_json(&v)))
+    Ok(Json(job_json(&live(&state, v))))
 }
 
 async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -593,7 +610,7 @@ async fn external_progress(
     }
     state.relay.publish(&kind, now, None);
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(job_json(&v)))
+    Ok(Json(job_json(&live(&state, v))))
 }
 
 async fn services(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -271,3 +271,35 @@ def socket_free_port():
     port = s.getsockname()[1]
     s.close()
     yield port
+
+
+def test_queued_jobs_show_their_place_in_the_studios_queue(tmp_path, sim):
+    with studio(tmp_path, sim) as server, studio_link.StudioHub(str(tmp_path / "o"), server.url) as hub:
+        model = st.ViewModel()
+        jobs = [
+            hub.submit("gpu", api_workflow("progress", steps=1000, step_seconds=0.5), tag=f"q{i}") for i in range(3)
+        ]
+        for job in jobs:
+            model.track(job.id, "gpu", job.tag)
+        last = jobs[-1].id
+
+        def placed():
+            model.apply_snapshot(hub.snapshot())
+            return model.jobs[last].state == "queued" and model.jobs[last].queue_position is not None
+
+        run_until(hub, model, placed, "the last job's queue position")
+        assert model.jobs[last].queue_position >= 1
+        # The first one ends: the second runs and the last is next (0) — the place follows the queue, it is not
+        # where the job started.
+        run_until(hub, model, lambda: model.jobs[jobs[0].id].state == "running", "the first job to run")
+        hub.cancel(jobs[0].id)
+
+        def next_to_run():
+            model.apply_snapshot(hub.snapshot())
+            return model.jobs[last].queue_position == 0
+
+        run_until(hub, model, next_to_run, "the last job to be next")
+        for job in jobs[1:]:
+            hub.cancel(job.id)
+        run_until(hub, model, lambda: all(model.jobs[j.id].state == "cancelled" for j in jobs), "the cancels")
+        assert model.jobs[jobs[0].id].state == "cancelled"
