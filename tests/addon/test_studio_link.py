@@ -215,6 +215,9 @@ def test_node_list_and_upload_through_the_studio(tmp_path, sim):
         with pytest.raises(studio_link.StudioError) as err:
             hub.object_info("nope")
         assert err.value.code == "unknown_service"
+        with pytest.raises(studio_link.StudioError) as err:
+            hub.upload_image("gpu", b"", "empty.png")
+        assert err.value.code == "invalid_request" and "empty" in str(err.value)
 
 
 def test_a_token_is_required_and_used(tmp_path, sim):
