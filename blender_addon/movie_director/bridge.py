@@ -255,7 +255,17 @@ def adopt_scene_jobs() -> set[str]:
                 # A new Blender session: ask the server where the job is; its result arrives like any other. A record
                 # still "pending" was never confirmed on the server: if the server does not know it, it was never
                 # sent (it fails "not_posted"), not lost by a restart.
-                hub.track(record.service, record.name, tag=record.tag or None, posted=record.state != "pending")
+                posted = record.state != "pending"
+                if rt.owner.studio:  # the server's id for the job travels with the .blend
+                    hub.track(
+                        record.service,
+                        record.name,
+                        tag=record.shot_id or record.tag or None,
+                        posted=posted,
+                        remote=record.remote_id or None,
+                    )
+                else:
+                    hub.track(record.service, record.name, tag=record.tag or None, posted=posted)
                 changed |= rt.model.track(record.name, record.service, record.tag or None, state="pending")
             elif record.state in st.ACTIVE_STATES and record.service not in configured:
                 record.state = "unknown"
@@ -296,7 +306,7 @@ def timer_callback() -> float | None:
         if posted or finished:
             from . import importer, shotlist
 
-            importer.record_posted(posted)
+            importer.record_posted(posted, rt.owner.hub)
             if finished and bpy.data.filepath and rt.owner.hub.output_dir == takes.unsaved_output_dir():
                 relocate_unsaved(rt, bpy.data.filepath)  # finished after the first save: join the others
             importer.record_finished(rt.model, finished)

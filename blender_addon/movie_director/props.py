@@ -70,6 +70,10 @@ class MOVIE_DIRECTOR_PG_job(PropertyGroup):
     submitted_at: FloatProperty(name="Submitted at")
     shot_id: StringProperty(name="Shot id", description="The shot this job makes a take of (empty: a scene job)")
     frames: IntProperty(name="Frames", description="How many frames the result fills", min=1, default=1)
+    remote_id: StringProperty(
+        name="Studio job",
+        description="The job's id on the studio server (studio mode): a reopened .blend follows it there",
+    )
 
     @property
     def job_id(self) -> str:

@@ -421,14 +421,18 @@ class StudioHub:
         if not unsent:
             self._commands.put(_Command("cancel", job))
 
-    def track(self, service: str, job_id: str, tag: str | None = None, *, posted: bool = True) -> StudioJob:
-        """Follows a job of an earlier session again (its server id is in the output folder's index)."""
+    def track(
+        self, service: str, job_id: str, tag: str | None = None, *, posted: bool = True, remote: str | None = None
+    ) -> StudioJob:
+        """Follows a job of an earlier session again: ``remote`` is its id on the server (the add-on keeps it in
+        the .blend), else the output folder's index is asked."""
         self._ensure_open()
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 known = self._index.get(job_id) or {}
-                job = StudioJob(id=job_id, service=service, tag=known.get("tag", tag), remote=known.get("remote"))
+                remote = remote or known.get("remote")
+                job = StudioJob(id=job_id, service=service, tag=known.get("tag", tag), remote=remote)
                 self._jobs[job_id] = job
                 if job.remote:
                     self._by_remote[job.remote] = job_id

@@ -114,3 +114,52 @@ def test_a_studio_address_that_is_not_one_is_reported_and_direct_mode_goes_on(ad
     rt = addon.bridge.runtime()
     addon.timers.run_until(lambda: any(e.code == "invalid_url" for e in rt.model.errors), 15, "the refusal")
     assert rt.owner.is_open and not rt.owner.studio
+
+
+def test_a_restarted_blender_follows_its_shots_on_the_studio_server(addon, studio):
+    """Blender quits while shots run on the studio server; the reopened .blend (with another output folder, as after
+    a first save) follows them there by the ids it saved, and their takes land."""
+    import addon_utils
+
+    from .blender_support import ADDON
+
+    scene = bpy.context.scene
+    s = scene.movie_director
+    s.workflow = write_workflow(addon.tmp, "slow", progress_workflow(steps=20, step_seconds=0.2))
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 64, 100
+    scene.timeline_markers.new("A", frame=1)
+    scene.timeline_markers.new("B", frame=11)
+    scene.frame_start, scene.frame_end = 1, 20
+    bpy.ops.movie_director.shots_from_markers()
+    use_studio(addon, studio.url)
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    model = addon.bridge.current_model()
+    addon.timers.run_until(
+        lambda: all(sh.job_id and model.jobs[sh.job_id].posted for sh in s.shots), 30, "both shots on the server"
+    )
+    addon.timers.step()
+    records = {r.shot_id: r.remote_id for r in s.jobs}
+    assert all(records.values()) and len(set(records.values())) == 2, records
+    blend = addon.tmp / "studio.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), compress=False)
+    del scene, s  # freed by the reload below (a failure's report must not read them)
+    addon_utils.disable(ADDON, default_set=True)  # Blender quits; the jobs go on on the server
+    addon_utils.enable(ADDON, default_set=True)
+    prefs = addon.prefs = bpy.context.preferences.addons[ADDON].preferences  # the old ones are freed
+    prefs.auto_discover = False
+    prefs.output_dir = str(addon.tmp / "elsewhere") + os.sep  # the index of the first session is not here
+    prefs.mode, prefs.studio_url = "STUDIO", studio.url
+    # As when Blender starts with these preferences: the add-on is in studio mode before the file is opened.
+    rt = addon.bridge.runtime()
+    addon.timers.run_until(lambda: rt.owner.studio, 15, "studio mode")
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    s = bpy.context.scene.movie_director
+    shots = list(s.shots)
+    wait_shots_done(addon, shots)
+    model = addon.bridge.current_model()
+    for shot in shots:
+        assert model.jobs[shot.job_id].state == "completed", model.jobs[shot.job_id].error
+        assert len(studio_jobs(studio, shot.shot_id)) == 1  # followed, not sent again
+        (strip,) = strips_of_shot(shot.shot_id)
+        assert (strip.frame_final_start, strip.frame_final_duration) == (shot.frame_start, shot.frames)
+        assert shot.takes[0].state == "completed"
