@@ -306,3 +306,21 @@ def test_queued_jobs_show_their_place_in_the_studios_queue(tmp_path, sim):
             hub.cancel(job.id)
         run_until(hub, model, lambda: all(model.jobs[j.id].state == "cancelled" for j in jobs), "the cancels")
         assert model.jobs[jobs[0].id].state == "cancelled"
+
+
+def test_close_leaves_no_thread_and_the_jobs_run_on(tmp_path, sim):
+    import threading
+
+    with studio(tmp_path, sim) as server:
+        hub = studio_link.StudioHub(str(tmp_path / "o"), server.url)
+        model = st.ViewModel()
+        job = hub.submit("gpu", api_workflow("progress", steps=40, step_seconds=0.05), tag="c")
+        model.track(job.id, "gpu", "c")
+        run_until(hub, model, lambda: hub.remote_id(job.id) is not None, "the job to be posted")
+        hub.close()
+        assert not any(t.name == "movie-director-studio" for t in threading.enumerate())
+        with pytest.raises(studio_link.StudioError) as err:
+            hub.submit("gpu", api_workflow("invert"))
+        assert err.value.code == "closed"
+        # Closing the link is not cancelling: the studio still runs the job.
+        assert server_job(server, hub.remote_id(job.id))["state"] in ("queued", "running", "completed")
