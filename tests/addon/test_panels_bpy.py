@@ -300,3 +300,20 @@ def test_an_image_workflow_shows_no_frame_count_from_the_moment_it_is_chosen(add
     s.workflow = str(workflows / "not_there.json")
     layout, props_drawn = defaults_panel()
     assert "use_scene_frames" in props_drawn
+
+
+def test_a_failure_reason_wraps_to_the_sidebars_width():
+    """Found in Blender 3.4's default sidebar: lines of 60 characters were clipped in the middle ("node…ss): steps =
+    100000"); the reason's end says what to change. Lines now fit the region being drawn."""
+    from movie_director import panels
+
+    narrow, wide = E(width=300), E(width=900)
+    assert panels.line_width(narrow, scale=1.0) == int((300 - panels.WRAP_MARGIN) / panels.CHAR_PIXELS)
+    assert panels.line_width(narrow, scale=1.0) < 60 < panels.line_width(wide, scale=1.0)
+    assert panels.line_width(narrow, scale=2.0) < panels.line_width(narrow, scale=1.0)  # HiDPI: bigger letters
+    assert panels.line_width(None) == 60  # not drawing (tests, scripts): the old width
+    layout = RecordingLayout()
+    text = "node 1 (AcceptanceProgress): steps = 100000 is bigger than the maximum 1000; use a value from 1 to 1000"
+    panels.wrapped(layout, text, width=panels.line_width(narrow, scale=1.0))
+    lines = layout.texts()
+    assert " ".join(lines) == text and all(len(line) <= panels.line_width(narrow, scale=1.0) for line in lines)
