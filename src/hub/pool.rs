@@ -886,7 +886,12 @@ impl Hub {
             );
             let client_id = client(());
             let st = Arc::new(ServiceStatus::new(&label, "comfyui", e.base(), &client_id));
-            let link = self.spawn_comfy(&label, e, None, &st, client_id, &ServiceOptions::default(), Some(name))?;
+            // A server that restarts faster than the pool notices it went down lost what it had: its actor then
+            // sends a lost job again itself (fresh prompt id, same server) exactly when the pool would.
+            let member_options = ServiceOptions {
+                resubmit_on_restart: options.resubmit_running,
+            };
+            let link = self.spawn_comfy(&label, e, None, &st, client_id, &member_options, Some(name))?;
             members.push(Member {
                 url: e.base().to_string(),
                 link,
