@@ -535,6 +535,37 @@ fn with_every_server_down_jobs_wait_then_fail_after_the_deadline() {
     assert_eq!(svc.state, director_link::event::ServiceState::Disconnected, "{svc:#?}");
 }
 
+#[test]
+fn a_job_whose_only_capable_servers_are_down_waits_then_fails_naming_why() {
+    let no_text = sim(0.05, &["AcceptanceText"], &[]);
+    let mut rig = Rig::new();
+    let dead = dead_url();
+    let options = PoolOptions {
+        capacity: 2,
+        resubmit_running: false,
+        wait_deadline: Some(Duration::from_millis(500)),
+    };
+    rig.hub
+        .add_pool("studio", &[no_text.url(), dead.clone()], options)
+        .unwrap();
+    rig.wait_usable("studio", 1);
+    // The dead server's node list is unknown: it might have the node, so the job waits for it.
+    let text = json!({"1": {"class_type": "AcceptanceText", "inputs": {"text": "x"}}});
+    let id = rig.hub.submit("studio", text, vec![], None).unwrap();
+    // A job the live server can run is not held up meanwhile.
+    let other = rig.hub.submit("studio", slow(0.5, 7), vec![], None).unwrap();
+    rig.finish(&[id.clone(), other.clone()]);
+    let ends = rig.terminals(&[id.clone(), other.clone()]);
+    assert_eq!(ends[&other].0, "job_completed");
+    assert_eq!(ends[&id], ("job_failed".to_string(), Some("timeout".to_string())));
+    let message = rig.hub.job(&id).unwrap().error.unwrap().message;
+    assert!(
+        message.contains("lacks node AcceptanceText") && message.contains("is down"),
+        "{message}"
+    );
+    assert!(!rig.assignments().contains_key(&id), "it was never sent anywhere");
+}
+
 /// A plain HTTP server that answers 404 to everything: something that is not a ComfyUI.
 fn not_comfy() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use std::io::{Read, Write};

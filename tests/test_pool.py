@@ -134,6 +134,23 @@ def test_the_studio_server_runs_a_pool_and_shows_it(sims, tmp_path):
             time.sleep(0.05)
         assert pool["name"] == "studio" and len(pool["servers"]) == 2 and pool["state"] == "ready", pool
         assert any(s["name"] == "studio" for s in body["services"])
+        # A job submitted to the pool over the API: its view names the server that ran it.
+        req = urllib.request.Request(
+            server.url + "/api/jobs",
+            data=json.dumps({"workflow": slow(), "service": "studio"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            job_id = json.loads(r.read())["job_id"]
+        while time.monotonic() < deadline + 20:
+            with urllib.request.urlopen(f"{server.url}/api/jobs/{job_id}", timeout=10) as r:
+                view = json.loads(r.read())
+            if view["state"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+        assert view["state"] == "completed", view
+        assert view["server"] in [s["url"] for s in pool["servers"]], view
 
 
 def test_doctor_shows_a_pool_and_its_servers(sims):

@@ -38,6 +38,8 @@ const DOWN_GRACE: Duration = Duration::from_secs(3);
 const SCAN: usize = 256;
 /// Tags remembered for affinity; beyond this the memory starts afresh.
 const AFFINITY_CAP: usize = 10_000;
+/// How often waiting jobs are checked for a server that can run them being up (the deadline's other half).
+const BLOCKED_CHECK: Duration = Duration::from_secs(1);
 
 /// A job of the pool, as the pool keeps it until a server has it (and while one has it, to move it again).
 struct PoolJob {
@@ -53,6 +55,8 @@ struct PoolJob {
     attempt: u32,
     /// Waiting since (for the every-server-down deadline).
     since: Instant,
+    /// Since when no server that can run it takes jobs (some are down, the others lack what it needs).
+    blocked_since: Option<Instant>,
 }
 
 struct Flight {
@@ -131,6 +135,7 @@ pub(super) struct PoolState {
     /// Tag → the server it last ran on.
     affinity: HashMap<String, usize>,
     all_down_since: Option<Instant>,
+    last_blocked_check: Instant,
     problems: Vec<String>,
     status: Arc<ServiceStatus>,
 }
@@ -475,21 +480,33 @@ impl PoolState {
         while i < self.waiting.len() && scanned < SCAN && room(&self.members) {
             scanned += 1;
             if self.waiting[i].prepared.is_none() {
-                let Some(schema) = self.members.iter().find_map(|m| m.inventory.clone()) else {
+                let schemas: Vec<Arc<Schema>> = self.members.iter().filter_map(|m| m.inventory.clone()).collect();
+                if schemas.is_empty() {
                     i += 1;
                     continue;
-                };
+                }
+                // A UI-format workflow is converted with the first node list that can (a server lacking one of
+                // its nodes cannot convert it, another may).
                 let job = &mut self.waiting[i];
-                match prepare::prepare(&job.workflow, &job.params, Some(&schema.info)) {
-                    Ok(p) => {
-                        let needs = Arc::new(Needs::of(&p.prompt));
-                        job.prepared = Some((Arc::new(p.prompt), needs));
+                let mut first_error = None;
+                for schema in &schemas {
+                    match prepare::prepare(&job.workflow, &job.params, Some(&schema.info)) {
+                        Ok(p) => {
+                            let needs = Arc::new(Needs::of(&p.prompt));
+                            job.prepared = Some((Arc::new(p.prompt), needs));
+                            break;
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
                     }
-                    Err(e) => {
+                }
+                if job.prepared.is_none() {
+                    if let Some(e) = first_error {
                         shared.fail_job(&self.name, &job.id, e.to_job_error());
-                        self.waiting.remove(i);
-                        continue;
                     }
+                    self.waiting.remove(i);
+                    continue;
                 }
             }
             let Some((_, needs)) = self.waiting[i].prepared.clone() else {
@@ -592,10 +609,15 @@ impl PoolState {
         }
     }
 
-    /// While every server is down, waiting jobs fail after the pool's deadline.
+    /// While every server is down, waiting jobs fail after the pool's deadline; so does a job while every server
+    /// that could run it is down (the others lack what it needs).
     fn deadline(&mut self, shared: &Shared, now: Instant) {
         if self.members.iter().any(|m| m.up) {
             self.all_down_since = None;
+            if now.duration_since(self.last_blocked_check) >= BLOCKED_CHECK {
+                self.last_blocked_check = now;
+                self.blocked(shared, now);
+            }
             return;
         }
         let down_since = *self.all_down_since.get_or_insert(now);
@@ -617,6 +639,53 @@ impl PoolState {
                         "waited {:.0} s for a server of pool {pool:?}, and every server stayed down; start one \
                          and submit the job again",
                         limit.as_secs_f64()
+                    ),
+                ),
+            );
+            false
+        });
+    }
+
+    fn blocked(&mut self, shared: &Shared, now: Instant) {
+        let Some(limit) = self.options.wait_deadline else {
+            return;
+        };
+        let (pool, members) = (self.name.clone(), &self.members);
+        self.waiting.retain_mut(|job| {
+            let Some((_, needs)) = &job.prepared else {
+                return true;
+            };
+            let can = |m: &Member| {
+                m.inventory
+                    .as_ref()
+                    .is_some_and(|inv| needs.missing_in(&inv.raw).is_empty())
+            };
+            if members.iter().any(|m| m.ready() && can(m)) {
+                job.blocked_since = None;
+                return true;
+            }
+            let since = *job.blocked_since.get_or_insert(now);
+            if now.duration_since(since) < limit {
+                return true;
+            }
+            let why: Vec<String> = members
+                .iter()
+                .map(|m| match &m.inventory {
+                    Some(inv) if !needs.missing_in(&inv.raw).is_empty() => {
+                        format!("{} lacks {}", m.url, needs.missing_in(&inv.raw).join(", "))
+                    }
+                    _ => format!("{} is down", m.url),
+                })
+                .collect();
+            shared.fail_job(
+                &pool,
+                &job.id,
+                JobError::simple(
+                    ErrorCode::Timeout.as_str(),
+                    format!(
+                        "waited {:.0} s for a server of pool {pool:?} that can run this job: {}",
+                        limit.as_secs_f64(),
+                        why.join("; ")
                     ),
                 ),
             );
@@ -817,7 +886,12 @@ impl Hub {
             );
             let client_id = client(());
             let st = Arc::new(ServiceStatus::new(&label, "comfyui", e.base(), &client_id));
-            let link = self.spawn_comfy(&label, e, None, &st, client_id, &ServiceOptions::default(), Some(name))?;
+            // A server that restarts faster than the pool notices it went down lost what it had: its actor then
+            // sends a lost job again itself (fresh prompt id, same server) exactly when the pool would.
+            let member_options = ServiceOptions {
+                resubmit_on_restart: options.resubmit_running,
+            };
+            let link = self.spawn_comfy(&label, e, None, &st, client_id, &member_options, Some(name))?;
             members.push(Member {
                 url: e.base().to_string(),
                 link,
@@ -844,6 +918,7 @@ impl Hub {
             waiting: VecDeque::new(),
             affinity: HashMap::new(),
             all_down_since: None,
+            last_blocked_check: Instant::now(),
             problems: Vec::new(),
             status: status.clone(),
         }));
@@ -986,6 +1061,7 @@ impl Hub {
             prepared,
             attempt: 0,
             since: Instant::now(),
+            blocked_since: None,
         });
         drop(st);
         link.wake.notify_one();

@@ -96,6 +96,9 @@ pub struct JobView {
     /// The bus sequence of the newest event relayed for it: a replayed one is recognised and not shown twice.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub instance_seq: u64,
+    /// For a job of a pool: the URL of the server that has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -129,6 +132,7 @@ impl JobView {
             preview_offset: None,
             instance: None,
             instance_seq: 0,
+            server: None,
         }
     }
 
@@ -694,6 +698,20 @@ impl Relay {
     /// Publishes an event: offset, log, job view, persistence and every matching subscriber, in one step so
     /// that no subscriber sees events out of order.
     pub fn publish(&self, kind: &EventKind, time: f64, preview: Option<Bytes>) {
+        if let EventKind::JobAssigned { job_id, server, .. } = kind {
+            // Which pool server has the job is kept in its view (`GET /api/jobs/{id}`, the pool's state in
+            // `/api/services`), not streamed: stream clients know the lifecycle events, and the server's own
+            // `job_queued` follows at once.
+            let mut guard = self.inner.lock();
+            if let Some(view) = guard.jobs.get_mut(job_id).filter(|v| !v.state.is_terminal()) {
+                view.server.clone_from(server);
+                view.message = match server {
+                    Some(s) => format!("Sent to {s}"),
+                    None => "Waiting for a server".to_string(),
+                };
+            }
+            return;
+        }
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let job = kind.job_id().map(str::to_string);
