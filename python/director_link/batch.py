@@ -61,6 +61,8 @@ REDRAW_EVERY = 0.25
 POOL_NAME = "pool"
 SINGLE_NAME = "server"
 TERMINAL = ("job_completed", "job_failed", "job_cancelled")
+# States a server is in after an attempt that failed (with a reason); "disconnected" without one: not tried yet.
+SETTLED = ("disconnected", "reconnecting", "circuit_open", "closed")
 
 
 class BatchInputError(errors.DirectorLinkError, ValueError):
@@ -274,6 +276,9 @@ class ServerLine:
     queue: int | None = None
     running: list[str] = field(default_factory=list)  # "shot_07 45%"
     note: str | None = None
+    # Past its first attempt: taking jobs (a pool's server: connected and its node list read), or failed with a
+    # reason. A batch starts queueing once every server has settled, so the first rows spread over all of them.
+    settled: bool = field(default=True, compare=False)
 
 
 class Display:
@@ -366,6 +371,9 @@ def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tupl
                     queue=queue if isinstance(queue, int) else None,
                     running=here,
                     note=f"answers as {wrong}" if wrong else member.get("reason"),
+                    settled=bool(
+                        member.get("usable") or wrong or (member.get("state") in SETTLED and member.get("reason"))
+                    ),
                 )
             )
         return lines
@@ -379,6 +387,7 @@ def server_lines(snapshot: dict[str, Any], service: str, running: dict[str, tupl
             queue=svc.get("queue_remaining"),
             running=[_job_label(v) for v in running.values()],
             note=svc.get("reason") if svc.get("state") != "connected" else None,
+            settled=svc.get("state") == "connected" or (svc.get("state") in SETTLED and bool(svc.get("reason"))),
         )
     ]
 
@@ -645,8 +654,7 @@ def _connected(hub: Hub, service: str, timeout: float, display: Display) -> bool
     while True:
         lines = server_lines(hub.snapshot(), service, {})
         up = any(s.state == "connected" for s in lines)
-        # Not tried yet: "connecting", or "disconnected" without a reason.
-        if up and not any(s.state == "connecting" or (s.state == "disconnected" and not s.note) for s in lines):
+        if up and all(s.settled for s in lines):
             return True
         if time.monotonic() >= deadline:
             return up
