@@ -138,6 +138,7 @@ def draw_generate(layout, context) -> None:
         col = layout.column(align=True)
         col.prop(s, "gradio_api")
         col.prop(s, "gradio_inputs")
+        col.prop(s, "gradio_setup")
     resolved = _resolved(context, s)
     layout.prop(s, "prompt")
     layout.prop(s, "negative")

@@ -151,3 +151,23 @@ def strip_frame_file(scene, name: str, frame: int) -> str:
     if not os.path.isfile(path):
         raise InputProblem(f"strip {name!r} shows {path}, which does not exist")
     return path
+
+
+def sound_under(scene, shot) -> str:
+    """The file of the sound strip under the shot's start frame (the recorded line an RVC shot converts): the lowest
+    channel wins; the add-on's own results (take strips) and muted strips are passed over. InputProblem says what
+    to add when there is none."""
+    from . import shots
+
+    found = []
+    for strip in importer.all_strips(scene):
+        if strip.type != "SOUND" or strip.mute or strip.get(shots.TAKE_PROP):
+            continue
+        if strip.frame_final_start <= shot.frame_start < strip.frame_final_end and strip.sound is not None:
+            found.append((strip.channel, strip.name, bpy.path.abspath(strip.sound.filepath)))
+    if not found:
+        raise InputProblem(f"no sound strip under frame {shot.frame_start}: put the line to convert there")
+    path = min(found)[2]
+    if not os.path.isfile(path):
+        raise InputProblem(f"the sound strip's file {path!r} does not exist")
+    return path

@@ -204,6 +204,10 @@ def default_service(rt) -> str:
     return next((name for name, spec in services.items() if spec.kind not in CHAT_KINDS), "")
 
 
+class NotYet(Exception):
+    """The shot cannot be sent yet (its service's setup call is still running): it stays in the batch."""
+
+
 class SubmitProblem(Exception):
     """A shot could not be sent; the message says what to change."""
 
@@ -397,6 +401,13 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
     template = shot.gradio_inputs if shot.gradio_inputs.strip() else s.gradio_inputs
     if not api:
         raise SubmitProblem(f"{shot.name}: {service!r} is a Gradio app: give its endpoint (e.g. /generate)")
+    setup_ready(rt, shot, service, s.gradio_setup)
+    audio = None
+    if "{audio}" in template:
+        try:
+            audio = scene_inputs.sound_under(scene, shot)
+        except scene_inputs.InputProblem as exc:
+            raise SubmitProblem(f"{shot.name}: input sound: {exc}") from exc
     picture = None
     if "{image}" in template:
         folder = os.path.join(rt.owner.hub.output_dir, "inputs")
@@ -408,7 +419,7 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
         if path is not None:
             picture = {"file": path, "sha256": sh.file_digest(path), "uploaded_as": "", "source": "gradio"}
     try:
-        values = sh.gradio_inputs(template, settings, picture["file"] if picture else None)
+        values = sh.gradio_inputs(template, settings, picture["file"] if picture else None, audio)
         call = GradioCall(api_name=api, inputs=values)
     except ValueError as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
@@ -419,6 +430,36 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
     built = {"api_name": api, "inputs": values}
     return _record(rt, scene, shot, job, service, settings, "", built, inputs, picture, [])
+
+
+def setup_ready(rt, shot, service: str, text: str) -> None:
+    """The sequence's Gradio setup call (RVC's voice load) is made once per service and call before that service's
+    shots, in the session they share; until it has finished the shots wait (NotYet), and when it failed they fail
+    with its reason. A new Generate retries a failed one."""
+    from director_link import GradioCall
+
+    try:
+        setup = sh.gradio_setup(text)
+    except ValueError as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    if setup is None:
+        return
+    key = (service, text.strip())
+    job = rt.gradio_setups.get(key)
+    if job is None:
+        try:
+            job = rt.owner.hub.submit(service, GradioCall(api_name=setup[0], inputs=setup[1]))
+        except Exception as exc:
+            raise SubmitProblem(f"{shot.name}: the Gradio setup call {setup[0]} could not be sent: {exc}") from exc
+        rt.gradio_setups[key] = job
+    state = str(job.state)
+    if state == "completed":
+        return
+    if state in ("failed", "cancelled", "unknown"):
+        info = job.info() or {}
+        reason = info.get("error") or state
+        raise SubmitProblem(f"{shot.name}: the Gradio setup call {setup[0]} {state}: {reason}")
+    raise NotYet(setup[0])
 
 
 def scene_picture(rt, scene, shot, settings: sh.Settings, service: str) -> dict | None:
@@ -473,6 +514,8 @@ def enqueue(rt, shots) -> int:
         shot.job_state = "waiting"
         shot.message = ""
         count += 1
+    # A setup call that failed is made again by the next Generate (the server may have been fixed since).
+    rt.gradio_setups = {k: j for k, j in rt.gradio_setups.items() if str(j.state) not in ("failed", "cancelled")}
     if count:
         rt.batch_pending = True
         rt.batch_paused = False
@@ -492,6 +535,7 @@ def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> t
     limit = BATCH_MAX_PER_TICK if limit is None else limit
     deadline = time.perf_counter() + budget
     sent = 0
+    held = False
     cache = prepared(rt)
     for scene in bpy.data.scenes:
         for shot in waiting_shots(scene):
@@ -500,11 +544,17 @@ def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> t
             shot.waiting = False
             try:
                 submit_shot(rt, scene, shot, cache)
+            except NotYet:
+                shot.waiting = True  # its service's setup call is still running: sent on a later tick
+                held = True
+                continue
             except SubmitProblem as exc:
                 shot.job_state = "failed"
                 shot.message = str(exc)
                 rt.model.add_error(shot.shot_id, "submit_failed", str(exc))
             sent += 1
+    if held:
+        return sent, True
     rt.batch_pending = False
     return sent, False
 
