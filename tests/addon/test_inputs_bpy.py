@@ -189,3 +189,48 @@ def test_image_file_and_image_strip_feed_the_img2video_template_through_its_bind
     assert on_server == {sha(red), sha(blue)}
     assert by_name["from file"].takes[0].input_file == red
     assert by_name["from strip"].takes[0].input_file == blue
+
+
+def test_upscale_4x_from_the_camera_and_controlnet_pose_from_a_pose_image_run_from_the_shots(addon, server):
+    """The other shipped templates that take a picture, each through its bindings from a shot: ``upscale_4x`` gets
+    the shot camera's render (32×32 → 128×128 on the simulator), ``controlnet_pose`` gets its pose pass given as an
+    image file (an OpenPose skeleton rendered elsewhere) in its "Pose Image" LoadImage (node 11)."""
+    add_server(addon, server.url)
+    scene, _cam = camera_scene(frame=10)
+    pose = write_png(addon.tmp / "pose.png", (0.0, 1.0, 0.0))
+    scene.timeline_markers.new("dance", frame=40)
+    scene.frame_end = 49
+    s = scene_settings()
+    s.input_source, s.input_render = "CAMERA", "FINAL"
+    s.steps = 1
+    bpy.ops.movie_director.shots_from_markers()
+    by_name = {shot.name: shot for shot in s.shots}
+    wide, dance = by_name["wide"], by_name["dance"]
+    wide.workflow = str(ROOT / "workflows" / "upscale_4x.json")
+    dance.workflow = str(ROOT / "workflows" / "controlnet_pose.json")
+    dance.input_source, dance.input_path = "FILE", pose
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [wide, dance])
+    model = addon.bridge.current_model()
+    for shot in (wide, dance):
+        assert model.jobs[shot.job_id].state == "completed", (shot.name, model.jobs[shot.job_id].error, shot.message)
+    assert len(uploads(server)) == 2
+    by_workflow = {("11" in p): p for p in prompts(server)}
+    upscaled, posed = by_workflow[False], by_workflow[True]
+    assert sha(os.path.join(server.sim.input_dir, upscaled["1"]["inputs"]["image"])) == sha(wide.takes[0].input_file)
+    assert wide.takes[0].input_key.startswith("camera:ShotCam:10:")
+    assert sha(os.path.join(server.sim.input_dir, posed["11"]["inputs"]["image"])) == sha(pose)
+    assert dance.takes[0].input_file == pose
+
+    (strip,) = strips_of_shot(wide.shot_id)
+    assert (strip.frame_final_start, strip.frame_final_duration) == (10, 30)  # up to the next marker
+    image = bpy.data.images.load(bpy.path.abspath(os.path.join(strip.directory, strip.elements[0].filename)))
+    try:
+        assert tuple(image.size) == (128, 128)  # four times the 32×32 camera picture
+    finally:
+        bpy.data.images.remove(image)
+    (strip,) = strips_of_shot(dance.shot_id)
+    assert (strip.frame_final_start, strip.frame_final_duration) == (40, 10)
