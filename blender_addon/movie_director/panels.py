@@ -421,6 +421,8 @@ def draw_input(layout, owner) -> None:
     row.prop(owner, "input_source")
     if owner.input_source == "CAMERA" and hasattr(owner, "input_render"):
         row.prop(owner, "input_render", text="")
+    if owner.input_source == "PREVIOUS":
+        layout.label(text="Waits for the previous shot; uses its last frame", icon="LINKED")
     if owner.input_source in ("FILE", "STRIP"):
         layout.prop(owner, "input_path", text="Image file" if owner.input_source == "FILE" else "Image strip")
 

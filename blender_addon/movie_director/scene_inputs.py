@@ -19,6 +19,7 @@ SOURCES = [
     ("CAMERA", "Camera", "The shot's camera (or the scene's) at the shot's start frame"),
     ("STRIP", "Strip", "The frame of a Sequencer image strip at the shot's start"),
     ("FILE", "Image file", "An image file"),
+    ("PREVIOUS", "Previous shot", "The last frame of the previous shot's active take (continuity between shots)"),
     ("NONE", "Workflow's own", "Keep the image the workflow names"),
 ]
 SHOT_SOURCES = [("DEFAULT", "Sequence's", "The sequence's choice")] + SOURCES
@@ -59,6 +60,12 @@ def key_of(scene, scene_settings, shot, digest) -> str:
             return f"strip:{digest(strip_frame_file(scene, path, shot.frame_start))}"
         except InputProblem:
             return f"strip:{path}:none"
+    if source == "PREVIOUS":
+        # Another active take of the previous shot makes this shot stale (its first picture would change).
+        prev = previous_shot(scene_settings, shot)
+        if prev is None or not 0 <= prev.active_take < len(prev.takes):
+            return "previous:none"
+        return f"previous:{prev.shot_id}:{prev.takes[prev.active_take].name}"
     return ""
 
 
@@ -74,6 +81,8 @@ def capture(scene, scene_settings, shot, folder: str, prefs_render: str = "VIEWP
         return full
     if source == "STRIP":
         return strip_frame_file(scene, path, shot.frame_start)
+    if source == "PREVIOUS":
+        return previous_last_frame(scene, scene_settings, shot)
     camera = shot.camera or scene.camera
     if camera is None or camera.type != "CAMERA":
         raise InputProblem("no camera: bind one to the shot's marker (Ctrl B), set the scene camera or pick a file")
@@ -171,3 +180,36 @@ def sound_under(scene, shot) -> str:
     if not os.path.isfile(path):
         raise InputProblem(f"the sound strip's file {path!r} does not exist")
     return path
+
+
+def previous_shot(scene_settings, shot):
+    """The shot that ends before ``shot`` starts, nearest to it (None for the first shot)."""
+    before = [o for o in scene_settings.shots if not o.missing and o.frame_start < shot.frame_start]
+    return max(before, key=lambda o: o.frame_start, default=None)
+
+
+def previous_last_frame(scene, scene_settings, shot) -> str:
+    """The file of the last frame the previous shot's active take shows: the last image its strip shows (a still
+    or a frame sequence), else the last still image among the take's files. InputProblem says why there is none."""
+    from . import media
+
+    prev = previous_shot(scene_settings, shot)
+    if prev is None:
+        raise InputProblem("it is the first shot: there is no previous shot to continue from")
+    if not 0 <= prev.active_take < len(prev.takes) or prev.takes[prev.active_take].state != "completed":
+        raise InputProblem(f"the previous shot {prev.name!r} has no finished take to continue from; generate it")
+    take = prev.takes[prev.active_take]
+    strip = next((s for s in importer.take_strips(scene, prev.shot_id) if not s.mute), None)
+    if strip is not None and strip.type == "IMAGE" and len(strip.elements):
+        index = min(max(int(strip.frame_final_end) - 1 - int(strip.frame_start), 0), len(strip.elements) - 1)
+        path = os.path.join(bpy.path.abspath(strip.directory), strip.elements[index].filename)
+        if os.path.isfile(path):
+            return path
+    stills = [
+        p
+        for p in take.paths.splitlines()
+        if p and os.path.isfile(p) and media.media_kind(p) == "image" and media.animated_frames_hint(p) <= 1
+    ]
+    if not stills:
+        raise InputProblem(f"the previous shot {prev.name!r} has no still frame to continue from (a movie take)")
+    return stills[-1]

@@ -410,6 +410,7 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
             raise SubmitProblem(f"{shot.name}: input sound: {exc}") from exc
     picture = None
     if "{image}" in template:
+        hold_for_previous(rt, scene, shot)
         folder = os.path.join(rt.owner.hub.output_dir, "inputs")
         try:
             settings.image_key = scene_inputs.key_of(scene, s, shot, workflow_digest)
@@ -462,11 +463,30 @@ def setup_ready(rt, shot, service: str, text: str) -> None:
     raise NotYet(setup[0])
 
 
+def hold_for_previous(rt, scene, shot) -> None:
+    """A shot continuing from the previous shot's last frame waits (NotYet) while that shot is still on its way
+    in the batch: generate all sends them in order, each once its predecessor has landed."""
+    s = props.settings(scene)
+    if scene_inputs.source_of(s, shot)[0] != "PREVIOUS":
+        return
+    prev = scene_inputs.previous_shot(s, shot)
+    if prev is None:
+        return
+    if active(rt.model, prev):
+        raise NotYet(prev.shot_id)
+    # Finished on the server but not landed yet (downloaded, split, placed by a later tick): still wait.
+    view = rt.model.jobs.get(prev.job_id) if prev.job_id else None
+    take = prev.takes.get(prev.job_id) if prev.job_id else None
+    if view is not None and view.state == "completed" and (take is None or take.state != "completed"):
+        raise NotYet(prev.shot_id)
+
+
 def scene_picture(rt, scene, shot, settings: sh.Settings, service: str) -> dict | None:
     """Makes the shot's picture (camera render, strip frame or file), uploads it to ``service`` (the hub sends each
     distinct file once per server) and puts its name into ``settings.image``; returns what the take's manifest
     records about it (None: the workflow keeps its own image)."""
     s = props.settings(scene)
+    hold_for_previous(rt, scene, shot)
     folder = os.path.join(rt.owner.hub.output_dir, "inputs")
     try:
         key = scene_inputs.key_of(scene, s, shot, workflow_digest)

@@ -234,3 +234,60 @@ def test_upscale_4x_from_the_camera_and_controlnet_pose_from_a_pose_image_run_fr
         bpy.data.images.remove(image)
     (strip,) = strips_of_shot(dance.shot_id)
     assert (strip.frame_final_start, strip.frame_final_duration) == (40, 10)
+
+
+def test_continuity_each_shot_starts_from_the_previous_shots_last_frame(addon, server):
+    """Continuity: with "Previous shot" as the input, generate all sends the shots in order, each once the one
+    before has landed, with its last frame as the picture. Through an invert workflow a red first picture gives
+    cyan, red, cyan; a new take of the first shot makes the next one stale; the first shot alone fails with why."""
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    red = write_png(addon.tmp / "red.png", (1.0, 0.0, 0.0))
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    s.input_source = "PREVIOUS"
+    for name, frame in (("one", 1), ("two", 11), ("three", 21)):
+        scene.timeline_markers.new(name, frame=frame)
+    scene.frame_end = 30
+    bpy.ops.movie_director.shots_from_markers()
+    one, two, three = s.shots
+    wait_connected(addon)
+    wait_schema(addon)
+
+    # Alone, the first shot has nothing to continue from.
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=one.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [one])
+    assert one.job_state == "failed" and "first shot" in one.message, one.message
+
+    one.input_source, one.input_path = "FILE", red
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [one, two, three])
+    model = addon.bridge.current_model()
+    for shot in (one, two, three):
+        assert model.jobs[shot.job_id].state == "completed", (shot.name, model.jobs[shot.job_id].error, shot.message)
+
+    def result(shot) -> str:
+        (strip,) = strips_of_shot(shot.shot_id)
+        assert strip.frame_final_start == shot.frame_start
+        return bpy.path.abspath(os.path.join(strip.directory, strip.elements[-1].filename))
+
+    # Each picture sent is the previous shot's result, byte for byte.
+    sent = [os.path.join(server.sim.input_dir, p["1"]["inputs"]["image"]) for p in prompts(server)]
+    assert len(sent) == 3
+    assert sha(sent[0]) == sha(red)
+    assert sha(sent[1]) == sha(result(one)) and two.takes[0].input_file == result(one)
+    assert sha(sent[2]) == sha(result(two))
+    assert two.takes[0].input_key == f"previous:{one.shot_id}:{one.job_id}"
+    for shot, rgb in ((one, (0, 1, 1)), (two, (1, 0, 0)), (three, (0, 1, 1))):
+        px = pixels(result(shot))
+        assert all(abs(px[i] - rgb[i]) < 0.02 for i in range(3)), (shot.name, px[:4])
+
+    # Another take of the first shot: the second shot's picture would change, so it is stale; the third is not.
+    from movie_director import shotlist
+
+    assert not shotlist.is_stale(scene, two)
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=one.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [one])
+    assert shotlist.is_stale(scene, two) and not shotlist.is_stale(scene, three)
