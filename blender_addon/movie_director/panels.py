@@ -424,7 +424,7 @@ def draw_input(layout, owner) -> None:
     if owner.input_source == "PREVIOUS":
         layout.label(text="Waits for the previous shot; uses its last frame", icon="LINKED")
     if owner.input_source in ("FILE", "STRIP"):
-        layout.prop(owner, "input_path", text="Image file" if owner.input_source == "FILE" else "Image strip")
+        layout.prop(owner, "input_path", text="Image/movie file" if owner.input_source == "FILE" else "Strip")
 
 
 def draw_shot(box, context, scene, shot, model) -> None:

@@ -9,16 +9,17 @@ engine when asked (or when Blender runs without a window, as in the tests).
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import bpy
 
-from . import importer
+from . import importer, media
 
 SOURCES = [
     ("CAMERA", "Camera", "The shot's camera (or the scene's) at the shot's start frame"),
     ("STRIP", "Strip", "The frame of a Sequencer image strip at the shot's start"),
-    ("FILE", "Image file", "An image file"),
+    ("FILE", "Image or movie file", "An image file, or a movie file's first frame"),
     ("PREVIOUS", "Previous shot", "The last frame of the previous shot's active take (continuity between shots)"),
     ("NONE", "Workflow's own", "Keep the image the workflow names"),
 ]
@@ -57,9 +58,10 @@ def key_of(scene, scene_settings, shot, digest) -> str:
         return f"file:{digest(bpy.path.abspath(path))}" if path else "file:none"
     if source == "STRIP":
         try:
-            return f"strip:{digest(strip_frame_file(scene, path, shot.frame_start))}"
+            file, index = strip_frame_file(scene, path, shot.frame_start, with_index=True)
         except InputProblem:
             return f"strip:{path}:none"
+        return f"strip:{digest(file)}" + (f":{index}" if index is not None else "")
     if source == "PREVIOUS":
         # Another active take of the previous shot makes this shot stale (its first picture would change).
         prev = previous_shot(scene_settings, shot)
@@ -78,9 +80,12 @@ def capture(scene, scene_settings, shot, folder: str, prefs_render: str = "VIEWP
         full = bpy.path.abspath(path) if path else ""
         if not full or not os.path.isfile(full):
             raise InputProblem(f"the image file {path!r} does not exist; choose one under Input")
+        if media.media_kind(full) == "video":
+            return movie_frame_file(full, 0, folder)
         return full
     if source == "STRIP":
-        return strip_frame_file(scene, path, shot.frame_start)
+        file, index = strip_frame_file(scene, path, shot.frame_start, with_index=True)
+        return file if index is None else movie_frame_file(file, index, folder)
     if source == "PREVIOUS":
         return previous_last_frame(scene, scene_settings, shot)
     camera = shot.camera or scene.camera
@@ -145,11 +150,18 @@ def render_camera(scene, camera, frame: int, path: str, viewport: bool = True) -
             setattr(render, name, value)
 
 
-def strip_frame_file(scene, name: str, frame: int) -> str:
-    """The file an image strip shows at ``frame`` (its first frame before it starts, its last after it ends)."""
+def strip_frame_file(scene, name: str, frame: int, with_index: bool = False):
+    """The file an image strip shows at ``frame`` (its first frame before it starts, its last after it ends);
+    ``with_index``: (file, None) for an image strip, (movie file, frame index in it) for a movie strip."""
     strip = next((s for s in importer.all_strips(scene) if s.name == name), None)
     if strip is None:
-        raise InputProblem(f"there is no strip {name!r}; pick an image strip under Input")
+        raise InputProblem(f"there is no strip {name!r}; pick an image or movie strip under Input")
+    if strip.type == "MOVIE" and with_index:
+        path = bpy.path.abspath(strip.filepath)
+        if not os.path.isfile(path):
+            raise InputProblem(f"movie strip {name!r} plays {path}, which does not exist")
+        length = max(int(strip.frame_duration), 1)
+        return path, min(max(int(frame) - int(strip.frame_start), 0), length - 1)
     if strip.type != "IMAGE":
         raise InputProblem(f"strip {name!r} is a {strip.type.lower()} strip; pick an image strip or the camera")
     elements = list(strip.elements)
@@ -159,7 +171,53 @@ def strip_frame_file(scene, name: str, frame: int) -> str:
     path = os.path.join(bpy.path.abspath(strip.directory), elements[index].filename)
     if not os.path.isfile(path):
         raise InputProblem(f"strip {name!r} shows {path}, which does not exist")
-    return path
+    return (path, None) if with_index else path
+
+
+def movie_frame_file(path: str, index: int, folder: str) -> str:
+    """Frame ``index`` (0: the first) of a movie file as a PNG under ``folder``, made once per file version and
+    frame. Blender decodes it: a throwaway scene plays the movie in its Sequencer and renders that one frame (no
+    ffmpeg or Pillow needed; a single small frame, so the short block of the UI is like a camera picture's)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputProblem(f"the movie file {path!r} cannot be read: {exc}") from exc
+    tag = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}|{index}".encode()).hexdigest()[:16]
+    out = os.path.join(folder, f"movie-{tag}.png")
+    if os.path.isfile(out):
+        return out
+    os.makedirs(folder, exist_ok=True)
+    host = bpy.context.scene
+    # The render operator takes the frame from the context's scene: the movie is placed so that frame shows
+    # ``index`` whichever of the two scenes' frames it reads.
+    frame = host.frame_current
+    grab = bpy.data.scenes.new("movie_director_frame_grab")
+    try:
+        grab.view_settings.view_transform = "Standard"  # the movie's colours as they are
+        for name in VARYING_STAMPS:
+            if hasattr(grab.render, name):
+                setattr(grab.render, name, False)
+        editor = grab.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # Blender 4.4+ / 4.2
+        strip = strips.new_movie("movie", path, 1, frame - index)
+        if not len(strip.elements) or not strip.elements[0].orig_width:
+            raise InputProblem(f"Blender cannot read the movie {os.path.basename(path)}")
+        grab.render.resolution_x = strip.elements[0].orig_width
+        grab.render.resolution_y = strip.elements[0].orig_height
+        grab.render.resolution_percentage = 100
+        grab.frame_start, grab.frame_end, grab.frame_current = frame, frame, frame
+        grab.render.filepath = out
+        grab.render.image_settings.file_format = "PNG"
+        grab.render.image_settings.color_mode = "RGB"
+        try:
+            bpy.ops.render.render(write_still=True, scene=grab.name)
+        except RuntimeError as exc:
+            raise InputProblem(f"reading frame {index} of {os.path.basename(path)} failed: {exc}") from exc
+    finally:
+        bpy.data.scenes.remove(grab)
+    if not os.path.isfile(out):
+        raise InputProblem(f"frame {index} of {os.path.basename(path)} was not written to {out}")
+    return out
 
 
 def sound_under(scene, shot) -> str:
@@ -191,8 +249,6 @@ def previous_shot(scene_settings, shot):
 def previous_last_frame(scene, scene_settings, shot) -> str:
     """The file of the last frame the previous shot's active take shows: the last image its strip shows (a still
     or a frame sequence), else the last still image among the take's files. InputProblem says why there is none."""
-    from . import media
-
     prev = previous_shot(scene_settings, shot)
     if prev is None:
         raise InputProblem("it is the first shot: there is no previous shot to continue from")

@@ -291,3 +291,64 @@ def test_continuity_each_shot_starts_from_the_previous_shots_last_frame(addon, s
     assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=one.shot_id) == {"FINISHED"}
     wait_shots_done(addon, [one])
     assert shotlist.is_stale(scene, two) and not shotlist.is_stale(scene, three)
+
+
+def write_clip(path: Path) -> str:
+    """A 3-frame 32×24 H.264 movie (red, green, blue frames), written by Blender itself from colour strips in a
+    scene of its own."""
+    maker = bpy.data.scenes.new("md_test_clip")
+    try:
+        maker.render.resolution_x, maker.render.resolution_y, maker.render.resolution_percentage = 32, 24, 100
+        maker.view_settings.view_transform = "Standard"
+        editor = maker.sequence_editor_create()
+        for i, rgb in enumerate([(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]):
+            editor.strips.new_effect(name=f"c{i}", type="COLOR", channel=1, frame_start=i + 1, length=1).color = rgb
+        maker.frame_start, maker.frame_end = 1, 3
+        settings = maker.render.image_settings
+        if hasattr(settings, "media_type"):  # Blender 5.0: movies are a media type of their own
+            settings.media_type = "VIDEO"
+        settings.file_format = "FFMPEG"
+        maker.render.ffmpeg.format, maker.render.ffmpeg.codec = "MPEG4", "H264"
+        maker.render.ffmpeg.constant_rate_factor = "LOSSLESS"
+        maker.render.filepath = str(path)
+        maker.render.use_file_extension = False
+        bpy.ops.render.render(animation=True, scene=maker.name)
+    finally:
+        bpy.data.scenes.remove(maker)
+    assert path.is_file()
+    return str(path)
+
+
+def test_a_movie_file_and_a_movie_strip_give_their_frame_as_the_picture(addon, server):
+    """A movie as the input: a movie file gives its first frame, a movie strip the frame it shows at the shot's
+    start (decoded by Blender: no ffmpeg or Pillow needed); the frame is uploaded and inverted on the simulator."""
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    clip = write_clip(addon.tmp / "clip.mp4")
+    scene.frame_current = 7  # the frame read does not depend on the playhead
+    editor = scene.sequence_editor_create()
+    editor.strips.new_movie("plate", clip, 4, 30)
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    scene.timeline_markers.new("from file", frame=1)
+    scene.timeline_markers.new("from strip", frame=32)
+    scene.frame_end = 40
+    bpy.ops.movie_director.shots_from_markers()
+    by_name = {shot.name: shot for shot in s.shots}
+    by_name["from file"].input_source, by_name["from file"].input_path = "FILE", clip
+    by_name["from strip"].input_source, by_name["from strip"].input_path = "STRIP", "plate"
+    wait_connected(addon)
+    wait_schema(addon)
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, list(s.shots))
+    model = addon.bridge.current_model()
+    for shot, rgb in ((by_name["from file"], (1, 0, 0)), (by_name["from strip"], (0, 0, 1))):
+        assert model.jobs[shot.job_id].state == "completed", (shot.name, model.jobs[shot.job_id].error, shot.message)
+        picture = shot.takes[0].input_file
+        assert picture.endswith(".png") and os.path.isfile(picture)
+        px = pixels(picture)
+        assert len(px) == 32 * 24 * 4
+        assert all(abs(px[i] - rgb[i]) < 0.06 for i in range(3)), (shot.name, px[:4])
+    assert scene.frame_current == 7 and scene.name in bpy.data.scenes and len(bpy.data.scenes) == 1
+    assert by_name["from strip"].takes[0].input_key.endswith(":2")  # the strip's third frame
