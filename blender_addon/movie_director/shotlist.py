@@ -173,24 +173,42 @@ def settings_for(scene, shot, seed_value: int | None = None) -> tuple[sh.Setting
     return settings, counts
 
 
-def current_hash(scene, shot, with_input: bool = False) -> str:
+def gradio_basis(scene, shot) -> str:
+    """What a Gradio take's fingerprint is made from besides the settings: its endpoint and inputs template (the
+    shot's, else the sequence's), as ``submit_gradio`` records it."""
+    s = props.settings(scene)
+    api = (shot.gradio_api or s.gradio_api).strip()
+    template = shot.gradio_inputs if shot.gradio_inputs.strip() else s.gradio_inputs
+    return sh.inputs_hash(sh.Settings(), f"{api}|{template}")
+
+
+def current_hash(scene, shot, with_input: bool = False, gradio: bool = False) -> str:
     """The shot's fingerprint now; ``with_input``: including what its picture is made from (when its take sent
-    one; the picture itself is not rendered for this)."""
+    one; the picture itself is not rendered for this); ``gradio``: as a take on a Gradio app (endpoint and inputs
+    instead of the workflow file)."""
     settings, counts = settings_for(scene, shot)
     if with_input:
         settings.image_key = scene_inputs.key_of(scene, props.settings(scene), shot, workflow_digest)
+    if gradio:
+        return sh.inputs_hash(settings, gradio_basis(scene, shot), seed_counts=counts)
     path = bpy.path.abspath(settings.workflow) if settings.workflow else ""
     return sh.inputs_hash(settings, workflow_digest(path) if path else "", seed_counts=counts)
 
 
 def is_stale(scene, shot) -> bool:
-    """The shot's inputs (prompt, settings, seed, workflow file, range, input picture) changed since its active
-    take."""
+    """The shot's inputs (prompt, settings, seed, workflow file or Gradio endpoint and inputs, range, input
+    picture) changed since its active take."""
     if not 0 <= shot.active_take < len(shot.takes):
         return False
     take = shot.takes[shot.active_take]
     try:
-        return take.inputs_hash != current_hash(scene, shot, with_input=bool(take.input_key))
+        with_input = bool(take.input_key)
+        # The take does not say whether it ran on ComfyUI or a Gradio app (the service's kind may have changed
+        # since): it is current if it matches either way (the service itself is part of both fingerprints).
+        return take.inputs_hash not in (
+            current_hash(scene, shot, with_input),
+            current_hash(scene, shot, with_input, gradio=True),
+        )
     except ValueError:
         return True
 
@@ -424,7 +442,7 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
         call = GradioCall(api_name=api, inputs=values)
     except ValueError as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
-    inputs = sh.inputs_hash(settings, sh.inputs_hash(sh.Settings(), f"{api}|{template}"), seed_counts=counts)
+    inputs = sh.inputs_hash(settings, gradio_basis(scene, shot), seed_counts=counts)
     try:
         job = rt.owner.hub.submit(service, call, tag=shot.shot_id)
     except Exception as exc:

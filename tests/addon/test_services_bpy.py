@@ -177,6 +177,12 @@ def test_audioldm_shot_lands_as_a_sound_strip_at_the_shot(addon, audio_app):
     assert strip.type == "SOUND" and strip.frame_final_start == 12
     assert os.path.basename(bpy.path.abspath(strip.sound.filepath)).startswith("sound-7-")
     assert shot.takes[0].state == "completed" and shot.takes[0].seed == "7"
+    # Nothing changed since the take: not stale; a new prompt makes it so.
+    from movie_director import shotlist
+
+    assert not shotlist.is_stale(scene, shot)
+    shot.prompt = "waves on sand"
+    assert shotlist.is_stale(scene, shot)
 
 
 def test_wan2gp_shot_lands_as_a_movie_strip_at_the_shot(addon, wangp_server):
