@@ -18,6 +18,7 @@ from . import importer, media
 
 SOURCES = [
     ("CAMERA", "Camera", "The shot's camera (or the scene's) at the shot's start frame"),
+    ("DEPTH", "Depth pass", "The shot's camera as a depth map (near white, far black) for a depth ControlNet"),
     ("STRIP", "Strip", "The frame of a Sequencer image strip at the shot's start"),
     ("FILE", "Image or movie file", "An image file, or a movie file's first frame"),
     ("PREVIOUS", "Previous shot", "The last frame of the previous shot's active take (continuity between shots)"),
@@ -47,13 +48,14 @@ def key_of(scene, scene_settings, shot, digest) -> str:
     """A cheap fingerprint of what the picture is made from (no rendering): a changed camera, frame, strip or file
     makes the shot stale. ``digest(path)``: a file's sha256 (cached by the caller)."""
     source, path = source_of(scene_settings, shot)
-    if source == "CAMERA":
+    if source in ("CAMERA", "DEPTH"):
+        prefix = source.lower()
         camera = shot.camera or scene.camera
         if camera is None:
-            return "camera:none"
+            return f"{prefix}:none"
         m = camera.matrix_world
         pose = ",".join(f"{v:.4f}" for row in m for v in row)
-        return f"camera:{camera.name}:{shot.frame_start}:{pose}"
+        return f"{prefix}:{camera.name}:{shot.frame_start}:{pose}"
     if source == "FILE":
         return f"file:{digest(bpy.path.abspath(path))}" if path else "file:none"
     if source == "STRIP":
@@ -92,8 +94,12 @@ def capture(scene, scene_settings, shot, folder: str, prefs_render: str = "VIEWP
     if camera is None or camera.type != "CAMERA":
         raise InputProblem("no camera: bind one to the shot's marker (Ctrl B), set the scene camera or pick a file")
     os.makedirs(folder, exist_ok=True)
-    out = os.path.join(folder, f"{shot.shot_id}-{shot.frame_start}.png")
-    render_camera(scene, camera, shot.frame_start, out, viewport=prefs_render == "VIEWPORT")
+    if source == "DEPTH":
+        out = os.path.join(folder, f"{shot.shot_id}-{shot.frame_start}-depth.png")
+        render_depth(scene, camera, shot.frame_start, out)
+    else:
+        out = os.path.join(folder, f"{shot.shot_id}-{shot.frame_start}.png")
+        render_camera(scene, camera, shot.frame_start, out, viewport=prefs_render == "VIEWPORT")
     if not os.path.isfile(out):
         raise InputProblem(f"the camera render did not write {out}")
     return out
@@ -148,6 +154,88 @@ def render_camera(scene, camera, frame: int, path: str, viewport: bool = True) -
         scene.camera, render.filepath, image.file_format, image.color_mode = saved[0], *saved[2:]
         for name, value in stamps.items():
             setattr(render, name, value)
+
+
+DEPTH_MATERIAL = "movie_director_depth"
+
+
+def depth_range(scene, camera) -> tuple[float, float]:
+    """Nearest and farthest distance (along the camera's view) of the visible meshes' bounding boxes: the depth
+    map spans them, so near is white and far is black whatever the scene's scale."""
+    from mathutils import Vector
+
+    to_camera = camera.matrix_world.inverted()
+    depths = []
+    for obj in scene.objects:
+        if obj.type != "MESH" or obj.hide_render:
+            continue
+        for corner in obj.bound_box:
+            z = -(to_camera @ (obj.matrix_world @ Vector(corner))).z
+            if z > 0:
+                depths.append(z)
+    clip = camera.data.clip_start, camera.data.clip_end
+    if not depths:
+        return clip
+    near, far = max(min(depths), clip[0]), min(max(depths), clip[1])
+    return near, max(far, near + 1e-3)
+
+
+def _depth_material(near: float, far: float):
+    """An emission material whose brightness is the view depth mapped near → 1, far → 0."""
+    mat = bpy.data.materials.get(DEPTH_MATERIAL) or bpy.data.materials.new(DEPTH_MATERIAL)
+    if mat.node_tree is None:  # Blender < 5.0 makes materials without nodes
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    view = nodes.new("ShaderNodeCameraData")
+    span = nodes.new("ShaderNodeMapRange")
+    span.inputs["From Min"].default_value, span.inputs["From Max"].default_value = near, far
+    span.inputs["To Min"].default_value, span.inputs["To Max"].default_value = 1.0, 0.0
+    glow = nodes.new("ShaderNodeEmission")
+    out = nodes.new("ShaderNodeOutputMaterial")
+    links.new(view.outputs["View Z Depth"], span.inputs["Value"])
+    links.new(span.outputs["Result"], glow.inputs["Color"])
+    links.new(glow.outputs["Emission"], out.inputs["Surface"])
+    return mat
+
+
+def render_depth(scene, camera, frame: int, path: str) -> None:
+    """A depth map of what ``camera`` sees at ``frame``: one Cycles sample on the CPU with every surface replaced
+    by the depth material and the background transparent (black); the scene's engine and look are put back."""
+    render, layer = scene.render, bpy.context.view_layer
+    saved = {
+        "engine": render.engine,
+        "film_transparent": render.film_transparent,
+        "view_transform": scene.view_settings.view_transform,
+        "look": scene.view_settings.look,
+        "override": layer.material_override,
+        "frame": scene.frame_current,
+    }
+    cycles = getattr(scene, "cycles", None)
+    saved_cycles = {k: getattr(cycles, k) for k in ("samples", "device", "use_denoising")} if cycles else {}
+    mat = None
+    try:
+        scene.frame_set(frame)
+        mat = _depth_material(*depth_range(scene, camera))
+        try:
+            render.engine = "CYCLES"
+        except TypeError as exc:
+            raise InputProblem("the depth pass renders with Cycles: enable the Cycles add-on") from exc
+        if cycles is not None:
+            cycles.samples, cycles.device, cycles.use_denoising = 1, "CPU", False
+        render.film_transparent = True
+        scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
+        layer.material_override = mat
+        render_camera(scene, camera, frame, path, viewport=False)
+    finally:
+        render.engine, render.film_transparent = saved["engine"], saved["film_transparent"]
+        scene.view_settings.view_transform, scene.view_settings.look = saved["view_transform"], saved["look"]
+        layer.material_override = saved["override"]
+        for key, value in saved_cycles.items():
+            setattr(cycles, key, value)
+        if mat is not None:
+            bpy.data.materials.remove(mat)
+        scene.frame_set(saved["frame"])
 
 
 def strip_frame_file(scene, name: str, frame: int, with_index: bool = False):

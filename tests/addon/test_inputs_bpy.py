@@ -352,3 +352,42 @@ def test_a_movie_file_and_a_movie_strip_give_their_frame_as_the_picture(addon, s
         assert all(abs(px[i] - rgb[i]) < 0.06 for i in range(3)), (shot.name, px[:4])
     assert scene.frame_current == 7 and scene.name in bpy.data.scenes and len(bpy.data.scenes) == 1
     assert by_name["from strip"].takes[0].input_key.endswith(":2")  # the strip's third frame
+
+
+def test_depth_pass_of_the_shot_camera_feeds_the_workflow_and_the_scene_is_put_back(addon, server):
+    """ "Depth pass" as the input: the shot's camera rendered as a depth map (the cube near, so bright; the empty
+    background black), uploaded and inverted on the simulator; the scene's engine, look and frame are put back."""
+    add_server(addon, server.url)
+    scene, _cam = camera_scene(frame=10)
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    s.input_source = "DEPTH"
+    bpy.ops.movie_director.shots_from_markers()
+    (shot,) = s.shots
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    view_layer = bpy.context.view_layer
+    before = (
+        scene.render.engine,
+        scene.view_settings.view_transform,
+        scene.frame_current,
+        view_layer.material_override,
+    )
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [shot])
+    view = addon.bridge.current_model().jobs[shot.job_id]
+    assert view.state == "completed", (view.error, shot.message)
+    after = (scene.render.engine, scene.view_settings.view_transform, scene.frame_current, view_layer.material_override)
+    assert after == before and "movie_director_depth" not in bpy.data.materials
+    take = shot.takes[0]
+    assert take.input_key.startswith("depth:ShotCam:10:") and take.input_file.endswith("-depth.png")
+    sent = prompts(server)[-1]["1"]["inputs"]["image"]
+    assert sha(os.path.join(server.sim.input_dir, sent)) == sha(take.input_file)
+    px = pixels(take.input_file)
+    grey = [px[i] for i in range(0, len(px), 4)]
+    assert px[0:3] == [0.0, 0.0, 0.0]  # a corner: nothing there, far
+    centre = grey[(16 * 32) + 16]
+    assert centre > 0.5, centre  # the cube's face, the nearest thing: bright
+    assert all(abs(px[i] - px[i + 1]) < 1e-6 for i in range(0, len(px), 4))  # grey
