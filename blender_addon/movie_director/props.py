@@ -237,7 +237,7 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     )
     gradio_setup: StringProperty(
         name="Gradio setup call",
-        description='Made once per service before its shots, e.g. RVC\'s voice: ["/infer_change_voice", '
+        description='Made once per Generate and service before its shots, e.g. RVC\'s voice: ["/infer_change_voice", '
         '["narrator.pth", 0.33, 0.33, null]] (empty: none)',
     )
     logline: StringProperty(name="Logline", description="A logline or script text for 'Write Shots'")

@@ -452,9 +452,9 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
 
 
 def setup_ready(rt, shot, service: str, text: str) -> None:
-    """The sequence's Gradio setup call (RVC's voice load) is made once per service and call before that service's
-    shots, in the session they share; until it has finished the shots wait (NotYet), and when it failed they fail
-    with its reason. A new Generate retries a failed one."""
+    """The sequence's Gradio setup call (RVC's voice load) is made once per Generate, service and call before that
+    service's shots, in the session they share; until it has finished the shots wait (NotYet), and when it failed
+    they fail with its reason."""
     from director_link import GradioCall
 
     try:
@@ -552,8 +552,9 @@ def enqueue(rt, shots) -> int:
         shot.job_state = "waiting"
         shot.message = ""
         count += 1
-    # A setup call that failed is made again by the next Generate (the server may have been fixed since).
-    rt.gradio_setups = {k: j for k, j in rt.gradio_setups.items() if str(j.state) not in ("failed", "cancelled")}
+    # Each Generate makes the setup calls again (once for all its shots): the app may have restarted since and lost
+    # its session (RVC's loaded voice), or a failed one may work now. One still running is kept.
+    rt.gradio_setups = {k: j for k, j in rt.gradio_setups.items() if str(j.state) in st.ACTIVE_STATES}
     if count:
         rt.batch_pending = True
         rt.batch_paused = False

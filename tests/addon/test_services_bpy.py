@@ -247,3 +247,7 @@ def test_rvc_shot_converts_the_line_under_it_and_lands_as_a_sound_strip_at_the_s
     samples = [frames[i : i + 2] for i in range(0, len(frames), 2)]
     assert converted == b"".join(reversed(samples))  # converted with the voice the setup call loaded
     assert line.takes[0].state == "completed"
+    # Another Generate makes the setup call again first (the app may have lost its session meanwhile): a new take.
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=line.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [line])
+    assert len(line.takes) == 2 and line.takes[1].state == "completed", line.message
