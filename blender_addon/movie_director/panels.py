@@ -425,6 +425,8 @@ def draw_input(layout, owner) -> None:
         layout.label(text="Waits for the previous shot; uses its last frame", icon="LINKED")
     if owner.input_source in ("FILE", "STRIP"):
         layout.prop(owner, "input_path", text="Image/movie file" if owner.input_source == "FILE" else "Strip")
+    if hasattr(owner, "reference_images"):  # the sequence's: reused by every shot
+        layout.prop(owner, "reference_images")
 
 
 def draw_shot(box, context, scene, shot, model) -> None:

@@ -235,6 +235,11 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
         "(the sound strip under the shot): the shot's",
         default='["{prompt}"]',
     )
+    reference_images: StringProperty(
+        name="Reference images",
+        description="Image files reused by every shot, separated by ';': they go into the workflow's second, third "
+        "… image inputs (the first takes the shot's picture), uploaded once per server",
+    )
     gradio_setup: StringProperty(
         name="Gradio setup call",
         description='Made once per Generate and service before its shots, e.g. RVC\'s voice: ["/infer_change_voice", '

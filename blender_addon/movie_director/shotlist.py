@@ -192,7 +192,8 @@ def current_hash(scene, shot, with_input: bool = False, gradio: bool = False) ->
     if gradio:
         return sh.inputs_hash(settings, gradio_basis(scene, shot), seed_counts=counts)
     path = bpy.path.abspath(settings.workflow) if settings.workflow else ""
-    return sh.inputs_hash(settings, workflow_digest(path) if path else "", seed_counts=counts)
+    basis = (workflow_digest(path) if path else "") + reference_digest(scene)
+    return sh.inputs_hash(settings, basis, seed_counts=counts)
 
 
 def is_stale(scene, shot) -> bool:
@@ -246,7 +247,7 @@ class Prepared:
                 return resolved
         return None
 
-    def check(self, wf, built: dict, service: str, uploaded: str = "") -> str | None:
+    def check(self, wf, built: dict, service: str, uploaded: list[str] | None = None) -> str | None:
         """What the server would reject, said before anything is sent: the workflow with this shot's inputs checked
         against the server's node list (when known), e.g. "node 3 (KSampler): cfg = 500 is bigger than the maximum
         100; use a value from 0.0 to 100.0". None when it passes (or the node list is not known yet)."""
@@ -258,9 +259,9 @@ class Prepared:
             for selector, value in built.items():
                 scratch.set(selector, value)
             problems = [p for p in scratch.validate(info) if p.get("severity") == "error"]
-            if uploaded:  # the node list was read before the upload: the new file is not in its choices yet
-                node, _, name = uploaded.rpartition(".")
-                problems = [p for p in problems if (p.get("node_id"), p.get("input")) != (node, name)]
+            # The node list was read before the uploads: the new files are not in its choices yet.
+            skip = {tuple(selector.rsplit(".", 1)) for selector in uploaded or []}
+            problems = [p for p in problems if (p.get("node_id"), p.get("input")) not in skip]
         except Exception as exc:  # a selector the workflow does not have (an extra parameter)
             return str(exc)
         if not problems:
@@ -323,13 +324,14 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     picture = None
     if resolved.wants_image:
         picture = scene_picture(rt, scene, shot, settings, service)
-    inputs = sh.inputs_hash(settings, workflow_digest(path), seed_counts=counts)
+    inputs = sh.inputs_hash(settings, workflow_digest(path) + reference_digest(scene), seed_counts=counts)
     try:
         built, unused = prm.build(resolved, settings)
     except prm.WorkflowProblem as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
     image_targets = resolved.targets.get("image") or []
-    uploaded = image_targets[0].selector if (picture is not None and image_targets) else ""
+    uploaded = [image_targets[0].selector] if (picture is not None and image_targets) else []
+    uploaded += upload_references(rt, scene, shot, service, resolved, built)
     problem = prepared.check(wf, built, service, uploaded)
     if problem:
         raise SubmitProblem(f"{shot.name}: {problem}")
@@ -479,6 +481,44 @@ def setup_ready(rt, shot, service: str, text: str) -> None:
         reason = info.get("error") or state
         raise SubmitProblem(f"{shot.name}: the Gradio setup call {setup[0]} {state}: {reason}")
     raise NotYet(setup[0])
+
+
+def reference_files(scene) -> list[str]:
+    """The sequence's reference images, as absolute paths in the given order."""
+    text = props.settings(scene).reference_images
+    return [bpy.path.abspath(p.strip()) for p in text.split(";") if p.strip()]
+
+
+def reference_digest(scene) -> str:
+    """The reference images' contents (a changed or swapped one makes every shot stale); "" when there are none."""
+    files = reference_files(scene)
+    return "|refs:" + ",".join(workflow_digest(p) for p in files) if files else ""
+
+
+def upload_references(rt, scene, shot, service: str, resolved, built: dict) -> list[str]:
+    """Uploads the sequence's reference images (the hub sends each distinct file once per server) and puts their
+    names into the workflow's image inputs after the shot's picture; returns those selectors. More images than
+    inputs, or a missing file, is an error that says so before anything is sent."""
+    files = reference_files(scene)
+    if not files:
+        return []
+    targets = resolved.targets.get("reference") or []
+    if len(files) > len(targets):
+        raise SubmitProblem(
+            f"{shot.name}: {len(files)} reference image(s) but the workflow has {len(targets)} image input(s) for "
+            "them (after the shot's picture); remove some or use a workflow with more Load Image nodes"
+        )
+    hub = rt.owner.hub
+    for target, path in zip(targets, files, strict=False):
+        if not os.path.isfile(path):
+            raise SubmitProblem(f"{shot.name}: the reference image {path!r} does not exist")
+        try:
+            built[target.selector] = hub.upload_image(service, path)
+        except Exception as exc:
+            raise SubmitProblem(
+                f"{shot.name}: uploading the reference image {os.path.basename(path)} failed: {exc}"
+            ) from exc
+    return [t.selector for t in targets[: len(files)]]
 
 
 def hold_for_previous(rt, scene, shot) -> None:

@@ -391,3 +391,61 @@ def test_depth_pass_of_the_shot_camera_feeds_the_workflow_and_the_scene_is_put_b
     centre = grey[(16 * 32) + 16]
     assert centre > 0.5, centre  # the cube's face, the nearest thing: bright
     assert all(abs(px[i] - px[i + 1]) < 1e-6 for i in range(0, len(px), 4))  # grey
+
+
+# INVERT with a second Load Image, the reference (a stand-in for an IP-Adapter's: the simulator implements no node
+# that joins two images, and what is checked is what the shots send).
+WITH_REFERENCE = {
+    **INVERT,
+    "4": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Reference"}},
+}
+
+
+def test_reference_images_are_uploaded_once_and_reused_by_every_shot(addon, server):
+    """The sequence's reference image set: each shot's picture goes into the first Load Image, the reference into
+    the second, uploaded once for all shots; changing the reference makes every shot stale; more references than
+    inputs fail before anything is sent."""
+    add_server(addon, server.url)
+    scene = bpy.context.scene
+    red = write_png(addon.tmp / "red.png", (1.0, 0.0, 0.0))
+    blue = write_png(addon.tmp / "blue.png", (0.0, 0.0, 1.0))
+    ref = write_png(addon.tmp / "ref.png", (0.0, 1.0, 0.0))
+    s = scene_settings()
+    s.workflow = str(addon.tmp / "with_reference.json")
+    Path(s.workflow).write_text(json.dumps(WITH_REFERENCE))
+    s.input_source = "FILE"
+    s.reference_images = ref
+    for name, frame in (("a", 1), ("b", 11)):
+        scene.timeline_markers.new(name, frame=frame)
+    scene.frame_end = 20
+    bpy.ops.movie_director.shots_from_markers()
+    a, b = s.shots
+    a.input_source, a.input_path = "FILE", red
+    b.input_source, b.input_path = "FILE", blue
+    wait_connected(addon)
+    wait_schema(addon)
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [a, b])
+    model = addon.bridge.current_model()
+    for shot in (a, b):
+        assert shot.job_id, shot.message
+        assert model.jobs[shot.job_id].state == "completed", (shot.name, model.jobs[shot.job_id].error, shot.message)
+    sent = prompts(server)
+    assert len(sent) == 2 and len(uploads(server)) == 3  # two pictures, one reference
+    pictures = {sha(os.path.join(server.sim.input_dir, p["1"]["inputs"]["image"])) for p in sent}
+    references = {sha(os.path.join(server.sim.input_dir, p["4"]["inputs"]["image"])) for p in sent}
+    assert pictures == {sha(red), sha(blue)} and references == {sha(ref)}
+
+    from movie_director import shotlist
+
+    assert not shotlist.is_stale(scene, a) and not shotlist.is_stale(scene, b)
+    write_png(addon.tmp / "ref.png", (1.0, 1.0, 0.0))
+    assert shotlist.is_stale(scene, a) and shotlist.is_stale(scene, b)
+
+    s.reference_images = f"{ref}; {red}"
+    server.sim.clear_requests()
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=a.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [a])
+    assert "2 reference image(s) but the workflow has 1" in a.message, a.message
+    assert not prompts(server)
