@@ -153,6 +153,8 @@ def draw_generate(layout, context) -> None:
     layout.prop(s, "cfg", text="CFG (0: the workflow's)")
     if resolved is not None:
         missing = [prm.LABELS[k] for k in ("prompt", "negative", "seed", "steps", "cfg") if not resolved.supports(k)]
+        if s.reference_images.strip() and not resolved.supports("reference"):
+            missing.append("Reference images")  # said, never silently dropped
         if missing:
             layout.label(text=f"Not in this workflow: {', '.join(missing)}", icon="INFO")
     layout.prop(s, "use_scene_resolution")

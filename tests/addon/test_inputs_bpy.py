@@ -449,3 +449,15 @@ def test_reference_images_are_uploaded_once_and_reused_by_every_shot(addon, serv
     wait_shots_done(addon, [a])
     assert "2 reference image(s) but the workflow has 1" in a.message, a.message
     assert not prompts(server)
+
+    # A workflow with no input for them says so in the panel (never silently dropped).
+    from .blender_support import draw_all_panels
+
+    def said() -> bool:
+        texts = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_generate"].texts()
+        return any(t.startswith("Not in this workflow") and "Reference images" in t for t in texts)
+
+    assert not said()
+    s.workflow = str(addon.tmp / "invert_input.json")
+    Path(s.workflow).write_text(json.dumps(INVERT))
+    assert said()
