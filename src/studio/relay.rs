@@ -14,9 +14,14 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::watch;
+
+/// A frame's JSON text: shared bytes, so every subscriber's WebSocket message is the same buffer (no copy per
+/// subscriber).
+pub type Text = axum::extract::ws::Utf8Bytes;
 
 /// How a frame may be treated by a slow subscriber's outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +62,7 @@ pub struct Frame {
     pub offset: u64,
     pub job: Option<Arc<str>>,
     pub class: FrameClass,
-    pub text: Arc<str>,
+    pub text: Text,
 }
 
 /// A job as the studio shows it (the brief's progress fields and ours). Also what is persisted.
@@ -314,7 +319,13 @@ struct OutboxInner {
     frames: VecDeque<Frame>,
     bytes: usize,
     overflow: bool,
+    /// Signals from the server's one ping timer and from shutdown: no timer or watch per connection.
+    ping_due: bool,
+    closing: bool,
     coalesced: u64,
+    /// The connection task waiting for this outbox (a `Waker` instead of a `Notify`: the task polls the
+    /// outbox itself, so waiting costs no future of its own).
+    waker: Option<Waker>,
 }
 
 /// One subscriber's queue. Progress and previews wait at most once per job (a newer one replaces the waiting
@@ -322,15 +333,25 @@ struct OutboxInner {
 /// subscriber that lets more pile up than its limits is marked overflowed and closed (it resumes by offset).
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
-    notify: Notify,
     limits: OutboxLimits,
+}
+
+/// What a connection takes from its outbox next.
+#[derive(Debug)]
+pub enum Next {
+    Frame(Frame),
+    /// The ping interval passed: ping the peer, and close it if it stayed silent past the timeout.
+    Ping,
+    /// The server is shutting down.
+    Closing,
+    /// The subscriber could not keep up.
+    Overflowed,
 }
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Arc<Outbox> {
         Arc::new(Outbox {
             inner: Mutex::new(OutboxInner::default()),
-            notify: Notify::new(),
             limits,
         })
     }
@@ -358,32 +379,91 @@ impl Outbox {
         q.frames.push_back(frame);
         if q.frames.len() > self.limits.max_frames || q.bytes > self.limits.max_bytes {
             q.overflow = true;
-            q.frames.clear();
+            q.frames = VecDeque::new();
             q.bytes = 0;
         }
+        let waker = q.waker.take();
         drop(q);
-        self.notify.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
-    /// Waits for frames and moves them into `out`; `Err` once the outbox overflowed.
+    /// A frame of the connection's own (a reply to the client, the brief's `ping`), behind what waits; the
+    /// connection is polling already, so nobody is woken.
+    pub fn push_own(&self, text: Text) {
+        let mut q = self.inner.lock();
+        q.bytes += text.len();
+        q.frames.push_back(Frame {
+            offset: 0,
+            job: None,
+            class: FrameClass::Lifecycle,
+            text,
+        });
+    }
+
+    fn signal(&self, set: impl FnOnce(&mut OutboxInner)) {
+        let mut q = self.inner.lock();
+        set(&mut q);
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next thing for the connection to do; `Pending` (and woken by the next push or signal) when none.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut q = self.inner.lock();
+        if q.overflow {
+            return Poll::Ready(Next::Overflowed);
+        }
+        if q.closing {
+            return Poll::Ready(Next::Closing);
+        }
+        if let Some(f) = q.frames.pop_front() {
+            q.bytes -= f.text.len();
+            if q.frames.is_empty() && q.frames.capacity() > 16 {
+                // A burst grew the queue: give its memory back once it drained (most connections idle).
+                q.frames = VecDeque::new();
+            }
+            return Poll::Ready(Next::Frame(f));
+        }
+        if std::mem::take(&mut q.ping_due) {
+            return Poll::Ready(Next::Ping);
+        }
+        match &mut q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for frames and moves up to `max` into `out`; `Err` once the outbox overflowed (or closes).
     pub async fn next_batch(&self, out: &mut Vec<Frame>, max: usize) -> Result<(), Overflowed> {
         loop {
-            {
-                let mut guard = self.inner.lock();
-                let q = &mut *guard;
-                if q.overflow {
-                    return Err(Overflowed);
-                }
-                if !q.frames.is_empty() {
-                    let n = q.frames.len().min(max);
-                    for f in q.frames.drain(..n) {
-                        q.bytes -= f.text.len();
-                        out.push(f);
+            match std::future::poll_fn(|cx| self.poll_next(cx)).await {
+                Next::Frame(f) => {
+                    out.push(f);
+                    while out.len() < max {
+                        let more = {
+                            let mut q = self.inner.lock();
+                            let f = q.frames.pop_front();
+                            if let Some(f) = &f {
+                                q.bytes -= f.text.len();
+                            }
+                            f
+                        };
+                        match more {
+                            Some(f) => out.push(f),
+                            None => break,
+                        }
                     }
                     return Ok(());
                 }
+                Next::Ping => continue,
+                Next::Closing | Next::Overflowed => return Err(Overflowed),
             }
-            self.notify.notified().await;
         }
     }
 
@@ -558,6 +638,8 @@ pub struct Relay {
     pub counters: RelayCounters,
     connections: Mutex<HashMap<ConnKind, usize>>,
     brief_conns_by_job: Mutex<HashMap<String, usize>>,
+    /// Set by `close_all`: a connection that subscribes afterwards is told to close at once.
+    closing: AtomicBool,
 }
 
 /// Just an event's `type`.
@@ -650,6 +732,7 @@ impl Relay {
             counters: RelayCounters::default(),
             connections: Mutex::new(HashMap::new()),
             brief_conns_by_job: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -716,14 +799,15 @@ impl Relay {
             (EventKind::Preview { .. }, Some(id)) => Some(format!("/api/jobs/{id}/preview?offset={offset}")),
             _ => None,
         };
-        let text: Arc<str> = serde_json::to_string(&StreamEvent {
-            offset,
-            time,
-            kind,
-            url,
-        })
-        .unwrap_or_default()
-        .into();
+        let text = Text::from(
+            serde_json::to_string(&StreamEvent {
+                offset,
+                time,
+                kind,
+                url,
+            })
+            .unwrap_or_default(),
+        );
         let job_arc: Option<Arc<str>> = job.as_deref().map(Arc::from);
         let frame = Frame {
             offset,
@@ -777,7 +861,7 @@ impl Relay {
         let offset = inner.next_offset;
         inner.next_offset += 1;
         let class = FrameClass::of_type(&type_name);
-        let text: Arc<str> = format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time).into();
+        let text = Text::from(format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time));
         let job_arc: Option<Arc<str>> = Some(Arc::from(id.as_str()));
         self.counters.events.fetch_add(1, Ordering::Relaxed);
         let frame = Frame {
@@ -907,7 +991,7 @@ impl Relay {
     /// Subscribes to the typed stream. With `since` (and the current epoch) the subscriber gets exactly what it
     /// missed when the history still holds it; otherwise `recovered == false` and a snapshot.
     pub fn subscribe(&self, filter: Filter, since: Option<u64>, epoch: Option<&str>) -> Subscription {
-        let outbox = Outbox::new(self.config.outbox);
+        let outbox = self.new_outbox();
         let mut inner = self.inner.lock();
         let newest = inner.next_offset - 1;
         let same_epoch = epoch.is_none_or(|e| e == self.epoch);
@@ -967,6 +1051,38 @@ impl Relay {
         }
     }
 
+    fn new_outbox(&self) -> Arc<Outbox> {
+        let outbox = Outbox::new(self.config.outbox);
+        if self.closing.load(Ordering::Acquire) {
+            outbox.signal(|q| q.closing = true);
+        }
+        outbox
+    }
+
+    /// Every subscriber's outbox (taken under the lock, signalled outside it).
+    fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
+        let inner = self.inner.lock();
+        let typed = inner.subs.values().map(|s| s.outbox.clone());
+        let brief = inner.brief_by_job.values().flat_map(|m| m.values().cloned());
+        typed.chain(brief).collect()
+    }
+
+    /// The server's one ping timer: every connection pings its peer (and closes it when it stayed silent past
+    /// the timeout) — one timer for all instead of one per connection.
+    pub fn ping_all(&self) {
+        for o in self.all_outboxes() {
+            o.signal(|q| q.ping_due = true);
+        }
+    }
+
+    /// Shutdown: every connection closes (1001), and so does any that subscribes from now on.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
+        for o in self.all_outboxes() {
+            o.signal(|q| q.closing = true);
+        }
+    }
+
     pub fn unsubscribe(&self, id: u64) {
         let mut inner = self.inner.lock();
         if let Some(sub) = inner.subs.remove(&id) {
@@ -993,7 +1109,7 @@ impl Relay {
 
     /// Subscribes to one job's brief progress messages; returns the job's current view (if known) too.
     pub fn subscribe_brief(&self, job_id: &str) -> (u64, Arc<Outbox>, Option<JobView>) {
-        let outbox = Outbox::new(self.config.outbox);
+        let outbox = self.new_outbox();
         let mut inner = self.inner.lock();
         let id = inner.next_sub;
         inner.next_sub += 1;
@@ -1245,7 +1361,7 @@ mod tests {
             offset,
             job: Some(Arc::from(job)),
             class,
-            text: Arc::from("x"),
+            text: Text::from("x"),
         };
         o.push(f(1, "a", FrameClass::Progress));
         o.push(f(2, "b", FrameClass::Lifecycle));
