@@ -409,10 +409,11 @@ async fn job(
     }))
 }
 
-async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: String) {
-    let _guard = ConnGuard::new(state.clone(), ConnKind::Job);
+/// The setup runs before the connection's future is built, so that only what the whole connection needs is kept
+/// in it (an async fn would keep its arguments and the greeting's state for as long as it lives).
+fn job_connection(state: Arc<AppState>, socket: WebSocket, job_id: String) -> impl Future<Output = ()> {
+    let guard = ConnGuard::new(state.clone(), ConnKind::Job);
     let (sub, outbox, view) = state.relay.subscribe_brief(&job_id);
-    // Built before the first await, so that the job's view is not kept in every connection's state.
     let hello = json!({
         "type": "connection",
         "job_id": job_id,
@@ -426,17 +427,25 @@ async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: Str
     let mut greeting = vec![text(&hello)];
     // The current state at once (a finished job's final state).
     greeting.extend(view.map(|v| Message::Text(Utf8Bytes::from(v.brief_progress()))));
-    drop(hello);
-    let mut ok = true;
+    async move {
+        let _guard = guard;
+        let mut socket = socket;
+        // One-time steps run boxed: their futures are not part of every idle connection's state.
+        if Box::pin(greet(&mut socket, greeting)).await {
+            let end = pump(&state, &mut socket, &outbox, true, Previews::Url).await;
+            Box::pin(finish(&mut socket, end)).await;
+        }
+        state.relay.unsubscribe_brief(&job_id, sub);
+    }
+}
+
+async fn greet(socket: &mut WebSocket, greeting: Vec<Message>) -> bool {
     for m in greeting {
-        ok = ok && socket.feed(m).await.is_ok();
+        if socket.feed(m).await.is_err() {
+            return false;
+        }
     }
-    ok = ok && socket.flush().await.is_ok();
-    if ok {
-        let end = pump(&state, &mut socket, &outbox, true, Previews::Url).await;
-        finish(&mut socket, end).await;
-    }
-    state.relay.unsubscribe_brief(&job_id, sub);
+    socket.flush().await.is_ok()
 }
 
 // ---- /ws/monitor --------------------------------------------------------------------------------------------
@@ -600,31 +609,33 @@ async fn events(
     }))
 }
 
-async fn events_connection(
+fn events_connection(
     state: Arc<AppState>,
-    mut socket: WebSocket,
+    socket: WebSocket,
     filter: Filter,
     since: Option<u64>,
     epoch: Option<String>,
     previews: Previews,
-) {
-    let _guard = ConnGuard::new(state.clone(), ConnKind::Events);
-    let sub = state.relay.subscribe(filter, since, epoch.as_deref());
-    drop(epoch);
+) -> impl Future<Output = ()> {
+    let guard = ConnGuard::new(state.clone(), ConnKind::Events);
+    let sub = Box::new(state.relay.subscribe(filter, since, epoch.as_deref()));
     let (id, outbox) = (sub.id, sub.outbox.clone());
-    let ok = greet_events(&state, &mut socket, sub, since, previews).await;
-    if ok {
-        let end = pump(&state, &mut socket, &outbox, false, previews).await;
-        finish(&mut socket, end).await;
+    async move {
+        let _guard = guard;
+        let mut socket = socket;
+        if Box::pin(greet_events(&state, &mut socket, sub, since, previews)).await {
+            let end = pump(&state, &mut socket, &outbox, false, previews).await;
+            Box::pin(finish(&mut socket, end)).await;
+        }
+        state.relay.unsubscribe(id);
     }
-    state.relay.unsubscribe(id);
 }
 
 /// The `subscribed` message and the replay; the subscription (its snapshot and replay) is not kept afterwards.
 async fn greet_events(
     state: &AppState,
     socket: &mut WebSocket,
-    sub: Subscription,
+    sub: Box<Subscription>,
     since: Option<u64>,
     previews: Previews,
 ) -> bool {
