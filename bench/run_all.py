@@ -734,6 +734,20 @@ def section_studio(res: Results, targets: list) -> str:
             "≥ 10× baseline",
             verdict(ok),
         )
+        u, bu = o.get("updates_per_s"), b.get("updates_per_s")
+        if u is not None:
+            # Not the target's measure: it counts a progress that a newer one replaced (latest wins) as brought
+            # through, so it shows how fast every subscriber reaches the newest state when ours coalesces.
+            t.add(
+                f"subscriber updates / s ({label}, flood: expected deliveries / the same time; a coalesced progress "
+                f"counts as brought through by the newer one that replaced it; finals ours {cnt(o.get('finals'))}, "
+                f"baseline {cnt(b.get('finals'))})",
+                num(u),
+                num(bu),
+                rtxt(ratio(u, bu, False)),
+                "–",
+                "–",
+            )
     targets.append(
         (
             "studio: deliveries / s vs baseline (worst of the three fan-outs)",
