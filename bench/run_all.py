@@ -1001,17 +1001,19 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "RSS flat": "RSS over the mixed run: see the samples above; allocator growth in the first minutes settles.",
         "Rust core line coverage": "Rust coverage: measured over `cargo test` plus the whole pytest suite on an "
         "instrumented extension; section 6 lists the files with the most uncovered lines.",
-        "studio: own state": "studio own state per connection: the connection task's future is the bulk (the "
-        "select loop over the outbox, the socket, the ping timer and shutdown, with the futures of its branches "
-        "laid out side by side by the compiler); shrinking it means a hand-written poll loop instead of "
-        "`tokio::select!`, not done here. The RSS per idle connection, which includes it, is within its target.",
-        "studio: deliveries": "studio deliveries / s: with a subscriber or ten per job the flood is bounded by "
-        "the producer's HTTP POSTs (one keep-alive request per update, four producers), not by fan-out, so the "
-        "ratio is the two servers' POST rates (~4×). With 5 000 subscribers on one job ours wakes one task per "
-        "subscriber per update (a write system call each, on 2 cores shared with the load generator and other "
-        "work), falls behind the 4 producers and coalesces each subscriber's waiting progress (latest wins; "
-        "every `completed` arrives), so it delivers fewer messages than the baseline, whose producer waits "
-        "for each broadcast to finish. Not tuned further here.",
+        "studio: own state": "studio own state per connection: the connection's loop is a hand-written future "
+        "(src/studio/ws.rs `Pump`: the socket, its outbox, a few flags), woken through its outbox; the server's "
+        "one ping timer and shutdown reach it there, and the greeting and close run boxed. What remains is "
+        "axum's socket struct (counted apart) and the fields listed in `/metrics`' help.",
+        "studio: deliveries": "studio deliveries / s: over 1 000 jobs (one or ten subscribers per job) the flood "
+        "is bounded by the producers' HTTP POSTs (one keep-alive request per update, four producers), so the "
+        "ratio is the two servers' POST rates, which swing with the machine's load. With 5 000 subscribers on "
+        "one job every delivery is one `send` system call to a socket of its own (`perf`: the kernel's TCP path "
+        "is most of the server's time; the frame is serialized once and shared), on 2 cores shared with the "
+        "load generator: ours falls behind the 4 producers and coalesces each subscriber's waiting progress "
+        "(latest wins; every `completed` arrives), so it delivers fewer messages, while the baseline's producer "
+        "waits for each broadcast to finish. The 'subscriber updates / s' row shows how much sooner every "
+        "subscriber has the newest state.",
         "WebSocket RTT": "RTT: the hub's ping is timed inside its Rust task; a Python client's includes its event "
         "loop wake-up.",
         "one-hour soak: RSS": "one-hour soak RSS: the client's RSS rose 20.7 → 34.3 MiB in the first minute "

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 pub type Text = axum::extract::ws::Utf8Bytes;
 
 /// How a frame may be treated by a slow subscriber's outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameClass {
     /// Never dropped or coalesced.
     Lifecycle,
@@ -51,7 +51,7 @@ impl FrameClass {
         }
     }
 
-    fn coalescable(self) -> bool {
+    pub fn coalescable(self) -> bool {
         self != FrameClass::Lifecycle
     }
 }
@@ -604,7 +604,8 @@ pub trait Sink: Send + Sync {
 
 /// Hears every event of this instance's own jobs, in publish order (the Redis bus, to share them).
 pub trait Tap: Send + Sync {
-    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView);
+    /// `preview`: a preview event's image (shared, so that other instances' subscribers see previews too).
+    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView, preview: Option<&Bytes>);
 }
 
 /// An event of a job another studio instance runs, as it came over the bus.
@@ -617,6 +618,8 @@ pub struct Relayed {
     pub event: String,
     /// The job as the running instance shows it after the event.
     pub view: JobView,
+    /// A preview event's image.
+    pub preview: Option<Bytes>,
 }
 
 /// Counters for `/metrics`.
@@ -640,6 +643,12 @@ pub struct Relay {
     brief_conns_by_job: Mutex<HashMap<String, usize>>,
     /// Set by `close_all`: a connection that subscribes afterwards is told to close at once.
     closing: AtomicBool,
+}
+
+/// Just a preview event's `mime`.
+#[derive(Deserialize)]
+struct MimeOnly {
+    mime: String,
 }
 
 /// Just an event's `type`.
@@ -825,14 +834,12 @@ impl Relay {
                     view_changed = Some(view.clone());
                 }
             }
-            if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
-                inner.previews.insert(id.clone(), (mime.clone(), data, offset));
+            if let (Some(data), EventKind::Preview { mime, .. }) = (&preview, kind) {
+                inner.previews.insert(id.clone(), (mime.clone(), data.clone(), offset));
             }
         }
         if let (Some(tap), Some(view)) = (self.tap.get(), &view_changed) {
-            if class != FrameClass::Preview {
-                tap.local_event(kind, time, view);
-            }
+            tap.local_event(kind, time, view, preview.as_ref());
         }
         self.fan_out(guard, frame, view_changed);
     }
@@ -861,7 +868,20 @@ impl Relay {
         let offset = inner.next_offset;
         inner.next_offset += 1;
         let class = FrameClass::of_type(&type_name);
-        let text = Text::from(format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time));
+        // A preview whose image came along is served here too, by reference like our own (`url`).
+        let preview = match (class, r.preview) {
+            (FrameClass::Preview, Some(data)) => {
+                serde_json::from_str::<MimeOnly>(&r.event).ok().map(|m| (m.mime, data))
+            }
+            _ => None,
+        };
+        let text = match (&preview, fields.trim_end().strip_suffix('}')) {
+            (Some(_), Some(body)) => Text::from(format!(
+                "{{\"offset\":{offset},\"time\":{},{body},\"url\":\"/api/jobs/{id}/preview?offset={offset}\"}}",
+                r.time
+            )),
+            _ => Text::from(format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time)),
+        };
         let job_arc: Option<Arc<str>> = Some(Arc::from(id.as_str()));
         self.counters.events.fetch_add(1, Ordering::Relaxed);
         let frame = Frame {
@@ -874,7 +894,14 @@ impl Relay {
         view.offset = offset;
         view.instance = Some(r.instance);
         view.instance_seq = r.seq;
-        view.preview_offset = None; // previews stay on the instance that runs the job
+        // The origin's preview offset is of its own stream: ours is the newest preview relayed here.
+        view.preview_offset = match &preview {
+            Some(_) => Some(offset),
+            None => inner.jobs.get(&id).and_then(|k| k.preview_offset),
+        };
+        if let Some((mime, data)) = preview {
+            inner.previews.insert(id.clone(), (mime, data, offset));
+        }
         inner.jobs.insert(id, view.clone());
         self.fan_out(guard, frame, Some(view));
         true
@@ -1416,6 +1443,7 @@ mod tests {
             time: 2.0,
             event: serde_json::to_string(kind).unwrap_or_default(),
             view: view.clone(),
+            preview: None,
         }
     }
 
@@ -1465,5 +1493,38 @@ mod tests {
         assert_eq!(first["type"], "job_started");
         assert_eq!(first["job_id"], "x");
         assert_eq!(out[1].class, FrameClass::Progress);
+    }
+
+    #[test]
+    fn a_relayed_preview_with_its_image_is_served_here_by_this_streams_offset() {
+        let r = relay(100);
+        let mut view = JobView::new("x", "gpu", None, false);
+        view.state = JobState::Running;
+        view.preview_offset = Some(77); // the origin's own offset: meaningless here
+        assert!(r.publish_relayed(relayed("other", 1, &started("x"), &view)));
+        let preview = EventKind::Preview {
+            job_id: "x".into(),
+            node_id: None,
+            mime: "image/png".into(),
+            data: Bytes::new(),
+        };
+        let mut with_image = relayed("other", 2, &preview, &view);
+        with_image.preview = Some(Bytes::from_static(b"\x89PNG-image"));
+        assert!(r.publish_relayed(with_image));
+        assert_eq!(
+            r.preview("x"),
+            Some(("image/png".to_string(), Bytes::from_static(b"\x89PNG-image")))
+        );
+        assert_eq!(r.preview_at("x", 2), Some(Bytes::from_static(b"\x89PNG-image")));
+        assert_eq!(r.job("x").and_then(|v| v.preview_offset), Some(2));
+        // Its event names this instance's URL and offset; a later relayed event keeps the preview's offset.
+        let log = r.inner.lock().log.get(2).cloned().flatten();
+        let event: Value = log
+            .map(|f| serde_json::from_str(&f.text).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(event["url"], "/api/jobs/x/preview?offset=2");
+        assert_eq!(event["mime"], "image/png");
+        assert!(r.publish_relayed(relayed("other", 3, &progress("x", 5.0), &view)));
+        assert_eq!(r.job("x").and_then(|v| v.preview_offset), Some(2));
     }
 }
