@@ -786,48 +786,88 @@ def section_studio(res: Results, targets: list) -> str:
         "–",
     )
     out = [t.md()]
-    soak = ours.get("soak")
-    if soak and soak.get("samples"):
+
+    def soak_stats(soak: dict) -> dict:
         smp = soak["samples"]
         q = max(1, len(smp) // 4)
-        rss = [s["rss_kib"] / 1024 for s in smp]
+        rss = [x["rss_kib"] / 1024 for x in smp]
         second = statistics.median(rss[q : 2 * q]) if len(rss) >= 4 else rss[0]
         last = statistics.median(rss[3 * q :]) if len(rss) >= 4 else rss[-1]
-        grow = last - second
-        fds = [s["fds"] for s in smp]
-        thr = [s["threads"] for s in smp]
-        conns = [s["connections"] for s in smp if s.get("connections") is not None]
-        ok = grow < max(2.0, 0.05 * second) and max(fds) - min(fds) <= 5 and soak.get("finals") == soak.get("held")
+        fds = [x["fds"] for x in smp]
+        return {
+            "second": second,
+            "last": last,
+            "grow": last - second,
+            "fds": fds,
+            "thr": [x["threads"] for x in smp],
+            "conns": [x["connections"] for x in smp if x.get("connections") is not None],
+            "after": soak.get("after_close", {}),
+        }
+
+    soak, bsoak = ours.get("soak"), base.get("soak")
+    if soak and soak.get("samples"):
+        st = soak_stats(soak)
+        bst = soak_stats(bsoak) if bsoak and bsoak.get("samples") else None
+        grow, fds = st["grow"], st["fds"]
+        flat = grow < max(2.0, 0.05 * st["second"]) and max(fds) - min(fds) <= 5
+        ok = flat and soak.get("finals") == soak.get("held")
         targets.append(("studio: soak flat (RSS growth 2nd → 4th quarter, MiB)", grow, ok))
-        s = Table(["soak (ours)", "value", "target", "status"])
+
+        def side(x: dict | None, f) -> str:
+            return "–" if x is None else f(x)
+
+        s = Table(["soak", "ours", "baseline", "target", "status"])
         s.add(
             f"{soak['seconds']:.0f} s, {cnt(soak['held'])} connections on {cnt(soak['jobs'])} jobs, "
-            f"{cnt(soak['posts'])} posts, {cnt(soak['delivered'])} deliveries: RSS MiB 2nd quarter → last",
-            f"{num(second)} → {num(last)} ({grow:+.2f})",
+            f"{cnt(soak['posts'])} posts, {cnt(soak['delivered'])} deliveries (baseline "
+            f"{side(bsoak, lambda b: cnt(b.get('posts')))} posts, {side(bsoak, lambda b: cnt(b.get('delivered')))}): "
+            "RSS MiB 2nd quarter → last",
+            f"{num(st['second'])} → {num(st['last'])} ({grow:+.2f})",
+            side(bst, lambda b: f"{num(b['second'])} → {num(b['last'])} ({b['grow']:+.2f})"),
             "flat (< 5 % or 2 MiB)",
             verdict(ok),
         )
-        s.add("open files min / max during the soak", f"{num(min(fds))} / {num(max(fds))}", "flat", "–")
-        s.add("threads min / max", f"{num(min(thr))} / {num(max(thr))}", "flat", "–")
-        if conns:
+        s.add(
+            "open files min / max during the soak",
+            f"{num(min(fds))} / {num(max(fds))}",
+            side(bst, lambda b: f"{num(min(b['fds']))} / {num(max(b['fds']))}"),
+            "flat",
+            "–",
+        )
+        s.add(
+            "threads min / max",
+            f"{num(min(st['thr']))} / {num(max(st['thr']))}",
+            side(bst, lambda b: f"{num(min(b['thr']))} / {num(max(b['thr']))}"),
+            "flat",
+            "–",
+        )
+        if st["conns"]:
             s.add(
                 "connections (tasks) the server counts, min / max",
-                f"{num(min(conns))} / {num(max(conns))}",
+                f"{num(min(st['conns']))} / {num(max(st['conns']))}",
+                side(bst, lambda b: f"{num(min(b['conns']))} / {num(max(b['conns']))}" if b["conns"] else "–"),
                 "flat",
                 "–",
             )
-        after = soak.get("after_close", {})
+
+        def after_txt(a: dict) -> str:
+            return f"{num(a.get('rss_kib', 0) / 1024)} / {num(a.get('fds'))} / {num(a.get('connections'))}"
+
+        after = st["after"]
         s.add(
             "after every client closed: RSS MiB / open files / connections",
-            f"{num(after.get('rss_kib', 0) / 1024)} / {num(after.get('fds'))} / {num(after.get('connections'))}",
+            after_txt(after),
+            side(bst, lambda b: after_txt(b["after"])),
             "connections 0",
             verdict(after.get("connections") == 0) if after.get("connections") is not None else "–",
         )
         out.append("\n" + s.md())
-        out.append(
-            "\nSoak samples (s: RSS MiB / open files): "
-            + ", ".join(f"{x['t_s']:.0f}: {x['rss_kib'] / 1024:.0f} / {x['fds']:.0f}" for x in smp)
-        )
+        for name, x in (("ours", soak), ("baseline", bsoak)):
+            if x and x.get("samples"):
+                out.append(
+                    f"\nSoak samples, {name} (s: RSS MiB / open files): "
+                    + ", ".join(f"{y['t_s']:.0f}: {y['rss_kib'] / 1024:.0f} / {y['fds']:.0f}" for y in x["samples"])
+                )
     return "\n".join(out)
 
 
