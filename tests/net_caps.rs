@@ -10,123 +10,16 @@ use director_link::mcp::client::McpClient;
 use director_link::net::{body::JSON_CAP, sse::MAX_EVENT, ws::MAX_MESSAGE};
 use director_link::openai::service::ChatRequest;
 use director_link::{ErrorCode, Hub, HubConfig};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod scripted;
+use scripted::{answer, runtime, Request, Server};
+
 const MIB: usize = 1 << 20;
-
-/// One request as the tiny server saw it.
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-type Handler = Arc<dyn Fn(Request, TcpStream) + Send + Sync>;
-
-/// A tiny HTTP/1.1 server on 127.0.0.1: one thread per connection, one request per connection (it answers
-/// `Connection: close`). Stopped (and joined) on drop.
-struct TinyServer {
-    url: String,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl TinyServer {
-    fn start(handler: Handler) -> TinyServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let accept = std::thread::spawn(move || {
-            let mut workers = Vec::new();
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = conn else { continue };
-                let handler = handler.clone();
-                workers.push(std::thread::spawn(move || {
-                    // A client that goes away mid-answer ends the worker through a write error.
-                    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-                    if let Some(request) = read_request(&stream) {
-                        handler(request, stream);
-                    }
-                }));
-            }
-            for w in workers {
-                let _ = w.join();
-            }
-        });
-        TinyServer {
-            url: format!("http://{addr}/"),
-            stop,
-            accept: Some(accept),
-        }
-    }
-}
-
-impl Drop for TinyServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://").trim_end_matches('/'));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_request(stream: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let request = Request { method, path, headers };
-    let len: usize = request
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(request)
-}
-
-fn answer(mut stream: TcpStream, status: &str, content_type: &str, body: &str) {
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
 
 /// Sends `total` bytes of `fill` as a chunked body after `prefix` (stops early when the client hangs up).
 fn chunked(mut stream: TcpStream, content_type: &str, prefix: &[u8], fill: &[u8], total: usize) {
@@ -155,16 +48,9 @@ fn chunked(mut stream: TcpStream, content_type: &str, prefix: &[u8], fill: &[u8]
     let _ = stream.write_all(b"0\r\n\r\n");
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn comfyui_json_answers_are_read_within_the_limit() {
-    let server = TinyServer::start(Arc::new(|req: Request, stream: TcpStream| match req.path.as_str() {
+    let server = Server::start(Arc::new(|req: &Request, stream: TcpStream| match req.path.as_str() {
         // Endless JSON whitespace, chunked: only the bytes read can tell it is too large.
         "/object_info" => chunked(stream, "application/json", b"[", b" ", JSON_CAP + 8 * MIB),
         // A declared length over the limit is refused before reading.
@@ -176,7 +62,7 @@ fn comfyui_json_answers_are_read_within_the_limit() {
                 1u64 << 40
             );
         }
-        _ => answer(stream, "404 Not Found", "text/plain", "no"),
+        _ => answer(stream, "404 Not Found", "text/plain", &[], b"no"),
     }));
     let rt = runtime();
     let http = ComfyHttp::new(
@@ -195,7 +81,7 @@ fn comfyui_json_answers_are_read_within_the_limit() {
 
 #[test]
 fn mcp_answers_are_read_within_the_limit() {
-    let server = TinyServer::start(Arc::new(|_req: Request, stream: TcpStream| {
+    let server = Server::start(Arc::new(|_req: &Request, stream: TcpStream| {
         chunked(
             stream,
             "application/json",
@@ -213,19 +99,19 @@ fn mcp_answers_are_read_within_the_limit() {
 }
 
 /// An OpenAI-compatible server whose chat stream never ends an event.
-fn endless_stream_server(fill: Vec<u8>) -> TinyServer {
-    TinyServer::start(Arc::new(move |req: Request, stream: TcpStream| {
+fn endless_stream_server(fill: Vec<u8>) -> Server {
+    Server::start(Arc::new(move |req: &Request, stream: TcpStream| {
         if req.method == "POST" && req.path.ends_with("/chat/completions") {
             chunked(stream, "text/event-stream", b"data: ", &fill, MAX_EVENT + 4 * MIB);
         } else if req.path == "/health/liveliness" {
-            answer(stream, "200 OK", "application/json", "\"I'm alive!\"");
+            answer(stream, "200 OK", "application/json", &[], b"\"I'm alive!\"");
         } else {
-            answer(stream, "200 OK", "application/json", r#"{"data": [{"id": "m"}]}"#);
+            answer(stream, "200 OK", "application/json", &[], br#"{"data": [{"id": "m"}]}"#);
         }
     }))
 }
 
-fn chat_fails_with_the_limit(server: &TinyServer) {
+fn chat_fails_with_the_limit(server: &Server) {
     let out = tempfile::tempdir().unwrap();
     let hub = Hub::new(HubConfig {
         output_dir: out.path().to_path_buf(),
@@ -296,10 +182,10 @@ fn a_websocket_message_over_the_limit_drops_the_link_with_the_limit_named() {
     let sockets = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, stopping) = (sockets.clone(), stop.clone());
-    let server = TinyServer::start(Arc::new(move |req: Request, stream: TcpStream| {
+    let server = Server::start(Arc::new(move |req: &Request, stream: TcpStream| {
         match req.path.split('?').next().unwrap_or("") {
             "/ws" => {
-                let Some(mut ws) = accept_ws(&req, stream) else { return };
+                let Some(mut ws) = accept_ws(req, stream) else { return };
                 let status = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"s"}}"#;
                 if ws.send(Message::text(status)).is_err() {
                     return;
@@ -326,15 +212,17 @@ fn a_websocket_message_over_the_limit_drops_the_link_with_the_limit_named() {
                 stream,
                 "200 OK",
                 "application/json",
-                r#"{"system": {"comfyui_version": "0.3.64", "argv": []}, "devices": [{"name": "cpu"}]}"#,
+                &[],
+                br#"{"system": {"comfyui_version": "0.3.64", "argv": []}, "devices": [{"name": "cpu"}]}"#,
             ),
             "/queue" => answer(
                 stream,
                 "200 OK",
                 "application/json",
-                r#"{"queue_running": [], "queue_pending": []}"#,
+                &[],
+                br#"{"queue_running": [], "queue_pending": []}"#,
             ),
-            _ => answer(stream, "200 OK", "application/json", "{}"),
+            _ => answer(stream, "200 OK", "application/json", &[], b"{}"),
         }
     }));
     let out = tempfile::tempdir().unwrap();

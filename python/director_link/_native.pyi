@@ -582,7 +582,7 @@ class ServiceDiscovered(Event):
 
     @property
     def name(self) -> str | None:
-        """"ComfyUI", "WanGP", "Gradio app <title>", ..."""
+        """ "ComfyUI", "WanGP", "Gradio app <title>", ..."""
 
     @property
     def summary(self) -> str:

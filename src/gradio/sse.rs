@@ -1,8 +1,9 @@
 //! `sse_v1`…`sse_v3`: one `GET queue/data?session_hash=` reader per session carries every event of that session;
 //! jobs register their `event_id` and get their messages through a channel. Messages for an event_id nobody has
 //! registered yet (the join answer and the first messages race) wait in a bounded buffer. The reader ends on
-//! `close_stream` when no job waits, reopens the stream when one still does (the server buffers per session), and
-//! fails every waiting job on `unexpected_error`, a broken stream or ~45 s of silence (heartbeats come every 15 s).
+//! `close_stream` when no job waits, reopens the stream when one still does (the server buffers per session), also
+//! after a few `unexpected_error`s in a row, and fails every waiting job when they go on, on a lost session, a
+//! broken stream or ~45 s of silence (heartbeats come every 15 s).
 use super::http::GradioHttp;
 use super::protocol::Message;
 use crate::error::Error;
@@ -27,6 +28,11 @@ pub enum StreamItem {
 const UNCLAIMED_CAP: usize = 2_000;
 /// Reopens of the stream in a row that brought nothing, before the waiting jobs are failed.
 const MAX_EMPTY_REOPENS: u32 = 20;
+/// Queue failures in a row the reader reopens the stream after, before it fails the waiting jobs. Gradio 5 ends a
+/// session's stream with `unexpected_error` (`KeyError: '<event id>'`) when a cancelled event's second
+/// `process_completed` comes by (e.g. a job of ours joined while the cancel was on its way); the session's other
+/// messages stay queued on the server, so a reopened stream carries on with them.
+const MAX_FAILED_REOPENS: u32 = 3;
 
 pub struct Session {
     pub hash: String,
@@ -108,17 +114,24 @@ impl Session {
 
     async fn read(self: Arc<Self>) {
         let mut empty_reopens = 0u32;
+        let mut failed_reopens = 0u32;
         loop {
-            let result = self.read_once().await;
+            let (delivered, result) = self.read_once().await;
+            if delivered {
+                empty_reopens = 0;
+                failed_reopens = 0;
+            }
             let stop = {
                 let mut inner = self.inner.lock();
                 match result {
-                    Ok(_) if inner.waiters.is_empty() => {
+                    Ok(()) if inner.waiters.is_empty() => {
                         inner.reader = None;
                         true
                     }
-                    Ok(delivered) => {
-                        empty_reopens = if delivered { 0 } else { empty_reopens + 1 };
+                    Ok(()) => {
+                        if !delivered {
+                            empty_reopens += 1;
+                        }
                         if empty_reopens > MAX_EMPTY_REOPENS {
                             let e = Error::new(
                                 ErrorCode::Protocol,
@@ -129,6 +142,19 @@ impl Session {
                         } else {
                             false
                         }
+                    }
+                    Err(e)
+                        if e.code == ErrorCode::ServerError
+                            && !inner.waiters.is_empty()
+                            && failed_reopens < MAX_FAILED_REOPENS =>
+                    {
+                        failed_reopens += 1;
+                        log::debug!(
+                            "queue stream {}: {}; reopening it for the jobs still waiting",
+                            self.hash,
+                            e.message
+                        );
+                        false
                     }
                     Err(e) => {
                         Self::fail_all(&mut inner, e);
@@ -150,11 +176,16 @@ impl Session {
         inner.reader = None;
     }
 
-    /// Reads one stream to its end. `Ok(true)` when it delivered something to a waiting job.
-    async fn read_once(&self) -> Result<bool, Error> {
+    /// Reads one stream to its end; says whether it delivered something to a waiting job, and how it ended.
+    async fn read_once(&self) -> (bool, Result<(), Error>) {
+        let mut delivered = false;
+        let result = self.read_stream(&mut delivered).await;
+        (delivered, result)
+    }
+
+    async fn read_stream(&self, delivered: &mut bool) -> Result<(), Error> {
         let mut resp = self.http.queue_data(&self.hash).await?;
         let mut decoder = SseDecoder::new();
-        let mut delivered = false;
         loop {
             let chunk = match tokio::time::timeout(self.idle, resp.chunk()).await {
                 Err(_) => {
@@ -194,7 +225,7 @@ impl Session {
                 };
                 match msg {
                     Message::Heartbeat => {}
-                    Message::CloseStream => return Ok(delivered),
+                    Message::CloseStream => return Ok(()),
                     Message::UnexpectedError {
                         message,
                         session_not_found,
@@ -214,12 +245,12 @@ impl Session {
                             log::debug!("queue stream {}: {other:?} without event_id", self.hash);
                             continue;
                         };
-                        delivered |= self.dispatch(id, other);
+                        *delivered |= self.dispatch(id, other);
                     }
                 }
             }
             if chunk.is_none() {
-                return Ok(delivered);
+                return Ok(());
             }
         }
     }

@@ -53,31 +53,78 @@ def _run(job: dict[str, Any], settings: dict[str, Any]) -> None:
     _event(job, "started", {"tasks": 1})
     for step in range(1, steps + 1):
         if job["cancel_requested"]:
-            _finish(job, [], [{"message": "Generation aborted", "task_index": 0, "task_id": None, "stage": "denoising",
-                               "cancelled": True}])
+            _finish(
+                job,
+                [],
+                [
+                    {
+                        "message": "Generation aborted",
+                        "task_index": 0,
+                        "task_id": None,
+                        "stage": "denoising",
+                        "cancelled": True,
+                    }
+                ],
+            )
             return
         time.sleep(delay)
         phase = "Denoising"
-        _event(job, "progress", {"phase": phase, "status": f"{phase} | 0:0{step} / 0:0{steps}", "progress": int(
-            step * 100 / steps), "current_step": step, "total_steps": steps, "raw_phase": phase, "unit": None})
+        _event(
+            job,
+            "progress",
+            {
+                "phase": phase,
+                "status": f"{phase} | 0:0{step} / 0:0{steps}",
+                "progress": int(step * 100 / steps),
+                "current_step": step,
+                "total_steps": steps,
+                "raw_phase": phase,
+                "unit": None,
+            },
+        )
     if "fail" in str(settings.get("prompt", "")):
-        _finish(job, [], [{"message": "Out of VRAM: try a smaller resolution", "task_index": 0, "task_id": None,
-                           "stage": "generation", "cancelled": False}])
+        _finish(
+            job,
+            [],
+            [
+                {
+                    "message": "Out of VRAM: try a smaller resolution",
+                    "task_index": 0,
+                    "task_id": None,
+                    "stage": "generation",
+                    "cancelled": False,
+                }
+            ],
+        )
         return
     path = OUT / f"{job['job_id'][:8]}_{settings.get('model_type', 'video')}.mp4"
     path.write_bytes(hashlib.sha256(str(settings.get("prompt", "")).encode()).digest() * 512)
     gallery_id = "visual:" + hashlib.sha1(str(path).casefold().encode()).hexdigest()[:12]
     with _lock:
-        _gallery[gallery_id] = {"gallery_id": gallery_id, "gallery": "visual", "index": len(_gallery),
-                                "path": str(path), "media_type": "video", "selected": True, "in_gallery": True,
-                                "settings": settings}
+        _gallery[gallery_id] = {
+            "gallery_id": gallery_id,
+            "gallery": "visual",
+            "index": len(_gallery),
+            "path": str(path),
+            "media_type": "video",
+            "selected": True,
+            "in_gallery": True,
+            "settings": settings,
+        }
     _finish(job, [str(path)], [])
 
 
 def _finish(job: dict[str, Any], files: list[str], errors: list[dict[str, Any]]) -> None:
-    result = {"success": not errors, "cancelled": bool(errors) and all(e["cancelled"] for e in errors),
-              "generated_files": files, "errors": errors, "total_tasks": 1, "successful_tasks": 0 if errors else 1,
-              "failed_tasks": 1 if errors else 0, "artifacts": []}
+    result = {
+        "success": not errors,
+        "cancelled": bool(errors) and all(e["cancelled"] for e in errors),
+        "generated_files": files,
+        "errors": errors,
+        "total_tasks": 1,
+        "successful_tasks": 0 if errors else 1,
+        "failed_tasks": 1 if errors else 0,
+        "artifacts": [],
+    }
     _event(job, "completed", result)
     with _lock:
         job["result"] = result
@@ -91,10 +138,17 @@ def _snapshot(job: dict[str, Any], event_limit: int | None) -> dict[str, Any]:
         if result is not None:
             paths = {p.casefold() for p in result["generated_files"]}
             result["gallery_items"] = [g for g in _gallery.values() if g["path"].casefold() in paths]
-        return {"job_id": job["job_id"], "done": job["done"], "cancel_requested": job["cancel_requested"],
-                "webui_submission_ready": False, "webui_load_queue_token": "", "created_at": job["created_at"],
-                "updated_at": job["updated_at"], "events": list(job["events"][-limit:]) if limit else [],
-                "result": result}
+        return {
+            "job_id": job["job_id"],
+            "done": job["done"],
+            "cancel_requested": job["cancel_requested"],
+            "webui_submission_ready": False,
+            "webui_load_queue_token": "",
+            "created_at": job["created_at"],
+            "updated_at": job["updated_at"],
+            "events": list(job["events"][-limit:]) if limit else [],
+            "result": result,
+        }
 
 
 def _job(job_id: str) -> dict[str, Any]:
@@ -109,19 +163,30 @@ def _job(job_id: str) -> dict[str, Any]:
 def wangp_list_models(family: str | None = None, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
     """List WanGP models."""
     found = [m for m in MODELS if family is None or m["family"] == family]
-    return found[offset:offset + limit]
+    return found[offset : offset + limit]
 
 
 @mcp.tool()
-def wangp_generate(source: dict[str, Any] | list[dict[str, Any]], wait: bool = False, timeout_s: float | None = None,
-                   event_limit: int | None = None) -> dict[str, Any]:
+def wangp_generate(
+    source: dict[str, Any] | list[dict[str, Any]],
+    wait: bool = False,
+    timeout_s: float | None = None,
+    event_limit: int | None = None,
+) -> dict[str, Any]:
     """Start a WanGP generation from a settings dict, task dict, or task list."""
     if not isinstance(source, (dict, list)):
         raise TypeError("source must be a settings dict, task dict, manifest dict, or task list")
     settings = source if isinstance(source, dict) else (source[0] if source else {})
     now = time.time()
-    job = {"job_id": uuid.uuid4().hex, "done": False, "cancel_requested": False, "created_at": now,
-           "updated_at": now, "events": [], "result": None}
+    job = {
+        "job_id": uuid.uuid4().hex,
+        "done": False,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+        "events": [],
+        "result": None,
+    }
     with _lock:
         _jobs[job["job_id"]] = job
     worker = threading.Thread(target=_run, args=(job, settings.get("settings", settings)), daemon=True)
@@ -157,8 +222,14 @@ def wangp_create_gallery_download(gallery_id: str) -> dict[str, Any]:
     with _lock:
         _downloads[token] = record["path"]
     path = Path(record["path"])
-    return {"gallery_id": gallery_id, "download_url": f"/wangp_api/gallery/download/{token}", "filename": path.name,
-            "media_type": record["media_type"], "size": path.stat().st_size, "expires_in_seconds": 300}
+    return {
+        "gallery_id": gallery_id,
+        "download_url": f"/wangp_api/gallery/download/{token}",
+        "filename": path.name,
+        "media_type": record["media_type"],
+        "size": path.stat().st_size,
+        "expires_in_seconds": 300,
+    }
 
 
 @mcp.custom_route("/wangp_api/gallery/download/{token}", methods=["GET"], include_in_schema=False)
