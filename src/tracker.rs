@@ -414,6 +414,19 @@ impl Shared {
         moved
     }
 
+    /// Places in their server's queue read afresh (`(job id, place)`, 0 = next to run); only jobs still queued
+    /// take them (one that started meanwhile keeps `None`).
+    pub fn set_queue_positions(&self, places: &[(String, u32)]) {
+        let mut t = self.jobs.lock();
+        for (id, place) in places {
+            if let Some(rec) = t.records.get_mut(id) {
+                if rec.snap.state == JobState::Queued {
+                    rec.snap.queue_position = Some(*place);
+                }
+            }
+        }
+    }
+
     pub fn job(&self, id: &str) -> Option<JobSnapshot> {
         self.jobs.lock().records.get(id).map(JobTable::snapshot_of)
     }

@@ -171,12 +171,7 @@ async fn view_range_and_history_paging() {
         let p = json!({"prompt": {"1": {"class_type": "AcceptanceText", "inputs": {"text": format!("t{n}")}}}, "prompt_id": format!("p{n}")});
         post_json(&c, &format!("{u}/prompt"), &p).await;
     }
-    for _ in 0..200 {
-        if sim.stats().prompts_executed == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(eventually(Duration::from_secs(30), || async { sim.stats().prompts_executed == 4 }).await);
     let keys = |v: Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         keys(get(&c, &format!("{u}/history?max_items=2")).await.json()),
@@ -263,13 +258,12 @@ async fn interrupt_between_nodes_and_idle_interrupt_is_reset() {
         .unwrap();
     assert_eq!(m["data"]["node_id"], "10");
     assert_eq!(m["data"]["executed"], json!([]));
-    let h = get(&c, &format!("{u}/history/P")).await.json();
-    for _ in 0..100 {
-        if h.get("P").is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            get(&c, &format!("{u}/history/P")).await.json().get("P").is_some()
+        })
+        .await
+    );
     let h = get(&c, &format!("{u}/history/P")).await.json();
     assert_eq!(h["P"]["status"]["status_str"], "error");
     assert_eq!(h["P"]["status"]["completed"], false);

@@ -43,13 +43,7 @@ async fn drop_sockets_after_cuts_without_close_frame() {
     assert_eq!(frames.len(), 4, "{frames:?}");
     assert_eq!(sim.stats().sockets, 0);
     // The prompt itself keeps running and finishes.
-    for _ in 0..400 {
-        if sim.stats().prompts_executed == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(sim.stats().prompts_executed, 1);
+    assert!(eventually(WAIT, || async { sim.stats().prompts_executed == 1 }).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,15 +74,10 @@ async fn refuse_connections_then_same_port_again() {
     assert!(connect_refused(sim.port()).await);
     // Existing connections are untouched.
     assert_eq!(sim.stats().sockets, 1);
-    let mut back = false;
-    for _ in 0..200 {
-        if !connect_refused(sim.port()).await {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(back, "listening again");
+    assert!(
+        eventually(WAIT, || async { !connect_refused(sim.port()).await }).await,
+        "listening again"
+    );
     assert!(
         t.elapsed() >= Duration::from_millis(350),
         "refused for the whole period: {:?}",
@@ -116,15 +105,7 @@ async fn restart_loses_everything_and_comes_back() {
     sim.restart(0.3).unwrap();
     assert!(connect_refused(sim.port()).await, "down right after restart() returns");
     assert_eq!(ws.closed(WAIT).await, Some(None), "1006: no close frame");
-    let mut up = false;
-    for _ in 0..200 {
-        if !connect_refused(sim.port()).await {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(up);
+    assert!(eventually(WAIT, || async { !connect_refused(sim.port()).await }).await);
     let c2 = http_client();
     assert_eq!(
         get(&c2, &format!("{url}/queue")).await.json(),
@@ -285,12 +266,7 @@ async fn request_log_and_stats() {
     assert_eq!(reqs[3].query["max_items"], "1");
     assert_eq!(reqs[3].json, Value::Null);
     assert!(ws.wait_type("execution_interrupted", Some(&id), WAIT).await.is_some());
-    for _ in 0..200 {
-        if sim.stats().prompts_executed == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(eventually(WAIT, || async { sim.stats().prompts_executed == 1 }).await);
     let st = sim.stats();
     assert_eq!((st.prompts_executed, st.queue_pending, st.running), (1, 0, None));
     sim.clear_requests();

@@ -204,12 +204,12 @@ async fn history_ops() {
         let entry = lines.iter().find_map(|l| l["json"].get(id)).unwrap();
         if entry.to_string().contains("execution_interrupted") {
             // It was interrupted in the recording: do the same once it runs.
-            for _ in 0..1000 {
-                if r.sim.stats().running.as_deref() == Some(ours.as_str()) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            assert!(
+                eventually(Duration::from_secs(30), || async {
+                    r.sim.stats().running.as_deref() == Some(ours.as_str())
+                })
+                .await
+            );
             post_json(
                 &r.client,
                 &format!("{}/interrupt", r.sim.url()),

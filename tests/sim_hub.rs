@@ -633,3 +633,38 @@ fn a_deaf_socket_does_not_leave_jobs_queued_forever() {
         .any(|e| matches!(e, EventKind::JobStarted { job_id, .. } if *job_id == second));
     assert!(started, "heard the second job start: {:?}", rig.names());
 }
+
+/// A queued job's place follows the queue: `job().queue_position` (what `snapshot()`, the add-on and the studio
+/// server show) was the place the job had when it was queued, so the next job to run still read "3rd in line".
+/// Now the actor reads the queue again when its length changes.
+#[test]
+fn a_queued_jobs_place_moves_up_as_the_jobs_ahead_end() {
+    let mut rig = Rig::new("places", "0.3.64");
+    let first = rig.submit(slow_prompt(60.0, 1));
+    let second = rig.submit(slow_prompt(60.0, 2));
+    let third = rig.submit(slow_prompt(60.0, 3));
+    let place = |rig: &Rig, id: &str| rig.hub.job(id).and_then(|j| j.queue_position);
+    rig.until(
+        "the first job to start",
+        |e| matches!(e, EventKind::JobStarted { job_id, .. } if job_id == &first),
+    );
+    rig.until(
+        "the third job to be queued",
+        |e| matches!(e, EventKind::JobQueued { job_id, .. } if job_id == &third),
+    );
+    assert!(matches!(place(&rig, &third), Some(1 | 2)), "{:?}", rig.hub.job(&third));
+    rig.hub.cancel(&first).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while place(&rig, &third) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "third after the first ended: {:?}",
+            rig.hub.job(&third)
+        );
+        rig.pump(Duration::from_millis(20));
+    }
+    assert_eq!(place(&rig, &second), None, "the second runs now: no place");
+    rig.hub.cancel(&second).unwrap();
+    rig.hub.cancel(&third).unwrap();
+    rig.terminal(&third);
+}

@@ -1,7 +1,8 @@
 """The browser side (`web/`): the studio server serves the committed monitor page byte for byte, and the web
 package's own checks run from here, so the README's one test command runs them too: lint, types, the Vitest suite
 (client and hooks against a real `ws` server), a fresh build equal to the committed one, and the end-to-end run in
-headless Chromium against `director-link serve --simulator`.
+headless Chromium against `director-link serve --simulator` (a job's life, restarts, reload, polling; and the fault
+screens: a 401, the circuit breaker and recovery by offset).
 
 They need Node 20+ with npm, and Chromium at /usr/bin/chromium (or `$CHROMIUM`); `.ci/run` installs both. Without
 them these tests fail and say what is missing: a browser suite that silently does not run proves nothing.
@@ -128,3 +129,13 @@ def test_web_end_to_end_in_chromium(npm):
         pytest.fail(f"the e2e run needs Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM)")
     env = {**os.environ, "DIRECTOR_LINK_CLI": _cli(), "CHROMIUM": CHROMIUM}
     _run([npm, "run", "e2e"], env=env)
+
+
+def test_web_fault_screens_in_chromium(npm):
+    """A 401 (no token, a wrong one, the right one: said so, no retry storm), and the studio server gone until the
+    circuit breaker opens (backoff with jitter, its reason and next try shown), then back: the page resumes by
+    offset and has every event the server's log holds (web/e2e/faults.mjs)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the e2e run needs Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM)")
+    env = {**os.environ, "DIRECTOR_LINK_CLI": _cli(), "CHROMIUM": CHROMIUM}
+    _run([npm, "run", "e2e:faults"], env=env)

@@ -63,14 +63,24 @@ def resolve_output_dir(prefs) -> str:
     return os.path.normpath(os.path.expanduser(raw))
 
 
+def hub_options(prefs) -> dict:
+    """The hub's options from the preferences: the heartbeat, and in studio mode the studio server's address."""
+    if prefs is None:
+        return {}
+    return {"heartbeat": float(prefs.heartbeat), **prefs.studio_options()}
+
+
 def start() -> None:
     """Opens the hub and arms the timer (called by ``register()``)."""
     if runtime_mod.get() is not None:
         stop()
     rt = Runtime()
     prefs = preferences.get()
-    options = {"heartbeat": float(prefs.heartbeat)} if prefs is not None else {}
-    rt.owner.open(resolve_output_dir(prefs), **options)
+    try:
+        rt.owner.open(resolve_output_dir(prefs), **hub_options(prefs))
+    except Exception as exc:  # e.g. a studio address that is not one: said in the panel, direct mode meanwhile
+        rt.model.add_error("addon", getattr(exc, "code", "open_failed"), str(exc))
+        rt.owner.open(resolve_output_dir(prefs), **hub_options(None))
     runtime_mod.replace(rt)
     _arm_timer()
     if _on_load_post not in bpy.app.handlers.load_post:
@@ -241,11 +251,21 @@ def adopt_scene_jobs() -> set[str]:
                     # dicts with "path", as in JobCompleted).
                     view.outputs = [o if isinstance(o, dict) else {"path": str(o)} for o in info.get("outputs") or ()]
                     rt.model._finished.append(record.name)
-            elif record.state in st.ACTIVE_STATES and record.service in hub.services():
+            elif record.state in st.ACTIVE_STATES and (rt.owner.studio or record.service in hub.services()):
                 # A new Blender session: ask the server where the job is; its result arrives like any other. A record
                 # still "pending" was never confirmed on the server: if the server does not know it, it was never
                 # sent (it fails "not_posted"), not lost by a restart.
-                hub.track(record.service, record.name, tag=record.tag or None, posted=record.state != "pending")
+                posted = record.state != "pending"
+                if rt.owner.studio:  # the server's id for the job travels with the .blend
+                    hub.track(
+                        record.service,
+                        record.name,
+                        tag=record.shot_id or record.tag or None,
+                        posted=posted,
+                        remote=record.remote_id or None,
+                    )
+                else:
+                    hub.track(record.service, record.name, tag=record.tag or None, posted=posted)
                 changed |= rt.model.track(record.name, record.service, record.tag or None, state="pending")
             elif record.state in st.ACTIVE_STATES and record.service not in configured:
                 record.state = "unknown"
@@ -286,7 +306,7 @@ def timer_callback() -> float | None:
         if posted or finished:
             from . import importer, shotlist
 
-            importer.record_posted(posted)
+            importer.record_posted(posted, rt.owner.hub)
             if finished and bpy.data.filepath and rt.owner.hub.output_dir == takes.unsaved_output_dir():
                 relocate_unsaved(rt, bpy.data.filepath)  # finished after the first save: join the others
             importer.record_finished(rt.model, finished)
@@ -345,11 +365,25 @@ def sync_services(rt: Runtime, prefs) -> set[str]:
     preferences.ensure_default_service(prefs)
     # The hub writes into one folder for its lifetime: when the folder changes (another .blend, another
     # preference) and nothing is running, the hub is re-created there.
-    options = {"heartbeat": float(prefs.heartbeat)}
-    wanted = {"output_dir": resolve_output_dir(prefs), **options}
+    # Switching between direct and studio mode re-creates the hub the same way (the shots live in the scene and
+    # are kept; running jobs finish where they were sent first).
+    wanted = {"output_dir": resolve_output_dir(prefs), **hub_options(prefs)}
     if rt.owner.options != wanted and not rt.model.busy:
         rt.owner.close()
-        rt.owner.open(**wanted)
+        try:
+            rt.owner.open(**wanted)
+        except Exception as exc:
+            rt.model.add_error("addon", getattr(exc, "code", "open_failed"), str(exc))
+            rt.owner.open(**{"output_dir": wanted["output_dir"], **hub_options(None), "heartbeat": prefs.heartbeat})
+        rt.workflows = None  # resolved against the other mode's node lists
+        rt.owner.schemas.forget()
+        if not rt.owner.studio:
+            for name in [n for n, v in rt.model.services.items() if v.kind == "studio"]:
+                rt.model.drop_service(name)
+        else:  # the studio's list replaces the preferences' in the panel
+            for name in list(rt.model.services):
+                rt.model.drop_service(name)
+        tag_redraw(rt, {st.SERVICES})
     changed = rt.owner.sync_services(preferences.service_specs(prefs), rt.model, preferences.online_access())
     if (
         prefs.auto_discover

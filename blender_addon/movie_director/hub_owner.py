@@ -263,6 +263,9 @@ class HubOwner:
         self._factory = factory
         self.hub: Any | None = None
         self.options: dict[str, Any] = {}
+        # Studio-server mode: the services are the studio server's, not the preferences' list (set by open(),
+        # read by the panels: drawing asks the owner, never the hub).
+        self.studio = False
         self._services: dict[str, ServiceSpec] = {}
         self.discovery = Discovery()
         self.schemas = Schemas()
@@ -276,12 +279,18 @@ class HubOwner:
         if self.is_open:
             return self.hub
         factory = self._factory
-        if factory is None:
+        if factory is None and options.get("studio_url"):
+            from .studio_link import StudioHub  # studio-server mode: the jobs go through `director-link serve`
+
+            factory = StudioHub
+        elif factory is None:
             import director_link
 
             factory = director_link.Hub
+            options = {k: v for k, v in options.items() if not k.startswith("studio_")}
         self.hub = factory(output_dir=output_dir, **options)
         self.options = {"output_dir": output_dir, **options}
+        self.studio = getattr(self.hub, "kind", None) == "studio"
         self._services = {}
         return self.hub
 
@@ -289,6 +298,7 @@ class HubOwner:
         """Stops the hub and every thread it owns; idempotent."""
         hub, self.hub = self.hub, None
         self._services = {}
+        self.studio = False
         if hub is not None:
             hub.close()
         self.discovery.join()
@@ -299,6 +309,8 @@ class HubOwner:
         """Makes the hub's services match ``specs``; marks in ``model`` the ones that cannot be used, and why."""
         if not self.is_open:
             return set()
+        if self.studio:
+            return set()  # the studio server runs its own services; the panel shows them from its list
         hub = self.hub
         changed: set[str] = set()
         wanted: dict[str, ServiceSpec] = {}
@@ -362,8 +374,16 @@ class HubOwner:
             pass  # already gone
 
     def services(self) -> dict[str, ServiceSpec]:
+        """The services jobs can go to: the preferences' (direct mode) or the studio server's (studio mode)."""
+        if self.studio and self.is_open:
+            return {
+                name: ServiceSpec(name=name, url=self.hub.url, kind=kind)
+                for name, kind in self.hub.service_kinds().items()
+            }
         return dict(self._services)
 
     def secrets(self) -> list[str]:
         """The tokens in use (for redaction)."""
-        return [s.token for s in self._services.values() if s.token]
+        found = [s.token for s in self._services.values() if s.token]
+        token = self.options.get("studio_token")
+        return found + ([token] if token else [])

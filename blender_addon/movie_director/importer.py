@@ -48,15 +48,21 @@ def free_channel(scene, frame_start: int, frame_end: int, lowest: int = 1, exclu
     return placement.free_channel(occupied(scene, exclude), frame_start, frame_end + 1, lowest=lowest)
 
 
-def record_posted(job_ids: list[str]) -> None:
+def record_posted(job_ids: list[str], hub=None) -> None:
     """Marks the scene records of jobs the server confirmed having, so a reopened .blend can tell a job that
-    reached its server from one that never did (still ``pending``)."""
+    reached its server from one that never did (still ``pending``). Through a studio server the record also keeps
+    the server's id for the job (the .blend goes where its folder goes; the output folder may not)."""
     from . import props
 
+    remote_of = getattr(hub, "remote_id", None)
     for job_id in job_ids:
         _scene, record = props.find_job(job_id)
-        if record is not None and record.state == "pending":
+        if record is None:
+            continue
+        if record.state == "pending":
             record.state = "queued"
+        if remote_of is not None and not record.remote_id:
+            record.remote_id = remote_of(job_id) or ""
 
 
 def record_finished(model: st.ViewModel, job_ids: list[str]) -> None:

@@ -8,10 +8,10 @@ import secrets
 import time
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import bridge, importer, preferences, props, redact, shotlist, writer
+from . import bridge, importer, preferences, props, redact, shotlist, takes, writer
 from . import params as prm
 from . import shots as sh
 from . import state as st
@@ -630,6 +630,102 @@ class MOVIE_DIRECTOR_OT_cancel_shots(Operator):
         return {"FINISHED"}
 
 
+class MOVIE_DIRECTOR_OT_review_take(Operator):
+    """Mark this take approved or rejected (kept in the .blend and in its take.json; shown on the contact sheet and
+    in the exported cut)"""
+
+    bl_idname = "movie_director.review_take"
+    bl_label = "Review Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    shot_id: StringProperty(name="Shot")
+    index: IntProperty(name="Take", default=0)
+    verdict: EnumProperty(
+        name="Verdict",
+        items=[("approved", "Approve", ""), ("rejected", "Reject", "")],
+        default="approved",
+    )
+
+    def execute(self, context):
+        scene = importer.sequencer_scene(context)
+        shot = props.find_shot(scene, self.shot_id)
+        if shot is None or not 0 <= self.index < len(shot.takes):
+            self.report({"WARNING"}, "No such take")
+            return {"CANCELLED"}
+        take = shot.takes[self.index]
+        # Pressing the mark a take has clears it.
+        take.review = "none" if take.review == self.verdict else self.verdict
+        if take.folder and os.path.isdir(take.folder):
+            try:
+                takes.update_take(take.folder, review=None if take.review == "none" else take.review)
+            except OSError as exc:
+                self.report({"WARNING"}, f"The mark is in the .blend; take.json could not be written: {exc}")
+        return {"FINISHED"}
+
+
+def _handoff_folder(context) -> str:
+    rt = bridge.runtime()
+    if rt is not None and rt.owner.is_open:
+        return rt.owner.hub.output_dir
+    return bridge.resolve_output_dir(preferences.get(context))
+
+
+class MOVIE_DIRECTOR_OT_export_cut(Operator):
+    """Write the cut (each shot's active take at its frames) as an OpenTimelineIO file for editors"""
+
+    bl_idname = "movie_director.export_cut"
+    bl_label = "Export Cut (OTIO)"
+
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="")
+
+    def execute(self, context):
+        from . import review
+
+        scene = importer.sequencer_scene(context)
+        path = bpy.path.abspath(self.filepath) if self.filepath else os.path.join(_handoff_folder(context), "cut.otio")
+        entries = shotlist.review_entries(scene)
+        data = review.timeline(scene.name, props.fps_for(scene), entries, scene.frame_start)
+        in_cut = data["metadata"]["director_link"]["in_cut"]
+        if not in_cut:
+            self.report({"WARNING"}, "No shot has a finished take yet: nothing to export")
+            return {"CANCELLED"}
+        try:
+            review.write_json(path, data)
+        except OSError as exc:
+            self.report({"ERROR"}, f"Could not write {path}: {exc}")
+            return {"CANCELLED"}
+        props.settings(scene).last_export = path
+        self.report({"INFO"}, f"Cut with {in_cut} of {len(entries)} shots: {path}")
+        return {"FINISHED"}
+
+
+class MOVIE_DIRECTOR_OT_contact_sheet(Operator):
+    """Write a contact sheet of every shot and take (HTML, next to the takes) and open it"""
+
+    bl_idname = "movie_director.contact_sheet"
+    bl_label = "Contact Sheet"
+
+    open_it: BoolProperty(name="Open", default=True)
+
+    def execute(self, context):
+        from . import review
+
+        scene = importer.sequencer_scene(context)
+        folder = _handoff_folder(context)
+        path = os.path.join(folder, "contact_sheet.html")
+        entries = shotlist.review_entries(scene)
+        try:
+            review.write_text(path, review.contact_sheet(f"{scene.name}: shots and takes", entries, folder))
+        except OSError as exc:
+            self.report({"ERROR"}, f"Could not write {path}: {exc}")
+            return {"CANCELLED"}
+        props.settings(scene).last_export = path
+        if self.open_it and not bpy.app.background:
+            bpy.ops.wm.url_open(url=review.file_url(path))
+        self.report({"INFO"}, f"Contact sheet: {path}")
+        return {"FINISHED"}
+
+
 class MOVIE_DIRECTOR_OT_use_take(Operator):
     """Show this take in the Sequencer: it replaces the shot's strip, keeping its channel and trims"""
 
@@ -683,6 +779,9 @@ class MOVIE_DIRECTOR_OT_write_shots(Operator):
             return False
         if s.writer_job and shotlist.writing(bridge.runtime().model, s):
             cls.poll_message_set("Already writing")
+            return False
+        if bridge.runtime().owner.studio:
+            cls.poll_message_set("The studio server does not relay chats: Write Shots works in direct mode")
             return False
         if not chat_services(bridge.runtime()):
             cls.poll_message_set("Set up an OpenAI-compatible (LiteLLM) service in the preferences first")
@@ -769,6 +868,9 @@ classes = (
     MOVIE_DIRECTOR_OT_generate,
     MOVIE_DIRECTOR_OT_cancel,
     MOVIE_DIRECTOR_OT_import_result,
+    MOVIE_DIRECTOR_OT_review_take,
+    MOVIE_DIRECTOR_OT_export_cut,
+    MOVIE_DIRECTOR_OT_contact_sheet,
     MOVIE_DIRECTOR_OT_open_output,
     MOVIE_DIRECTOR_OT_copy_error,
     MOVIE_DIRECTOR_OT_forget_job,

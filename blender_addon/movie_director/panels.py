@@ -34,6 +34,7 @@ def draw_status(layout, context) -> None:
     if model is None:
         layout.label(text="The add-on is not running", icon="ERROR")
         return
+    draw_mode(layout, preferences.get(context))
     if not model.services:
         layout.label(text="No server set up", icon="UNLINKED")
         row = layout.row(align=True)
@@ -77,12 +78,47 @@ def draw_status(layout, context) -> None:
         preferences.draw_discovered(layout, model)
 
 
-def _resolved(context, s):
-    """The sequence workflow's resolution if the add-on already has it (drawing never loads or asks anything)."""
+def studio_mode(prefs) -> bool:
+    return prefs is not None and prefs.mode == "STUDIO"
+
+
+def service_field(layout, owner, prefs) -> None:
+    """The server a job goes to: one of the preferences' servers, or (studio mode) one of the studio's, typed."""
+    if prefs is None or studio_mode(prefs):
+        layout.prop(owner, "service", icon="LINKED")
+    else:
+        layout.prop_search(owner, "service", prefs, "services", icon="LINKED")
+
+
+def draw_mode(layout, prefs) -> None:
+    """Where jobs go: said above the servers (and when a switch waits for running jobs to end)."""
     rt = bridge.runtime()
-    if rt is None or rt.workflows is None or not s.workflow:
+    if prefs is None or rt is None:
+        return
+    studio = rt.owner.studio
+    if studio_mode(prefs) != studio:
+        wanted = "the studio server" if studio_mode(prefs) else "the servers directly"
+        layout.label(text=f"Switching to {wanted} when the running jobs end", icon="SORTTIME")
+    if studio:
+        where = str(rt.owner.options.get("studio_url") or "").split("://")[-1]
+        layout.label(text=f"Via the studio server {where}", icon="WORLD")
+
+
+def _resolved(context, s):
+    """The sequence workflow's resolution: made on first draw from the local file (an API-format file needs no
+    server; a UI-format one waits for the node list, fetched on a thread), then cached by file content. So an image
+    workflow never shows a frame count, from the moment it is chosen (drawing never waits on the network)."""
+    rt = bridge.runtime()
+    if rt is None or not s.workflow:
         return None
-    return rt.workflows.peek(bpy.path.abspath(s.workflow))
+    path = bpy.path.abspath(s.workflow)
+    known = rt.workflows.peek(path) if rt.workflows is not None else None
+    if known is not None:
+        return known
+    try:
+        return shotlist.prepared(rt).get(path, s.service or shotlist.default_service(rt), fetch=False)[1]
+    except shotlist.SubmitProblem:
+        return None  # not readable yet (missing file, UI format before the node list): said when generating
 
 
 def draw_generate(layout, context) -> None:
@@ -91,14 +127,12 @@ def draw_generate(layout, context) -> None:
     prefs = preferences.get(context)
     layout.use_property_split = True
     layout.use_property_decorate = False
-    if prefs is not None:
-        layout.prop_search(s, "service", prefs, "services", icon="LINKED")
-        first = next((v.name for v in prefs.services if v.enabled and v.kind not in preferences.CHAT_KINDS), "")
-        if not s.service and first:
-            # An empty field means "the first server": say which one, instead of looking unset.
-            layout.label(text=f"Empty: the first server ({first})", icon="INFO")
-    else:
-        layout.prop(s, "service")
+    service_field(layout, s, prefs)
+    rt = bridge.runtime()
+    first = shotlist.default_service(rt) if rt is not None else ""
+    if not s.service and first:
+        # An empty field means "the first server": say which one, instead of looking unset.
+        layout.label(text=f"Empty: the first server ({first})", icon="INFO")
     layout.prop(s, "workflow")
     if prefs is not None and any(svc.kind in preferences.GRADIO_KINDS for svc in prefs.services):
         col = layout.column(align=True)
@@ -207,11 +241,28 @@ def draw_jobs(layout, context) -> None:
             box.label(text=fmt.clip(record.message, 60), icon="INFO")
 
 
-def wrapped(layout, text: str, width: int = 60, alert: bool = False, icon: str = "NONE") -> None:
-    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be)."""
+# Average width of a character of Blender's UI font, in pixels at UI scale 1 (for wrapping to the sidebar's width).
+CHAR_PIXELS = 6.5
+WRAP_MARGIN = 48  # panel and box margins, the icon column
+
+
+def line_width(region=None, scale: float | None = None, default: int = 60) -> int:
+    """How many characters fit on one line of the region being drawn (the sidebar is narrow by default: a fixed
+    60 clipped the end of a failure reason, which says what to change)."""
+    region = region if region is not None else getattr(bpy.context, "region", None)
+    if region is None or not getattr(region, "width", 0):
+        return default
+    if scale is None:
+        scale = bpy.context.preferences.system.ui_scale if bpy.context.preferences else 1.0
+    return max(20, int((region.width - WRAP_MARGIN * scale) / (CHAR_PIXELS * scale)))
+
+
+def wrapped(layout, text: str, width: int | None = None, alert: bool = False, icon: str = "NONE") -> None:
+    """A long message in full, over as many lines as it needs (a label clips; a failure reason must not be),
+    wrapped to the width of the sidebar it is drawn in."""
     col = layout.column(align=True)
     col.alert = alert
-    for index, line in enumerate(textwrap.wrap(text, width) or [""]):
+    for index, line in enumerate(textwrap.wrap(text, width or line_width()) or [""]):
         col.label(text=line, icon=icon if index == 0 else "NONE")
 
 
@@ -287,7 +338,9 @@ def draw_shots(layout, context) -> None:
     if not len(s.shots):
         layout.label(text="No shots yet: add timeline markers (M) or pick strips, then make shots from them")
         return
-    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=6)
+    # Every shot in view up to a dozen (the list scrolls beyond): a batch is followed at a glance.
+    rows = min(max(len(s.shots), 3), 12)
+    layout.template_list("MOVIE_DIRECTOR_UL_shots", "", s, "shots", s, "active_shot", rows=rows)
     counts: dict[str, int] = {}
     for shot in s.shots:
         state = shot_status(shot, model).state
@@ -325,6 +378,11 @@ def draw_shots(layout, context) -> None:
         )
         op.which = "NEW"
     layout.prop(s, "seed_policy")
+    row = layout.row(align=True)
+    row.operator("movie_director.contact_sheet", icon="IMAGE_REFERENCE")
+    row.operator("movie_director.export_cut", icon="EXPORT")
+    if s.last_export:
+        layout.label(text=fmt.clip(f"Written: {s.last_export}", 60), icon="FILE_TICK")
     if not 0 <= s.active_shot < len(s.shots):
         return
     shot = s.shots[s.active_shot]
@@ -395,8 +453,7 @@ def draw_shot(box, context, scene, shot, model) -> None:
         wrapped(col, shot.seed_problem, alert=True)
     col.prop(shot, "workflow")
     prefs = preferences.get(context)
-    if prefs is not None:
-        col.prop_search(shot, "service", prefs, "services", icon="LINKED")
+    service_field(col, shot, prefs)
     col.prop(shot, "channel", text="Channel (0: first free)")
     col.prop(shot, "camera")
     draw_input(col, shot)
@@ -417,6 +474,10 @@ def draw_shot(box, context, scene, shot, model) -> None:
             if take.state == "completed" and not active:
                 op = line.operator("movie_director.use_take", text="Use", icon="FILE_REFRESH")
                 op.shot_id, op.index = shot.shot_id, index
+            if take.state == "completed":
+                for verdict, icon in (("approved", "CHECKMARK"), ("rejected", "X")):
+                    op = line.operator("movie_director.review_take", text="", icon=icon, depress=take.review == verdict)
+                    op.shot_id, op.index, op.verdict = shot.shot_id, index, verdict
 
 
 def draw_preview(layout, context) -> None:

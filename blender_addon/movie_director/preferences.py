@@ -18,6 +18,7 @@ from .hub_owner import ServiceSpec, is_loopback
 
 ADDON_ID = __package__
 DEFAULT_DISCOVERY = "127.0.0.1:8188, 127.0.0.1:8000, 127.0.0.1:8189"
+STUDIO_LINK = "studio server"  # studio_link.LINK_NAME (not imported: that module is only loaded in studio mode)
 SERVICE_KINDS = [
     ("comfyui", "ComfyUI", "A ComfyUI server (HTTP + WebSocket)"),
     ("litellm", "OpenAI / LiteLLM", "An OpenAI-compatible server (LiteLLM, Ollama, LM Studio, vLLM): Write Shots"),
@@ -107,6 +108,46 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
     discovery_addresses: StringProperty(
         name="Addresses", description="Where discovery looks (comma separated)", default=DEFAULT_DISCOVERY
     )
+    mode: EnumProperty(
+        name="Send jobs",
+        items=[
+            ("DIRECT", "Straight to the servers", "The add-on's own hub talks to the servers listed below"),
+            (
+                "STUDIO",
+                "Through a studio server",
+                "Jobs go to a `director-link serve` instance: they show on its monitor page, run on its services and "
+                "outlive this Blender; results are downloaded next to the .blend",
+            ),
+        ],
+        default="DIRECT",
+        update=_changed,
+    )
+    studio_url: StringProperty(
+        name="Studio server",
+        description="Address of `director-link serve` (host:port or http(s)://host:port)",
+        default="127.0.0.1:8328",
+        update=_changed,
+    )
+    studio_token: StringProperty(
+        name="Token",
+        description="The studio server's --token. Kept in the preferences only, never in a .blend",
+        subtype="PASSWORD",
+        default="",
+        update=_changed,
+    )
+    studio_token_env: StringProperty(
+        name="Token variable",
+        description="Or: the environment variable that holds it (e.g. DIRECTOR_LINK_STUDIO_TOKEN)",
+        default="",
+        update=_changed,
+    )
+
+    def studio_options(self) -> dict:
+        """The hub's options for the chosen mode (empty in direct mode)."""
+        if self.mode != "STUDIO":
+            return {}
+        token = self.studio_token or (os.environ.get(self.studio_token_env) if self.studio_token_env else None)
+        return {"studio_url": self.studio_url.strip(), "studio_token": token or None}
 
     def draw(self, context) -> None:
         layout = self.layout
@@ -116,8 +157,22 @@ class MOVIE_DIRECTOR_AP_preferences(AddonPreferences):
             box.alert = True
             box.label(text="Online access is off: only servers on this machine are used.", icon="ERROR")
             box.label(text="Turn it on in Preferences › System › Network to reach remote servers.")
-        layout.label(text="Servers")
         model = runtime.current_model()
+        box = layout.box()
+        box.prop(self, "mode")
+        if self.mode == "STUDIO":
+            box.prop(self, "studio_url")
+            row = box.row(align=True)
+            row.prop(self, "studio_token")
+            row.prop(self, "studio_token_env", text="or variable")
+            link = model.services.get(STUDIO_LINK) if model is not None else None
+            if link is not None:
+                style = fmt.service_style(link.state, link.blocked)
+                line = box.row()
+                line.alert = style.alert
+                line.label(text=fmt.service_line(link.name, link.state, link.reason, link.blocked), icon=style.icon)
+            box.label(text="The servers below are used again in direct mode; shots and takes stay as they are.")
+        layout.label(text="Servers")
         for index, svc in enumerate(self.services):
             box = layout.box()
             row = box.row(align=True)

@@ -70,6 +70,10 @@ class MOVIE_DIRECTOR_PG_job(PropertyGroup):
     submitted_at: FloatProperty(name="Submitted at")
     shot_id: StringProperty(name="Shot id", description="The shot this job makes a take of (empty: a scene job)")
     frames: IntProperty(name="Frames", description="How many frames the result fills", min=1, default=1)
+    remote_id: StringProperty(
+        name="Studio job",
+        description="The job's id on the studio server (studio mode): a reopened .blend follows it there",
+    )
 
     @property
     def job_id(self) -> str:
@@ -90,6 +94,15 @@ class MOVIE_DIRECTOR_PG_take(PropertyGroup):
     frames: IntProperty(name="Frames", description="The shot's length when the take was made", min=1, default=1)
     input_key: StringProperty(name="Input", description="What the take's picture was made from (empty: none sent)")
     input_file: StringProperty(name="Input file", description="The picture sent as the workflow's image input")
+    review: EnumProperty(
+        name="Review",
+        items=[
+            ("none", "Not reviewed", "Not reviewed yet"),
+            ("approved", "Approved", "Good for the cut"),
+            ("rejected", "Rejected", "Not for the cut"),
+        ],
+        default="none",
+    )
 
 
 class MOVIE_DIRECTOR_PG_shot(PropertyGroup):
@@ -227,6 +240,9 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     )
     writer_model: StringProperty(name="Model", description="The model to ask (empty: the server's first)")
     writer_job: StringProperty(name="Writing job", description="The chat job writing shots now")
+    last_export: StringProperty(
+        name="Last export", description="The cut or contact sheet written last", subtype="FILE_PATH"
+    )
     written: StringProperty(name="Shot list", description="The written shots, one 'Shot N: prompt' per line (editable)")
 
 

@@ -9,7 +9,7 @@ import time
 
 import bpy
 
-from . import importer, props, scene_inputs, takes, writer
+from . import importer, props, review, scene_inputs, takes, writer
 from . import params as prm
 from . import shots as sh
 from . import state as st
@@ -214,6 +214,7 @@ class Prepared:
     def __init__(self, rt) -> None:
         self.rt = rt
         self.cache: dict[tuple[str, str, str, bool], tuple[object, prm.Resolved]] = {}
+        self.failed: dict[tuple[str, str, str, bool], str] = {}  # why a file could not be read (drawn often)
 
     def peek(self, path: str) -> prm.Resolved | None:
         """The newest resolution of ``path`` already made (for drawing: never loads anything)."""
@@ -250,20 +251,28 @@ class Prepared:
             text += f" (and {len(problems) - 1} more)"
         return text
 
-    def get(self, path: str, service: str):
+    def get(self, path: str, service: str, fetch: bool = True):
+        """The workflow (API format) and where each setting goes; ``fetch=False`` (drawing): a node list not known
+        yet is not asked for."""
         hub = self.rt.owner.hub
         spec = self.rt.owner.services().get(service)
-        info = self.rt.owner.schemas.get(hub, service) if (spec is not None and spec.kind in COMFY_KINDS) else None
+        comfy = spec is not None and spec.kind in COMFY_KINDS
+        info = self.rt.owner.schemas.get(hub, service, fetch=fetch) if comfy else None
         key = (path, workflow_digest(path), service, info is not None)
         hit = self.cache.get(key)
         if hit is None:
+            problem = self.failed.get(key)
+            if problem is not None:  # the same file, the same server, no node list yet: the same answer
+                raise SubmitProblem(problem)
             try:
                 wf = prm.load(path, info)
                 hit = (wf, prm.resolve(wf, info, wf_path=path))
             except prm.WorkflowProblem as exc:
+                self.failed[key] = str(exc)
                 raise SubmitProblem(str(exc)) from exc
             except Exception as exc:
-                raise SubmitProblem(f"{os.path.basename(path)}: {exc}") from exc
+                self.failed[key] = f"{os.path.basename(path)}: {exc}"
+                raise SubmitProblem(self.failed[key]) from exc
             self.cache[key] = hit
         return hit
 
@@ -581,3 +590,30 @@ def shots_from_text(scene, text: str) -> int:
         if shot is not None:
             shot.prompt = item.prompt
     return len(placed)
+
+
+# ---- review and hand-off ---------------------------------------------------------------------------------------
+
+
+def review_entries(scene) -> list[review.ShotEntry]:
+    """The scene's shots and their takes as the cut and the contact sheet read them (missing shots left out)."""
+    out = []
+    for shot in props.settings(scene).shots:
+        if shot.missing:
+            continue
+        entry = review.ShotEntry(shot.shot_id, shot.name, shot.frame_start, shot.frames, prompt=shot.prompt)
+        for index, take in enumerate(shot.takes):
+            entry.takes.append(
+                review.TakeEntry(
+                    number=take.number,
+                    job_id=take.name,
+                    state=take.state,
+                    seed=take.seed,
+                    files=[p for p in take.paths.splitlines() if p],
+                    review="" if take.review == "none" else take.review,
+                    active=index == shot.active_take,
+                    message=take.message,
+                )
+            )
+        out.append(entry)
+    return out

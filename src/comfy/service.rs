@@ -91,6 +91,8 @@ enum Internal {
         sends: u32,
         result: Result<Found>,
     },
+    /// The server's queue, read after it changed: where each of our queued jobs is now.
+    Positions { result: Result<QueueView> },
     /// The server's queue, asked after a silence (is the socket still subscribed?).
     QueueChecked {
         /// The session and the count of messages heard when the question was asked.
@@ -178,6 +180,9 @@ pub struct ComfyService {
     queue_check: bool,
     /// A queue check found our jobs moved on while the socket said nothing: it is deaf; connect again.
     deaf: bool,
+    /// A read of the queue for our jobs' places is in flight / the queue changed again meanwhile.
+    positions_in_flight: bool,
+    positions_stale: bool,
 }
 
 impl ComfyService {
@@ -214,6 +219,8 @@ impl ComfyService {
             heard: 0,
             queue_check: false,
             deaf: false,
+            positions_in_flight: false,
+            positions_stale: false,
         }
     }
 
@@ -659,6 +666,46 @@ impl ComfyService {
         }
     }
 
+    /// The queue moved (a job started, ended or was added): our queued jobs' places are read again, so
+    /// `job().info()`, `snapshot()` and the studio server show "2nd in line" as it is now, not where the job
+    /// started. One read at a time; a change meanwhile asks for one more. No event: a place is not a lifecycle
+    /// step, and it changes for every queued job at once.
+    fn refresh_positions(&mut self) {
+        let any_queued = self.router.prompt_ids().iter().any(|id| {
+            self.router
+                .get(id)
+                .is_some_and(|j| j.phase == Phase::Queued && !j.foreign)
+        });
+        if !any_queued || !self.connected {
+            return;
+        }
+        if self.positions_in_flight {
+            self.positions_stale = true;
+            return;
+        }
+        self.positions_in_flight = true;
+        let http = self.http.clone();
+        self.spawn(async move {
+            let result = http.queue().await;
+            Internal::Positions { result }
+        });
+    }
+
+    fn on_positions(&mut self, queue: QueueView) {
+        let mut places = Vec::new();
+        for prompt_id in self.router.prompt_ids() {
+            let Some(job) = self.router.get(&prompt_id) else {
+                continue;
+            };
+            if job.phase == Phase::Queued && !job.foreign {
+                if let Some(place) = queue.position(&prompt_id) {
+                    places.push((job.job_id.clone(), place));
+                }
+            }
+        }
+        self.shared.set_queue_positions(&places);
+    }
+
     /// Finds where the job is and removes or interrupts only that job (never a global interrupt or clear).
     fn check_cancel(&self, prompt_id: &str) {
         let http = self.http.clone();
@@ -727,6 +774,7 @@ impl ComfyService {
                             service: self.name.clone(),
                             queue_remaining: n,
                         });
+                        self.refresh_positions();
                     }
                 }
                 Effect::Finish {
@@ -955,6 +1003,16 @@ impl ComfyService {
                         error.exception_type = Some("OutputError".into());
                         self.shared.fail_job(&self.name, &job.job_id, error);
                     }
+                }
+            }
+            Internal::Positions { result } => {
+                self.positions_in_flight = false;
+                match result {
+                    Ok(queue) => self.on_positions(queue),
+                    Err(e) => log::debug!("{}: could not read the queue for places: {e}", self.name),
+                }
+                if std::mem::take(&mut self.positions_stale) {
+                    self.refresh_positions();
                 }
             }
             Internal::QueueChecked { session, heard, result } => {

@@ -131,11 +131,12 @@ async fn run_socket(shared: Arc<Shared>, mut ws: WebSocketStream<TcpStream>, cli
             _ = stall_rx.changed() => continue,
             out = rx.recv() => {
                 let Some(msg) = out else { break false };
+                // A budget set while this frame was on its way (its reader may act on it at once) does not count it.
+                let armed = budget.load(Ordering::SeqCst) > 0;
                 if ws.send(msg).await.is_err() {
                     break false;
                 }
-                let left = budget.load(Ordering::SeqCst);
-                if left > 0 && budget.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if armed && budget.fetch_sub(1, Ordering::SeqCst) == 1 {
                     break true;
                 }
             }

@@ -10,6 +10,8 @@
 //!   `WS /ws/events?jobs=a,b|all&since=OFFSET&epoch=E[&previews=binary]` — our typed stream with resume.
 //! - `POST/GET /api/jobs`, `GET/DELETE /api/jobs/{id}`, `GET /api/jobs/{id}/files/{name}`,
 //!   `GET /api/jobs/{id}/preview`, `POST /api/jobs/{id}/progress` (external producers), `GET /api/services`,
+//!   `GET /api/services/{name}/object_info`, `POST /api/services/{name}/upload?name=` (clients that check and
+//!   upload before they submit: the Blender add-on in studio mode),
 //!   `GET /api/health`, `GET /metrics`, `GET /api/anime/websocket/status`.
 //! - `GET /` — the monitor page (`web/`), embedded ([`monitor`]).
 mod auth;

@@ -94,6 +94,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/jobs/{id}/preview", get(job_preview))
         .route("/api/jobs/{id}/progress", post(external_progress))
         .route("/api/services", get(services))
+        .route("/api/services/{name}/object_info", get(service_object_info))
+        .route("/api/services/{name}/upload", post(service_upload))
         .route("/api/health", get(health))
         .route("/api/anime/websocket/status", get(brief_status))
         .route("/metrics", get(metrics))
@@ -352,10 +354,16 @@ struct ListQuery {
 async fn list_jobs(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Json<Value> {
     let filter = q.state.or(q.status);
     let all = state.relay.jobs(filter.as_deref(), q.tag.as_deref());
+    let total = all.len();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let offset = q.offset.unwrap_or(0);
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(job_json).collect();
-    Json(json!({"jobs": page, "total": all.len(), "limit": limit, "offset": offset}))
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|v| job_json(&live(&state, v)))
+        .collect();
+    Json(json!({"jobs": page, "total": total, "limit": limit, "offset": offset}))
 }
 
 /// A job as the API shows it: the view plus the brief's `status` and `progress` names.
@@ -387,10 +395,21 @@ fn job_json(v: &JobView) -> Value {
     j
 }
 
+/// A queued job's place in its server's queue moves without an event of its own (the jobs ahead end): the view
+/// takes it from the hub, which follows the queue, so a client shows "queued, 2nd" and not where it started.
+fn live(state: &AppState, mut view: JobView) -> JobView {
+    if view.state == JobState::Queued && !view.external {
+        if let Some(snap) = state.hub.job(&view.job_id) {
+            view.queue_position = snap.queue_position;
+        }
+    }
+    view
+}
+
 async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     check_id(&id)?;
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(job_json(&v)))
+    Ok(Json(job_json(&live(&state, v))))
 }
 
 async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -592,12 +611,49 @@ async fn external_progress(
     }
     state.relay.publish(&kind, now, None);
     let v = state.relay.job(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(job_json(&v)))
+    Ok(Json(job_json(&live(&state, v))))
 }
 
 async fn services(State(state): State<Arc<AppState>>) -> Json<Value> {
     let snap = state.hub.snapshot();
     Json(json!({"studio": snap.studio, "services": snap.services}))
+}
+
+/// A ComfyUI service's node list (its `/object_info`, cached by the hub): clients convert UI-format workflows,
+/// check a prompt's values and offer an input's choices before they submit (the add-on in studio mode).
+async fn service_object_info(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let hub = state.hub.clone();
+    let info = tokio::task::spawn_blocking(move || hub.object_info(&name, false))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(&*info).into_response())
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+/// An image into a ComfyUI service's input folder (the request body is the file; `?name=` its name): answers the
+/// name to put into a `LoadImage` node. The hub sends each distinct file once per service.
+async fn service_upload(
+    State(state): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<Value>> {
+    if body.is_empty() {
+        return Err(bad_request("the request body is the image file; it was empty"));
+    }
+    let name = q
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "upload.png".into());
+    let hub = state.hub.clone();
+    let stored = tokio::task::spawn_blocking(move || hub.upload_image(&service, &name, body.to_vec()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(json!({"name": stored})))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -639,6 +695,8 @@ fn endpoints() -> Value {
         "GET /api/jobs/{id}/preview",
         "POST /api/jobs/{id}/progress",
         "GET /api/services",
+        "GET /api/services/{name}/object_info",
+        "POST /api/services/{name}/upload?name=FILE",
         "GET /api/health",
         "GET /metrics",
         "GET /api/anime/websocket/status"

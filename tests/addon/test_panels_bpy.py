@@ -269,3 +269,51 @@ def test_shots_of_a_server_that_went_away_say_they_wait_for_it(addon):
     waiting = [t for t in texts if t.startswith("Waiting for the server: local")]
     assert len(waiting) >= 2, texts  # the queued and the running shot; the failed one still says why it failed
     assert any(t.startswith("Failed: ") for t in texts)
+
+
+def test_an_image_workflow_shows_no_frame_count_from_the_moment_it_is_chosen(addon):
+    """Found as a filmmaker: "Frames: 250" showed for an image workflow until a first Generate had read the file.
+    The panel reads an API-format file on its first draw (no server needed) and asks frames of video graphs only."""
+    from pathlib import Path
+
+    workflows = Path(__file__).resolve().parents[2] / "workflows"
+    s = bpy.context.scene.movie_director
+
+    def defaults_panel():
+        layout = draw_all_panels(bpy.context)["MOVIE_DIRECTOR_PT_sequencer_generate"]
+        return layout, [args[1] for kind, args, _ in layout.log if kind == "prop"]
+
+    s.workflow = str(workflows / "sd_basic.json")
+    layout, props_drawn = defaults_panel()
+    assert "use_scene_frames" not in props_drawn and not any(t.startswith("Frames:") for t in layout.texts())
+    # A reopened .blend forgets what was read (load_post): the first draw reads the file again.
+    from movie_director import bridge
+
+    bridge.runtime().workflows = None
+    layout, props_drawn = defaults_panel()
+    assert "use_scene_frames" not in props_drawn
+    s.workflow = str(workflows / "ltx_video.json")
+    s.use_scene_frames = True
+    layout, props_drawn = defaults_panel()
+    assert "use_scene_frames" in props_drawn and any(t.startswith("Frames:") for t in layout.texts())
+    # A file that is not there: nothing is known, so the row stays (and Generate says why).
+    s.workflow = str(workflows / "not_there.json")
+    layout, props_drawn = defaults_panel()
+    assert "use_scene_frames" in props_drawn
+
+
+def test_a_failure_reason_wraps_to_the_sidebars_width():
+    """Found in Blender 3.4's default sidebar: lines of 60 characters were clipped in the middle ("node…ss): steps =
+    100000"); the reason's end says what to change. Lines now fit the region being drawn."""
+    from movie_director import panels
+
+    narrow, wide = E(width=300), E(width=900)
+    assert panels.line_width(narrow, scale=1.0) == int((300 - panels.WRAP_MARGIN) / panels.CHAR_PIXELS)
+    assert panels.line_width(narrow, scale=1.0) < 60 < panels.line_width(wide, scale=1.0)
+    assert panels.line_width(narrow, scale=2.0) < panels.line_width(narrow, scale=1.0)  # HiDPI: bigger letters
+    assert panels.line_width(None) == 60  # not drawing (tests, scripts): the old width
+    layout = RecordingLayout()
+    text = "node 1 (AcceptanceProgress): steps = 100000 is bigger than the maximum 1000; use a value from 1 to 1000"
+    panels.wrapped(layout, text, width=panels.line_width(narrow, scale=1.0))
+    lines = layout.texts()
+    assert " ".join(lines) == text and all(len(line) <= panels.line_width(narrow, scale=1.0) for line in lines)

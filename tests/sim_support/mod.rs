@@ -903,3 +903,18 @@ pub fn png_bytes(w: u32, h: u32, rgb: [u8; 3], alpha: Option<u8>) -> Vec<u8> {
     }
     out
 }
+
+/// Polls `cond` every 10 ms until it holds (true) or `timeout` passes (false). The timeout only bounds a hang: a
+/// loaded machine makes the wait longer, never the test fail.
+pub async fn eventually<F: std::future::Future<Output = bool>>(timeout: Duration, mut cond: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -3,104 +3,29 @@
 // reload mid-job, and the WebSocket blocked (polling) and back. Every wait is bounded; the server and browser are
 // always stopped. `E2E_SCREENSHOTS=dir` also writes the README's screenshots.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  freePort,
+  launch,
+  needChromium,
+  phase,
+  recorder,
+  repo,
+  rowStatus,
+  startStudio as start,
+  stepper,
+  stopStudio,
+  submit as submitJob,
+  until,
+} from "./harness.mjs";
 
-const repo = fileURLToPath(new URL("../..", import.meta.url));
-const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const cli =
-  process.env.DIRECTOR_LINK_CLI ??
-  [join(repo, ".venv/bin/director-link"), "/usr/local/bin/director-link", "/usr/bin/director-link"].find(existsSync) ??
-  "director-link";
 const shots = process.env.E2E_SCREENSHOTS ?? null;
+needChromium();
 const out = mkdtempSync(join(tmpdir(), "monitor-e2e-"));
-
-if (!existsSync(chromiumPath)) {
-  console.error(`e2e: no Chromium at ${chromiumPath} (apt-get install chromium, or set CHROMIUM)`);
-  process.exit(1);
-}
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `director-link serve --simulator`; resolves once it listens. */
-function startStudio(port) {
-  const child = spawn(cli, ["serve", "--simulator", "--port", String(port), "--out", out, "--json"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the studio server did not start in 60 s: ${stderr}`)), 60_000);
-    let buf = "";
-    child.stdout.on("data", (d) => {
-      buf += d;
-      const line = buf.split("\n").find((l) => l.includes('"listening"'));
-      if (line) {
-        clearTimeout(timer);
-        const l = JSON.parse(line);
-        resolve({ child, url: l.url.replace(/\/$/, ""), simulator: (l.simulator ?? "").replace(/\/$/, "") });
-      }
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the studio server exited (${code}): ${stderr}`));
-    });
-  });
-}
-
-function stopStudio(s, signal = "SIGTERM") {
-  return new Promise((resolve) => {
-    if (s.child.exitCode !== null) return resolve();
-    const kill = setTimeout(() => s.child.kill("SIGKILL"), 15_000);
-    s.child.once("exit", () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    s.child.kill(signal);
-  });
-}
-
-async function until(what, fn, ms = 30_000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`e2e: timed out after ${ms} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
-
-async function submit(base, tag, steps, stepSeconds) {
-  const r = await fetch(`${base}/api/jobs`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({
-      workflow: "acceptance_progress",
-      tag,
-      params: { "1.steps": steps, "1.step_seconds": stepSeconds, "1.nonce": Math.random() },
-    }),
-  });
-  const text = await r.text();
-  assert.equal(r.status, 201, `submit: ${text}`);
-  return JSON.parse(text).job_id;
-}
+const startStudio = (port) => start({ port, out });
+const submit = (base, tag, steps, stepSeconds) => submitJob(base, { tag, steps, stepSeconds });
 
 const jobState = (page, id) =>
   page.evaluate((id) => {
@@ -109,75 +34,16 @@ const jobState = (page, id) =>
       ? { status: j.status, percentage: j.percentage, outputs: j.outputs.length, preview: !!j.previewUrl }
       : null;
   }, id);
-const rowStatus = (page, id) =>
-  page
-    .locator(`tr[data-job="${id}"]`)
-    .getAttribute("data-status", { timeout: 1000 })
-    .catch(() => null);
-const phase = (page) =>
-  page
-    .locator(".conn")
-    .getAttribute("data-phase", { timeout: 1000 })
-    .catch(() => null);
-
-/** Records, in the page, every stream event and every socket URL the page opens (before any script runs). */
-const recorder = () => {
-  window.__seen = [];
-  window.__wsUrls = [];
-  const Real = window.WebSocket;
-  window.WebSocket = class extends Real {
-    constructor(url, protocols) {
-      if (localStorage.getItem("e2e-block-ws") === "1") throw new Error("WebSocket blocked by the test");
-      super(url, protocols);
-      window.__wsUrls.push(String(url));
-    }
-  };
-  const hook = setInterval(() => {
-    const c = window.__directorLink;
-    if (!c || c.__recorded) return;
-    c.__recorded = true;
-    c.on("*", (m) =>
-      window.__seen.push({
-        type: m.type,
-        job: m.job_id ?? null,
-        offset: m.offset ?? null,
-        recovered: m.recovered ?? null,
-      }),
-    );
-  }, 5);
-  window.addEventListener("pagehide", () => clearInterval(hook));
-};
-
 const errors = [];
 let studio = null;
-// Killed from outside (a closed pipe, Ctrl-C): the studio server goes with us.
-process.on("exit", () => studio?.child.kill("SIGKILL"));
-for (const sig of ["SIGINT", "SIGTERM", "SIGPIPE"]) process.on(sig, () => process.exit(1));
 let browser = null;
-const results = [];
-async function step(name, fn) {
-  const t0 = Date.now();
-  await fn();
-  results.push(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  console.log(results[results.length - 1]);
-}
+const { results, step } = stepper();
 
 try {
   const port = await freePort();
   studio = await startStudio(port);
   const base = studio.url;
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-dev-shm-usage",
-      // The ComfyUI step serves its page through the test's routing, which Chromium treats as a public page; its
-      // socket to loopback would then be blocked by Local Network Access. Every address here is loopback.
-      "--disable-features=LocalNetworkAccessChecks",
-    ],
-  });
+  browser = await launch();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.addInitScript(recorder);
   const page = await context.newPage();

@@ -291,6 +291,46 @@ describe("messages", () => {
   });
 });
 
+describe("rendering cost", () => {
+  it("tells a job's progress at most once per progress tick, and its end on the next frame", async () => {
+    const srv = await server();
+    srv.onConnect = (conn) => {
+      conn.socket.send(subscribed("E", 0, false, null, []));
+      conn.socket.send(ev(1, "job_started", { job_id: "a", service: "s" }));
+    };
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    const c = client({ url: srv.wsUrl("/ws/events"), heartbeatInterval: 0 });
+    const told: Array<{ status: string; step: number }> = [];
+    c.jobs.subscribe("a", () => {
+      const j = c.jobs.get("a");
+      if (j) told.push({ status: j.status, step: j.currentStep });
+    });
+    c.start();
+    // A new job is told on the next frame.
+    await until(() => told.length === 1, "the job appears");
+    expect(told[0]?.status).toBe("running");
+    // Progress: the record is current at once, the subscribers hear of it on the tick (100 ms), once.
+    for (let i = 1; i <= 5; i++) srv.conns[0]?.socket.send(progress(1 + i, "a", i, 10));
+    await until(() => c.jobs.get("a")?.currentStep === 5, "progress applied");
+    vi.advanceTimersByTime(99);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(told).toHaveLength(1);
+    vi.advanceTimersByTime(1);
+    await until(() => told.length === 2, "the progress tick");
+    expect(told[1]).toEqual({ status: "running", step: 5 });
+    // More progress, then the end before the tick: the end is told on the next frame, with the progress; the
+    // tick that was due tells nothing more.
+    srv.conns[0]?.socket.send(progress(7, "a", 6, 10));
+    await until(() => c.jobs.get("a")?.currentStep === 6, "progress applied");
+    srv.conns[0]?.socket.send(ev(8, "job_completed", { job_id: "a", outputs: [], elapsed_seconds: 1 }));
+    await until(() => told.length === 3, "the end, without waiting for the tick");
+    expect(told[2]?.status).toBe("completed");
+    vi.advanceTimersByTime(500);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(told).toHaveLength(3);
+  });
+});
+
 describe("ComfyUI's own /ws", () => {
   it("follows a prompt from ComfyUI's events and binary previews", async () => {
     const srv = await server();

@@ -68,6 +68,11 @@ export interface StudioClientOptions extends IWebSocketConfig {
   jobs?: ReadonlyArray<string> | null;
   backoff?: Partial<BackoffOptions>;
   breaker?: Partial<BreakerOptions>;
+  /**
+   * How often a job's progress alone reaches the page, ms (lifecycle changes: the next frame). Default 100:
+   * ten progress updates a second per job, painted together. 0 = every frame.
+   */
+  progressInterval?: number;
   /** HTTP polling period while the socket cannot be had, ms. Default 2000. */
   pollInterval?: number;
   /** null turns persistence off; default `globalThis.localStorage` when there is one. */
@@ -188,7 +193,12 @@ export class StudioClient {
     this.breaker = new CircuitBreaker({ ...DEFAULT_BREAKER, ...options.breaker });
     this.storage = options.storage === undefined ? defaultStorage() : options.storage;
     this.storageKey = options.storageKey ?? `director-link:${u.host}${u.pathname}`;
-    this.jobs = new JobStore({ link: (p) => this.link(p), now: this.now, schedule: this.schedule });
+    this.jobs = new JobStore({
+      link: (p) => this.link(p),
+      now: this.now,
+      schedule: this.schedule,
+      progressInterval: options.progressInterval ?? 100,
+    });
     this.restore();
   }
 

@@ -87,6 +87,12 @@ export interface JobStoreOptions {
   link: (path: string) => string;
   now: () => number;
   schedule: (notify: () => void) => () => void;
+  /**
+   * How often a job's progress alone (percentage, step, node, ETA, preview) reaches subscribers, ms; 0 = every
+   * frame. A job that appears, changes status, tag or service is told on the next frame, with its progress.
+   * Painting the page is what costs under a burst, not the hooks: a progress bar does not need 60 updates a second.
+   */
+  progressInterval?: number;
 }
 
 type Listener = () => void;
@@ -148,6 +154,9 @@ export class JobStore {
   private dirty = new Set<string>();
   private listDirty = false;
   private cancelFlush: (() => void) | null = null;
+  /** Jobs whose progress alone changed: told on the next progress tick. */
+  private progressDirty = new Set<string>();
+  private progressTimer: ReturnType<typeof setTimeout> | null = null;
   private listCache: JobProgress[] | null = null;
   private indexCache: JobIndexEntry[] | null = null;
   private indexListeners = new Set<Listener>();
@@ -216,15 +225,31 @@ export class JobStore {
   /** Replaces one job's record and marks it for the next frame's notification. */
   private put(next: JobProgress): void {
     const before = this.jobs.get(next.jobId);
-    if (!before || before.status !== next.status || before.tag !== next.tag || before.service !== next.service) {
+    const lifecycle =
+      !before || before.status !== next.status || before.tag !== next.tag || before.service !== next.service;
+    if (lifecycle) {
       this.indexCache = null;
       this.indexDirty = true;
     }
     this.jobs.set(next.jobId, next);
     if (!before) this.evictFinished();
-    this.dirty.add(next.jobId);
     this.listDirty = true;
     this.listCache = null;
+    const every = this.o.progressInterval ?? 0;
+    if (every > 0 && !lifecycle) {
+      // Progress only: the record is current now (a render for any other reason reads it); the notification
+      // waits for the progress tick, which tells every job that moved at once.
+      if (!this.dirty.has(next.jobId)) this.progressDirty.add(next.jobId);
+      if (!this.progressTimer && !this.cancelFlush) {
+        this.progressTimer = setTimeout(() => {
+          this.progressTimer = null;
+          if (!this.cancelFlush) this.cancelFlush = this.o.schedule(() => this.flush());
+        }, every);
+      }
+      return;
+    }
+    this.progressDirty.delete(next.jobId);
+    this.dirty.add(next.jobId);
     if (!this.cancelFlush) this.cancelFlush = this.o.schedule(() => this.flush());
   }
 
@@ -245,8 +270,12 @@ export class JobStore {
   flush(): void {
     this.cancelFlush?.();
     this.cancelFlush = null;
-    const dirty = [...this.dirty];
+    // Whatever progress is waiting goes with this flush; the next progress starts a new tick.
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    this.progressTimer = null;
+    const dirty = [...this.dirty, ...this.progressDirty];
     this.dirty.clear();
+    this.progressDirty.clear();
     for (const id of dirty) {
       const set = this.byJob.get(id);
       if (!set) continue;
@@ -269,6 +298,9 @@ export class JobStore {
   dispose(): void {
     this.cancelFlush?.();
     this.cancelFlush = null;
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    this.progressTimer = null;
+    this.progressDirty.clear();
     this.dirty.clear();
     this.listDirty = false;
   }

@@ -27,6 +27,12 @@ function useServices(): { services: Service[]; error: string | null } {
     const load = async () => {
       try {
         const r = await client.request("/api/services");
+        if (r.status === 401) {
+          // A wrong or missing token: asking again cannot help. The connection bar asks for the token; a new one
+          // makes a new client, and this effect starts over with it.
+          if (!stopped) setState({ services: [], error: "services: the studio server needs the right token (401)" });
+          return;
+        }
         const body = r.ok ? ((await r.json()) as { services?: Service[] }) : null;
         if (!stopped) {
           setState(
