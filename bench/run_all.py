@@ -871,6 +871,23 @@ def section_studio(res: Results, targets: list) -> str:
     return "\n".join(out)
 
 
+STUDIO_INTRO = (
+    "`director-link serve --database memory` (ours) and the product brief's FastAPI `ConnectionManager` "
+    "(bench/studio_baseline.py: a dict job id → list of WebSockets, a progress update broadcast by awaiting "
+    "each `send_text` in turn; uvicorn with uvloop, httptools and websockets, in a venv of its own), each in a "
+    "process of its own, driven by the same load generator (bench/studio_load, Rust, tokio-tungstenite, "
+    "another process) with the same jobs and events: subscribers on the brief's `WS /ws/{job_id}`, an external "
+    "producer `POST /api/jobs/{id}/progress` carrying a sequence number whose send instant the load generator "
+    "keeps (publish → delivery on one clock). Paced: one POST at a time, each round's deliveries waited for. "
+    "Flood: 4 producers at once as fast as the server answers, then `completed` for every job; deliveries / s "
+    "= messages the subscribers received / (first flood POST → the last subscriber's `completed`); ours "
+    "may coalesce a slow subscriber's waiting progress (latest wins), so its delivered count is shown. RSS "
+    "is the server process's (`/proc`), idle connections after 2 s of quiet. The storm reconnects ours through "
+    "`/ws/events?jobs=J&since=OFFSET&epoch=E`; the baseline has no resume, so its clients miss whatever "
+    "happened while they were away. One run (no median)."
+)
+
+
 BROWSER_INTRO = (
     "bench/bench_browser.py (bench/browser/): in headless Chromium (Debian's, driven by playwright-core) against a "
     "real `director-link serve --database memory` (a fresh one per page), the same table of jobs built two ways: on "
@@ -1232,19 +1249,7 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         "## 7. Studio server",
         "",
-        "`director-link serve --database memory` (ours) and the product brief's FastAPI `ConnectionManager` "
-        "(bench/studio_baseline.py: a dict job id → list of WebSockets, a progress update broadcast by awaiting "
-        "each `send_text` in turn; uvicorn with uvloop, httptools and websockets, in a venv of its own), each in a "
-        "process of its own, driven by the same load generator (bench/studio_load, Rust, tokio-tungstenite, "
-        "another process) with the same jobs and events: subscribers on the brief's `WS /ws/{job_id}`, an external "
-        "producer `POST /api/jobs/{id}/progress` carrying a sequence number whose send instant the load generator "
-        "keeps (publish → delivery on one clock). Paced: one POST at a time, each round's deliveries waited for. "
-        "Flood: 4 producers at once as fast as the server answers, then `completed` for every job; deliveries / s "
-        "= messages the subscribers received / (first flood POST → the last subscriber's `completed`); ours "
-        "may coalesce a slow subscriber's waiting progress (latest wins), so its delivered count is shown. RSS "
-        "is the server process's (`/proc`), idle connections after 2 s of quiet. The storm reconnects ours through "
-        "`/ws/events?jobs=J&since=OFFSET&epoch=E`; the baseline has no resume, so its clients miss whatever "
-        "happened while they were away. One run (no median).",
+        STUDIO_INTRO,
         "",
         section_studio(res, targets),
         "",
@@ -1335,25 +1340,26 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
     return "\n".join(body)
 
 
-def splice_browser(path: Path, res: Results, seconds: float) -> None:
-    """Puts a fresh section 8 and its target rows into an existing report, leaving every other section as it is."""
+def splice_section(path: Path, heading: str, intro: str, section: str, targets: list, seconds: float) -> None:
+    """Puts a fresh section (`## heading`) and its target rows into an existing report, leaving every other section
+    as it is. The rows replaced are those whose name starts like the new ones (`studio:`, `browser:`)."""
     text = path.read_text()
-    targets: list = []
-    section = section_browser(res, targets)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = " ".join(["python3", "bench/run_all.py", *sys.argv[1:]])
     block = (
-        f"## 8. Browser\n\n{BROWSER_INTRO} This section alone: `{cmd}` ({when}, {seconds / 60:.1f} min; the "
+        f"## {heading}\n\n{intro} This section alone: `{cmd}` ({when}, {seconds / 60:.1f} min; the "
         f"other sections are from the run named at the top).\n\n{section}\n\n"
     )
-    if "\n## 8. Browser\n" in text:
-        start = text.index("\n## 8. Browser\n") + 1
+    marker = f"\n## {heading}\n"
+    if marker in text:
+        start = text.index(marker) + 1
         end = text.index("\n## ", start) + 1
         text = text[:start] + block + text[end:]
     else:
         at = text.index("\n## Long soak\n") + 1 if "\n## Long soak\n" in text else text.index("\n## Targets\n") + 1
         text = text[:at] + block + text[at:]
-    lines = [line for line in text.split("\n") if not line.startswith("| browser:")]
+    prefixes = tuple({n.split(":")[0] + ":" for n, _, _ in targets})
+    lines = [line for line in text.split("\n") if not (prefixes and line.startswith(tuple("| " + p for p in prefixes)))]
     head = lines.index("| target | value | status |")
     end = head + 2
     while end < len(lines) and lines[end].startswith("|"):
@@ -1392,14 +1398,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run only section 8 (the browser) and rewrite it, and its target rows, in the existing --out file",
     )
+    p.add_argument(
+        "--studio-only",
+        action="store_true",
+        help="only section 7 (the studio server; from --studio-json when given) rewritten in the existing --out file",
+    )
     args = p.parse_args(argv)
-    if args.browser_only:
-        started = time.monotonic()
-        res = Results()
-        flag = ["--quick"] if args.quick else (["--smoke"] if args.smoke else [])
-        res.add("browser", run_json([str(BENCH / "bench_browser.py"), "--json", *flag]))
-        splice_browser(Path(args.out), res, time.monotonic() - started)
-        print(f"section 8 of {args.out} rewritten in {time.monotonic() - started:.0f} s")
+    flag = ["--quick"] if args.quick else (["--smoke"] if args.smoke else [])
+    if args.browser_only or args.studio_only:
+        started, res, targets = time.monotonic(), Results(), []
+        if args.browser_only:
+            res.add("browser", run_json([str(BENCH / "bench_browser.py"), "--json", *flag]))
+            heading, intro, section = "8. Browser", BROWSER_INTRO, section_browser(res, targets)
+        else:
+            if args.studio_json:
+                res.add("studio", json.loads(Path(args.studio_json).read_text()))
+            else:
+                soak = args.soak if args.soak is not None else (3.0 if args.smoke else 30.0 if args.quick else 600.0)
+                studio = [str(BENCH / "bench_studio.py"), "--json", "--soak", str(soak), *flag]
+                res.add("studio", run_json(studio, limit=soak + 3600))
+            heading, intro, section = "7. Studio server", STUDIO_INTRO, section_studio(res, targets)
+        splice_section(Path(args.out), heading, intro, section, targets, time.monotonic() - started)
+        print(f"section {heading} of {args.out} rewritten in {time.monotonic() - started:.0f} s")
         return 0
     args.runs = max(1, min(args.runs or (1 if args.smoke else 3 if args.quick else 5), 20))
     flag = ["--smoke"] if args.smoke else (["--quick"] if args.quick else [])
