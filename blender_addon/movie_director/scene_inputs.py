@@ -202,13 +202,14 @@ def _depth_material(near: float, far: float):
 def render_depth(scene, camera, frame: int, path: str) -> None:
     """A depth map of what ``camera`` sees at ``frame``: one Cycles sample on the CPU with every surface replaced
     by the depth material and the background transparent (black); the scene's engine and look are put back."""
-    render, layer = scene.render, bpy.context.view_layer
+    render = scene.render
+    # Every view layer of the scene (not the context's: the Sequencer's scene may be another one).
+    overrides = {layer.name: layer.material_override for layer in scene.view_layers}
     saved = {
         "engine": render.engine,
         "film_transparent": render.film_transparent,
         "view_transform": scene.view_settings.view_transform,
         "look": scene.view_settings.look,
-        "override": layer.material_override,
         "frame": scene.frame_current,
     }
     cycles = getattr(scene, "cycles", None)
@@ -225,12 +226,14 @@ def render_depth(scene, camera, frame: int, path: str) -> None:
             cycles.samples, cycles.device, cycles.use_denoising = 1, "CPU", False
         render.film_transparent = True
         scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
-        layer.material_override = mat
+        for layer in scene.view_layers:
+            layer.material_override = mat
         render_camera(scene, camera, frame, path, viewport=False)
     finally:
         render.engine, render.film_transparent = saved["engine"], saved["film_transparent"]
         scene.view_settings.view_transform, scene.view_settings.look = saved["view_transform"], saved["look"]
-        layer.material_override = saved["override"]
+        for layer in scene.view_layers:
+            layer.material_override = overrides.get(layer.name)
         for key, value in saved_cycles.items():
             setattr(cycles, key, value)
         if mat is not None:
