@@ -401,6 +401,27 @@ def section_python(res: Results, targets: list) -> str:
             "–",
             "–",
         )
+    shots = "addon.bridge.timer_callback.100 shots in flight.median_us"
+    if res.get(shots) is not None:
+        tick = res.med(shots)
+        ok = None if tick is None else tick < 1000
+        targets.append(("timer tick with 100 shots in flight (issue #14: < 1 ms)", tick, ok))
+        t.add(
+            "`bridge.timer_callback()` with 100 shots in flight, µs (median)",
+            cell(res, shots),
+            "–",
+            "–",
+            "< 1 ms",
+            verdict(ok),
+        )
+        t.add(
+            "Generate All of 100 shots returns after, ms",
+            cell(res, "addon.bridge.timer_callback.generate_all_100_ms"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
     return t.md()
 
 
