@@ -13,7 +13,7 @@ Scenarios (full / --quick / --smoke sizes in SIZES below):
 - storm: every client drops at once, the jobs move on and finish, every client reconnects at the same moment —
   ours through `/ws/events?jobs=J&since=OFFSET&epoch=E` (it must get exactly what it missed: `recovered`, the
   latest progress, the final state, in order), the baseline through `/ws/{job_id}` (it has no resume).
-- soak (ours): connections held for minutes under a steady publish rate; RSS, open files, threads, connections.
+- soak (both): connections held for minutes under a steady publish rate; RSS, open files, threads, connections.
 
     python3 bench/bench_studio.py [--smoke|--quick] [--soak SECONDS] [--json]
 
@@ -240,19 +240,20 @@ def run_server(kind: str, loadgen: Path, baseline_py: Path | None, size: dict, s
                 res["own_state_bytes"] = own_state(server)
             except OSError:
                 res["own_state_bytes"] = {}
-            if soak_s > 0:
-                n, jobs, rate = size["soak"]
-                res["soak"] = load(
-                    loadgen,
-                    server,
-                    "soak",
-                    soak_s + 900,
-                    connections=n,
-                    jobs=jobs,
-                    rate=rate,
-                    seconds=soak_s,
-                    prefix="soak",
-                )
+        # Both servers soak (the same connections, jobs and publish rate), for flat RSS, files and connections.
+        if soak_s > 0:
+            n, jobs, rate = size["soak"]
+            res["soak"] = load(
+                loadgen,
+                server,
+                "soak",
+                soak_s + 900,
+                connections=n,
+                jobs=jobs,
+                rate=rate,
+                seconds=soak_s,
+                prefix="soak",
+            )
         res["server_cpu_s"] = cpu_s(server.proc.pid)
     finally:
         server.stop()

@@ -402,6 +402,27 @@ def section_python(res: Results, targets: list) -> str:
             "–",
             "–",
         )
+    shots = "addon.bridge.timer_callback.100 shots in flight.median_us"
+    if res.get(shots) is not None:
+        tick = res.med(shots)
+        ok = None if tick is None else tick < 1000
+        targets.append(("timer tick with 100 shots in flight (issue #14: < 1 ms)", tick, ok))
+        t.add(
+            "`bridge.timer_callback()` with 100 shots in flight, µs (median)",
+            cell(res, shots),
+            "–",
+            "–",
+            "< 1 ms",
+            verdict(ok),
+        )
+        t.add(
+            "Generate All of 100 shots returns after, ms",
+            cell(res, "addon.bridge.timer_callback.generate_all_100_ms"),
+            "–",
+            "–",
+            "–",
+            "–",
+        )
     return t.md()
 
 
@@ -779,6 +800,20 @@ def section_studio(res: Results, targets: list) -> str:
             "≥ 10× baseline",
             verdict(ok),
         )
+        u, bu = o.get("updates_per_s"), b.get("updates_per_s")
+        if u is not None:
+            # Not the target's measure: it counts a progress that a newer one replaced (latest wins) as brought
+            # through, so it shows how fast every subscriber reaches the newest state when ours coalesces.
+            t.add(
+                f"subscriber updates / s ({label}, flood: expected deliveries / the same time; a coalesced progress "
+                f"counts as brought through by the newer one that replaced it; finals ours {cnt(o.get('finals'))}, "
+                f"baseline {cnt(b.get('finals'))})",
+                num(u),
+                num(bu),
+                rtxt(ratio(u, bu, False)),
+                "–",
+                "–",
+            )
     targets.append(
         (
             "studio: deliveries / s vs baseline (worst of the three fan-outs)",
@@ -817,49 +852,106 @@ def section_studio(res: Results, targets: list) -> str:
         "–",
     )
     out = [t.md()]
-    soak = ours.get("soak")
-    if soak and soak.get("samples"):
+
+    def soak_stats(soak: dict) -> dict:
         smp = soak["samples"]
         q = max(1, len(smp) // 4)
-        rss = [s["rss_kib"] / 1024 for s in smp]
+        rss = [x["rss_kib"] / 1024 for x in smp]
         second = statistics.median(rss[q : 2 * q]) if len(rss) >= 4 else rss[0]
         last = statistics.median(rss[3 * q :]) if len(rss) >= 4 else rss[-1]
-        grow = last - second
-        fds = [s["fds"] for s in smp]
-        thr = [s["threads"] for s in smp]
-        conns = [s["connections"] for s in smp if s.get("connections") is not None]
-        ok = grow < max(2.0, 0.05 * second) and max(fds) - min(fds) <= 5 and soak.get("finals") == soak.get("held")
+        fds = [x["fds"] for x in smp]
+        return {
+            "second": second,
+            "last": last,
+            "grow": last - second,
+            "fds": fds,
+            "thr": [x["threads"] for x in smp],
+            "conns": [x["connections"] for x in smp if x.get("connections") is not None],
+            "after": soak.get("after_close", {}),
+        }
+
+    soak, bsoak = ours.get("soak"), base.get("soak")
+    if soak and soak.get("samples"):
+        st = soak_stats(soak)
+        bst = soak_stats(bsoak) if bsoak and bsoak.get("samples") else None
+        grow, fds = st["grow"], st["fds"]
+        flat = grow < max(2.0, 0.05 * st["second"]) and max(fds) - min(fds) <= 5
+        ok = flat and soak.get("finals") == soak.get("held")
         targets.append(("studio: soak flat (RSS growth 2nd → 4th quarter, MiB)", grow, ok))
-        s = Table(["soak (ours)", "value", "target", "status"])
+
+        def side(x: dict | None, f) -> str:
+            return "–" if x is None else f(x)
+
+        s = Table(["soak", "ours", "baseline", "target", "status"])
         s.add(
             f"{soak['seconds']:.0f} s, {cnt(soak['held'])} connections on {cnt(soak['jobs'])} jobs, "
-            f"{cnt(soak['posts'])} posts, {cnt(soak['delivered'])} deliveries: RSS MiB 2nd quarter → last",
-            f"{num(second)} → {num(last)} ({grow:+.2f})",
+            f"{cnt(soak['posts'])} posts, {cnt(soak['delivered'])} deliveries (baseline "
+            f"{side(bsoak, lambda b: cnt(b.get('posts')))} posts, {side(bsoak, lambda b: cnt(b.get('delivered')))}): "
+            "RSS MiB 2nd quarter → last",
+            f"{num(st['second'])} → {num(st['last'])} ({grow:+.2f})",
+            side(bst, lambda b: f"{num(b['second'])} → {num(b['last'])} ({b['grow']:+.2f})"),
             "flat (< 5 % or 2 MiB)",
             verdict(ok),
         )
-        s.add("open files min / max during the soak", f"{num(min(fds))} / {num(max(fds))}", "flat", "–")
-        s.add("threads min / max", f"{num(min(thr))} / {num(max(thr))}", "flat", "–")
-        if conns:
+        s.add(
+            "open files min / max during the soak",
+            f"{num(min(fds))} / {num(max(fds))}",
+            side(bst, lambda b: f"{num(min(b['fds']))} / {num(max(b['fds']))}"),
+            "flat",
+            "–",
+        )
+        s.add(
+            "threads min / max",
+            f"{num(min(st['thr']))} / {num(max(st['thr']))}",
+            side(bst, lambda b: f"{num(min(b['thr']))} / {num(max(b['thr']))}"),
+            "flat",
+            "–",
+        )
+        if st["conns"]:
             s.add(
                 "connections (tasks) the server counts, min / max",
-                f"{num(min(conns))} / {num(max(conns))}",
+                f"{num(min(st['conns']))} / {num(max(st['conns']))}",
+                side(bst, lambda b: f"{num(min(b['conns']))} / {num(max(b['conns']))}" if b["conns"] else "–"),
                 "flat",
                 "–",
             )
-        after = soak.get("after_close", {})
+
+        def after_txt(a: dict) -> str:
+            return f"{num(a.get('rss_kib', 0) / 1024)} / {num(a.get('fds'))} / {num(a.get('connections'))}"
+
+        after = st["after"]
         s.add(
             "after every client closed: RSS MiB / open files / connections",
-            f"{num(after.get('rss_kib', 0) / 1024)} / {num(after.get('fds'))} / {num(after.get('connections'))}",
+            after_txt(after),
+            side(bst, lambda b: after_txt(b["after"])),
             "connections 0",
             verdict(after.get("connections") == 0) if after.get("connections") is not None else "–",
         )
         out.append("\n" + s.md())
-        out.append(
-            "\nSoak samples (s: RSS MiB / open files): "
-            + ", ".join(f"{x['t_s']:.0f}: {x['rss_kib'] / 1024:.0f} / {x['fds']:.0f}" for x in smp)
-        )
+        for name, x in (("ours", soak), ("baseline", bsoak)):
+            if x and x.get("samples"):
+                out.append(
+                    f"\nSoak samples, {name} (s: RSS MiB / open files): "
+                    + ", ".join(f"{y['t_s']:.0f}: {y['rss_kib'] / 1024:.0f} / {y['fds']:.0f}" for y in x["samples"])
+                )
     return "\n".join(out)
+
+
+STUDIO_INTRO = (
+    "`director-link serve --database memory` (ours) and the product brief's FastAPI `ConnectionManager` "
+    "(bench/studio_baseline.py: a dict job id → list of WebSockets, a progress update broadcast by awaiting "
+    "each `send_text` in turn; uvicorn with uvloop, httptools and websockets, in a venv of its own), each in a "
+    "process of its own, driven by the same load generator (bench/studio_load, Rust, tokio-tungstenite, "
+    "another process) with the same jobs and events: subscribers on the brief's `WS /ws/{job_id}`, an external "
+    "producer `POST /api/jobs/{id}/progress` carrying a sequence number whose send instant the load generator "
+    "keeps (publish → delivery on one clock). Paced: one POST at a time, each round's deliveries waited for. "
+    "Flood: 4 producers at once as fast as the server answers, then `completed` for every job; deliveries / s "
+    "= messages the subscribers received / (first flood POST → the last subscriber's `completed`); ours "
+    "may coalesce a slow subscriber's waiting progress (latest wins), so its delivered count is shown. RSS "
+    "is the server process's (`/proc`), idle connections after 2 s of quiet. The storm reconnects ours through "
+    "`/ws/events?jobs=J&since=OFFSET&epoch=E`; the baseline has no resume, so its clients miss whatever "
+    "happened while they were away. One run (no median)."
+)
 
 
 BROWSER_INTRO = (
@@ -1223,19 +1315,7 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         "## 7. Studio server",
         "",
-        "`director-link serve --database memory` (ours) and the product brief's FastAPI `ConnectionManager` "
-        "(bench/studio_baseline.py: a dict job id → list of WebSockets, a progress update broadcast by awaiting "
-        "each `send_text` in turn; uvicorn with uvloop, httptools and websockets, in a venv of its own), each in a "
-        "process of its own, driven by the same load generator (bench/studio_load, Rust, tokio-tungstenite, "
-        "another process) with the same jobs and events: subscribers on the brief's `WS /ws/{job_id}`, an external "
-        "producer `POST /api/jobs/{id}/progress` carrying a sequence number whose send instant the load generator "
-        "keeps (publish → delivery on one clock). Paced: one POST at a time, each round's deliveries waited for. "
-        "Flood: 4 producers at once as fast as the server answers, then `completed` for every job; deliveries / s "
-        "= messages the subscribers received / (first flood POST → the last subscriber's `completed`); ours "
-        "may coalesce a slow subscriber's waiting progress (latest wins), so its delivered count is shown. RSS "
-        "is the server process's (`/proc`), idle connections after 2 s of quiet. The storm reconnects ours through "
-        "`/ws/events?jobs=J&since=OFFSET&epoch=E`; the baseline has no resume, so its clients miss whatever "
-        "happened while they were away. One run (no median).",
+        STUDIO_INTRO,
         "",
         section_studio(res, targets),
         "",
@@ -1285,17 +1365,19 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "RSS flat": "RSS over the mixed run: see the samples above; allocator growth in the first minutes settles.",
         "Rust core line coverage": "Rust coverage: measured over `cargo test` plus the whole pytest suite on an "
         "instrumented extension; section 6 lists the files with the most uncovered lines.",
-        "studio: own state": "studio own state per connection: the connection task's future is the bulk (the "
-        "select loop over the outbox, the socket, the ping timer and shutdown, with the futures of its branches "
-        "laid out side by side by the compiler); shrinking it means a hand-written poll loop instead of "
-        "`tokio::select!`, not done here. The RSS per idle connection, which includes it, is within its target.",
-        "studio: deliveries": "studio deliveries / s: with a subscriber or ten per job the flood is bounded by "
-        "the producer's HTTP POSTs (one keep-alive request per update, four producers), not by fan-out, so the "
-        "ratio is the two servers' POST rates (~4×). With 5 000 subscribers on one job ours wakes one task per "
-        "subscriber per update (a write system call each, on 2 cores shared with the load generator and other "
-        "work), falls behind the 4 producers and coalesces each subscriber's waiting progress (latest wins; "
-        "every `completed` arrives), so it delivers fewer messages than the baseline, whose producer waits "
-        "for each broadcast to finish. Not tuned further here.",
+        "studio: own state": "studio own state per connection: the connection's loop is a hand-written future "
+        "(src/studio/ws.rs `Pump`: the socket, its outbox, a few flags), woken through its outbox; the server's "
+        "one ping timer and shutdown reach it there, and the greeting and close run boxed. What remains is "
+        "axum's socket struct (counted apart) and the fields listed in `/metrics`' help.",
+        "studio: deliveries": "studio deliveries / s: over 1 000 jobs (one or ten subscribers per job) the flood "
+        "is bounded by the producers' HTTP POSTs (one keep-alive request per update, four producers), so the "
+        "ratio is the two servers' POST rates, which swing with the machine's load. With 5 000 subscribers on "
+        "one job every delivery is one `send` system call to a socket of its own (`perf`: the kernel's TCP path "
+        "is most of the server's time; the frame is serialized once and shared), on 2 cores shared with the "
+        "load generator: ours falls behind the 4 producers and coalesces each subscriber's waiting progress "
+        "(latest wins; every `completed` arrives), so it delivers fewer messages, while the baseline's producer "
+        "waits for each broadcast to finish. The 'subscriber updates / s' row shows how much sooner every "
+        "subscriber has the newest state.",
         "WebSocket RTT": "RTT: the hub's ping is timed inside its Rust task; a Python client's includes its event "
         "loop wake-up.",
         "one-hour soak: RSS": "one-hour soak RSS: the client's RSS rose 20.7 → 34.3 MiB in the first minute "
@@ -1336,25 +1418,26 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
     return "\n".join(body)
 
 
-def splice_browser(path: Path, res: Results, seconds: float) -> None:
-    """Puts a fresh section 8 and its target rows into an existing report, leaving every other section as it is."""
+def splice_section(path: Path, heading: str, intro: str, section: str, targets: list, seconds: float) -> None:
+    """Puts a fresh section (`## heading`) and its target rows into an existing report, leaving every other section
+    as it is. The rows replaced are those whose name starts like the new ones (`studio:`, `browser:`)."""
     text = path.read_text()
-    targets: list = []
-    section = section_browser(res, targets)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = " ".join(["python3", "bench/run_all.py", *sys.argv[1:]])
     block = (
-        f"## 8. Browser\n\n{BROWSER_INTRO} This section alone: `{cmd}` ({when}, {seconds / 60:.1f} min; the "
+        f"## {heading}\n\n{intro} This section alone: `{cmd}` ({when}, {seconds / 60:.1f} min; the "
         f"other sections are from the run named at the top).\n\n{section}\n\n"
     )
-    if "\n## 8. Browser\n" in text:
-        start = text.index("\n## 8. Browser\n") + 1
+    marker = f"\n## {heading}\n"
+    if marker in text:
+        start = text.index(marker) + 1
         end = text.index("\n## ", start) + 1
         text = text[:start] + block + text[end:]
     else:
         at = text.index("\n## Long soak\n") + 1 if "\n## Long soak\n" in text else text.index("\n## Targets\n") + 1
         text = text[:at] + block + text[at:]
-    lines = [line for line in text.split("\n") if not line.startswith("| browser:")]
+    prefixes = tuple({n.split(":")[0] + ":" for n, _, _ in targets})
+    lines = [line for line in text.split("\n") if not (prefixes and line.startswith(tuple("| " + p for p in prefixes)))]
     head = lines.index("| target | value | status |")
     end = head + 2
     while end < len(lines) and lines[end].startswith("|"):
@@ -1380,6 +1463,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak", type=float, default=None, help="mixed-run seconds (default 600, --quick 30)")
     p.add_argument("--coverage", action="store_true", help="also line coverage (slow)")
     p.add_argument("--coverage-json", default=None, help="show a recorded `bench_coverage.py --json` result instead")
+    p.add_argument("--studio-json", default=None, help="show a recorded `bench_studio.py --json` result instead")
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="where to write the Markdown")
     p.add_argument("--json-out", default=None, help="also write every raw result as JSON here")
     p.add_argument(
@@ -1392,14 +1476,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run only section 8 (the browser) and rewrite it, and its target rows, in the existing --out file",
     )
+    p.add_argument(
+        "--studio-only",
+        action="store_true",
+        help="only section 7 (the studio server; from --studio-json when given) rewritten in the existing --out file",
+    )
     args = p.parse_args(argv)
-    if args.browser_only:
-        started = time.monotonic()
-        res = Results()
-        flag = ["--quick"] if args.quick else (["--smoke"] if args.smoke else [])
-        res.add("browser", run_json([str(BENCH / "bench_browser.py"), "--json", *flag]))
-        splice_browser(Path(args.out), res, time.monotonic() - started)
-        print(f"section 8 of {args.out} rewritten in {time.monotonic() - started:.0f} s")
+    flag = ["--quick"] if args.quick else (["--smoke"] if args.smoke else [])
+    if args.browser_only or args.studio_only:
+        started, res, targets = time.monotonic(), Results(), []
+        if args.browser_only:
+            res.add("browser", run_json([str(BENCH / "bench_browser.py"), "--json", *flag]))
+            heading, intro, section = "8. Browser", BROWSER_INTRO, section_browser(res, targets)
+        else:
+            if args.studio_json:
+                res.add("studio", json.loads(Path(args.studio_json).read_text()))
+            else:
+                soak = args.soak if args.soak is not None else (3.0 if args.smoke else 30.0 if args.quick else 600.0)
+                studio = [str(BENCH / "bench_studio.py"), "--json", "--soak", str(soak), *flag]
+                res.add("studio", run_json(studio, limit=soak + 3600))
+            heading, intro, section = "7. Studio server", STUDIO_INTRO, section_studio(res, targets)
+        splice_section(Path(args.out), heading, intro, section, targets, time.monotonic() - started)
+        print(f"section {heading} of {args.out} rewritten in {time.monotonic() - started:.0f} s")
         return 0
     args.runs = max(1, min(args.runs or (1 if args.smoke else 3 if args.quick else 5), 20))
     flag = ["--smoke"] if args.smoke else (["--quick"] if args.quick else [])
@@ -1433,8 +1531,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     res.add("discovery", run_json([f"{b}/bench_discovery.py", "--json", *flag]))
     res.add("pool", run_json([f"{b}/bench_pool.py", "--json", *flag]))
-    studio = [f"{b}/bench_studio.py", "--json", "--soak", str(soak), *flag]
-    res.add("studio", run_json(studio, limit=soak + 3600))
+    if args.studio_json:
+        # A recorded `bench_studio.py --json` run (e.g. one taken on a quieter machine) instead of a new one.
+        res.add("studio", json.loads(Path(args.studio_json).read_text()))
+    else:
+        studio = [f"{b}/bench_studio.py", "--json", "--soak", str(soak), *flag]
+        res.add("studio", run_json(studio, limit=soak + 3600))
     res.add("browser", run_json([f"{b}/bench_browser.py", "--json", *flag]))
     if args.coverage:
         res.add("coverage", run_json([f"{b}/bench_coverage.py", "--json"], limit=7200))

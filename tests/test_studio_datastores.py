@@ -402,6 +402,68 @@ def test_two_instances_over_redis_deliver_each_others_jobs_with_zero_loss(tmp_pa
         assert status == 409 and answer["error"]["code"] == "other_instance"
 
 
+def test_previews_of_a_job_on_one_instance_reach_the_other_instances_subscribers_over_redis(
+    tmp_path, sim, redis_server
+):
+    services = [f"comfyui={sim.url}"]
+    with (
+        studio(tmp_path / "a", services=services, redis=redis_server.url) as a,
+        studio(tmp_path / "b", services=services, redis=redis_server.url) as b,
+    ):
+        wait_until(
+            "both instances on Redis", lambda: all(http("GET", s.url + "/api/health")[1]["redis"]["ok"] for s in (a, b))
+        )
+
+        async def read_until_ended(ws, job, fetch_on=None):
+            out, fetched = [], None  # out: ("text" | "binary", event, image)
+            while True:
+                m = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                if isinstance(m, bytes):
+                    n = int.from_bytes(m[:4], "big")
+                    out.append(("binary", json.loads(m[4 : 4 + n]), m[4 + n :]))
+                    continue
+                e = json.loads(m)
+                out.append(("text", e, b""))
+                if fetch_on and fetched is None and e["type"] == "preview" and e.get("job_id") == job:
+                    # While the job runs, the relayed preview is served by this instance at its URL.
+                    fetched = http("GET", fetch_on.url + e["url"])
+                if e.get("job_id") == job and e["type"] in ("job_completed", "job_failed", "job_cancelled"):
+                    return out, fetched
+
+        async def scenario():
+            async with (
+                websockets.connect(ws_url(b, "/ws/events?jobs=all")) as by_url,
+                websockets.connect(ws_url(b, "/ws/events?jobs=all&previews=binary")) as binary,
+            ):
+                assert (await recv_json(by_url))["type"] == "subscribed"
+                assert (await recv_json(binary))["type"] == "subscribed"
+                job = submit(a, workflow=api_workflow("progress", steps=6, step_seconds=0.1, send_preview=True))
+                (url_stream, fetched), (bin_stream, _) = await asyncio.gather(
+                    read_until_ended(by_url, job, fetch_on=b), read_until_ended(binary, job)
+                )
+                return job, url_stream, fetched, bin_stream
+
+        job, url_stream, fetched, bin_stream = run(scenario())
+        # On B (the job runs on A): previews by reference, with B's own URL and offset...
+        url_previews = [e for _, e, _ in url_stream if e["type"] == "preview" and e["job_id"] == job]
+        assert url_previews, "previews of A's job reach B's subscribers"
+        assert all(e["url"] == f"/api/jobs/{job}/preview?offset={e['offset']}" for e in url_previews)
+        status, image = fetched
+        assert status == 200 and isinstance(image, bytes) and image.startswith((b"\x89PNG", b"\xff\xd8"))
+        # ... and as binary frames for those who ask: the same event as header, then the real image.
+        binaries = [(e, img) for kind, e, img in bin_stream if kind == "binary"]
+        assert binaries, "at least one relayed preview as a binary frame"
+        for header, img in binaries:
+            assert header["type"] == "preview" and header["job_id"] == job
+            magic = b"\x89PNG" if header["mime"] == "image/png" else b"\xff\xd8"
+            assert img.startswith(magic) and len(img) > 100
+        # One order for text and binary frames: offsets strictly increase.
+        offsets = [e["offset"] for _, e, _ in bin_stream if "offset" in e]
+        assert offsets == sorted(set(offsets))
+        for h in (http("GET", s.url + "/api/health")[1]["redis"] for s in (a, b)):
+            assert h["gaps"] == 0 and h["dropped"] == 0
+
+
 def test_redis_killed_and_restarted_mid_stream_each_instance_catches_up_without_gap_or_duplicate(
     tmp_path, sim, redis_server
 ):

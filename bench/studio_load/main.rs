@@ -570,6 +570,7 @@ async fn fanout(a: &Args) -> Res<Value> {
     let (p50, p99) = p50_p99(std::mem::take(&mut *board.paced.lock().map_err(|e| e.to_string())?));
     let (f50, f99) = p50_p99(std::mem::take(&mut *board.flooded.lock().map_err(|e| e.to_string())?));
     let subs_per_job = held as f64 / a.jobs as f64;
+    let expected = ((a.flood + 1) as f64 * subs_per_job * a.jobs as f64).round();
     Ok(json!({
         "connections": a.connections,
         "held": held,
@@ -593,9 +594,12 @@ async fn fanout(a: &Args) -> Res<Value> {
         "flood_posts": posts,
         "flood_publish_s": publish_s,
         "flood_deliveries": flood_deliveries,
-        "flood_deliveries_expected": ((a.flood + 1) as f64 * subs_per_job * a.jobs as f64).round(),
+        "flood_deliveries_expected": expected,
         "flood_s": flood_s,
         "deliveries_per_s": if flood_s > 0.0 { flood_deliveries as f64 / flood_s } else { 0.0 },
+        // Every subscriber's view brought through every update (delivered, or replaced by a newer one that was)
+        // per second: the same as deliveries / s when nothing is coalesced.
+        "updates_per_s": if flood_s > 0.0 { expected / flood_s } else { 0.0 },
         "flood_delivery_ms_p50": f50,
         "flood_delivery_ms_p99": f99,
         "finals": board.finals.load(Ordering::Relaxed),

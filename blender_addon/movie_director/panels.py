@@ -138,6 +138,7 @@ def draw_generate(layout, context) -> None:
         col = layout.column(align=True)
         col.prop(s, "gradio_api")
         col.prop(s, "gradio_inputs")
+        col.prop(s, "gradio_setup")
     resolved = _resolved(context, s)
     layout.prop(s, "prompt")
     layout.prop(s, "negative")
@@ -152,6 +153,8 @@ def draw_generate(layout, context) -> None:
     layout.prop(s, "cfg", text="CFG (0: the workflow's)")
     if resolved is not None:
         missing = [prm.LABELS[k] for k in ("prompt", "negative", "seed", "steps", "cfg") if not resolved.supports(k)]
+        if s.reference_images.strip() and not resolved.supports("reference"):
+            missing.append("Reference images")  # said, never silently dropped
         if missing:
             layout.label(text=f"Not in this workflow: {', '.join(missing)}", icon="INFO")
     layout.prop(s, "use_scene_resolution")
@@ -420,8 +423,12 @@ def draw_input(layout, owner) -> None:
     row.prop(owner, "input_source")
     if owner.input_source == "CAMERA" and hasattr(owner, "input_render"):
         row.prop(owner, "input_render", text="")
+    if owner.input_source == "PREVIOUS":
+        layout.label(text="Waits for the previous shot; uses its last frame", icon="LINKED")
     if owner.input_source in ("FILE", "STRIP"):
-        layout.prop(owner, "input_path", text="Image file" if owner.input_source == "FILE" else "Image strip")
+        layout.prop(owner, "input_path", text="Image/movie file" if owner.input_source == "FILE" else "Strip")
+    if hasattr(owner, "reference_images"):  # the sequence's: reused by every shot
+        layout.prop(owner, "reference_images")
 
 
 def draw_shot(box, context, scene, shot, model) -> None:

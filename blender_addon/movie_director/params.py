@@ -165,6 +165,20 @@ def image_targets(wf, params: list[dict[str, Any]], bindings: list[dict[str, Any
     return [_target(loaders[0], "name")] if loaders else []
 
 
+def reference_targets(params: list[dict[str, Any]], picture: str) -> list[Target]:
+    """The image inputs after the one the shot's picture goes to (``picture``, its selector), in node order: where
+    the sequence's reference images go (a style or character reference reused by every shot)."""
+    loaders = [
+        p
+        for p in params
+        if p.get("class_type") in IMAGE_LOADERS
+        and str(p["selector"]).rpartition(".")[2] == "image"
+        and str(p["selector"]) != picture
+    ]
+    loaders.sort(key=lambda p: _node_order(str(p["selector"]).rpartition(".")[0]))
+    return [_target(p, "name") for p in loaders]
+
+
 def image_choices(object_info: dict[str, Any] | None, class_type: str = "LoadImage") -> list[str]:
     """The files the server's node list offers for ``class_type``'s ``image`` input (its input folder when the list
     was read)."""
@@ -210,6 +224,9 @@ def resolve(wf, object_info: dict[str, Any] | None = None, wf_path: str = "") ->
     image = image_targets(scratch, params, bindings_for(wf_path) if wf_path else [])
     if image:
         out.targets["image"] = image
+    references = reference_targets(params, image[0].selector if image else "")
+    if references:
+        out.targets["reference"] = references
     fps = [_target(p, "name") for p in params if str(p["selector"]).rpartition(".")[2] in FPS_INPUTS]
     if fps:
         out.targets["fps"] = fps

@@ -231,8 +231,19 @@ class MOVIE_DIRECTOR_PG_scene(PropertyGroup):
     )
     gradio_inputs: StringProperty(
         name="Gradio inputs",
-        description='One value per input, as JSON; "{prompt}", "{seed}", "{frames}", "{fps}", "{image}": the shot',
+        description='One value per input, as JSON; "{prompt}", "{seed}", "{frames}", "{fps}", "{image}", "{audio}" '
+        "(the sound strip under the shot): the shot's",
         default='["{prompt}"]',
+    )
+    reference_images: StringProperty(
+        name="Reference images",
+        description="Image files reused by every shot, separated by ';': they go into the workflow's second, third "
+        "… image inputs (the first takes the shot's picture), uploaded once per server",
+    )
+    gradio_setup: StringProperty(
+        name="Gradio setup call",
+        description='Made once per Generate and service before its shots, e.g. RVC\'s voice: ["/infer_change_voice", '
+        '["narrator.pth", 0.33, 0.33, null]] (empty: none)',
     )
     logline: StringProperty(name="Logline", description="A logline or script text for 'Write Shots'")
     writer_service: StringProperty(

@@ -27,6 +27,8 @@ class Runtime:
         self.batch_pending = False
         # Set when a reopened .blend has shots still waiting: they are offered to continue, not sent by themselves.
         self.batch_paused = False
+        # Gradio setup calls (RVC's voice load) per (service, call): their Job; shots of that service wait for it.
+        self.gradio_setups: dict[tuple[str, str], object] = {}
         self.workflows = None  # shotlist.Prepared, made on first use (workflows resolved once per file and server)
         self.converter = media.Converter()  # animated results split off Blender's thread before they land
 

@@ -173,24 +173,43 @@ def settings_for(scene, shot, seed_value: int | None = None) -> tuple[sh.Setting
     return settings, counts
 
 
-def current_hash(scene, shot, with_input: bool = False) -> str:
+def gradio_basis(scene, shot) -> str:
+    """What a Gradio take's fingerprint is made from besides the settings: its endpoint and inputs template (the
+    shot's, else the sequence's), as ``submit_gradio`` records it."""
+    s = props.settings(scene)
+    api = (shot.gradio_api or s.gradio_api).strip()
+    template = shot.gradio_inputs if shot.gradio_inputs.strip() else s.gradio_inputs
+    return sh.inputs_hash(sh.Settings(), f"{api}|{template}")
+
+
+def current_hash(scene, shot, with_input: bool = False, gradio: bool = False) -> str:
     """The shot's fingerprint now; ``with_input``: including what its picture is made from (when its take sent
-    one; the picture itself is not rendered for this)."""
+    one; the picture itself is not rendered for this); ``gradio``: as a take on a Gradio app (endpoint and inputs
+    instead of the workflow file)."""
     settings, counts = settings_for(scene, shot)
     if with_input:
         settings.image_key = scene_inputs.key_of(scene, props.settings(scene), shot, workflow_digest)
+    if gradio:
+        return sh.inputs_hash(settings, gradio_basis(scene, shot), seed_counts=counts)
     path = bpy.path.abspath(settings.workflow) if settings.workflow else ""
-    return sh.inputs_hash(settings, workflow_digest(path) if path else "", seed_counts=counts)
+    basis = (workflow_digest(path) if path else "") + reference_digest(scene)
+    return sh.inputs_hash(settings, basis, seed_counts=counts)
 
 
 def is_stale(scene, shot) -> bool:
-    """The shot's inputs (prompt, settings, seed, workflow file, range, input picture) changed since its active
-    take."""
+    """The shot's inputs (prompt, settings, seed, workflow file or Gradio endpoint and inputs, range, input
+    picture) changed since its active take."""
     if not 0 <= shot.active_take < len(shot.takes):
         return False
     take = shot.takes[shot.active_take]
     try:
-        return take.inputs_hash != current_hash(scene, shot, with_input=bool(take.input_key))
+        with_input = bool(take.input_key)
+        # The take does not say whether it ran on ComfyUI or a Gradio app (the service's kind may have changed
+        # since): it is current if it matches either way (the service itself is part of both fingerprints).
+        return take.inputs_hash not in (
+            current_hash(scene, shot, with_input),
+            current_hash(scene, shot, with_input, gradio=True),
+        )
     except ValueError:
         return True
 
@@ -202,6 +221,10 @@ def default_service(rt) -> str:
     """Where a job goes when none is chosen: the first enabled server that runs workflows (not a chat service)."""
     services = rt.owner.services()
     return next((name for name, spec in services.items() if spec.kind not in CHAT_KINDS), "")
+
+
+class NotYet(Exception):
+    """The shot cannot be sent yet (its service's setup call is still running): it stays in the batch."""
 
 
 class SubmitProblem(Exception):
@@ -224,7 +247,7 @@ class Prepared:
                 return resolved
         return None
 
-    def check(self, wf, built: dict, service: str, uploaded: str = "") -> str | None:
+    def check(self, wf, built: dict, service: str, uploaded: list[str] | None = None) -> str | None:
         """What the server would reject, said before anything is sent: the workflow with this shot's inputs checked
         against the server's node list (when known), e.g. "node 3 (KSampler): cfg = 500 is bigger than the maximum
         100; use a value from 0.0 to 100.0". None when it passes (or the node list is not known yet)."""
@@ -236,9 +259,9 @@ class Prepared:
             for selector, value in built.items():
                 scratch.set(selector, value)
             problems = [p for p in scratch.validate(info) if p.get("severity") == "error"]
-            if uploaded:  # the node list was read before the upload: the new file is not in its choices yet
-                node, _, name = uploaded.rpartition(".")
-                problems = [p for p in problems if (p.get("node_id"), p.get("input")) != (node, name)]
+            # The node list was read before the uploads: the new files are not in its choices yet.
+            skip = {tuple(selector.rsplit(".", 1)) for selector in uploaded or []}
+            problems = [p for p in problems if (p.get("node_id"), p.get("input")) not in skip]
         except Exception as exc:  # a selector the workflow does not have (an extra parameter)
             return str(exc)
         if not problems:
@@ -301,13 +324,14 @@ def submit_shot(rt, scene, shot, prepared: Prepared) -> tuple[str, list[str]]:
     picture = None
     if resolved.wants_image:
         picture = scene_picture(rt, scene, shot, settings, service)
-    inputs = sh.inputs_hash(settings, workflow_digest(path), seed_counts=counts)
+    inputs = sh.inputs_hash(settings, workflow_digest(path) + reference_digest(scene), seed_counts=counts)
     try:
         built, unused = prm.build(resolved, settings)
     except prm.WorkflowProblem as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
     image_targets = resolved.targets.get("image") or []
-    uploaded = image_targets[0].selector if (picture is not None and image_targets) else ""
+    uploaded = [image_targets[0].selector] if (picture is not None and image_targets) else []
+    uploaded += upload_references(rt, scene, shot, service, resolved, built)
     problem = prepared.check(wf, built, service, uploaded)
     if problem:
         raise SubmitProblem(f"{shot.name}: {problem}")
@@ -397,8 +421,16 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
     template = shot.gradio_inputs if shot.gradio_inputs.strip() else s.gradio_inputs
     if not api:
         raise SubmitProblem(f"{shot.name}: {service!r} is a Gradio app: give its endpoint (e.g. /generate)")
+    setup_ready(rt, shot, service, s.gradio_setup)
+    audio = None
+    if "{audio}" in template:
+        try:
+            audio = scene_inputs.sound_under(scene, shot)
+        except scene_inputs.InputProblem as exc:
+            raise SubmitProblem(f"{shot.name}: input sound: {exc}") from exc
     picture = None
     if "{image}" in template:
+        hold_for_previous(rt, scene, shot)
         folder = os.path.join(rt.owner.hub.output_dir, "inputs")
         try:
             settings.image_key = scene_inputs.key_of(scene, s, shot, workflow_digest)
@@ -408,11 +440,11 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
         if path is not None:
             picture = {"file": path, "sha256": sh.file_digest(path), "uploaded_as": "", "source": "gradio"}
     try:
-        values = sh.gradio_inputs(template, settings, picture["file"] if picture else None)
+        values = sh.gradio_inputs(template, settings, picture["file"] if picture else None, audio)
         call = GradioCall(api_name=api, inputs=values)
     except ValueError as exc:
         raise SubmitProblem(f"{shot.name}: {exc}") from exc
-    inputs = sh.inputs_hash(settings, sh.inputs_hash(sh.Settings(), f"{api}|{template}"), seed_counts=counts)
+    inputs = sh.inputs_hash(settings, gradio_basis(scene, shot), seed_counts=counts)
     try:
         job = rt.owner.hub.submit(service, call, tag=shot.shot_id)
     except Exception as exc:
@@ -421,11 +453,98 @@ def submit_gradio(rt, scene, shot, settings: sh.Settings, counts: bool, service:
     return _record(rt, scene, shot, job, service, settings, "", built, inputs, picture, [])
 
 
+def setup_ready(rt, shot, service: str, text: str) -> None:
+    """The sequence's Gradio setup call (RVC's voice load) is made once per Generate, service and call before that
+    service's shots, in the session they share; until it has finished the shots wait (NotYet), and when it failed
+    they fail with its reason."""
+    from director_link import GradioCall
+
+    try:
+        setup = sh.gradio_setup(text)
+    except ValueError as exc:
+        raise SubmitProblem(f"{shot.name}: {exc}") from exc
+    if setup is None:
+        return
+    key = (service, text.strip())
+    job = rt.gradio_setups.get(key)
+    if job is None:
+        try:
+            job = rt.owner.hub.submit(service, GradioCall(api_name=setup[0], inputs=setup[1]))
+        except Exception as exc:
+            raise SubmitProblem(f"{shot.name}: the Gradio setup call {setup[0]} could not be sent: {exc}") from exc
+        rt.gradio_setups[key] = job
+    state = str(job.state)
+    if state == "completed":
+        return
+    if state in ("failed", "cancelled", "unknown"):
+        info = job.info() or {}
+        reason = info.get("error") or state
+        raise SubmitProblem(f"{shot.name}: the Gradio setup call {setup[0]} {state}: {reason}")
+    raise NotYet(setup[0])
+
+
+def reference_files(scene) -> list[str]:
+    """The sequence's reference images, as absolute paths in the given order."""
+    text = props.settings(scene).reference_images
+    return [bpy.path.abspath(p.strip()) for p in text.split(";") if p.strip()]
+
+
+def reference_digest(scene) -> str:
+    """The reference images' contents (a changed or swapped one makes every shot stale); "" when there are none."""
+    files = reference_files(scene)
+    return "|refs:" + ",".join(workflow_digest(p) for p in files) if files else ""
+
+
+def upload_references(rt, scene, shot, service: str, resolved, built: dict) -> list[str]:
+    """Uploads the sequence's reference images (the hub sends each distinct file once per server) and puts their
+    names into the workflow's image inputs after the shot's picture; returns those selectors. More images than
+    inputs, or a missing file, is an error that says so before anything is sent."""
+    files = reference_files(scene)
+    if not files:
+        return []
+    targets = resolved.targets.get("reference") or []
+    if len(files) > len(targets):
+        raise SubmitProblem(
+            f"{shot.name}: {len(files)} reference image(s) but the workflow has {len(targets)} image input(s) for "
+            "them (after the shot's picture); remove some or use a workflow with more Load Image nodes"
+        )
+    hub = rt.owner.hub
+    for target, path in zip(targets, files, strict=False):
+        if not os.path.isfile(path):
+            raise SubmitProblem(f"{shot.name}: the reference image {path!r} does not exist")
+        try:
+            built[target.selector] = hub.upload_image(service, path)
+        except Exception as exc:
+            raise SubmitProblem(
+                f"{shot.name}: uploading the reference image {os.path.basename(path)} failed: {exc}"
+            ) from exc
+    return [t.selector for t in targets[: len(files)]]
+
+
+def hold_for_previous(rt, scene, shot) -> None:
+    """A shot continuing from the previous shot's last frame waits (NotYet) while that shot is still on its way
+    in the batch: generate all sends them in order, each once its predecessor has landed."""
+    s = props.settings(scene)
+    if scene_inputs.source_of(s, shot)[0] != "PREVIOUS":
+        return
+    prev = scene_inputs.previous_shot(s, shot)
+    if prev is None:
+        return
+    if active(rt.model, prev):
+        raise NotYet(prev.shot_id)
+    # Finished on the server but not landed yet (downloaded, split, placed by a later tick): still wait.
+    view = rt.model.jobs.get(prev.job_id) if prev.job_id else None
+    take = prev.takes.get(prev.job_id) if prev.job_id else None
+    if view is not None and view.state == "completed" and (take is None or take.state != "completed"):
+        raise NotYet(prev.shot_id)
+
+
 def scene_picture(rt, scene, shot, settings: sh.Settings, service: str) -> dict | None:
     """Makes the shot's picture (camera render, strip frame or file), uploads it to ``service`` (the hub sends each
     distinct file once per server) and puts its name into ``settings.image``; returns what the take's manifest
     records about it (None: the workflow keeps its own image)."""
     s = props.settings(scene)
+    hold_for_previous(rt, scene, shot)
     folder = os.path.join(rt.owner.hub.output_dir, "inputs")
     try:
         key = scene_inputs.key_of(scene, s, shot, workflow_digest)
@@ -473,6 +592,9 @@ def enqueue(rt, shots) -> int:
         shot.job_state = "waiting"
         shot.message = ""
         count += 1
+    # Each Generate makes the setup calls again (once for all its shots): the app may have restarted since and lost
+    # its session (RVC's loaded voice), or a failed one may work now. One still running is kept.
+    rt.gradio_setups = {k: j for k, j in rt.gradio_setups.items() if str(j.state) in st.ACTIVE_STATES}
     if count:
         rt.batch_pending = True
         rt.batch_paused = False
@@ -492,6 +614,7 @@ def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> t
     limit = BATCH_MAX_PER_TICK if limit is None else limit
     deadline = time.perf_counter() + budget
     sent = 0
+    held = False
     cache = prepared(rt)
     for scene in bpy.data.scenes:
         for shot in waiting_shots(scene):
@@ -500,11 +623,17 @@ def send_waiting(rt, budget: float | None = None, limit: int | None = None) -> t
             shot.waiting = False
             try:
                 submit_shot(rt, scene, shot, cache)
+            except NotYet:
+                shot.waiting = True  # its service's setup call is still running: sent on a later tick
+                held = True
+                continue
             except SubmitProblem as exc:
                 shot.job_state = "failed"
                 shot.message = str(exc)
                 rt.model.add_error(shot.shot_id, "submit_failed", str(exc))
             sent += 1
+    if held:
+        return sent, True
     rt.batch_pending = False
     return sent, False
 

@@ -303,14 +303,17 @@ def status_line(
 
 # ---- a shot on a Gradio app (Wan2GP, RVC, AudioLDM …) ------------------------------------------------------------
 
-PLACEHOLDERS = ("prompt", "negative", "seed", "frames", "fps", "width", "height", "image")
+PLACEHOLDERS = ("prompt", "negative", "seed", "frames", "fps", "width", "height", "image", "audio")
 
 
-def gradio_inputs(template: str, settings: Settings, image_path: str | None = None) -> list[Any]:
+def gradio_inputs(
+    template: str, settings: Settings, image_path: str | None = None, audio_path: str | None = None
+) -> list[Any]:
     """A Gradio endpoint's inputs from ``template`` (a JSON list, one value per input component): a string that is
     exactly ``"{prompt}"`` (or ``{seed}``, ``{frames}``, ``{fps}``, ``{width}``, ``{height}``, ``{negative}``) becomes
-    the shot's value with its type; ``"{image}"`` becomes the shot's picture as a file to upload; placeholders inside
-    longer strings are replaced as text. ValueError names what is wrong."""
+    the shot's value with its type; ``"{image}"`` becomes the shot's picture and ``"{audio}"`` the sound under the
+    shot (RVC's recorded line), each as a file to upload; placeholders inside longer strings are replaced as text.
+    ValueError names what is wrong."""
     try:
         values = json.loads(template) if template.strip() else ["{prompt}"]
     except json.JSONDecodeError as exc:
@@ -332,6 +335,10 @@ def gradio_inputs(template: str, settings: Settings, image_path: str | None = No
             if not image_path:
                 raise ValueError("the Gradio inputs ask for {image}, but the shot has no input picture")
             out.append({"path": image_path})  # ``director_link.gradio_file``: uploaded before the call
+        elif isinstance(value, str) and value == "{audio}":
+            if not audio_path:
+                raise ValueError("the Gradio inputs ask for {audio}, but no sound strip lies under the shot")
+            out.append({"path": audio_path})
         elif isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in known:
             out.append(known[value[1:-1]])
         elif isinstance(value, str) and "{" in value:
@@ -342,3 +349,24 @@ def gradio_inputs(template: str, settings: Settings, image_path: str | None = No
         else:
             out.append(value)
     return out
+
+
+def gradio_setup(text: str) -> tuple[str, list[Any]] | None:
+    """The sequence's setup call, made once per service before its shots (RVC loads the voice with
+    ``/infer_change_voice``, kept by the app in the session the shots share): ``["/endpoint", [inputs…]]`` as JSON;
+    None when empty. ValueError names what is wrong."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the Gradio setup call is not JSON: {exc.msg} at character {exc.pos}") from exc
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or not value[0].strip()
+        or not isinstance(value[1], list)
+    ):
+        raise ValueError('the Gradio setup call must be ["/endpoint", [inputs…]], e.g. ["/infer_change_voice", …]')
+    return value[0].strip(), value[1]

@@ -14,12 +14,17 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::watch;
+
+/// A frame's JSON text: shared bytes, so every subscriber's WebSocket message is the same buffer (no copy per
+/// subscriber).
+pub type Text = axum::extract::ws::Utf8Bytes;
 
 /// How a frame may be treated by a slow subscriber's outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameClass {
     /// Never dropped or coalesced.
     Lifecycle,
@@ -46,7 +51,7 @@ impl FrameClass {
         }
     }
 
-    fn coalescable(self) -> bool {
+    pub fn coalescable(self) -> bool {
         self != FrameClass::Lifecycle
     }
 }
@@ -57,7 +62,7 @@ pub struct Frame {
     pub offset: u64,
     pub job: Option<Arc<str>>,
     pub class: FrameClass,
-    pub text: Arc<str>,
+    pub text: Text,
 }
 
 /// A job as the studio shows it (the brief's progress fields and ours). Also what is persisted.
@@ -318,7 +323,13 @@ struct OutboxInner {
     frames: VecDeque<Frame>,
     bytes: usize,
     overflow: bool,
+    /// Signals from the server's one ping timer and from shutdown: no timer or watch per connection.
+    ping_due: bool,
+    closing: bool,
     coalesced: u64,
+    /// The connection task waiting for this outbox (a `Waker` instead of a `Notify`: the task polls the
+    /// outbox itself, so waiting costs no future of its own).
+    waker: Option<Waker>,
 }
 
 /// One subscriber's queue. Progress and previews wait at most once per job (a newer one replaces the waiting
@@ -326,15 +337,25 @@ struct OutboxInner {
 /// subscriber that lets more pile up than its limits is marked overflowed and closed (it resumes by offset).
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
-    notify: Notify,
     limits: OutboxLimits,
+}
+
+/// What a connection takes from its outbox next.
+#[derive(Debug)]
+pub enum Next {
+    Frame(Frame),
+    /// The ping interval passed: ping the peer, and close it if it stayed silent past the timeout.
+    Ping,
+    /// The server is shutting down.
+    Closing,
+    /// The subscriber could not keep up.
+    Overflowed,
 }
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Arc<Outbox> {
         Arc::new(Outbox {
             inner: Mutex::new(OutboxInner::default()),
-            notify: Notify::new(),
             limits,
         })
     }
@@ -362,32 +383,91 @@ impl Outbox {
         q.frames.push_back(frame);
         if q.frames.len() > self.limits.max_frames || q.bytes > self.limits.max_bytes {
             q.overflow = true;
-            q.frames.clear();
+            q.frames = VecDeque::new();
             q.bytes = 0;
         }
+        let waker = q.waker.take();
         drop(q);
-        self.notify.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
-    /// Waits for frames and moves them into `out`; `Err` once the outbox overflowed.
+    /// A frame of the connection's own (a reply to the client, the brief's `ping`), behind what waits; the
+    /// connection is polling already, so nobody is woken.
+    pub fn push_own(&self, text: Text) {
+        let mut q = self.inner.lock();
+        q.bytes += text.len();
+        q.frames.push_back(Frame {
+            offset: 0,
+            job: None,
+            class: FrameClass::Lifecycle,
+            text,
+        });
+    }
+
+    fn signal(&self, set: impl FnOnce(&mut OutboxInner)) {
+        let mut q = self.inner.lock();
+        set(&mut q);
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next thing for the connection to do; `Pending` (and woken by the next push or signal) when none.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut q = self.inner.lock();
+        if q.overflow {
+            return Poll::Ready(Next::Overflowed);
+        }
+        if q.closing {
+            return Poll::Ready(Next::Closing);
+        }
+        if let Some(f) = q.frames.pop_front() {
+            q.bytes -= f.text.len();
+            if q.frames.is_empty() && q.frames.capacity() > 16 {
+                // A burst grew the queue: give its memory back once it drained (most connections idle).
+                q.frames = VecDeque::new();
+            }
+            return Poll::Ready(Next::Frame(f));
+        }
+        if std::mem::take(&mut q.ping_due) {
+            return Poll::Ready(Next::Ping);
+        }
+        match &mut q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for frames and moves up to `max` into `out`; `Err` once the outbox overflowed (or closes).
     pub async fn next_batch(&self, out: &mut Vec<Frame>, max: usize) -> Result<(), Overflowed> {
         loop {
-            {
-                let mut guard = self.inner.lock();
-                let q = &mut *guard;
-                if q.overflow {
-                    return Err(Overflowed);
-                }
-                if !q.frames.is_empty() {
-                    let n = q.frames.len().min(max);
-                    for f in q.frames.drain(..n) {
-                        q.bytes -= f.text.len();
-                        out.push(f);
+            match std::future::poll_fn(|cx| self.poll_next(cx)).await {
+                Next::Frame(f) => {
+                    out.push(f);
+                    while out.len() < max {
+                        let more = {
+                            let mut q = self.inner.lock();
+                            let f = q.frames.pop_front();
+                            if let Some(f) = &f {
+                                q.bytes -= f.text.len();
+                            }
+                            f
+                        };
+                        match more {
+                            Some(f) => out.push(f),
+                            None => break,
+                        }
                     }
                     return Ok(());
                 }
+                Next::Ping => continue,
+                Next::Closing | Next::Overflowed => return Err(Overflowed),
             }
-            self.notify.notified().await;
         }
     }
 
@@ -528,7 +608,8 @@ pub trait Sink: Send + Sync {
 
 /// Hears every event of this instance's own jobs, in publish order (the Redis bus, to share them).
 pub trait Tap: Send + Sync {
-    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView);
+    /// `preview`: a preview event's image (shared, so that other instances' subscribers see previews too).
+    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView, preview: Option<&Bytes>);
 }
 
 /// An event of a job another studio instance runs, as it came over the bus.
@@ -541,6 +622,8 @@ pub struct Relayed {
     pub event: String,
     /// The job as the running instance shows it after the event.
     pub view: JobView,
+    /// A preview event's image.
+    pub preview: Option<Bytes>,
 }
 
 /// Counters for `/metrics`.
@@ -562,6 +645,14 @@ pub struct Relay {
     pub counters: RelayCounters,
     connections: Mutex<HashMap<ConnKind, usize>>,
     brief_conns_by_job: Mutex<HashMap<String, usize>>,
+    /// Set by `close_all`: a connection that subscribes afterwards is told to close at once.
+    closing: AtomicBool,
+}
+
+/// Just a preview event's `mime`.
+#[derive(Deserialize)]
+struct MimeOnly {
+    mime: String,
 }
 
 /// Just an event's `type`.
@@ -654,6 +745,7 @@ impl Relay {
             counters: RelayCounters::default(),
             connections: Mutex::new(HashMap::new()),
             brief_conns_by_job: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -734,14 +826,15 @@ impl Relay {
             (EventKind::Preview { .. }, Some(id)) => Some(format!("/api/jobs/{id}/preview?offset={offset}")),
             _ => None,
         };
-        let text: Arc<str> = serde_json::to_string(&StreamEvent {
-            offset,
-            time,
-            kind,
-            url,
-        })
-        .unwrap_or_default()
-        .into();
+        let text = Text::from(
+            serde_json::to_string(&StreamEvent {
+                offset,
+                time,
+                kind,
+                url,
+            })
+            .unwrap_or_default(),
+        );
         let job_arc: Option<Arc<str>> = job.as_deref().map(Arc::from);
         let frame = Frame {
             offset,
@@ -759,14 +852,12 @@ impl Relay {
                     view_changed = Some(view.clone());
                 }
             }
-            if let (Some(data), EventKind::Preview { mime, .. }) = (preview, kind) {
-                inner.previews.insert(id.clone(), (mime.clone(), data, offset));
+            if let (Some(data), EventKind::Preview { mime, .. }) = (&preview, kind) {
+                inner.previews.insert(id.clone(), (mime.clone(), data.clone(), offset));
             }
         }
         if let (Some(tap), Some(view)) = (self.tap.get(), &view_changed) {
-            if class != FrameClass::Preview {
-                tap.local_event(kind, time, view);
-            }
+            tap.local_event(kind, time, view, preview.as_ref());
         }
         self.fan_out(guard, frame, view_changed);
     }
@@ -795,7 +886,20 @@ impl Relay {
         let offset = inner.next_offset;
         inner.next_offset += 1;
         let class = FrameClass::of_type(&type_name);
-        let text: Arc<str> = format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time).into();
+        // A preview whose image came along is served here too, by reference like our own (`url`).
+        let preview = match (class, r.preview) {
+            (FrameClass::Preview, Some(data)) => {
+                serde_json::from_str::<MimeOnly>(&r.event).ok().map(|m| (m.mime, data))
+            }
+            _ => None,
+        };
+        let text = match (&preview, fields.trim_end().strip_suffix('}')) {
+            (Some(_), Some(body)) => Text::from(format!(
+                "{{\"offset\":{offset},\"time\":{},{body},\"url\":\"/api/jobs/{id}/preview?offset={offset}\"}}",
+                r.time
+            )),
+            _ => Text::from(format!("{{\"offset\":{offset},\"time\":{},{fields}", r.time)),
+        };
         let job_arc: Option<Arc<str>> = Some(Arc::from(id.as_str()));
         self.counters.events.fetch_add(1, Ordering::Relaxed);
         let frame = Frame {
@@ -808,7 +912,14 @@ impl Relay {
         view.offset = offset;
         view.instance = Some(r.instance);
         view.instance_seq = r.seq;
-        view.preview_offset = None; // previews stay on the instance that runs the job
+        // The origin's preview offset is of its own stream: ours is the newest preview relayed here.
+        view.preview_offset = match &preview {
+            Some(_) => Some(offset),
+            None => inner.jobs.get(&id).and_then(|k| k.preview_offset),
+        };
+        if let Some((mime, data)) = preview {
+            inner.previews.insert(id.clone(), (mime, data, offset));
+        }
         inner.jobs.insert(id, view.clone());
         self.fan_out(guard, frame, Some(view));
         true
@@ -925,7 +1036,7 @@ impl Relay {
     /// Subscribes to the typed stream. With `since` (and the current epoch) the subscriber gets exactly what it
     /// missed when the history still holds it; otherwise `recovered == false` and a snapshot.
     pub fn subscribe(&self, filter: Filter, since: Option<u64>, epoch: Option<&str>) -> Subscription {
-        let outbox = Outbox::new(self.config.outbox);
+        let outbox = self.new_outbox();
         let mut inner = self.inner.lock();
         let newest = inner.next_offset - 1;
         let same_epoch = epoch.is_none_or(|e| e == self.epoch);
@@ -985,6 +1096,38 @@ impl Relay {
         }
     }
 
+    fn new_outbox(&self) -> Arc<Outbox> {
+        let outbox = Outbox::new(self.config.outbox);
+        if self.closing.load(Ordering::Acquire) {
+            outbox.signal(|q| q.closing = true);
+        }
+        outbox
+    }
+
+    /// Every subscriber's outbox (taken under the lock, signalled outside it).
+    fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
+        let inner = self.inner.lock();
+        let typed = inner.subs.values().map(|s| s.outbox.clone());
+        let brief = inner.brief_by_job.values().flat_map(|m| m.values().cloned());
+        typed.chain(brief).collect()
+    }
+
+    /// The server's one ping timer: every connection pings its peer (and closes it when it stayed silent past
+    /// the timeout) — one timer for all instead of one per connection.
+    pub fn ping_all(&self) {
+        for o in self.all_outboxes() {
+            o.signal(|q| q.ping_due = true);
+        }
+    }
+
+    /// Shutdown: every connection closes (1001), and so does any that subscribes from now on.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
+        for o in self.all_outboxes() {
+            o.signal(|q| q.closing = true);
+        }
+    }
+
     pub fn unsubscribe(&self, id: u64) {
         let mut inner = self.inner.lock();
         if let Some(sub) = inner.subs.remove(&id) {
@@ -1011,7 +1154,7 @@ impl Relay {
 
     /// Subscribes to one job's brief progress messages; returns the job's current view (if known) too.
     pub fn subscribe_brief(&self, job_id: &str) -> (u64, Arc<Outbox>, Option<JobView>) {
-        let outbox = Outbox::new(self.config.outbox);
+        let outbox = self.new_outbox();
         let mut inner = self.inner.lock();
         let id = inner.next_sub;
         inner.next_sub += 1;
@@ -1263,7 +1406,7 @@ mod tests {
             offset,
             job: Some(Arc::from(job)),
             class,
-            text: Arc::from("x"),
+            text: Text::from("x"),
         };
         o.push(f(1, "a", FrameClass::Progress));
         o.push(f(2, "b", FrameClass::Lifecycle));
@@ -1318,6 +1461,7 @@ mod tests {
             time: 2.0,
             event: serde_json::to_string(kind).unwrap_or_default(),
             view: view.clone(),
+            preview: None,
         }
     }
 
@@ -1367,5 +1511,38 @@ mod tests {
         assert_eq!(first["type"], "job_started");
         assert_eq!(first["job_id"], "x");
         assert_eq!(out[1].class, FrameClass::Progress);
+    }
+
+    #[test]
+    fn a_relayed_preview_with_its_image_is_served_here_by_this_streams_offset() {
+        let r = relay(100);
+        let mut view = JobView::new("x", "gpu", None, false);
+        view.state = JobState::Running;
+        view.preview_offset = Some(77); // the origin's own offset: meaningless here
+        assert!(r.publish_relayed(relayed("other", 1, &started("x"), &view)));
+        let preview = EventKind::Preview {
+            job_id: "x".into(),
+            node_id: None,
+            mime: "image/png".into(),
+            data: Bytes::new(),
+        };
+        let mut with_image = relayed("other", 2, &preview, &view);
+        with_image.preview = Some(Bytes::from_static(b"\x89PNG-image"));
+        assert!(r.publish_relayed(with_image));
+        assert_eq!(
+            r.preview("x"),
+            Some(("image/png".to_string(), Bytes::from_static(b"\x89PNG-image")))
+        );
+        assert_eq!(r.preview_at("x", 2), Some(Bytes::from_static(b"\x89PNG-image")));
+        assert_eq!(r.job("x").and_then(|v| v.preview_offset), Some(2));
+        // Its event names this instance's URL and offset; a later relayed event keeps the preview's offset.
+        let log = r.inner.lock().log.get(2).cloned().flatten();
+        let event: Value = log
+            .map(|f| serde_json::from_str(&f.text).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(event["url"], "/api/jobs/x/preview?offset=2");
+        assert_eq!(event["mime"], "image/png");
+        assert!(r.publish_relayed(relayed("other", 3, &progress("x", 5.0), &view)));
+        assert_eq!(r.job("x").and_then(|v| v.preview_offset), Some(2));
     }
 }

@@ -558,6 +558,8 @@ async fn external_progress(
             .register_job(JobView::new(&id, &service, b.tag.clone(), true));
     }
     let now = clock::now();
+    // The state before this update, from the same look-up (a job that ends meanwhile is refused by `publish`).
+    let before = existing.as_ref().map(|v| v.state);
     let service = existing
         .map(|v| v.service)
         .unwrap_or_else(|| b.service.clone().unwrap_or_else(|| "external".into()));
@@ -600,7 +602,6 @@ async fn external_progress(
             )))
         }
     };
-    let before = state.relay.job(&id).map(|v| v.state);
     if before.is_some_and(JobState::is_terminal) {
         return Err(ApiError(
             StatusCode::CONFLICT,

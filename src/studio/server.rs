@@ -235,6 +235,20 @@ impl StudioServer {
             }
         });
 
+        // One ping timer for every connection (WEBSOCKET_PING_INTERVAL): each pings its peer and closes it when
+        // it stayed silent past WEBSOCKET_CONNECTION_TIMEOUT — no timer per connection.
+        let (ping_state, mut ping_stop) = (state.clone(), shutdown.clone());
+        handle.spawn(async move {
+            let period = ping_state.config.ping_interval();
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ping_state.relay.ping_all(),
+                    _ = async { let _ = ping_stop.wait_for(|s| *s).await.map(|_| ()); } => break,
+                }
+            }
+        });
+
         let pump_stop = Arc::new(AtomicBool::new(false));
         let pump = {
             let (hub, relay, stop) = (hub.clone(), relay.clone(), pump_stop.clone());
@@ -337,6 +351,7 @@ impl StudioServer {
             return;
         }
         let _ = self.stop.send(true);
+        self.state.relay.close_all();
         self.pump_stop.store(true, Ordering::Release);
         if let Some(p) = self.pump.lock().take() {
             let _ = p.join();

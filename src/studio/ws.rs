@@ -5,7 +5,7 @@
 //! silent past the connection timeout or could not keep up (close code 4008; it resumes by offset).
 use super::auth::{self, valid_job_id};
 use super::clock;
-use super::relay::{ConnKind, Filter, Frame, FrameClass, JobView, Outbox, Subscription};
+use super::relay::{ConnKind, Filter, Frame, FrameClass, JobView, Next, Outbox, Subscription, Text};
 use super::routes::{brief_connections, check_id, ApiError};
 use super::server::AppState;
 use axum::extract::connect_info::ConnectInfo;
@@ -15,12 +15,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Close codes (4000–4999 are the application's).
@@ -55,12 +58,12 @@ const KINDS: [(ConnKind, &str); 3] = [
 
 fn note_state<F>(kind: ConnKind, socket_bytes: usize, fut: F) -> F {
     // An entry of the relay's subscriber tables: id + Arc, at a hash table's load factor (×2 to be safe); the
-    // outbox with its Arc counts; the ping interval's boxed timer. The socket (axum's WebSocket, tungstenite's
-    // state) is counted apart, as tungstenite's.
+    // outbox with its Arc counts (its queue is empty while idle). No timer: the relay's one ping timer reaches
+    // every connection through its outbox. The socket (axum's WebSocket, tungstenite's state) is counted apart,
+    // as tungstenite's.
     let table = 2 * std::mem::size_of::<(u64, Arc<Outbox>)>();
     let outbox = std::mem::size_of::<Outbox>() + 2 * std::mem::size_of::<usize>();
-    let timer = std::mem::size_of::<tokio::time::Sleep>();
-    let ours = std::mem::size_of_val(&fut).saturating_sub(socket_bytes) + outbox + table + timer;
+    let ours = std::mem::size_of_val(&fut).saturating_sub(socket_bytes) + outbox + table;
     if let Some(i) = KINDS.iter().position(|(k, _)| *k == kind) {
         STATE_BYTES[i].store(ours, Ordering::Relaxed);
     }
@@ -205,67 +208,174 @@ fn frame_message(state: &AppState, f: &Frame, previews: Previews) -> Option<Mess
         out.extend_from_slice(&data);
         return Some(Message::Binary(out.into()));
     }
-    Some(Message::Text(Utf8Bytes::from(&*f.text)))
+    Some(Message::Text(f.text.clone()))
 }
 
-/// The loop every endpoint shares: outbox → socket, client → answers, pings, timeout, shutdown. `app_ping`
-/// adds the brief's `{"type": "ping"}` messages.
-async fn pump(state: &AppState, socket: &mut WebSocket, outbox: &Outbox, app_ping: bool, previews: Previews) -> End {
-    let mut ping = tokio::time::interval(state.config.ping_interval());
-    ping.tick().await;
-    let timeout = state.config.connection_timeout();
-    let mut last_seen = Instant::now();
-    let mut shutdown = state.shutdown.clone();
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            next = outbox.next_batch(&mut batch, BATCH) => {
-                if next.is_err() {
-                    state.relay.counters.overflow_closes.fetch_add(1, Ordering::Relaxed);
-                    return End::Closed(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with since=<your last offset>".into());
+/// The loop `/ws/{job_id}` and `/ws/events` share: outbox → socket, client → answers, pings, timeout,
+/// shutdown. A hand-written future rather than a `select!` over futures: an idle connection's state is these
+/// few fields (the relay's one ping timer and shutdown reach it through its outbox), not the sum of every
+/// branch's future. `app_ping` adds the brief's `{"type": "ping"}` messages.
+struct Pump<'a> {
+    state: &'a AppState,
+    socket: &'a mut WebSocket,
+    outbox: &'a Outbox,
+    last_seen: Instant,
+    /// A message taken from the outbox that the socket has not accepted yet.
+    pending: Option<Message>,
+    unflushed: bool,
+    app_ping: bool,
+    previews: Previews,
+}
+
+impl Pump<'_> {
+    /// What the client sent: control messages answered (through the outbox, in order); `Some` ends the loop.
+    fn answer(&mut self, msg: Message) -> Option<End> {
+        self.last_seen = Instant::now();
+        let reply = match msg {
+            Message::Text(t) => match serde_json::from_str::<Value>(t.as_str()) {
+                Ok(v) if v.get("type").and_then(Value::as_str) == Some("ping") => {
+                    json!({"type": "pong", "timestamp": clock::rfc3339(clock::now())})
                 }
-                for f in batch.drain(..) {
-                    let Some(msg) = frame_message(state, &f, previews) else { continue };
-                    if socket.feed(msg).await.is_err() {
-                        return End::ClientGone;
+                Ok(v) if v.get("type").and_then(Value::as_str) == Some("pong") => return None,
+                Ok(_) => json!({"type": "error", "code": "unknown_message",
+                                 "message": "this endpoint only understands {\"type\": \"ping\"}"}),
+                Err(_) => json!({"type": "error", "code": "invalid_message", "message": "messages must be JSON"}),
+            },
+            Message::Close(_) => return Some(End::ClientGone),
+            // tungstenite queued the pong; it goes out with the next flush.
+            Message::Ping(_) => {
+                self.unflushed = true;
+                return None;
+            }
+            _ => return None,
+        };
+        self.outbox.push_own(Text::from(reply.to_string()));
+        None
+    }
+
+    /// The next message to send, from the outbox; `Err` ends the loop.
+    fn take(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, End>> {
+        loop {
+            return match self.outbox.poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Next::Frame(f)) => match frame_message(self.state, &f, self.previews) {
+                    Some(m) => Poll::Ready(Ok(m)),
+                    None => continue,
+                },
+                Poll::Ready(Next::Ping) => {
+                    if self.last_seen.elapsed() > self.state.config.connection_timeout() {
+                        return Poll::Ready(Err(End::Closed(
+                            CLOSE_TIMEOUT,
+                            "no answer within the connection timeout".into(),
+                        )));
+                    }
+                    if self.app_ping {
+                        let p = json!({"type": "ping", "timestamp": clock::rfc3339(clock::now())});
+                        self.outbox.push_own(Text::from(p.to_string()));
+                    }
+                    Poll::Ready(Ok(Message::Ping(bytes::Bytes::from_static(b"dl"))))
+                }
+                Poll::Ready(Next::Closing) => Poll::Ready(Err(End::Closed(
+                    CLOSE_GOING_AWAY,
+                    "the studio server is shutting down".into(),
+                ))),
+                Poll::Ready(Next::Overflowed) => {
+                    self.state
+                        .relay
+                        .counters
+                        .overflow_closes
+                        .fetch_add(1, Ordering::Relaxed);
+                    Poll::Ready(Err(End::Closed(
+                        CLOSE_SLOW_CONSUMER,
+                        "slow consumer: reconnect with since=<your last offset>".into(),
+                    )))
+                }
+            };
+        }
+    }
+}
+
+impl Future for Pump<'_> {
+    type Output = End;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = self.get_mut();
+        loop {
+            // Writes: as many as the outbox holds (up to a batch), then one flush.
+            let mut sent = 0;
+            while sent < BATCH {
+                if this.pending.is_none() {
+                    match this.take(cx) {
+                        Poll::Ready(Ok(m)) => this.pending = Some(m),
+                        Poll::Ready(Err(end)) => return Poll::Ready(end),
+                        Poll::Pending => break,
                     }
                 }
-                if socket.flush().await.is_err() {
-                    return End::ClientGone;
+                match this.socket.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::ClientGone),
+                    Poll::Pending => break,
+                }
+                if let Some(m) = this.pending.take() {
+                    if this.socket.start_send_unpin(m).is_err() {
+                        return Poll::Ready(End::ClientGone);
+                    }
+                    this.unflushed = true;
+                    sent += 1;
                 }
             }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(msg)) => match answer(socket, msg, &mut last_seen).await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => return End::ClientGone,
-                },
-                Some(Err(e)) => {
+            if this.unflushed {
+                match this.socket.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => this.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::ClientGone),
+                    Poll::Pending => {}
+                }
+            }
+            // Reads: whatever the client sent.
+            match this.socket.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(msg))) => {
+                    if let Some(end) = this.answer(msg) {
+                        return Poll::Ready(end);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
                     let msg = e.to_string();
                     if msg.contains("too long") || msg.contains("size") {
-                        return End::Closed(1009, format!("message too big (at most {MAX_CLIENT_MESSAGE} bytes)"));
+                        return Poll::Ready(End::Closed(
+                            1009,
+                            format!("message too big (at most {MAX_CLIENT_MESSAGE} bytes)"),
+                        ));
                     }
-                    return End::ClientGone;
+                    return Poll::Ready(End::ClientGone);
                 }
-                None => return End::ClientGone,
-            },
-            _ = ping.tick() => {
-                if last_seen.elapsed() > timeout {
-                    return End::Closed(CLOSE_TIMEOUT, "no answer within the connection timeout".into());
+                Poll::Ready(None) => return Poll::Ready(End::ClientGone),
+                Poll::Pending if sent == BATCH => {
+                    // A full batch went out and more may wait: yield, then go on.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                if socket.send(Message::Ping(bytes::Bytes::from_static(b"dl"))).await.is_err() {
-                    return End::ClientGone;
-                }
-                if app_ping {
-                    let p = json!({"type": "ping", "timestamp": clock::rfc3339(clock::now())});
-                    if socket.send(text(&p)).await.is_err() {
-                        return End::ClientGone;
-                    }
-                }
-            }
-            _ = stopped(&mut shutdown) => {
-                return End::Closed(CLOSE_GOING_AWAY, "the studio server is shutting down".into());
+                Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+fn pump<'a>(
+    state: &'a AppState,
+    socket: &'a mut WebSocket,
+    outbox: &'a Outbox,
+    app_ping: bool,
+    previews: Previews,
+) -> Pump<'a> {
+    Pump {
+        state,
+        socket,
+        outbox,
+        last_seen: Instant::now(),
+        pending: None,
+        unflushed: false,
+        app_ping,
+        previews,
     }
 }
 
@@ -274,11 +384,12 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn finish(mut socket: WebSocket, end: End) {
+/// Sends the close frame (by reference: the socket is not moved into one more future of the connection's).
+async fn finish(socket: &mut WebSocket, end: End) {
     if let End::Closed(code, reason) = end {
         let _ = socket.send(close(code, &reason)).await;
     }
-    let _ = socket.close().await;
+    let _ = SinkExt::close(socket).await;
 }
 
 // ---- /ws/{job_id} -------------------------------------------------------------------------------------------
@@ -298,10 +409,11 @@ async fn job(
     }))
 }
 
-async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: String) {
-    let _guard = ConnGuard::new(state.clone(), ConnKind::Job);
+/// The setup runs before the connection's future is built, so that only what the whole connection needs is kept
+/// in it (an async fn would keep its arguments and the greeting's state for as long as it lives).
+fn job_connection(state: Arc<AppState>, socket: WebSocket, job_id: String) -> impl Future<Output = ()> {
+    let guard = ConnGuard::new(state.clone(), ConnKind::Job);
     let (sub, outbox, view) = state.relay.subscribe_brief(&job_id);
-    // Built before the first await, so that the job's view is not kept in every connection's state.
     let hello = json!({
         "type": "connection",
         "job_id": job_id,
@@ -315,17 +427,25 @@ async fn job_connection(state: Arc<AppState>, mut socket: WebSocket, job_id: Str
     let mut greeting = vec![text(&hello)];
     // The current state at once (a finished job's final state).
     greeting.extend(view.map(|v| Message::Text(Utf8Bytes::from(v.brief_progress()))));
-    drop(hello);
-    let mut ok = true;
+    async move {
+        let _guard = guard;
+        let mut socket = socket;
+        // One-time steps run boxed: their futures are not part of every idle connection's state.
+        if Box::pin(greet(&mut socket, greeting)).await {
+            let end = pump(&state, &mut socket, &outbox, true, Previews::Url).await;
+            Box::pin(finish(&mut socket, end)).await;
+        }
+        state.relay.unsubscribe_brief(&job_id, sub);
+    }
+}
+
+async fn greet(socket: &mut WebSocket, greeting: Vec<Message>) -> bool {
     for m in greeting {
-        ok = ok && socket.feed(m).await.is_ok();
+        if socket.feed(m).await.is_err() {
+            return false;
+        }
     }
-    ok = ok && socket.flush().await.is_ok();
-    if ok {
-        let end = pump(&state, &mut socket, &outbox, true, Previews::Url).await;
-        finish(socket, end).await;
-    }
-    state.relay.unsubscribe_brief(&job_id, sub);
+    socket.flush().await.is_ok()
 }
 
 // ---- /ws/monitor --------------------------------------------------------------------------------------------
@@ -433,7 +553,7 @@ async fn monitor_connection(state: Arc<AppState>, mut socket: WebSocket) {
             _ = stopped(&mut shutdown) => break End::Closed(CLOSE_GOING_AWAY, "the studio server is shutting down".into()),
         }
     };
-    finish(socket, end).await;
+    finish(&mut socket, end).await;
 }
 
 // ---- /ws/events ---------------------------------------------------------------------------------------------
@@ -489,31 +609,33 @@ async fn events(
     }))
 }
 
-async fn events_connection(
+fn events_connection(
     state: Arc<AppState>,
-    mut socket: WebSocket,
+    socket: WebSocket,
     filter: Filter,
     since: Option<u64>,
     epoch: Option<String>,
     previews: Previews,
-) {
-    let _guard = ConnGuard::new(state.clone(), ConnKind::Events);
-    let sub = state.relay.subscribe(filter, since, epoch.as_deref());
-    drop(epoch);
+) -> impl Future<Output = ()> {
+    let guard = ConnGuard::new(state.clone(), ConnKind::Events);
+    let sub = Box::new(state.relay.subscribe(filter, since, epoch.as_deref()));
     let (id, outbox) = (sub.id, sub.outbox.clone());
-    let ok = greet_events(&state, &mut socket, sub, since, previews).await;
-    if ok {
-        let end = pump(&state, &mut socket, &outbox, false, previews).await;
-        finish(socket, end).await;
+    async move {
+        let _guard = guard;
+        let mut socket = socket;
+        if Box::pin(greet_events(&state, &mut socket, sub, since, previews)).await {
+            let end = pump(&state, &mut socket, &outbox, false, previews).await;
+            Box::pin(finish(&mut socket, end)).await;
+        }
+        state.relay.unsubscribe(id);
     }
-    state.relay.unsubscribe(id);
 }
 
 /// The `subscribed` message and the replay; the subscription (its snapshot and replay) is not kept afterwards.
 async fn greet_events(
     state: &AppState,
     socket: &mut WebSocket,
-    sub: Subscription,
+    sub: Box<Subscription>,
     since: Option<u64>,
     previews: Previews,
 ) -> bool {

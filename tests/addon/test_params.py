@@ -136,6 +136,10 @@ def test_image_input_without_bindings_is_the_first_load_image_and_a_text_graph_h
     path.write_text(json.dumps(graph))
     r = prm.resolve(prm.load(str(path)), wf_path=str(path))
     assert [(t.selector, t.how) for t in r.targets["image"]] == [("3.image", "name")]
+    # The other Load Image takes the sequence's reference images; a template's lone pose input leaves none.
+    assert [t.selector for t in r.targets["reference"]] == ["9.image"]
+    pose = str(ROOT / "workflows" / "controlnet_pose.json")
+    assert "reference" not in prm.resolve(prm.load(pose, OBJECT_INFO), OBJECT_INFO, wf_path=pose).targets
     text = prm.resolve(prm.load(str(ROOT / "workflows" / "sd_basic.json")))
     assert not text.wants_image
     _built, unused = prm.build(text, Settings(image="shot.png"))

@@ -5,6 +5,7 @@ Gradio app landing as a sound strip at the shot."""
 from __future__ import annotations
 
 import os
+import wave
 
 import pytest
 
@@ -12,6 +13,8 @@ bpy = pytest.importorskip("bpy")
 
 from ..backends.openai_mock import MockOpenAI  # noqa: E402
 from ..backends.servers import FIXTURES, LITELLM_KEY, start_gradio, venv_python  # noqa: E402
+
+BACKENDS = FIXTURES.parent / "backends"
 from .blender_support import draw_all_panels  # noqa: E402
 from .test_shots_bpy import scene_settings, strips_of_shot, wait_shots_done  # noqa: E402
 
@@ -45,6 +48,32 @@ def audio_app(backend_tmp):
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def rvc_app(backend_tmp):
+    """The RVC WebUI look-alike on real Gradio 3.50.2: load a voice (kept per session), then convert a line."""
+    server = start_gradio(
+        venv_python("DIRECTOR_LINK_GRADIO3_PYTHON"),
+        "127.0.0.5",
+        7865,
+        backend_tmp,
+        BACKENDS / "rvc_app.py",
+        GRADIO_APP_TITLE="RVC",
+    )
+    yield server
+    server.stop()
+
+
+def write_line(path) -> bytes:
+    """A recorded "line": 16-bit mono samples a test can recognise reversed."""
+    frames = b"".join(i.to_bytes(2, "little", signed=True) for i in range(-600, 600, 7))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(frames)
+    return frames
 
 
 def test_write_shots_streams_the_answer_then_makes_markers_with_prompts(addon, litellm_server, monkeypatch):
@@ -148,6 +177,12 @@ def test_audioldm_shot_lands_as_a_sound_strip_at_the_shot(addon, audio_app):
     assert strip.type == "SOUND" and strip.frame_final_start == 12
     assert os.path.basename(bpy.path.abspath(strip.sound.filepath)).startswith("sound-7-")
     assert shot.takes[0].state == "completed" and shot.takes[0].seed == "7"
+    # Nothing changed since the take: not stale; a new prompt makes it so.
+    from movie_director import shotlist
+
+    assert not shotlist.is_stale(scene, shot)
+    shot.prompt = "waves on sand"
+    assert shotlist.is_stale(scene, shot)
 
 
 def test_wan2gp_shot_lands_as_a_movie_strip_at_the_shot(addon, wangp_server):
@@ -175,3 +210,44 @@ def test_wan2gp_shot_lands_as_a_movie_strip_at_the_shot(addon, wangp_server):
     (strip,) = strips
     assert strip.type == "MOVIE" and bpy.path.abspath(strip.filepath).endswith(".gif")
     assert (strip.frame_final_start, strip.frame_final_duration) == (5, 5)
+
+
+def test_rvc_shot_converts_the_line_under_it_and_lands_as_a_sound_strip_at_the_shot(addon, rvc_app, tmp_path):
+    """RVC's two steps from the panel: the sequence's setup call loads the voice once (the app keeps it in the
+    session the shots share), then each shot converts the sound strip under its start ("{audio}", uploaded) and the
+    converted line lands as a sound strip at the shot. A shot with no line under it fails before anything is sent."""
+    add(addon, "voice", "rvc", rvc_app.url)
+    scene = bpy.context.scene
+    scene.frame_end = 80
+    frames = write_line(tmp_path / "line_01.wav")
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # Blender 4.4+ / older
+    strips.new_sound("line_01", str(tmp_path / "line_01.wav"), 1, 20)
+    s = scene_settings()
+    s.service = "voice"
+    s.gradio_setup = '["/infer_change_voice", ["villain.pth", 0.33, 0.33, null]]'
+    s.gradio_api = "/infer_convert"
+    s.gradio_inputs = '[0, "{audio}", 2, "rmvpe", null]'
+    scene.timeline_markers.new("line", frame=20)
+    scene.timeline_markers.new("silence", frame=60)
+    bpy.ops.movie_director.shots_from_markers()
+    line, silence = s.shots
+    wait_service(addon, "voice")
+    assert bpy.ops.movie_director.generate_shots(which="ALL") == {"FINISHED"}
+    wait_shots_done(addon, [line, silence])
+    assert silence.job_state == "failed" and "no sound strip under frame 60" in silence.message, silence.message
+    assert not strips_of_shot(silence.shot_id)
+    view = addon.bridge.current_model().jobs[line.job_id]
+    assert view.state == "completed", (view.error, line.message)
+    (strip,) = strips_of_shot(line.shot_id)
+    assert strip.type == "SOUND" and strip.frame_final_start == 20 and strip.channel != 1
+    path = bpy.path.abspath(strip.sound.filepath)
+    with wave.open(path, "rb") as w:
+        converted = w.readframes(w.getnframes())
+    samples = [frames[i : i + 2] for i in range(0, len(frames), 2)]
+    assert converted == b"".join(reversed(samples))  # converted with the voice the setup call loaded
+    assert line.takes[0].state == "completed"
+    # Another Generate makes the setup call again first (the app may have lost its session meanwhile): a new take.
+    assert bpy.ops.movie_director.generate_shots(which="ONE", shot_id=line.shot_id) == {"FINISHED"}
+    wait_shots_done(addon, [line])
+    assert len(line.takes) == 2 and line.takes[1].state == "completed", line.message

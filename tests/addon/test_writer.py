@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from movie_director import writer
-from movie_director.shots import Settings, gradio_inputs
+from movie_director.shots import Settings, gradio_inputs, gradio_setup
 
 
 def test_shots_on_one_line_or_per_line_or_as_a_list():
@@ -43,3 +43,18 @@ def test_gradio_inputs_fill_typed_placeholders():
         gradio_inputs('{"a": 1}', settings)
     with pytest.raises(ValueError, match="no input picture"):
         gradio_inputs('["{image}"]', settings)
+
+
+def test_gradio_audio_placeholder_and_setup_call():
+    settings = Settings(prompt="line")
+    assert gradio_inputs('[0, "{audio}", 2]', settings, None, "/tmp/line.wav") == [0, {"path": "/tmp/line.wav"}, 2]
+    with pytest.raises(ValueError, match="no sound strip"):
+        gradio_inputs('["{audio}"]', settings)
+    assert gradio_setup("") is None and gradio_setup("  ") is None
+    assert gradio_setup(' ["/infer_change_voice", ["narrator.pth", 0.33, 0.33, null]] ') == (
+        "/infer_change_voice",
+        ["narrator.pth", 0.33, 0.33, None],
+    )
+    for bad in ('"/x"', '["/x"]', '["", []]', '["/x", 1]', "[/x]"):
+        with pytest.raises(ValueError, match="setup call"):
+            gradio_setup(bad)

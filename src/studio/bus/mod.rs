@@ -12,12 +12,15 @@
 //!   reader resumes after the last entry it read.
 //! - Redis restarted without its data (a new `run_id`): every instance sends its recent entries again (a window of
 //!   them is kept) and readers read the new stream from its start; sequence numbers drop what was seen already.
-//! - Previews stay on the instance that runs the job (their bytes are not on the bus).
+//! - Previews go on the bus with their image (field `p`), so every instance's subscribers see them; like progress
+//!   they are coalesced per job while Redis is away, and they are not kept for sending again (latest wins: the
+//!   next one replaces them).
 mod resp;
 
 use super::relay::{FrameClass, JobView, Relay, Relayed, Tap};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::EventKind;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use resp::{Conn, Reply, Target};
 use serde::Serialize;
@@ -75,21 +78,26 @@ struct Out {
     time: f64,
     event: String,
     view: String,
+    /// A preview's image.
+    preview: Option<Bytes>,
     /// Given when first sent, kept when sent again (so a reader can drop the copy).
     seq: Option<u64>,
 }
 
 impl Out {
     fn bytes(&self) -> usize {
-        self.event.len() + self.view.len()
+        self.event.len() + self.view.len() + self.preview.as_ref().map_or(0, Bytes::len)
     }
 }
+
+/// One entry as sent: (seq, time, event, view, preview).
+type Sent = (u64, f64, String, String, Option<Bytes>);
 
 #[derive(Default)]
 struct Waiting {
     entries: VecDeque<Out>,
-    /// The index (counted from the first entry ever queued) of a job's newest waiting progress.
-    newest_progress: HashMap<String, u64>,
+    /// The index (counted from the first entry ever queued) of a job's newest waiting progress or preview.
+    newest: HashMap<(String, FrameClass), u64>,
     /// How many entries left the front so far.
     popped: u64,
     bytes: usize,
@@ -112,11 +120,11 @@ pub struct Bus {
 }
 
 impl Tap for Shared {
-    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView) {
+    fn local_event(&self, kind: &EventKind, time: f64, view: &JobView, preview: Option<&Bytes>) {
         let Some(job) = kind.job_id() else { return };
         let class = match kind {
             EventKind::Progress { .. } | EventKind::QueueChanged { .. } => FrameClass::Progress,
-            EventKind::Preview { .. } => return,
+            EventKind::Preview { .. } => FrameClass::Preview,
             _ => FrameClass::Lifecycle,
         };
         let out = Out {
@@ -125,15 +133,16 @@ impl Tap for Shared {
             time,
             event: serde_json::to_string(kind).unwrap_or_default(),
             view: serde_json::to_string(view).unwrap_or_default(),
+            preview: preview.filter(|_| class == FrameClass::Preview).cloned(),
             seq: None,
         };
         let mut w = self.waiting.lock();
-        if class == FrameClass::Progress {
-            // A newer progress of the job replaces one still waiting (not yet sent: it has no number).
-            if let Some(&at) = w.newest_progress.get(&out.job) {
+        if class.coalescable() {
+            // A newer progress (preview) of the job replaces one still waiting (not yet sent: it has no number).
+            if let Some(&at) = w.newest.get(&(out.job.clone(), class)) {
                 let popped = w.popped;
                 if let Some(slot) = at.checked_sub(popped).and_then(|i| w.entries.get_mut(i as usize)) {
-                    if slot.seq.is_none() && slot.job == out.job && slot.class == FrameClass::Progress {
+                    if slot.seq.is_none() && slot.job == out.job && slot.class == class {
                         let (old, new) = (slot.bytes(), out.bytes());
                         *slot = out;
                         w.bytes = w.bytes + new - old;
@@ -142,7 +151,9 @@ impl Tap for Shared {
                 }
             }
         } else {
-            w.newest_progress.remove(&out.job);
+            // Nothing waiting before a lifecycle event may be replaced by what follows it.
+            w.newest.remove(&(out.job.clone(), FrameClass::Progress));
+            w.newest.remove(&(out.job.clone(), FrameClass::Preview));
         }
         if w.entries.len() >= MAX_WAITING || w.bytes + out.bytes() > MAX_WAITING_BYTES {
             drop(w);
@@ -152,9 +163,9 @@ impl Tap for Shared {
             }
             return;
         }
-        if class == FrameClass::Progress {
+        if class.coalescable() {
             let index = w.popped + w.entries.len() as u64;
-            w.newest_progress.insert(out.job.clone(), index);
+            w.newest.insert((out.job.clone(), class), index);
         }
         w.bytes += out.bytes();
         w.entries.push_back(out);
@@ -334,9 +345,9 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// One entry as XADD fields.
-fn xadd(conn: &mut Conn, instance: &str, seq: u64, time: f64, event: &str, view: &str) {
+fn xadd(conn: &mut Conn, instance: &str, (seq, time, event, view, preview): &Sent) {
     let (seq, time) = (seq.to_string(), time.to_string());
-    conn.queue(&[
+    let mut args: Vec<&[u8]> = vec![
         b"XADD",
         STREAM_KEY.as_bytes(),
         b"MAXLEN",
@@ -353,7 +364,11 @@ fn xadd(conn: &mut Conn, instance: &str, seq: u64, time: f64, event: &str, view:
         event.as_bytes(),
         b"v",
         view.as_bytes(),
-    ]);
+    ];
+    if let Some(p) = preview {
+        args.extend([b"p".as_slice(), p.as_ref()]);
+    }
+    conn.queue(&args);
 }
 
 /// Sends `n` pipelined commands and checks every reply.
@@ -370,7 +385,7 @@ async fn pipeline(conn: &mut Conn, n: usize) -> std::result::Result<(), String> 
 async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
     let health = &shared.health;
     let mut next_seq = 1u64;
-    let mut sent: VecDeque<(u64, f64, String, String)> = VecDeque::new();
+    let mut sent: VecDeque<Sent> = VecDeque::new();
     let mut known_run: Option<String> = None;
     let mut backoff = Duration::from_millis(100);
     'connect: loop {
@@ -390,8 +405,8 @@ async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
         if known_run.as_ref().is_some_and(|r| *r != run_id) && !sent.is_empty() {
             // Redis came back without its data: what readers may not have read is sent again (they drop copies).
             for chunk in sent.make_contiguous().chunks(BATCH) {
-                for (seq, time, event, view) in chunk {
-                    xadd(&mut conn, &shared.instance, *seq, *time, event, view);
+                for entry in chunk {
+                    xadd(&mut conn, &shared.instance, entry);
                 }
                 if let Err(e) = pipeline(&mut conn, chunk.len()).await {
                     shared.failed("publishing", &e);
@@ -410,7 +425,7 @@ async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
         backoff = Duration::from_millis(100);
         loop {
             // Number and send what waits (numbers stay with their entries until Redis has them).
-            let batch: Vec<(u64, f64, String, String)> = {
+            let batch: Vec<Sent> = {
                 let mut w = shared.waiting.lock();
                 w.entries
                     .iter_mut()
@@ -420,7 +435,7 @@ async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
                             next_seq += 1;
                             next_seq - 1
                         });
-                        (seq, o.time, o.event.clone(), o.view.clone())
+                        (seq, o.time, o.event.clone(), o.view.clone(), o.preview.clone())
                     })
                     .collect()
             };
@@ -442,8 +457,8 @@ async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
                 }
                 continue;
             }
-            for (seq, time, event, view) in &batch {
-                xadd(&mut conn, &shared.instance, *seq, *time, event, view);
+            for entry in &batch {
+                xadd(&mut conn, &shared.instance, entry);
             }
             if let Err(e) = pipeline(&mut conn, batch.len()).await {
                 health.publisher_up.store(false, Ordering::Relaxed);
@@ -459,15 +474,19 @@ async fn publisher(shared: &Shared, mut stopped: watch::Receiver<bool>) {
                     w.bytes -= o.bytes();
                     let index = w.popped;
                     w.popped += 1;
-                    if w.newest_progress.get(&o.job) == Some(&index) {
-                        w.newest_progress.remove(&o.job);
+                    let key = (o.job, o.class);
+                    if w.newest.get(&key) == Some(&index) {
+                        w.newest.remove(&key);
                     }
                 }
             }
             health.waiting.store(w.entries.len() as u64, Ordering::Relaxed);
             drop(w);
             health.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for b in batch {
+            for mut b in batch {
+                // Kept to send again without its image: a window of previews would be too big to keep, and a
+                // reader that missed one gets the job's next preview.
+                b.4 = None;
                 sent.push_back(b);
             }
             while sent.len() > RESEND_WINDOW {
@@ -554,7 +573,14 @@ async fn reader(shared: &Shared, mut stopped: watch::Receiver<bool>) {
 fn relay_entry(shared: &Shared, fields: &[Reply], seen: &mut HashMap<String, u64>) {
     let health = &shared.health;
     let mut f: HashMap<&str, String> = HashMap::new();
+    let mut preview = None;
     for pair in fields.chunks(2) {
+        if let [Reply::Bulk(Some(k)), Reply::Bulk(Some(p))] = pair {
+            if k.as_slice() == b"p" {
+                preview = Some(Bytes::copy_from_slice(p));
+                continue;
+            }
+        }
         if let [Reply::Bulk(Some(k)), v] = pair {
             if let (Ok(k), Some(v)) = (std::str::from_utf8(k), v.text()) {
                 let k: &str = match k {
@@ -601,6 +627,10 @@ fn relay_entry(shared: &Shared, fields: &[Reply], seen: &mut HashMap<String, u64
         log::debug!("studio bus: an entry whose job cannot be read is skipped");
         return;
     };
+    if preview.is_none() && event.starts_with("{\"type\":\"preview\"") {
+        // Sent again after Redis lost its data, without its image: the job's next preview replaces it anyway.
+        return;
+    }
     let time = f
         .get("t")
         .and_then(|t| t.parse::<f64>().ok())
@@ -611,6 +641,7 @@ fn relay_entry(shared: &Shared, fields: &[Reply], seen: &mut HashMap<String, u64
         time,
         event,
         view,
+        preview,
     });
     if shown {
         health.relayed.fetch_add(1, Ordering::Relaxed);

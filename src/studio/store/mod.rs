@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-use super::relay::{Frame, FrameClass, JobView, Sink};
+use super::relay::{Frame, FrameClass, JobView, Sink, Text};
 use crate::error::{Error, ErrorCode, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -70,7 +70,7 @@ enum Op {
         offset: u64,
         job: Option<String>,
         class: FrameClass,
-        text: Arc<str>,
+        text: Text,
     },
     Flush(Sender<()>),
     Stop,
@@ -146,7 +146,7 @@ fn load(db: &mut dyn Backend, finished_jobs: usize, history_events: usize) -> Db
                 offset,
                 job: job.map(|j| Arc::from(j.as_str())),
                 class: class_of(&class),
-                text: Arc::from(body.as_str()),
+                text: Text::from(body),
             });
         }
     }
@@ -241,7 +241,7 @@ impl Drop for Store {
 pub(super) struct Batch {
     jobs: HashMap<String, JobView>,
     /// offset → (job, class, body); a job's older progress in the same batch is left out.
-    events: Vec<(u64, Option<String>, FrameClass, Arc<str>)>,
+    events: Vec<(u64, Option<String>, FrameClass, Text)>,
     newest_progress: HashMap<(String, u8), usize>,
     next_offset: u64,
     ops: u64,
@@ -384,7 +384,7 @@ mod tests {
             offset,
             job: Some(Arc::from(job)),
             class,
-            text: Arc::from(format!("{{\"offset\":{offset}}}").as_str()),
+            text: Text::from(format!("{{\"offset\":{offset}}}")),
         }
     }
 
