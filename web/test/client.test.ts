@@ -255,6 +255,39 @@ describe("messages", () => {
     expect(c.position().offset).toBe(8);
   });
 
+  it("shows which pool server has a job: job_assigned (typed, validated) and the view's server", async () => {
+    const srv = await server();
+    const view = { job_id: "v", service: "farm", state: "running", progress: 10, created_at: 1, updated_at: 2 };
+    srv.onConnect = (conn) => {
+      conn.socket.send(subscribed("E", 0, false, null, [{ ...view, server: "http://127.0.0.1:9002" }]));
+      conn.socket.send(ev(1, "job_assigned", { job_id: "p", service: "farm", server: null, attempt: 1 }));
+      conn.socket.send(ev(2, "job_queued", { job_id: "p", service: "farm", position: 0 }));
+      // Malformed: the server must be a string or null, the job must be named.
+      conn.socket.send(ev(3, "job_assigned", { job_id: "p", service: "farm", server: 9001 }));
+      conn.socket.send(ev(4, "job_assigned", { service: "farm", server: "http://127.0.0.1:9001" }));
+      conn.socket.send(ev(5, "job_assigned", { job_id: "p", service: "farm", server: "http://127.0.0.1:9001/" }));
+      conn.socket.send(ev(6, "job_cancelled", { job_id: "q" }));
+      // Nothing follows a job's end: a late assignment does not bring it back.
+      conn.socket.send(ev(7, "job_assigned", { job_id: "q", service: "farm", server: "http://127.0.0.1:9003" }));
+    };
+    const c = client({ url: srv.wsUrl("/ws/events") });
+    const assigned: (string | null)[] = [];
+    c.on("job_assigned", (m) => assigned.push((m as { server: string | null }).server));
+    c.start();
+    await until(() => c.position().offset === 7, "all applied");
+    expect(c.jobs.get("v")?.server).toBe("http://127.0.0.1:9002");
+    const p = c.jobs.get("p");
+    expect(p?.server).toBe("http://127.0.0.1:9001/");
+    expect(p?.message).toBe("Sent to http://127.0.0.1:9001/");
+    expect(p?.status).toBe("queued");
+    // Handlers see every valid assignment (the late one too); only the malformed two are skipped.
+    expect(assigned.length).toBe(3);
+    expect(assigned.indexOf(null)).toBeLessThan(assigned.indexOf("http://127.0.0.1:9001/"));
+    expect(c.getState().malformed).toBe(2);
+    expect(c.jobs.get("q")?.status).toBe("cancelled");
+    expect(c.jobs.get("q")?.server).toBe(null);
+  });
+
   it("keeps the last 100 progress samples per job", async () => {
     const srv = await server();
     srv.onConnect = (conn) => {

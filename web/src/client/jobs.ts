@@ -43,6 +43,8 @@ export interface JobProgress {
   service: string | null;
   tag: string | null;
   status: JobStatus;
+  /** For a job of a pool: the URL of the server that has it; null when it waits for one, or is not a pool's. */
+  server: string | null;
   /** Overall 0–100; never goes back while the job runs. */
   percentage: number;
   /** The running node's own 0–100. */
@@ -127,6 +129,7 @@ export function emptyJob(jobId: string, now: number): JobProgress {
     service: null,
     tag: null,
     status: "queued",
+    server: null,
     percentage: 0,
     nodePercentage: 0,
     currentStep: 0,
@@ -226,7 +229,11 @@ export class JobStore {
   private put(next: JobProgress): void {
     const before = this.jobs.get(next.jobId);
     const lifecycle =
-      !before || before.status !== next.status || before.tag !== next.tag || before.service !== next.service;
+      !before ||
+      before.status !== next.status ||
+      before.tag !== next.tag ||
+      before.service !== next.service ||
+      before.server !== next.server;
     if (lifecycle) {
       this.indexCache = null;
       this.indexDirty = true;
@@ -355,6 +362,18 @@ export class JobStore {
           startedAt: j.startedAt ?? now,
           message: "Generation in progress",
         }));
+      case "job_assigned":
+        // Before the server's own job_queued: which server of the pool has it, or that it waits for one.
+        return this.edit(e.job_id, (j) =>
+          TERMINAL.has(j.status)
+            ? null
+            : {
+                ...j,
+                service: e.service,
+                server: e.server,
+                message: e.server ? `Sent to ${e.server}` : "Waiting for a server",
+              },
+        );
       case "node_started":
         return this.live(e.job_id, (j) => ({
           ...j,
@@ -480,6 +499,7 @@ export class JobStore {
           service: v.service,
           tag: v.tag ?? null,
           status,
+          server: v.server ?? null,
           percentage: status === "completed" ? 100 : Math.max(status === "running" ? j.percentage : 0, v.progress),
           nodePercentage: v.node_progress ?? j.nodePercentage,
           currentNode: v.current_node ?? null,

@@ -59,6 +59,8 @@ export const JobViewSchema = z.looseObject({
   /** `GET /api/jobs` adds the file links and the preview link. */
   files: z.optional(z.array(z.looseObject({ name: str, url: str }))),
   preview_url: optStr,
+  /** For a job of a pool: the URL of the server that has it (null: waiting for a server, or not a pool's). */
+  server: optStr,
 });
 export type JobView = z.infer<typeof JobViewSchema>;
 
@@ -74,6 +76,15 @@ export const StreamEventSchema = z.discriminatedUnion("type", [
     pending_connection: z.optional(z.boolean()),
   }),
   z.looseObject({ type: z.literal("job_started"), ...at, job_id: str, service: str }),
+  /** A pool job was handed to one of the pool's servers (`server`, its URL), or went back to waiting (null). */
+  z.looseObject({
+    type: z.literal("job_assigned"),
+    ...at,
+    job_id: str,
+    service: str,
+    server: z.nullable(str),
+    attempt: z.optional(num),
+  }),
   z.looseObject({ type: z.literal("node_started"), ...at, job_id: str, node_id: str, node_type: optStr }),
   z.looseObject({
     type: z.literal("progress"),

@@ -3,7 +3,7 @@ import { useState } from "react";
 import { TERMINAL } from "../client/jobs";
 import { useJob, useStudioClient } from "../react/hooks";
 import { cancel, submissionOf, submit } from "./actions";
-import { advice, clock, duration } from "./format";
+import { advice, clock, duration, serverLabel } from "./format";
 
 function Sparkline({ values }: { values: number[] }) {
   if (values.length < 2) return null;
@@ -90,6 +90,12 @@ export function JobPage({ jobId }: { jobId: string }) {
             <dd>{ran ? duration(ran / 1000) : "—"}</dd>
             <dt>service</dt>
             <dd>{job.service ?? "—"}</dd>
+            {job.server && (
+              <>
+                <dt>server</dt>
+                <dd data-server={job.server}>{serverLabel(job.server)}</dd>
+              </>
+            )}
           </dl>
         </div>
       </div>

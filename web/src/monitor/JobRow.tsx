@@ -3,7 +3,7 @@ import { memo, useState } from "react";
 import { TERMINAL } from "../client/jobs";
 import { useJob, useStudioClient } from "../react/hooks";
 import { cancel, submissionOf, submit } from "./actions";
-import { duration } from "./format";
+import { duration, serverLabel } from "./format";
 
 /** A thumbnail that hides itself when its image is gone (a preview the server no longer holds). */
 function Thumb({ src }: { src: string }) {
@@ -12,7 +12,8 @@ function Thumb({ src }: { src: string }) {
   return <img src={src} alt="newest preview" loading="lazy" onError={() => setFailed(src)} />;
 }
 
-export const JobRow = memo(function JobRow({ jobId }: { jobId: string }) {
+/** `pool`: the job's service is a pool of servers (the row then says which server has the job, or that it waits). */
+export const JobRow = memo(function JobRow({ jobId, pool = false }: { jobId: string; pool?: boolean }) {
   const job = useJob(jobId);
   const client = useStudioClient();
   const [note, setNote] = useState<string | null>(null);
@@ -26,6 +27,18 @@ export const JobRow = memo(function JobRow({ jobId }: { jobId: string }) {
           {job.tag ?? jobId.slice(0, 8)}
         </a>
         <div className="sub">{job.service ?? ""}</div>
+        {job.server ? (
+          <div className="sub server" data-server={job.server}>
+            on {serverLabel(job.server)}
+          </div>
+        ) : (
+          pool &&
+          !done && (
+            <div className="sub server waiting" data-server="">
+              waiting for a server
+            </div>
+          )
+        )}
       </td>
       <td>
         <span className={`pill pill-${job.status}`}>{job.status}</span>

@@ -2,6 +2,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { useJobIndex, useStudioClient } from "../react/hooks";
 import { submit } from "./actions";
+import { serverLabel } from "./format";
 import { JobRow } from "./JobRow";
 
 interface Service {
@@ -15,12 +16,39 @@ interface Service {
   latency?: { p50_ms: number | null };
 }
 
+/** One server of a pool as `/api/services` reports it. */
+interface PoolServer {
+  url: string;
+  state: string;
+  usable: boolean;
+  reason: string | null;
+  queue_remaining: number | null;
+  in_flight: number;
+  completed?: number;
+}
+
+/** A pool of servers behind one service name (`serve --pool NAME=URL1,URL2`). */
+interface Pool {
+  name: string;
+  state: string;
+  capacity: number;
+  waiting: string[];
+  servers: PoolServer[];
+  problems?: string[];
+}
+
+interface ServicesState {
+  services: Service[];
+  pools: Pool[];
+  error: string | null;
+}
+
 const TEMPLATES = ["acceptance_progress", "invert", "sd_basic", "sd15_txt2img", "upscale_4x", "ltx_video"];
 const FILTERS = ["all", "active", "queued", "running", "completed", "failed", "cancelled"] as const;
 
-function useServices(): { services: Service[]; error: string | null } {
+function useServices(): ServicesState {
   const client = useStudioClient();
-  const [state, setState] = useState<{ services: Service[]; error: string | null }>({ services: [], error: null });
+  const [state, setState] = useState<ServicesState>({ services: [], pools: [], error: null });
   useEffect(() => {
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | null = null;
@@ -30,15 +58,16 @@ function useServices(): { services: Service[]; error: string | null } {
         if (r.status === 401) {
           // A wrong or missing token: asking again cannot help. The connection bar asks for the token; a new one
           // makes a new client, and this effect starts over with it.
-          if (!stopped) setState({ services: [], error: "services: the studio server needs the right token (401)" });
+          if (!stopped)
+            setState({ services: [], pools: [], error: "services: the studio server needs the right token (401)" });
           return;
         }
-        const body = r.ok ? ((await r.json()) as { services?: Service[] }) : null;
+        const body = r.ok ? ((await r.json()) as { services?: Service[]; pools?: Pool[] }) : null;
         if (!stopped) {
           setState(
             body
-              ? { services: body.services ?? [], error: null }
-              : { services: [], error: `services: the studio server answered ${r.status}` },
+              ? { services: body.services ?? [], pools: body.pools ?? [], error: null }
+              : { services: [], pools: [], error: `services: the studio server answered ${r.status}` },
           );
         }
       } catch {
@@ -55,8 +84,39 @@ function useServices(): { services: Service[]; error: string | null } {
   return state;
 }
 
-function Services() {
-  const { services, error } = useServices();
+/** A pool: its state, jobs waiting for a server, and a line per server (state, its queue, our jobs on it). */
+function PoolCard({ pool }: { pool: Pool }) {
+  return (
+    <div className={`card pool pool-${pool.state.replace(/\s+/g, "_")}`} data-pool={pool.name}>
+      <div className="svc-name">
+        <span className="dot" /> {pool.name} <span className="sub">pool</span>
+      </div>
+      <div className="sub">
+        {pool.state} · {pool.waiting.length} waiting for a server · up to {pool.capacity} per server
+      </div>
+      <ul className="pool-servers">
+        {pool.servers.map((s) => (
+          <li key={s.url} className={`svc-${s.state}`} data-pool-server={s.url}>
+            <span className="dot" /> {serverLabel(s.url)}{" "}
+            <span className="sub">
+              {s.state}
+              {s.usable ? "" : " (not usable)"}
+              {s.reason ? ` — ${s.reason}` : ""} · queue {s.queue_remaining ?? "—"} · ours {s.in_flight}
+              {s.completed !== undefined ? ` · done ${s.completed}` : ""}
+            </span>
+          </li>
+        ))}
+      </ul>
+      {(pool.problems ?? []).map((p) => (
+        <div key={p} className="err">
+          {p}
+        </div>
+      ))}
+    </div>
+  );
+}
+
+function Services({ services, pools, error }: ServicesState) {
   return (
     <section className="services">
       <h2>Services</h2>
@@ -80,6 +140,9 @@ function Services() {
             </div>
           );
         })}
+        {pools.map((p) => (
+          <PoolCard key={p.name} pool={p} />
+        ))}
       </div>
     </section>
   );
@@ -113,6 +176,8 @@ function SubmitForm() {
 
 export function Overview() {
   const index = useJobIndex();
+  const services = useServices();
+  const poolNames = useMemo(() => new Set(services.pools.map((p) => p.name)), [services.pools]);
   const [filter, setFilter] = useState<(typeof FILTERS)[number]>("all");
   const [tag, setTag] = useState("");
   const tags = useMemo(() => [...new Set(index.map((j) => j.tag).filter((t): t is string => !!t))].sort(), [index]);
@@ -129,7 +194,7 @@ export function Overview() {
   }, [index]);
   return (
     <>
-      <Services />
+      <Services {...services} />
       <section>
         <div className="toolbar">
           <h2>Jobs</h2>
@@ -162,7 +227,7 @@ export function Overview() {
           </thead>
           <tbody>
             {shown.map((j) => (
-              <JobRow key={j.jobId} jobId={j.jobId} />
+              <JobRow key={j.jobId} jobId={j.jobId} pool={j.service !== null && poolNames.has(j.service)} />
             ))}
           </tbody>
         </table>

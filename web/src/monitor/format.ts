@@ -11,6 +11,11 @@ export function duration(seconds: number | null | undefined): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** A pool server's URL as the page shows it: `host:port` (the scheme and a trailing slash add nothing). */
+export function serverLabel(url: string): string {
+  return url.replace(/^[a-z]+:\/\//i, "").replace(/\/+$/, "");
+}
+
 export function clock(ms: number | null | undefined): string {
   if (ms == null) return "—";
   return new Date(ms).toLocaleTimeString();
