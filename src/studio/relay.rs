@@ -229,6 +229,15 @@ impl JobView {
                 self.queue_position = None;
             }
             EventKind::Preview { .. } => self.preview_offset = Some(offset),
+            // A pool's job: which of its servers has it (None: it waits for one). The state is left as it is: the
+            // server's own job_queued follows at once.
+            EventKind::JobAssigned { server, .. } => {
+                self.server.clone_from(server);
+                self.message = match server {
+                    Some(s) => format!("Sent to {s}"),
+                    None => "Waiting for a server".to_string(),
+                };
+            }
             EventKind::TextDelta { .. } => {
                 self.state = JobState::Running;
                 self.started_at.get_or_insert(time);
@@ -790,27 +799,15 @@ impl Relay {
     /// Publishes an event: offset, log, job view, persistence and every matching subscriber, in one step so
     /// that no subscriber sees events out of order.
     pub fn publish(&self, kind: &EventKind, time: f64, preview: Option<Bytes>) {
-        if let EventKind::JobAssigned { job_id, server, .. } = kind {
-            // Which pool server has the job is kept in its view (`GET /api/jobs/{id}`, the pool's state in
-            // `/api/services`), not streamed: stream clients know the lifecycle events, and the server's own
-            // `job_queued` follows at once.
-            let mut guard = self.inner.lock();
-            if let Some(view) = guard.jobs.get_mut(job_id).filter(|v| !v.state.is_terminal()) {
-                view.server.clone_from(server);
-                view.message = match server {
-                    Some(s) => format!("Sent to {s}"),
-                    None => "Waiting for a server".to_string(),
-                };
-            }
-            return;
-        }
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let job = kind.job_id().map(str::to_string);
         if let Some(id) = &job {
             let view = inner.jobs.entry(id.clone()).or_insert_with(|| {
                 let service = match kind {
-                    EventKind::JobQueued { service, .. } | EventKind::JobStarted { service, .. } => service.clone(),
+                    EventKind::JobQueued { service, .. }
+                    | EventKind::JobStarted { service, .. }
+                    | EventKind::JobAssigned { service, .. } => service.clone(),
                     _ => String::new(),
                 };
                 JobView::new(id, &service, None, false)
@@ -859,7 +856,10 @@ impl Relay {
         if let (Some(tap), Some(view)) = (self.tap.get(), &view_changed) {
             tap.local_event(kind, time, view, preview.as_ref());
         }
-        self.fan_out(guard, frame, view_changed);
+        // The brief's per-job clients (`/ws/{job_id}`) know progress messages of a job's lifecycle; which pool
+        // server has it is in the typed stream and the job's view, not a progress message of its own.
+        let brief = !matches!(kind, EventKind::JobAssigned { .. });
+        self.fan_out(guard, frame, view_changed, brief);
     }
 
     /// Publishes an event of a job another instance runs: false when it is one already shown (a replay after a
@@ -921,13 +921,20 @@ impl Relay {
             inner.previews.insert(id.clone(), (mime, data, offset));
         }
         inner.jobs.insert(id, view.clone());
-        self.fan_out(guard, frame, Some(view));
+        let brief = type_name != "job_assigned";
+        self.fan_out(guard, frame, Some(view), brief);
         true
     }
 
     /// The log, persistence and every matching subscriber, under the one lock so no subscriber sees events out of
-    /// order.
-    fn fan_out(&self, mut guard: parking_lot::MutexGuard<'_, Inner>, frame: Frame, view_changed: Option<JobView>) {
+    /// order. `brief`: the brief's per-job subscribers get a progress message for it.
+    fn fan_out(
+        &self,
+        mut guard: parking_lot::MutexGuard<'_, Inner>,
+        frame: Frame,
+        view_changed: Option<JobView>,
+        brief: bool,
+    ) {
         let inner = &mut *guard;
         let (offset, class) = (frame.offset, frame.class);
         let job_arc = frame.job.clone();
@@ -972,7 +979,7 @@ impl Relay {
         }
         // The brief's per-job subscribers get the job's progress message.
         if let (Some(view), Some(id)) = (&view_changed, &job) {
-            if let Some(subs) = inner.brief_by_job.get(id) {
+            if let Some(subs) = inner.brief_by_job.get(id).filter(|_| brief) {
                 if !subs.is_empty() && class != FrameClass::Preview {
                     let brief = Frame {
                         offset,
@@ -1452,6 +1459,66 @@ mod tests {
         assert_eq!(r.job("a").map(|v| v.brief_status()), Some("cancelled"));
         assert!(outbox.pending() >= 2);
         assert_eq!(r.job_counts().cancelled, 1);
+    }
+
+    #[test]
+    fn a_pool_assignment_is_streamed_and_kept_in_the_view_but_is_no_brief_progress_message() {
+        let r = relay(100);
+        let typed = r.subscribe(Filter::All, None, None);
+        let (_, brief, _) = r.subscribe_brief("p");
+        let assigned = |server: Option<&str>, attempt| EventKind::JobAssigned {
+            job_id: "p".into(),
+            service: "farm".into(),
+            server: server.map(str::to_string),
+            attempt,
+        };
+        r.publish(&assigned(None, 1), 1.0, None);
+        let v = r.job("p");
+        assert_eq!(
+            v.as_ref().map(|v| v.service.as_str()),
+            Some("farm"),
+            "known by its pool before job_queued"
+        );
+        assert_eq!(v.as_ref().and_then(|v| v.server.clone()), None);
+        assert_eq!(v.map(|v| v.message), Some("Waiting for a server".to_string()));
+        r.publish(&assigned(Some("http://127.0.0.1:9001"), 1), 2.0, None);
+        assert_eq!(
+            r.job("p").and_then(|v| v.server),
+            Some("http://127.0.0.1:9001".to_string())
+        );
+        assert_eq!(typed.outbox.pending(), 2, "the typed stream carries both assignments");
+        assert_eq!(
+            brief.pending(),
+            0,
+            "the brief's /ws/{{job_id}} gets no message of its own for them"
+        );
+        r.publish(
+            &EventKind::JobQueued {
+                job_id: "p".into(),
+                service: "farm".into(),
+                position: Some(0),
+                pending_connection: false,
+                node_errors: vec![],
+            },
+            3.0,
+            None,
+        );
+        assert_eq!(brief.pending(), 1, "its lifecycle still reaches the brief's clients");
+        assert_eq!(
+            r.job("p").and_then(|v| v.server),
+            Some("http://127.0.0.1:9001".to_string()),
+            "job_queued keeps the server"
+        );
+        let resumed = r.subscribe(Filter::All, Some(0), Some("e1"));
+        assert!(resumed.recovered);
+        let texts: Vec<&str> = resumed.replay.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(texts.len(), 3);
+        assert!(texts[0].contains("\"type\":\"job_assigned\"") && texts[0].contains("\"server\":null"));
+        assert!(
+            texts[1].contains("\"server\":\"http://127.0.0.1:9001\""),
+            "{}",
+            texts[1]
+        );
     }
 
     fn relayed(instance: &str, seq: u64, kind: &EventKind, view: &JobView) -> Relayed {
