@@ -37,6 +37,8 @@ const jobState = (page, id) =>
 const errors = [];
 let studio = null;
 let browser = null;
+/** Studio servers started for the pool step (two lending their simulators, one running the pool). */
+const extra = [];
 const { results, step } = stepper();
 
 try {
@@ -251,6 +253,48 @@ try {
     await comfyPage.close();
   });
 
+  await step("a pool: the page shows its servers, and which one runs a job", async () => {
+    // Two studio servers lend their built-in simulators; a third runs them as the pool `farm`.
+    for (let i = 0; i < 2; i++) extra.push(await start({ port: await freePort(), out }));
+    const servers = extra.map((s) => s.simulator);
+    const pooled = await start({ port: await freePort(), out, args: ["--pool", `farm=${servers.join(",")}`] });
+    extra.push(pooled);
+    await page.goto(`${pooled.url}/`);
+    await until("connected to the pool's studio", async () => (await phase(page)) === "connected");
+    await until("a line per pool server", async () => {
+      const shown = await page
+        .locator('[data-pool="farm"] [data-pool-server]')
+        .evaluateAll((els) => els.map((e) => e.getAttribute("data-pool-server")));
+      return shown.length === 2 && servers.every((u) => shown.some((s) => s.replace(/\/$/, "") === u));
+    });
+    const r = await fetch(`${pooled.url}/api/jobs`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        workflow: "acceptance_progress",
+        service: "farm",
+        tag: "e2e_pool",
+        params: { "1.steps": 20, "1.step_seconds": 0.1, "1.nonce": Math.random() },
+      }),
+    });
+    assert.equal(r.status, 201, await r.clone().text());
+    const id = (await r.json()).job_id;
+    const shownServer = await until("the row names the server", async () => {
+      const s = await page
+        .locator(`tr[data-job="${id}"] [data-server]`)
+        .getAttribute("data-server", { timeout: 1000 })
+        .catch(() => null);
+      return s ? s : null;
+    });
+    assert.ok(servers.includes(shownServer.replace(/\/$/, "")), `the row's server ${shownServer} is one of ${servers}`);
+    await until("completed", async () => (await rowStatus(page, id)) === "completed");
+    const view = await (await fetch(`${pooled.url}/api/jobs/${id}`)).json();
+    assert.equal(view.server, shownServer, "the row shows the server the studio says ran it");
+    const types = await page.evaluate((id) => window.__seen.filter((e) => e.job === id).map((e) => e.type), id);
+    assert.ok(types.includes("job_assigned"), `the stream carried job_assigned: ${types}`);
+    await page.goto(`${base}/`);
+  });
+
   if (shots) {
     await step("screenshot of the monitor mid-batch", async () => {
       for (let i = 0; i < 5; i++) await submit(base, `shot_0${i + 1}0`, 40 + i * 10, 0.12);
@@ -270,5 +314,6 @@ try {
 } finally {
   await browser?.close().catch(() => {});
   if (studio) await stopStudio(studio);
+  for (const s of extra) await stopStudio(s);
   rmSync(out, { recursive: true, force: true });
 }
