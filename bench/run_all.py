@@ -591,6 +591,18 @@ def section_discovery(res: Results, targets: list) -> str:
     return t.md()
 
 
+def pool_intro(res: Results) -> str:
+    return (
+        f"bench/bench_pool.py: {res.raw.get('pool', [{}])[0].get('jobs', '–')} jobs of 1, 2, 4 or 8 node-seconds "
+        "(`AcceptanceSlow`) over 4 ComfyUI simulators of nominal speeds 20, 13, 10 and 7 node-seconds per second, "
+        "all submitted at once. Each server's real speed (its own per-job overhead included) is measured first "
+        "(6 jobs queued on each alone); ideal = total work / the sum of those speeds, efficiency = ideal / "
+        "makespan. Round-robin: the same jobs to the same servers as 4 plain services, job i to server i mod 4. "
+        "Failover: a fresh pool with `resubmit_running=True`; the second-fastest server is closed at 40 % of the "
+        "ideal; its ideal is the ideal up to the kill, then the rest of the work over the servers left. One run."
+    )
+
+
 def section_pool(res: Results, targets: list) -> str:
     r = res.raw.get("pool", [{}])[0]
     if not r.get("pool"):
@@ -1327,13 +1339,7 @@ def write_report(res: Results, machine: dict, args, seconds: float, cap: int) ->
         "",
         "## 9. Pools",
         "",
-        f"bench/bench_pool.py: {res.raw.get('pool', [{}])[0].get('jobs', '–')} jobs of 1, 2, 4 or 8 node-seconds "
-        "(`AcceptanceSlow`) over 4 ComfyUI simulators of nominal speeds 20, 13, 10 and 7 node-seconds per second, "
-        "all submitted at once. Each server's real speed (its own per-job overhead included) is measured first "
-        "(6 jobs queued on each alone); ideal = total work / the sum of those speeds, efficiency = ideal / "
-        "makespan. Round-robin: the same jobs to the same servers as 4 plain services, job i to server i mod 4. "
-        "Failover: a fresh pool with `resubmit_running=True`; the second-fastest server is closed at 40 % of the "
-        "ideal; its ideal is the ideal up to the kill, then the rest of the work over the servers left. One run.",
+        pool_intro(res),
         "",
         section_pool(res, targets),
         "",
@@ -1477,17 +1483,29 @@ def main(argv: list[str] | None = None) -> int:
         help="run only section 8 (the browser) and rewrite it, and its target rows, in the existing --out file",
     )
     p.add_argument(
+        "--pool-only",
+        action="store_true",
+        help="only section 9 (pools; from --pool-json when given) rewritten in the existing --out file",
+    )
+    p.add_argument("--pool-json", default=None, help="with --pool-only: a recorded `bench_pool.py --json` result")
+    p.add_argument(
         "--studio-only",
         action="store_true",
         help="only section 7 (the studio server; from --studio-json when given) rewritten in the existing --out file",
     )
     args = p.parse_args(argv)
     flag = ["--quick"] if args.quick else (["--smoke"] if args.smoke else [])
-    if args.browser_only or args.studio_only:
+    if args.browser_only or args.studio_only or args.pool_only:
         started, res, targets = time.monotonic(), Results(), []
         if args.browser_only:
             res.add("browser", run_json([str(BENCH / "bench_browser.py"), "--json", *flag]))
             heading, intro, section = "8. Browser", BROWSER_INTRO, section_browser(res, targets)
+        elif args.pool_only:
+            if args.pool_json:
+                res.add("pool", json.loads(Path(args.pool_json).read_text()))
+            else:
+                res.add("pool", run_json([str(BENCH / "bench_pool.py"), "--json", *flag]))
+            heading, intro, section = "9. Pools", pool_intro(res), section_pool(res, targets)
         else:
             if args.studio_json:
                 res.add("studio", json.loads(Path(args.studio_json).read_text()))
