@@ -398,6 +398,35 @@ pub fn now_epoch() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The queue's lock held for a batch of pushes (`EventQueue::pushing`).
+pub struct Pushing<'a> {
+    queue: &'a EventQueue,
+    q: Option<parking_lot::MutexGuard<'a, Inner>>,
+    wake: bool,
+    /// When the batch's events were made (read once per batch).
+    time: Option<f64>,
+}
+
+impl Pushing<'_> {
+    pub fn push(&mut self, kind: EventKind) {
+        let time = *self.time.get_or_insert_with(now_epoch);
+        if let Some(q) = self.q.as_mut() {
+            let wake = self.queue.push_locked(q, kind, time);
+            self.wake |= wake;
+        }
+    }
+}
+
+impl Drop for Pushing<'_> {
+    fn drop(&mut self) {
+        // Unlocked first: the woken consumer must not find the lock still held.
+        drop(self.q.take());
+        if self.wake {
+            self.queue.ready.notify_all();
+        }
+    }
+}
+
 impl Inner {
     /// Keeps the per-job bookkeeping in step when an event leaves the queue (drained, coalesced or dropped).
     fn forget(&mut self, ev: &Event) {
@@ -525,20 +554,35 @@ impl EventQueue {
     /// it replaces its job's newest waiting event of the same kind, else the oldest progress/preview goes.
     /// Per-job order is kept: nothing is ever moved ahead of an event queued after it.
     pub fn push(&self, kind: EventKind) {
+        self.pushing().push(kind);
+    }
+
+    /// Holds the queue's lock for several pushes (a burst read from one socket): the consumer is woken at most
+    /// once, when the batch is dropped.
+    pub fn pushing(&self) -> Pushing<'_> {
+        Pushing {
+            queue: self,
+            q: Some(self.inner.lock()),
+            wake: false,
+            time: None,
+        }
+    }
+
+    /// `push` under the lock, made at `time`; true if the consumer should be woken.
+    fn push_locked(&self, q: &mut Inner, kind: EventKind, time: f64) -> bool {
         let size = approx_bytes(&kind);
         let key = kind.coalesce_key();
-        let mut q = self.inner.lock();
         q.stats.pushed += 1;
         if key.is_some() {
             if q.bytes + size > q.budget && !q.make_room(&kind, size) {
                 q.count_gone(&kind, size, false);
-                return;
+                return false;
             }
             if q.live >= self.capacity {
-                if Self::try_replace(&mut q, &kind, key, size) {
-                    return;
+                if Self::try_replace(q, &kind, key, size, time) {
+                    return false;
                 }
-                Self::drop_oldest_coalescable(&mut q);
+                Self::drop_oldest_coalescable(q);
             }
         }
         let seq = q.base_seq + q.slots.len() as u64;
@@ -571,26 +615,18 @@ impl EventQueue {
             _ => {}
         }
         q.slots.push_back(Some(Slot {
-            ev: Event {
-                seq,
-                time: now_epoch(),
-                kind,
-            },
+            ev: Event { seq, time, kind },
             bytes: size,
         }));
         q.live += 1;
         q.bytes += size;
         // Wake the consumer only when it waits for the first event, or when its linger has a full batch: a
         // notification per event cost more CPU (futex wake + context switch) than the rest of the event path.
-        let wake = (q.live == 1 && q.waiters > 0) || (q.live == LINGER_BATCH && q.lingerers > 0);
-        drop(q);
-        if wake {
-            self.ready.notify_all();
-        }
+        (q.live == 1 && q.waiters > 0) || (q.live == LINGER_BATCH && q.lingerers > 0)
     }
 
     /// Replaces the job's newest waiting event if it has the same coalesce key (and, for progress, node).
-    fn try_replace(q: &mut Inner, kind: &EventKind, key: Option<u8>, size: usize) -> bool {
+    fn try_replace(q: &mut Inner, kind: &EventKind, key: Option<u8>, size: usize, time: f64) -> bool {
         let seq = match kind {
             EventKind::QueueChanged { service, .. } => match q.last_queue_of_service.get(service.as_str()) {
                 Some(seq) => *seq,
@@ -612,7 +648,7 @@ impl EventQueue {
         }
         let old = std::mem::replace(&mut slot.bytes, size);
         slot.ev.kind = kind.clone();
-        slot.ev.time = now_epoch();
+        slot.ev.time = time;
         q.bytes = q.bytes - old + size;
         q.count_gone(kind, old, true);
         true

@@ -6,7 +6,7 @@
 //! hub can end every job exactly once on every path: a removed service, a closed hub, an actor that cannot be
 //! reached, a cancel that comes before the job reached its actor, an address that changed before it was posted.
 use crate::error::ErrorCode;
-use crate::event::{EventKind, EventQueue, JobError, JobState, OutputFile};
+use crate::event::{EventKind, EventQueue, JobError, JobState, OutputFile, Pushing};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde_json::Value;
@@ -168,6 +168,17 @@ impl JobTable {
         true
     }
 
+    /// Applies the event, then queues it (the caller holds the queue's lock): true if it ended its job.
+    fn put(&mut self, queue: &mut Pushing<'_>, kind: EventKind) -> bool {
+        if !self.apply(&kind) {
+            log::debug!("dropped {} for a finished or unknown job", kind.name());
+            return false;
+        }
+        let terminal = kind.is_terminal();
+        queue.push(kind);
+        terminal
+    }
+
     fn snapshot_of(rec: &Record) -> JobSnapshot {
         let mut s = rec.snap.clone();
         s.elapsed_seconds = rec
@@ -176,6 +187,21 @@ impl JobTable {
             .duration_since(rec.created)
             .as_secs_f64();
         s
+    }
+}
+
+/// Every job failure is logged once, here, for every kind of service (not again for a job that had ended).
+fn log_failure(jobs: &JobTable, service: &str, job_id: &str, error: &JobError) {
+    if jobs.records.get(job_id).is_some_and(|r| !r.snap.state.is_terminal()) {
+        log::warn!("{service}: job {job_id} failed [{}]: {}", error.code, error.message);
+    }
+}
+
+/// `log_failure` for an emitted `JobFailed` (its service is the job's own).
+fn log_emitted_failure(jobs: &JobTable, kind: &EventKind) {
+    if let EventKind::JobFailed { job_id, error } = kind {
+        let service = jobs.records.get(job_id).map_or("", |r| r.snap.service.as_str());
+        log_failure(jobs, service, job_id, error);
     }
 }
 
@@ -242,12 +268,7 @@ impl Shared {
     }
 
     fn fail_locked(&self, jobs: &mut JobTable, service: &str, job_id: &str, error: JobError) {
-        match jobs.records.get(job_id) {
-            Some(r) if !r.snap.state.is_terminal() => {
-                log::warn!("{service}: job {job_id} failed [{}]: {}", error.code, error.message);
-            }
-            _ => {}
-        }
+        log_failure(jobs, service, job_id, &error);
         self.emit_locked(
             jobs,
             EventKind::JobFailed {
@@ -260,17 +281,32 @@ impl Shared {
     /// `emit` for a backend actor: an event about a job the actor no longer holds (the hub moved it to another
     /// server of a pool, or to a new address) is dropped, so a stale actor can never speak for a job.
     pub fn emit_from(&self, owner: u64, kind: EventKind) {
+        self.emit_all_from(owner, [kind]);
+    }
+
+    /// `emit_from` for a burst of events (one socket read's worth), in order: the table and the queue are locked
+    /// once for all of them, and the consumer is woken at most once.
+    pub fn emit_all_from(&self, owner: u64, kinds: impl IntoIterator<Item = EventKind>) {
         let mut jobs = self.jobs.lock();
-        if let Some(id) = kind.job_id() {
-            if jobs.records.get(id).is_some_and(|r| r.owner != owner) {
-                log::debug!(
-                    "dropped {} of job {id} from an actor that no longer holds it",
-                    kind.name()
-                );
-                return;
+        let mut queue = self.events.pushing();
+        let mut ended = false;
+        for kind in kinds {
+            if let Some(id) = kind.job_id() {
+                if jobs.records.get(id).is_some_and(|r| r.owner != owner) {
+                    log::debug!(
+                        "dropped {} of job {id} from an actor that no longer holds it",
+                        kind.name()
+                    );
+                    continue;
+                }
             }
+            log_emitted_failure(&jobs, &kind);
+            ended |= jobs.put(&mut queue, kind);
         }
-        self.emit_in(&mut jobs, kind);
+        drop(queue);
+        if ended {
+            self.job_changed.notify_all();
+        }
     }
 
     /// `fail_job` for a backend actor (see `emit_from`).
@@ -305,29 +341,17 @@ impl Shared {
     }
 
     fn emit_in(&self, jobs: &mut JobTable, kind: EventKind) {
-        match kind {
-            EventKind::JobFailed { job_id, error } => {
-                let service = jobs
-                    .records
-                    .get(&job_id)
-                    .map(|r| r.snap.service.clone())
-                    .unwrap_or_default();
-                self.fail_locked(jobs, &service, &job_id, error);
-            }
-            kind => self.emit_locked(jobs, kind),
-        }
+        log_emitted_failure(jobs, &kind);
+        self.emit_locked(jobs, kind);
     }
 
     /// Apply and push under the one table lock: two emitters of one job cannot reorder its events between the
     /// table and the queue (a `JobCancelled` overtaking a `TextDelta`). Lock order: table, then queue.
     fn emit_locked(&self, jobs: &mut JobTable, kind: EventKind) {
-        let terminal = kind.is_terminal();
-        if !jobs.apply(&kind) {
-            log::debug!("dropped {} for a finished or unknown job", kind.name());
-            return;
-        }
-        self.events.push(kind);
-        if terminal {
+        let mut queue = self.events.pushing();
+        let ended = jobs.put(&mut queue, kind);
+        drop(queue);
+        if ended {
             self.job_changed.notify_all();
         }
     }

@@ -334,7 +334,6 @@ impl JobRouter {
 
     fn ensure_started(&mut self, prompt_id: &str, cached: Vec<String>, now: Instant, out: &mut Vec<Effect>) {
         self.ensure_queued(prompt_id, out);
-        let service = self.service.clone();
         let Some(job) = self.jobs.get_mut(prompt_id) else {
             return;
         };
@@ -343,11 +342,14 @@ impl JobRouter {
             job.phase = Phase::Running;
             out.push(Effect::Emit(EventKind::JobStarted {
                 job_id: job.job_id.clone(),
-                service,
+                service: self.service.clone(),
                 cached_nodes: cached,
             }));
         }
-        self.running = Some(prompt_id.to_string());
+        // Called on every step: no new string while it is the same prompt.
+        if self.running.as_deref() != Some(prompt_id) {
+            self.running = Some(prompt_id.to_string());
+        }
     }
 
     /// The server's queue shows the job running (after a reconnect, or while polling over HTTP).
@@ -375,43 +377,54 @@ impl JobRouter {
 
     pub fn on_message(&mut self, msg: ServerMessage, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
+        self.read_message(msg, now, &mut out);
+        out
+    }
+
+    /// `on_message` into a buffer the caller keeps (the socket's hot path: no vector per message).
+    pub fn read_message(&mut self, msg: ServerMessage, now: Instant, out: &mut Vec<Effect>) {
         if let ServerMessage::Status(s) = &msg {
             if let Some(n) = s.queue_remaining() {
                 out.push(Effect::QueueRemaining(n));
             }
-            return out;
+            return;
         }
-        let pid = match msg.prompt_id() {
-            Some(p) => p.to_string(),
-            None => match (&msg, &self.running) {
+        let submitting = {
+            let pid = match (msg.prompt_id(), &msg, &self.running) {
+                (Some(p), _, _) => p,
                 // The reconnect replay: `executing {node}` without a prompt id belongs to our running prompt.
-                (ServerMessage::Executing(_), Some(r)) => r.clone(),
-                _ => return out,
-            },
+                (None, ServerMessage::Executing(_), Some(r)) => r.as_str(),
+                _ => return,
+            };
+            self.jobs.get(pid).map(|j| j.phase == Phase::Submitting)
         };
         // The server can report a prompt before its POST answer reaches us: pause the stream so that JobQueued
         // (with the answer's position and node errors) comes first and id-less frames are attributed in order.
-        let submitting = self.jobs.get(&pid).map(|j| j.phase == Phase::Submitting);
         let unplaced = submitting.is_none() && self.awaiting_answer() && is_lifecycle(&msg);
         if !self.held.is_empty() || submitting == Some(true) || unplaced {
             self.hold(Held::Text(msg));
-            return out;
+            return;
         }
         if submitting.is_none() {
-            return out;
+            return;
         }
+        // Moved out of the message (no copy per step); the message's own field is not read below.
+        let mut msg = msg;
+        let Some(pid) = msg.take_prompt_id().or_else(|| self.running.clone()) else {
+            return;
+        };
         match msg {
             // JobStarted waits for `execution_cached`, which follows at once and says which nodes are cached.
             ServerMessage::ExecutionStart(_) => self.running = Some(pid.clone()),
             ServerMessage::ExecutionCached(c) => {
                 let fresh = self.jobs.get(&pid).is_some_and(|j| j.started.is_none());
                 if fresh {
-                    self.ensure_started(&pid, c.nodes, now, &mut out);
+                    self.ensure_started(&pid, c.nodes, now, out);
                 }
             }
             ServerMessage::Executing(e) => match e.node {
                 Some(node) => {
-                    self.ensure_started(&pid, Vec::new(), now, &mut out);
+                    self.ensure_started(&pid, Vec::new(), now, out);
                     if let Some(job) = self.jobs.get_mut(&pid) {
                         let shown = e.display_node.unwrap_or(node);
                         let node_type = job.node_type(&shown);
@@ -430,9 +443,9 @@ impl JobRouter {
                 }
             },
             ServerMessage::Progress(p) => {
-                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                self.ensure_started(&pid, Vec::new(), now, out);
                 if let Some(job) = self.jobs.get_mut(&pid) {
-                    let node = p.node.clone();
+                    let node = p.node;
                     let eta = node.as_deref().and_then(|n| job.eta(n, p.value, p.max, now));
                     let percentage = if p.max > 0.0 {
                         (p.value / p.max * 100.0).clamp(0.0, 100.0)
@@ -451,9 +464,9 @@ impl JobRouter {
                 }
             }
             // Whole-graph progress: the per-node `progress` messages already carry what we show.
-            ServerMessage::ProgressState(_) => self.ensure_started(&pid, Vec::new(), now, &mut out),
+            ServerMessage::ProgressState(_) => self.ensure_started(&pid, Vec::new(), now, out),
             ServerMessage::Executed(e) => {
-                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                self.ensure_started(&pid, Vec::new(), now, out);
                 if let Some(job) = self.jobs.get_mut(&pid) {
                     let node = e.display_node.or(e.node).unwrap_or_default();
                     if !e.output.is_null() {
@@ -468,7 +481,7 @@ impl JobRouter {
                 }
             }
             ServerMessage::ExecutionSuccess(_) => {
-                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                self.ensure_started(&pid, Vec::new(), now, out);
                 if let Some(job) = self.jobs.get_mut(&pid) {
                     job.phase = Phase::Finishing;
                     out.push(Effect::Finish {
@@ -479,7 +492,7 @@ impl JobRouter {
                 }
             }
             ServerMessage::ExecutionError(e) => {
-                self.ensure_started(&pid, Vec::new(), now, &mut out);
+                self.ensure_started(&pid, Vec::new(), now, out);
                 if let Some(job) = self.remove(&pid) {
                     let node_type = e
                         .node_type
@@ -531,7 +544,6 @@ impl JobRouter {
             }
             ServerMessage::Status(_) | ServerMessage::FeatureFlags(_) | ServerMessage::Unknown { .. } => {}
         }
-        out
     }
 
     /// The server's history says the job ended while we were not listening: emit what was missed.

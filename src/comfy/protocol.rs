@@ -107,6 +107,14 @@ pub struct ParseError(pub String);
 
 impl ServerMessage {
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
+        match ProgressData::from_plain_text(text) {
+            Some(p) => Ok(ServerMessage::Progress(p)),
+            None => Self::parse_envelope(text),
+        }
+    }
+
+    /// `parse` for every message (the general way, through serde).
+    fn parse_envelope(text: &str) -> Result<ServerMessage, ParseError> {
         let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError(format!("not a message: {e}")))?;
         let Some(kind) = env.kind else {
             return Err(ParseError("not a message: no `type`".into()));
@@ -144,6 +152,21 @@ impl ServerMessage {
                 kind: kind.into_owned(),
             },
         })
+    }
+
+    /// `prompt_id`, moved out of the message.
+    pub fn take_prompt_id(&mut self) -> Option<String> {
+        match self {
+            ServerMessage::ExecutionStart(p) | ServerMessage::ExecutionSuccess(p) => p.prompt_id.take(),
+            ServerMessage::ExecutionCached(c) => c.prompt_id.take(),
+            ServerMessage::Executing(e) => e.prompt_id.take(),
+            ServerMessage::Progress(p) => p.prompt_id.take(),
+            ServerMessage::ProgressState(p) => p.prompt_id.take(),
+            ServerMessage::Executed(e) => e.prompt_id.take(),
+            ServerMessage::ExecutionError(e) => e.prompt_id.take(),
+            ServerMessage::ExecutionInterrupted(e) => e.prompt_id.take(),
+            _ => None,
+        }
     }
 
     /// The prompt this message names, if it names one.
@@ -252,12 +275,145 @@ impl ProgressData {
 impl From<RawProgress<'_>> for ProgressData {
     fn from(r: RawProgress<'_>) -> ProgressData {
         ProgressData {
-            value: raw_f64(r.value),
-            max: raw_f64(r.max),
-            prompt_id: raw_id(r.prompt_id),
-            node: raw_id(r.node),
+            value: raw_f64(r.value.map(|v| v.get())),
+            max: raw_f64(r.max.map(|v| v.get())),
+            prompt_id: raw_id(r.prompt_id.map(|v| v.get())),
+            node: raw_id(r.node.map(|v| v.get())),
         }
     }
+}
+
+impl ProgressData {
+    /// The fast path for the one message a sampler sends on every step, in the plain shape ComfyUI writes it:
+    /// `{"type": "progress", "data": {...}}` whose `data` holds only numbers, `null` and strings without escapes
+    /// (any whitespace, any field order inside `data`). Read in one pass without serde; anything else — another
+    /// shape, a duplicate or malformed field — is None and goes the general way, which reads it (or rejects it)
+    /// exactly as before.
+    fn from_plain_text(text: &str) -> Option<ProgressData> {
+        let mut c = Plain { text, at: 0 };
+        c.token(b'{')?;
+        (c.string()? == "type").then_some(())?;
+        c.token(b':')?;
+        (c.string()? == "progress").then_some(())?;
+        c.token(b',')?;
+        (c.string()? == "data").then_some(())?;
+        c.token(b':')?;
+        c.token(b'{')?;
+        let mut fields: [Option<&str>; 4] = [None; 4];
+        if c.token(b'}').is_none() {
+            loop {
+                let key = c.string()?;
+                c.token(b':')?;
+                let value = c.scalar()?;
+                let slot = match key {
+                    "value" => Some(0),
+                    "max" => Some(1),
+                    "prompt_id" => Some(2),
+                    "node" => Some(3),
+                    _ => None,
+                };
+                if let Some(i) = slot {
+                    // serde rejects a duplicate field: leave that to it.
+                    if fields[i].replace(value).is_some() {
+                        return None;
+                    }
+                }
+                if c.token(b',').is_none() {
+                    c.token(b'}')?;
+                    break;
+                }
+            }
+        }
+        c.token(b'}')?;
+        c.ws();
+        (c.at == text.len()).then_some(())?;
+        Some(ProgressData {
+            value: raw_f64(fields[0]),
+            max: raw_f64(fields[1]),
+            prompt_id: raw_id(fields[2]),
+            node: raw_id(fields[3]),
+        })
+    }
+}
+
+/// A cursor over JSON text for `ProgressData::from_plain_text`: only the plain tokens it accepts.
+struct Plain<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Plain<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The byte `b` after optional whitespace.
+    fn token(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        (self.peek() == Some(b)).then(|| self.at += 1)
+    }
+
+    /// A string without escapes or control characters: its contents.
+    fn string(&mut self) -> Option<&'a str> {
+        self.token(b'"')?;
+        let start = self.at;
+        let rest = &self.text.as_bytes()[start..];
+        let len = rest.iter().position(|&b| b == b'"')?;
+        if rest[..len].iter().any(|&b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        self.at = start + len + 1;
+        self.text.get(start..start + len)
+    }
+
+    /// A number, `null` or a plain string: its JSON text.
+    fn scalar(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.at;
+        let rest = &self.text.as_bytes()[start..];
+        match rest.first()? {
+            b'"' => {
+                self.string()?;
+            }
+            b'n' => {
+                rest.starts_with(b"null").then(|| self.at += 4)?;
+            }
+            _ => self.at = start + json_number_len(rest)?,
+        }
+        self.text.get(start..self.at)
+    }
+}
+
+/// The length of the JSON number at the start of `s` (RFC 8259's grammar), if one is there.
+fn json_number_len(s: &[u8]) -> Option<usize> {
+    let digits = |from: usize| s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += digits(i),
+        _ => return None,
+    }
+    if s.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        (n > 0).then_some(())?;
+        i += 1 + n;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        (n > 0).then_some(())?;
+        i += n;
+    }
+    Some(i)
 }
 
 /// A JSON string's contents when it needs no unescaping.
@@ -268,8 +424,8 @@ fn plain_string(text: &str) -> Option<&str> {
 }
 
 /// `lenient_f64` on raw JSON text: a finite number, or a string holding one; anything else is 0.
-fn raw_f64(raw: Option<&serde_json::value::RawValue>) -> f64 {
-    let Some(text) = raw.map(|r| r.get()) else { return 0.0 };
+fn raw_f64(raw: Option<&str>) -> f64 {
+    let Some(text) = raw else { return 0.0 };
     let parsed = match text.as_bytes().first() {
         Some(b'-' | b'0'..=b'9') => text.parse::<f64>().ok(),
         Some(b'"') => match plain_string(text) {
@@ -282,8 +438,8 @@ fn raw_f64(raw: Option<&serde_json::value::RawValue>) -> f64 {
 }
 
 /// `lenient_id` on raw JSON text: a string, or a number's text; anything else is None.
-fn raw_id(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
-    let text = raw?.get();
+fn raw_id(raw: Option<&str>) -> Option<String> {
+    let text = raw?;
     match text.as_bytes().first() {
         Some(b'-' | b'0'..=b'9') => Some(text.to_string()),
         Some(b'"') => match plain_string(text) {
@@ -645,6 +801,49 @@ pub fn file_refs(node_id: &str, ui: &Value) -> Vec<FileRef> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// The fast path for `progress` reads what serde reads, and nothing it would reject: every message it takes
+    /// (ComfyUI's own, compact, reordered, odd values, and every truncation and one-byte change of them) parses
+    /// to the same `ProgressData` the general way, and what it leaves is left to the general way.
+    #[test]
+    fn plain_progress_reads_exactly_what_serde_reads() {
+        let samples = [
+            r#"{"type": "progress", "data": {"value": 3, "max": 20, "prompt_id": "0c5e-4f", "node": "3"}}"#,
+            r#"{"type":"progress","data":{"node":"12","prompt_id":"p","max":2.5e1,"value":-0.5}}"#,
+            r#" { "type" : "progress" , "data" : { "value" : "7", "max" : null, "node" : 31, "x": "y" } } "#,
+            r#"{"type": "progress", "data": {}}"#,
+            r#"{"type": "progress", "data": {"value": 1E400, "max": 1e-3, "prompt_id": 12, "node": null}}"#,
+        ];
+        let mut taken = 0;
+        let mut checked = 0;
+        for sample in samples {
+            let mut variants = vec![sample.to_string()];
+            for cut in 0..sample.len() {
+                variants.push(sample[..cut].to_string());
+                for b in [
+                    "", "\\", "\"", ",", "}", "0", "-", ".", "e", "x", " ", "\u{1}", "{", "[1]", "true", "é",
+                ] {
+                    let mut v = sample.to_string();
+                    v.replace_range(cut..cut + 1, b);
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                let general = ServerMessage::parse_envelope(&v);
+                match ProgressData::from_plain_text(&v) {
+                    Some(p) => {
+                        taken += 1;
+                        assert_eq!(general, Ok(ServerMessage::Progress(p)), "{v}");
+                    }
+                    None => assert_eq!(ServerMessage::parse(&v), general, "{v}"),
+                }
+                checked += 1;
+            }
+        }
+        // ComfyUI's own shape takes the fast path.
+        assert!(ProgressData::from_plain_text(samples[0]).is_some());
+        assert!(taken > 50 && taken < checked, "{taken} of {checked}");
+    }
 
     #[test]
     fn parses_known_and_unknown_messages() {

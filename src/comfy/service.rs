@@ -12,7 +12,7 @@ use crate::net::files::job_dir;
 use crate::net::manifest::Manifest;
 use crate::service::{Backoff, BackoffPolicy, BreakerPolicy, CircuitBreaker, ServiceStatus};
 use crate::tracker::Shared;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,6 +142,8 @@ const SHORT_SESSION: Duration = Duration::from_secs(2);
 /// With jobs in flight and nothing heard for this many heartbeats, the server's queue is checked: a socket can be
 /// open but deaf (ComfyUI's duplicate-clientId race unregisters it), and then no message of our jobs arrives.
 const SILENCE_HEARTBEATS: u32 = 3;
+/// At most this many frames are read in one turn of a session's loop before its other duties get a look.
+const FRAMES_PER_TURN: usize = 256;
 
 /// A finished job's results are fetched again this many times after link failures before the job fails.
 const MAX_FETCH_FAILURES: u32 = 8;
@@ -188,6 +190,12 @@ pub struct ComfyService {
     /// A read of the queue for our jobs' places is in flight / the queue changed again meanwhile.
     positions_in_flight: bool,
     positions_stale: bool,
+    /// Events of the burst being read, handed to the queue together when it ends (`flush_emits`).
+    outbox: Vec<EventKind>,
+    /// A burst is being read: `apply` leaves its events in `outbox`.
+    batching: bool,
+    /// The effects of one message (kept: no vector per message).
+    effects: Vec<Effect>,
 }
 
 impl ComfyService {
@@ -227,6 +235,9 @@ impl ComfyService {
             deaf: false,
             positions_in_flight: false,
             positions_stale: false,
+            outbox: Vec::new(),
+            batching: false,
+            effects: Vec::new(),
         }
     }
 
@@ -408,49 +419,37 @@ impl ComfyService {
         let end = loop {
             tokio::select! {
                 msg = socket.next() => {
-                    let now = Instant::now();
-                    last_rx = now;
-                    match msg {
-                        Some(Ok(Message::Text(text))) => {
-                            self.status.count_message();
-                            self.heard += 1;
-                            last_heard = now;
-                            match ServerMessage::parse(text.as_str()) {
-                                Ok(m) => {
-                                    let effects = self.router.on_message(m, now);
-                                    self.apply(effects);
-                                }
-                                Err(e) => log::debug!("{}: skipped a message: {}", self.name, e.0),
+                    // A burst is read in one turn of the loop (frames already buffered or on the socket), and its
+                    // events are handed to the queue together: one lock and at most one wake-up per burst.
+                    let mut next = Some(msg);
+                    let mut ended = None;
+                    let (mut read, mut heard) = (0, 0);
+                    self.batching = true;
+                    while let Some(msg) = next.take() {
+                        let now = Instant::now();
+                        last_rx = now;
+                        match self.on_frame(msg, now, &mut ping_sent) {
+                            Ok(true) => {
+                                last_heard = now;
+                                heard += 1;
+                            }
+                            Ok(false) => {}
+                            Err(end) => {
+                                ended = Some(end);
+                                break;
                             }
                         }
-                        Some(Ok(Message::Binary(data))) => {
-                            self.status.count_message();
-                            self.heard += 1;
-                            last_heard = now;
-                            match BinaryFrame::parse(data) {
-                                Ok(frame) => {
-                                    let effects = self.router.on_binary(frame, now);
-                                    self.apply(effects);
-                                }
-                                Err(e) => log::debug!("{}: skipped a binary frame: {}", self.name, e.0),
-                            }
+                        read += 1;
+                        if read < FRAMES_PER_TURN {
+                            next = socket.next().now_or_never();
                         }
-                        Some(Ok(Message::Close(frame))) => {
-                            let why = frame.map(|f| format!("the server closed the connection ({} {})", f.code, f.reason))
-                                .unwrap_or_else(|| "the server closed the connection".into());
-                            break SessionEnd::Dropped(why);
-                        }
-                        Some(Ok(Message::Pong(payload))) => {
-                            if let Some((seq, at)) = ping_sent {
-                                if payload.as_ref() == seq.to_be_bytes() {
-                                    self.status.record_rtt(at.elapsed());
-                                    ping_sent = None;
-                                }
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => break SessionEnd::Dropped(crate::net::ws::describe_read_error(&e)),
-                        None => break SessionEnd::Dropped("the connection ended".into()),
+                    }
+                    self.batching = false;
+                    self.flush_emits();
+                    self.heard += heard;
+                    self.status.count_messages(heard);
+                    if let Some(end) = ended {
+                        break end;
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
@@ -500,6 +499,65 @@ impl ComfyService {
         }
         ws::close_and_wait(socket).await;
         end
+    }
+
+    /// One frame from the socket: Ok(true) if it was a message (text or binary; the caller counts them), Err when
+    /// the session is over.
+    fn on_frame(
+        &mut self,
+        msg: Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        now: Instant,
+        ping_sent: &mut Option<(u64, Instant)>,
+    ) -> std::result::Result<bool, SessionEnd> {
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                match ServerMessage::parse(text.as_str()) {
+                    Ok(m) => {
+                        let mut effects = std::mem::take(&mut self.effects);
+                        self.router.read_message(m, now, &mut effects);
+                        self.apply(effects.drain(..));
+                        self.effects = effects;
+                    }
+                    Err(e) => log::debug!("{}: skipped a message: {}", self.name, e.0),
+                }
+                Ok(true)
+            }
+            Some(Ok(Message::Binary(data))) => {
+                match BinaryFrame::parse(data) {
+                    Ok(frame) => {
+                        let effects = self.router.on_binary(frame, now);
+                        self.apply(effects);
+                    }
+                    Err(e) => log::debug!("{}: skipped a binary frame: {}", self.name, e.0),
+                }
+                Ok(true)
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame
+                    .map(|f| format!("the server closed the connection ({} {})", f.code, f.reason))
+                    .unwrap_or_else(|| "the server closed the connection".into());
+                Err(SessionEnd::Dropped(why))
+            }
+            Some(Ok(Message::Pong(payload))) => {
+                if let Some((seq, at)) = *ping_sent {
+                    if payload.as_ref() == seq.to_be_bytes() {
+                        self.status.record_rtt(at.elapsed());
+                        *ping_sent = None;
+                    }
+                }
+                Ok(false)
+            }
+            Some(Ok(_)) => Ok(false),
+            Some(Err(e)) => Err(SessionEnd::Dropped(crate::net::ws::describe_read_error(&e))),
+            None => Err(SessionEnd::Dropped("the connection ended".into())),
+        }
+    }
+
+    /// Hands the events held back during a burst to the queue, in order, under one lock.
+    fn flush_emits(&mut self) {
+        if !self.outbox.is_empty() {
+            self.shared.emit_all_from(self.config.actor_id, self.outbox.drain(..));
+        }
     }
 
     fn spawn<F>(&self, fut: F)
@@ -784,10 +842,16 @@ impl ComfyService {
         });
     }
 
-    fn apply(&mut self, effects: Vec<Effect>) {
+    fn apply(&mut self, effects: impl IntoIterator<Item = Effect>) {
         for effect in effects {
+            if let Effect::Emit(kind) = effect {
+                self.outbox.push(kind);
+                continue;
+            }
+            // Whatever else an effect does comes after the events before it.
+            self.flush_emits();
             match effect {
-                Effect::Emit(kind) => self.shared.emit_from(self.config.actor_id, kind),
+                Effect::Emit(_) => {}
                 Effect::QueueRemaining(n) => {
                     if self.status.set_queue(n) {
                         self.shared.emit_from(
@@ -807,6 +871,9 @@ impl ComfyService {
                 } => self.finish(&prompt_id, refs, from_history),
                 Effect::Forget { .. } => {}
             }
+        }
+        if !self.batching {
+            self.flush_emits();
         }
     }
 

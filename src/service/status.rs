@@ -230,8 +230,10 @@ impl ServiceStatus {
         changed
     }
 
-    pub fn count_message(&self) {
-        self.inner.lock().messages_received += 1;
+    pub fn count_messages(&self, n: u64) {
+        if n > 0 {
+            self.inner.lock().messages_received += n;
+        }
     }
 }
 
