@@ -231,7 +231,8 @@ pub enum EventKind {
     },
     JobFailed {
         job_id: String,
-        error: JobError,
+        /// Boxed: the largest payload of all, and rare; every event would otherwise be its size.
+        error: Box<JobError>,
     },
     JobCancelled {
         job_id: String,

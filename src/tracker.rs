@@ -147,7 +147,7 @@ impl JobTable {
             }
             EventKind::JobFailed { error, .. } => {
                 s.state = JobState::Failed;
-                s.error = Some(error.clone());
+                s.error = Some(JobError::clone(error));
             }
             EventKind::JobCancelled { .. } => s.state = JobState::Cancelled,
             _ => {}
@@ -273,7 +273,7 @@ impl Shared {
             jobs,
             EventKind::JobFailed {
                 job_id: job_id.to_string(),
-                error,
+                error: Box::new(error),
             },
         );
     }
@@ -559,7 +559,7 @@ mod tests {
         s.emit(EventKind::JobCancelled { job_id: "a".into() });
         s.emit(EventKind::JobFailed {
             job_id: "a".into(),
-            error: JobError::simple("x", "y"),
+            error: Box::new(JobError::simple("x", "y")),
         });
         s.emit(EventKind::NodeStarted {
             job_id: "a".into(),

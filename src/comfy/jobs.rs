@@ -518,7 +518,7 @@ impl JobRouter {
                     err.traceback = e.traceback;
                     out.push(Effect::Emit(EventKind::JobFailed {
                         job_id: job.job_id,
-                        error: err,
+                        error: Box::new(err),
                     }));
                 }
             }
@@ -536,7 +536,7 @@ impl JobRouter {
                         err.node_type = i.node_type;
                         out.push(Effect::Emit(EventKind::JobFailed {
                             job_id: job.job_id,
-                            error: err,
+                            error: Box::new(err),
                         }));
                     }
                     out.push(Effect::Forget { prompt_id: pid });
@@ -595,10 +595,10 @@ impl JobRouter {
         } else if let Some(job) = self.remove(prompt_id) {
             out.push(Effect::Emit(EventKind::JobFailed {
                 job_id: job.job_id,
-                error: JobError::simple(
+                error: Box::new(JobError::simple(
                     "execution_failed",
                     format!("the server reports the job ended with status {status:?}"),
-                ),
+                )),
             }));
         }
         out
@@ -797,7 +797,7 @@ mod tests {
             Instant::now(),
         );
         let failed = e.iter().find_map(|x| match x {
-            Effect::Emit(EventKind::JobFailed { error, .. }) => Some(error.clone()),
+            Effect::Emit(EventKind::JobFailed { error, .. }) => Some(JobError::clone(error)),
             _ => None,
         });
         let error = failed.unwrap_or_else(|| JobError::simple("missing", ""));

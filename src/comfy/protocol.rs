@@ -292,11 +292,11 @@ impl ProgressData {
     fn from_plain_text(text: &str) -> Option<ProgressData> {
         let mut c = Plain { text, at: 0 };
         c.token(b'{')?;
-        (c.string()? == "type").then_some(())?;
+        c.literal("\"type\"")?;
         c.token(b':')?;
-        (c.string()? == "progress").then_some(())?;
+        c.literal("\"progress\"")?;
         c.token(b',')?;
-        (c.string()? == "data").then_some(())?;
+        c.literal("\"data\"")?;
         c.token(b':')?;
         c.token(b'{')?;
         let mut fields: [Option<&str>; 4] = [None; 4];
@@ -359,17 +359,23 @@ impl<'a> Plain<'a> {
         (self.peek() == Some(b)).then(|| self.at += 1)
     }
 
+    /// `lit` after optional whitespace.
+    fn literal(&mut self, lit: &str) -> Option<()> {
+        self.ws();
+        self.text[self.at..].starts_with(lit).then(|| self.at += lit.len())
+    }
+
     /// A string without escapes or control characters: its contents.
     fn string(&mut self) -> Option<&'a str> {
         self.token(b'"')?;
         let start = self.at;
-        let rest = &self.text.as_bytes()[start..];
-        let len = rest.iter().position(|&b| b == b'"')?;
-        if rest[..len].iter().any(|&b| b == b'\\' || b < 0x20) {
+        let len = self.text[start..].find('"')?;
+        let inner = &self.text[start..start + len];
+        if inner.bytes().any(|b| b == b'\\' || b < 0x20) {
             return None;
         }
         self.at = start + len + 1;
-        self.text.get(start..start + len)
+        Some(inner)
     }
 
     /// A number, `null` or a plain string: its JSON text.
@@ -427,14 +433,23 @@ fn plain_string(text: &str) -> Option<&str> {
 fn raw_f64(raw: Option<&str>) -> f64 {
     let Some(text) = raw else { return 0.0 };
     let parsed = match text.as_bytes().first() {
-        Some(b'-' | b'0'..=b'9') => text.parse::<f64>().ok(),
+        Some(b'-' | b'0'..=b'9') => small_integer(text).or_else(|| text.parse::<f64>().ok()),
         Some(b'"') => match plain_string(text) {
-            Some(inner) => inner.parse::<f64>().ok(),
+            Some(inner) => small_integer(inner).or_else(|| inner.parse::<f64>().ok()),
             None => serde_json::from_str::<String>(text).ok().and_then(|s| s.parse().ok()),
         },
         _ => None,
     };
     parsed.filter(|f| f.is_finite()).unwrap_or(0.0)
+}
+
+/// A step count's usual text, 1 to 15 digits, read without the general float parser (exact: below 2^53).
+fn small_integer(text: &str) -> Option<f64> {
+    let digits = text.as_bytes();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')) as f64)
 }
 
 /// `lenient_id` on raw JSON text: a string, or a number's text; anything else is None.
@@ -840,6 +855,23 @@ mod tests {
                 checked += 1;
             }
         }
+        for text in [
+            "0",
+            "7",
+            "007",
+            "20",
+            "999999999999999",
+            "1000000000000000",
+            "12345678901234567",
+            "-3",
+            "1.5",
+        ] {
+            if let Some(f) = small_integer(text) {
+                assert_eq!(Some(f), text.parse::<f64>().ok(), "{text}");
+            }
+        }
+        assert_eq!(small_integer("999999999999999"), Some(999_999_999_999_999.0));
+        assert_eq!(small_integer("1000000000000000"), None);
         // ComfyUI's own shape takes the fast path.
         assert!(ProgressData::from_plain_text(samples[0]).is_some());
         assert!(taken > 50 && taken < checked, "{taken} of {checked}");

@@ -282,7 +282,7 @@ impl JobCtx {
                 );
                 self.shared.emit(EventKind::JobFailed {
                     job_id: self.job_id,
-                    error: e.to_job_error(),
+                    error: Box::new(e.to_job_error()),
                 });
             }
             Outcome::Completed(output) => {
@@ -313,7 +313,7 @@ impl JobCtx {
                     }
                     Err(e) => self.shared.emit(EventKind::JobFailed {
                         job_id: self.job_id,
-                        error: e.to_job_error(),
+                        error: Box::new(e.to_job_error()),
                     }),
                 }
             }

@@ -94,11 +94,90 @@ event_class!(JobQueued, "The job is queued: on the server, or locally until the 
 });
 event_class!(JobStarted, "The server started the job." { job_id: String, service: String, cached_nodes: Vec<String> });
 event_class!(NodeStarted, "A node began to execute." { job_id: String, node_id: String, node_type: Option<String> });
-event_class!(Progress, "Progress of the running node, with percentage, an ETA from the observed step rate, and the \
-    server's own words when it sends some (`text`: Gradio's progress `desc`)." {
-    job_id: String, node_id: Option<String>, value: f64, max: f64, percentage: f64, eta_seconds: Option<f64>,
-    text: Option<String>
-});
+/// Progress of the running node, with percentage, an ETA from the observed step rate, and the server's own words
+/// when it sends some (`text`: Gradio's progress `desc`).
+///
+/// The one event of every step: its fields are read from the event itself when asked for, so a consumer that
+/// only looks at a few of them pays for no copies.
+#[pyclass(module = "director_link._native", extends = Event, frozen)]
+pub struct Progress {}
+
+/// The fields of the `Progress` event a `Progress` object holds.
+struct ProgressFields<'a> {
+    job_id: &'a str,
+    node_id: Option<&'a str>,
+    value: f64,
+    max: f64,
+    percentage: f64,
+    eta_seconds: Option<f64>,
+    text: Option<&'a str>,
+}
+
+impl Progress {
+    fn fields<'a>(slf: &'a Bound<'_, Self>) -> ProgressFields<'a> {
+        match &slf.as_super().get().inner.kind {
+            EventKind::Progress {
+                job_id,
+                node_id,
+                value,
+                max,
+                percentage,
+                eta_seconds,
+                text,
+            } => ProgressFields {
+                job_id,
+                node_id: node_id.as_deref(),
+                value: *value,
+                max: *max,
+                percentage: *percentage,
+                eta_seconds: *eta_seconds,
+                text: text.as_deref(),
+            },
+            // Never: `to_python` makes a Progress only of a progress event.
+            _ => ProgressFields {
+                job_id: "",
+                node_id: None,
+                value: 0.0,
+                max: 0.0,
+                percentage: 0.0,
+                eta_seconds: None,
+                text: None,
+            },
+        }
+    }
+}
+
+#[pymethods]
+impl Progress {
+    #[getter]
+    fn job_id(slf: &Bound<'_, Self>) -> String {
+        Self::fields(slf).job_id.to_string()
+    }
+    #[getter]
+    fn node_id(slf: &Bound<'_, Self>) -> Option<String> {
+        Self::fields(slf).node_id.map(str::to_string)
+    }
+    #[getter]
+    fn value(slf: &Bound<'_, Self>) -> f64 {
+        Self::fields(slf).value
+    }
+    #[getter]
+    fn max(slf: &Bound<'_, Self>) -> f64 {
+        Self::fields(slf).max
+    }
+    #[getter]
+    fn percentage(slf: &Bound<'_, Self>) -> f64 {
+        Self::fields(slf).percentage
+    }
+    #[getter]
+    fn eta_seconds(slf: &Bound<'_, Self>) -> Option<f64> {
+        Self::fields(slf).eta_seconds
+    }
+    #[getter]
+    fn text(slf: &Bound<'_, Self>) -> Option<String> {
+        Self::fields(slf).text.map(str::to_string)
+    }
+}
 event_class!(Preview, "A preview image (JPEG or PNG bytes)." {
     job_id: String, node_id: Option<String>, mime: String, data: Py<PyBytes>
 });
@@ -216,23 +295,7 @@ pub fn to_python(py: Python<'_>, ev: CoreEvent) -> PyResult<Py<PyAny>> {
             node_id: node_id.clone(),
             node_type: node_type.clone(),
         }),
-        EventKind::Progress {
-            job_id,
-            node_id,
-            value,
-            max,
-            percentage,
-            eta_seconds,
-            text,
-        } => new!(Progress {
-            job_id: job_id.clone(),
-            node_id: node_id.clone(),
-            value: *value,
-            max: *max,
-            percentage: *percentage,
-            eta_seconds: *eta_seconds,
-            text: text.clone(),
-        }),
+        EventKind::Progress { .. } => new!(Progress {}),
         EventKind::Preview {
             job_id,
             node_id,

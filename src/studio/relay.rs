@@ -261,7 +261,7 @@ impl JobView {
             EventKind::JobFailed { error, .. } => {
                 self.state = JobState::Failed;
                 self.message.clone_from(&error.message);
-                self.error = Some(error.clone());
+                self.error = Some(JobError::clone(error));
             }
             EventKind::JobCancelled { .. } => {
                 self.state = JobState::Cancelled;

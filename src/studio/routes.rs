@@ -588,12 +588,12 @@ async fn external_progress(
         },
         "failed" => EventKind::JobFailed {
             job_id: id.clone(),
-            error: JobError::simple(
+            error: Box::new(JobError::simple(
                 "execution_failed",
                 b.message
                     .clone()
                     .unwrap_or_else(|| "the producer reported a failure".into()),
-            ),
+            )),
         },
         "cancelled" => EventKind::JobCancelled { job_id: id.clone() },
         other => {

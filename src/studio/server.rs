@@ -307,7 +307,7 @@ impl StudioServer {
                 self.state.relay.publish(
                     &EventKind::JobFailed {
                         job_id: view.job_id.clone(),
-                        error: JobError::simple("studio_restarted", why),
+                        error: Box::new(JobError::simple("studio_restarted", why)),
                     },
                     crate::event::now_epoch(),
                     None,
