@@ -333,18 +333,24 @@ impl JobRouter {
     }
 
     fn ensure_started(&mut self, prompt_id: &str, cached: Vec<String>, now: Instant, out: &mut Vec<Effect>) {
-        self.ensure_queued(prompt_id, out);
-        let Some(job) = self.jobs.get_mut(prompt_id) else {
-            return;
-        };
-        if job.started.is_none() {
-            job.started = Some(now);
-            job.phase = Phase::Running;
-            out.push(Effect::Emit(EventKind::JobStarted {
-                job_id: job.job_id.clone(),
-                service: self.service.clone(),
-                cached_nodes: cached,
-            }));
+        match self.jobs.get(prompt_id) {
+            None => return,
+            // Every step of a running job comes here: one look-up when there is nothing to announce.
+            Some(j) if j.phase == Phase::Running && j.queued_announced && j.started.is_some() => {}
+            Some(_) => {
+                self.ensure_queued(prompt_id, out);
+                if let Some(job) = self.jobs.get_mut(prompt_id) {
+                    if job.started.is_none() {
+                        job.started = Some(now);
+                        job.phase = Phase::Running;
+                        out.push(Effect::Emit(EventKind::JobStarted {
+                            job_id: job.job_id.clone(),
+                            service: self.service.clone(),
+                            cached_nodes: cached,
+                        }));
+                    }
+                }
+            }
         }
         // Called on every step: no new string while it is the same prompt.
         if self.running.as_deref() != Some(prompt_id) {

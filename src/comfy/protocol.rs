@@ -369,13 +369,12 @@ impl<'a> Plain<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.token(b'"')?;
         let start = self.at;
-        let len = self.text[start..].find('"')?;
-        let inner = &self.text[start..start + len];
-        if inner.bytes().any(|b| b == b'\\' || b < 0x20) {
-            return None;
-        }
+        let rest = &self.text.as_bytes()[start..];
+        // One pass: the closing quote, or an escape / control character (left to serde).
+        let len = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        (rest[len] == b'"').then_some(())?;
         self.at = start + len + 1;
-        Some(inner)
+        self.text.get(start..start + len)
     }
 
     /// A number, `null` or a plain string: its JSON text.
