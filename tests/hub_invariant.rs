@@ -16,10 +16,11 @@
 //! `DL_INVARIANT_CASES` sets how many seeds run (default 12, fixed, so CI time is bounded).
 #![allow(clippy::unwrap_used)]
 
+mod sim_support;
+
 use director_link::event::EventKind;
-use director_link::hub::{Hub, HubConfig};
+use director_link::hub::Hub;
 use director_link::openai::service::ChatRequest;
-use director_link::service::{BackoffPolicy, BreakerPolicy};
 use director_link::sim::{SimConfig, Simulator};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -195,27 +196,8 @@ fn dead_url() -> String {
 }
 
 fn hub(out: &std::path::Path) -> Hub {
-    Hub::new(HubConfig {
-        output_dir: out.to_path_buf(),
-        heartbeat: Duration::from_millis(500),
-        backoff: BackoffPolicy {
-            initial: Duration::from_millis(20),
-            factor: 1.5,
-            max: Duration::from_millis(200),
-            jitter: 0.2,
-            healthy_after: Duration::from_secs(1),
-        },
-        // Restarts and cuts must not open the circuit for long in a test.
-        breaker: BreakerPolicy {
-            threshold: 1000,
-            window: Duration::from_secs(60),
-            open_for: Duration::from_millis(100),
-        },
-        poll_interval: Duration::from_millis(100),
-        connect_timeout: Duration::from_secs(2),
-        ..HubConfig::default()
-    })
-    .unwrap()
+    // Restarts and cuts must not open the circuit for long in a test.
+    Hub::new(sim_support::quick_hub_config(out)).unwrap()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

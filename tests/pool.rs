@@ -6,9 +6,10 @@
 //! Reproduce a random case: `DL_POOL_SEED=<seed> cargo test --test pool random -- --nocapture`.
 #![allow(clippy::unwrap_used)]
 
+mod sim_support;
+
 use director_link::event::{Event, EventKind};
-use director_link::hub::{Hub, HubConfig, PoolOptions, PoolSnapshot};
-use director_link::service::{BackoffPolicy, BreakerPolicy};
+use director_link::hub::{Hub, PoolOptions, PoolSnapshot};
 use director_link::sim::{SimConfig, Simulator};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -38,26 +39,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let dir = std::env::temp_dir().join(format!("dl-pool-test-{}", uuid::Uuid::new_v4().simple()));
-        let hub = Hub::new(HubConfig {
-            output_dir: dir.clone(),
-            heartbeat: Duration::from_millis(500),
-            backoff: BackoffPolicy {
-                initial: Duration::from_millis(20),
-                factor: 1.5,
-                max: Duration::from_millis(200),
-                jitter: 0.2,
-                healthy_after: Duration::from_secs(1),
-            },
-            breaker: BreakerPolicy {
-                threshold: 1000,
-                window: Duration::from_secs(60),
-                open_for: Duration::from_millis(100),
-            },
-            poll_interval: Duration::from_millis(100),
-            connect_timeout: Duration::from_secs(2),
-            ..HubConfig::default()
-        })
-        .unwrap();
+        let hub = Hub::new(sim_support::quick_hub_config(&dir)).unwrap();
         Rig {
             hub,
             dir,

@@ -18,6 +18,31 @@ use tokio_tungstenite::tungstenite::Message;
 /// Node sleeps are scaled by this in all simulator tests (fixture timings too).
 pub const SCALE: f64 = 0.2;
 
+/// A hub for tests that cut, stall and restart servers: it reconnects within tens of milliseconds and its circuit
+/// never stays open for long.
+pub fn quick_hub_config(output_dir: &std::path::Path) -> director_link::hub::HubConfig {
+    use director_link::service::{BackoffPolicy, BreakerPolicy};
+    director_link::hub::HubConfig {
+        output_dir: output_dir.to_path_buf(),
+        heartbeat: Duration::from_millis(500),
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(20),
+            factor: 1.5,
+            max: Duration::from_millis(200),
+            jitter: 0.2,
+            healthy_after: Duration::from_secs(1),
+        },
+        breaker: BreakerPolicy {
+            threshold: 1000,
+            window: Duration::from_secs(60),
+            open_for: Duration::from_millis(100),
+        },
+        poll_interval: Duration::from_millis(100),
+        connect_timeout: Duration::from_secs(2),
+        ..director_link::hub::HubConfig::default()
+    }
+}
+
 pub fn sim() -> Simulator {
     Simulator::start(SimConfig {
         time_scale: SCALE,
