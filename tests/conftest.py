@@ -92,6 +92,15 @@ def second_server():
 
 
 @pytest.fixture
+def sim():
+    """A simulator of our own (time scaled to a quarter), for tests that hand it to a studio server."""
+    from director_link.testing import ComfySimulator
+
+    with ComfySimulator(time_scale=0.25) as s:
+        yield s
+
+
+@pytest.fixture
 def hub(tmp_path):
     h = director_link.Hub(output_dir=str(tmp_path / "out"))
     try:

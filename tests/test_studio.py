@@ -25,7 +25,7 @@ import director_link
 import pytest
 import websockets
 import websockets.exceptions
-from director_link.testing import ComfySimulator, api_workflow
+from director_link.testing import api_workflow
 
 TIMEOUT = 60  # seconds any single wait may take before the test fails (a bound on a hang, not a timing claim)
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -58,12 +58,6 @@ def studio(tmp_path, **settings):
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture
-def sim():
-    with ComfySimulator(time_scale=0.25) as s:
-        yield s
 
 
 def ws_url(server, path: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import websockets
-from director_link.testing import ComfySimulator, api_workflow
+from director_link.testing import api_workflow
 
 from .test_studio import TIMEOUT, brief_until_final, http, read_events, recv_json, run, studio, submit, ws_url
 
@@ -33,12 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASTORES = ROOT / ".ci" / "datastores.sh"
 TERMINAL = ("job_completed", "job_failed", "job_cancelled")
 HOW = "run `. .ci/datastores.sh` (it installs and starts PostgreSQL and Redis and exports their URLs)"
-
-
-@pytest.fixture
-def sim():
-    with ComfySimulator(time_scale=0.25) as s:
-        yield s
 
 
 def free_port() -> int:

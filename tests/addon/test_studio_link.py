@@ -14,32 +14,23 @@ from contextlib import contextmanager
 import pytest
 
 director_link = pytest.importorskip("director_link")
-from director_link.testing import ComfySimulator, api_workflow  # noqa: E402
+from director_link.testing import api_workflow  # noqa: E402
 from movie_director import state as st  # noqa: E402
 from movie_director import studio_link  # noqa: E402
 from movie_director.hub_owner import HubOwner  # noqa: E402
+
+from ..test_studio import studio as studio_server  # noqa: E402
 
 TIMEOUT = 30.0
 
 
 @contextmanager
 def studio(tmp_path, sim=None, **settings):
-    settings.setdefault("port", 0)
-    settings.setdefault("output_dir", str(tmp_path / "studio-out"))
     settings.setdefault("database", "memory")
     if sim is not None:
         settings["services"] = [{"kind": "comfyui", "url": sim.url, "name": "gpu"}]
-    server = director_link.serve(**settings)
-    try:
+    with studio_server(tmp_path, **settings) as server:
         yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def sim():
-    with ComfySimulator(time_scale=0.25) as s:
-        yield s
 
 
 def run_until(hub, model: st.ViewModel, predicate, what: str, timeout: float = TIMEOUT):
