@@ -20,6 +20,8 @@ import { extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
+import { startStudio as startStudioWith, stopStudio } from "../../web/e2e/harness.mjs";
+
 const here = fileURLToPath(new URL(".", import.meta.url));
 const repo = join(here, "..", "..");
 const web = join(repo, "web");
@@ -74,52 +76,7 @@ async function buildPages() {
 
 // ---- the studio server ------------------------------------------------------------------------------------------
 
-/** Servers started and not yet gone: killed if this process is. */
-const running = new Set();
-
-function startStudio() {
-  const child = spawn(
-    cli[0],
-    [...cli.slice(1), "serve", "--port", "0", "--database", "memory", "--out", out, "--json"],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  running.add(child);
-  child.on("exit", () => running.delete(child));
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the studio server did not start in 60 s: ${stderr}`)), 60_000);
-    let buf = "";
-    child.stdout.on("data", (d) => {
-      buf += d;
-      const line = buf.split("\n").find((l) => l.includes('"listening"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve({ child, url: JSON.parse(line).url.replace(/\/$/, "") });
-      }
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the studio server exited (${code}): ${stderr}`));
-    });
-  });
-}
-
-function stopStudio(s) {
-  return new Promise((resolve) => {
-    if (s.child.exitCode !== null) return resolve();
-    const kill = setTimeout(() => s.child.kill("SIGKILL"), 15_000);
-    s.child.once("exit", () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    s.child.kill("SIGTERM");
-  });
-}
+const startStudio = () => startStudioWith({ port: 0, out, args: ["--database", "memory"], command: cli });
 
 // ---- the producer -------------------------------------------------------------------------------------------------
 
@@ -401,10 +358,6 @@ async function measure(browser, variant, run, stall = false) {
 // ---- main -------------------------------------------------------------------------------------------------------------
 
 let browser = null;
-process.on("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
-for (const sig of ["SIGINT", "SIGTERM", "SIGPIPE"]) process.on(sig, () => process.exit(1));
 
 try {
   await buildPages();

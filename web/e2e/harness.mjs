@@ -40,9 +40,11 @@ process.on("exit", () => {
 });
 for (const sig of ["SIGINT", "SIGTERM", "SIGPIPE"]) process.on(sig, () => process.exit(1));
 
-/** Starts `director-link serve` on `port` with `args`, writing into `out`; resolves once it listens. */
-export function startStudio({ port, out, args = ["--simulator"] }) {
-  const child = spawn(cli, ["serve", ...args, "--port", String(port), "--out", out, "--json"], {
+/** Starts `director-link serve` on `port` with `args`, writing into `out`; resolves once it listens. `command`: the
+ * CLI's argv (e.g. `[python, "-m", "director_link.cli"]`). */
+export function startStudio({ port, out, args = ["--simulator"], command = [cli] }) {
+  const [exe, ...pre] = command;
+  const child = spawn(exe, [...pre, "serve", ...args, "--port", String(port), "--out", out, "--json"], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
