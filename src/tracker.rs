@@ -260,8 +260,8 @@ impl Shared {
         Some((rec.snap.service.clone(), rec.snap.tag.clone(), rec.submission.clone()))
     }
 
-    /// Ends a job with `JobFailed`, logged once here for every kind of service. Every job failure goes through
-    /// `fail_locked` (this, an emitted `JobFailed`, and the hub's bulk endings below).
+    /// Ends a job with `JobFailed`. Every job failure (this, an emitted `JobFailed`, and the hub's bulk endings
+    /// below) is logged once by `log_failure`, for every kind of service.
     pub fn fail_job(&self, service: &str, job_id: &str, error: JobError) {
         let mut jobs = self.jobs.lock();
         self.fail_locked(&mut jobs, service, job_id, error);
