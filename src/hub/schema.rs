@@ -31,29 +31,19 @@ impl Schema {
 
 fn add_upload_choice(raw: &mut Value, file: &str) {
     let Some(classes) = raw.as_object_mut() else { return };
-    for class in classes.values_mut() {
-        for section in ["required", "optional"] {
-            let Some(inputs) = class
-                .pointer_mut(&format!("/input/{section}"))
-                .and_then(Value::as_object_mut)
-            else {
-                continue;
-            };
-            for spec in inputs.values_mut() {
-                if spec.pointer("/1/image_upload").and_then(Value::as_bool) != Some(true) {
-                    continue;
-                }
-                // `[[choices…], {…}]`, or the v3 form `["COMBO", {"options": [choices…], …}]`.
-                let choices = if spec.get(0).is_some_and(Value::is_array) {
-                    spec.get_mut(0)
-                } else {
-                    spec.pointer_mut("/1/options")
-                };
-                if let Some(list) = choices.and_then(Value::as_array_mut) {
-                    if !list.iter().any(|c| c.as_str() == Some(file)) {
-                        list.push(Value::from(file));
-                    }
-                }
+    for spec in classes.values_mut().flat_map(crate::workflow::schema::input_specs_mut) {
+        if spec.pointer("/1/image_upload").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        // `[[choices…], {…}]`, or the v3 form `["COMBO", {"options": [choices…], …}]`.
+        let choices = if spec.get(0).is_some_and(Value::is_array) {
+            spec.get_mut(0)
+        } else {
+            spec.pointer_mut("/1/options")
+        };
+        if let Some(list) = choices.and_then(Value::as_array_mut) {
+            if !list.iter().any(|c| c.as_str() == Some(file)) {
+                list.push(Value::from(file));
             }
         }
     }

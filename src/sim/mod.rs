@@ -147,19 +147,12 @@ impl Simulator {
             object_info.remove(class);
         }
         if !cfg.without_models.is_empty() {
-            for class in object_info.values_mut() {
-                for section in ["required", "optional"] {
-                    let Some(inputs) = class
-                        .pointer_mut(&format!("/input/{section}"))
-                        .and_then(Value::as_object_mut)
-                    else {
-                        continue;
-                    };
-                    for spec in inputs.values_mut() {
-                        if let Some(list) = spec.get_mut(0).and_then(Value::as_array_mut) {
-                            list.retain(|c| !c.as_str().is_some_and(|c| cfg.without_models.iter().any(|m| m == c)));
-                        }
-                    }
+            for spec in object_info
+                .values_mut()
+                .flat_map(crate::workflow::schema::input_specs_mut)
+            {
+                if let Some(list) = spec.get_mut(0).and_then(Value::as_array_mut) {
+                    list.retain(|c| !c.as_str().is_some_and(|c| cfg.without_models.iter().any(|m| m == c)));
                 }
             }
         }

@@ -284,6 +284,29 @@ fn bag_distance(a: &Histogram, b: &Histogram) -> usize {
 }
 
 /// Levenshtein distance over chars.
+/// The input specs (`[type or choices, {options}]`) of one `/object_info` class, required and optional.
+pub fn input_specs_mut(class: &mut Value) -> impl Iterator<Item = &mut Value> {
+    let (required, optional) = match class.get_mut("input").and_then(Value::as_object_mut) {
+        Some(input) => {
+            let mut required = None;
+            let mut optional = None;
+            for (section, inputs) in input.iter_mut() {
+                match section.as_str() {
+                    "required" => required = inputs.as_object_mut(),
+                    "optional" => optional = inputs.as_object_mut(),
+                    _ => {}
+                }
+            }
+            (required, optional)
+        }
+        None => (None, None),
+    };
+    required
+        .into_iter()
+        .chain(optional)
+        .flat_map(|inputs| inputs.values_mut())
+}
+
 pub fn edit_distance(a: &str, b: &str) -> usize {
     edit_distance_within(a, b, usize::MAX).unwrap_or(usize::MAX)
 }
